@@ -1,0 +1,41 @@
+# Two commands do everything on a fresh machine:  make quickstart   and   make test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build by default (no multi-GB CUDA download); override for a GPU, e.g. make TORCH_SPEC="torch==2.13.0 --index-url ..."
+TORCH_SPEC ?= torch==2.13.0
+# Exact versions CI tested; compatible ranges live in pyproject.toml.
+CONSTRAINTS ?= constraints.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: install quickstart test test-all bench lint clean
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1"
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## quickstart: install, then run the main job on the embedded sample data (no network)
+quickstart: install
+	$(BIN)/factorgym quickstart
+
+## test: install, then run the default (not slow) tests; no test reaches the internet
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+## test-all: every test, the slow ones too
+test-all: install
+	$(BIN)/python -m pytest -q
+
+## bench: every speed/memory benchmark, one JSON line per figure
+bench: install
+	@for f in benchmarks/ingest.py benchmarks/factors.py benchmarks/env_speed.py; do \
+		test -f $$f && $(BIN)/python $$f || exit $$?; \
+	done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

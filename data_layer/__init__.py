@@ -1,0 +1,4 @@
+"""Data layer: candle sources -> Parquet store -> validation -> factors -> FactorTensor.
+
+Imports neither ``factorgym.envs`` nor ``factorgym.agents``.
+"""

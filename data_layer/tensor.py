@@ -1,0 +1,246 @@
+"""Contract 1: the ``FactorTensor`` -- arrays and names, nothing else.
+
+| field          | shape / dtype       | meaning                                                    |
+| -------------- | ------------------- | ---------------------------------------------------------- |
+| features       | float32 [T, A, F]   | factor values; row t known at the close of bar t           |
+| prices         | float64 [T, A, 5]   | open, high, low, close, volume of each bar                 |
+| timestamps     | int64 [T]           | bar open time, UTC milliseconds                            |
+| symbols        | list[str]           | unified symbols (``BTC/USDT``)                             |
+| feature_names  | list[str]           | one per F                                                  |
+| tradable       | bool [T, A]         | false before listing, on missing bars, after delisting     |
+| meta           | dict                | timeframe, source, hashes, normalisation stats, version... |
+
+Saved as a folder of ``.npy`` files plus ``meta.json``; :meth:`FactorTensor.load` memory-maps the
+arrays so a tensor larger than memory still trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from factorgym.errors import DataValidationError
+
+FORMAT_VERSION = 1
+PRICE_FIELDS = ("open", "high", "low", "close", "volume")
+_ARRAYS = ("features", "prices", "timestamps", "tradable")
+
+
+@dataclasses.dataclass
+class FactorTensor:
+    features: np.ndarray
+    prices: np.ndarray
+    timestamps: np.ndarray
+    symbols: list[str]
+    feature_names: list[str]
+    tradable: np.ndarray
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.symbols = [str(s) for s in self.symbols]
+        self.feature_names = [str(n) for n in self.feature_names]
+        self._check()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_arrays(
+        cls,
+        features,
+        prices,
+        timestamps,
+        symbols=None,
+        feature_names=None,
+        tradable=None,
+        meta: dict | None = None,
+    ) -> "FactorTensor":
+        """Build from plain arrays. ``prices`` may be ``[T, A, 5]`` or close-only ``[T, A]``
+        (open = high = low = close, volume 0). ``tradable`` defaults to "finite close"."""
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim == 2:
+            features = features[:, :, None]
+        prices = np.asarray(prices, dtype=np.float64)
+        if prices.ndim == 2:
+            prices = np.stack([prices, prices, prices, prices, np.zeros_like(prices)], axis=-1)
+        timestamps = np.asarray(timestamps, dtype=np.int64)
+        if features.ndim != 3:
+            raise DataValidationError(f"features must be [T, A, F], got shape {features.shape}")
+        T, A, F = features.shape
+        symbols = list(symbols) if symbols is not None else [f"ASSET{i}" for i in range(A)]
+        feature_names = list(feature_names) if feature_names is not None else [f"f{j}" for j in range(F)]
+        if tradable is None:
+            tradable = np.isfinite(prices[..., 3]) & (prices[..., 3] > 0) if prices.ndim == 3 else None
+        meta = {"timeframe": "1h", "source": "arrays", **(meta or {})}
+        return cls(features, prices, timestamps, symbols, feature_names, np.asarray(tradable, dtype=bool), meta)
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def n_bars(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def n_assets(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.features.shape[2])
+
+    @property
+    def timeframe(self) -> str:
+        return str(self.meta.get("timeframe", "1h"))
+
+    def __len__(self) -> int:
+        return self.n_bars
+
+    def __repr__(self) -> str:
+        from factorgym.data_layer.timeframes import ms_to_iso
+
+        span = f"{ms_to_iso(int(self.timestamps[0]))} .. {ms_to_iso(int(self.timestamps[-1]))}" if self.n_bars else "empty"
+        return (
+            f"FactorTensor(T={self.n_bars}, A={self.n_assets}, F={self.n_features}, "
+            f"timeframe={self.timeframe!r}, symbols={self.symbols}, {span})"
+        )
+
+    def _check(self) -> None:
+        f, p, t, m = self.features, self.prices, self.timestamps, self.tradable
+        if f.ndim != 3:
+            raise DataValidationError(f"features must be [T, A, F], got shape {f.shape}")
+        T, A, F = f.shape
+        if p.shape != (T, A, 5):
+            raise DataValidationError(f"prices must be [T, A, 5] = {(T, A, 5)} (open, high, low, close, volume), got {p.shape}")
+        if t.shape != (T,):
+            raise DataValidationError(f"timestamps must be [T] = ({T},), got {t.shape}")
+        if m.shape != (T, A):
+            raise DataValidationError(f"tradable must be [T, A] = {(T, A)}, got {m.shape}")
+        if len(self.symbols) != A:
+            raise DataValidationError(f"{len(self.symbols)} symbols given for {A} assets")
+        if len(self.feature_names) != F:
+            raise DataValidationError(f"{len(self.feature_names)} feature names given for {F} features")
+        if len(set(self.feature_names)) != F:
+            dup = sorted({n for n in self.feature_names if self.feature_names.count(n) > 1})
+            raise DataValidationError(f"duplicate feature names: {dup}")
+        if f.dtype != np.float32 or p.dtype != np.float64 or t.dtype != np.int64 or m.dtype != bool:
+            raise DataValidationError(
+                f"dtypes must be features float32, prices float64, timestamps int64, tradable bool; "
+                f"got {f.dtype}, {p.dtype}, {t.dtype}, {m.dtype}"
+            )
+        if T > 1 and not isinstance(t, np.memmap) and np.any(np.diff(t) <= 0):
+            i = int(np.argmax(np.diff(t) <= 0)) + 1
+            raise DataValidationError(f"timestamps must strictly increase; row {i} ({t[i]}) is not after row {i - 1} ({t[i - 1]})")
+
+    # ------------------------------------------------------------------ slicing
+    def slice_bars(self, start: int, stop: int) -> "FactorTensor":
+        """Rows ``start:stop`` as views (no copy, memory maps stay maps)."""
+        return FactorTensor(
+            self.features[start:stop], self.prices[start:stop], self.timestamps[start:stop],
+            list(self.symbols), list(self.feature_names), self.tradable[start:stop], dict(self.meta),
+        )
+
+    def slice_time(self, start_ms: int | None = None, end_ms: int | None = None) -> "FactorTensor":
+        """Bars with ``start_ms <= timestamp < end_ms``."""
+        lo = 0 if start_ms is None else int(np.searchsorted(self.timestamps, start_ms, side="left"))
+        hi = self.n_bars if end_ms is None else int(np.searchsorted(self.timestamps, end_ms, side="left"))
+        return self.slice_bars(lo, hi)
+
+    # ------------------------------------------------------------------ hashing
+    def content_hash(self) -> str:
+        """sha256 over the arrays and names (not ``meta``), chunked so a memory map is not loaded whole."""
+        h = hashlib.sha256()
+        for name in _ARRAYS:
+            arr = getattr(self, name)
+            h.update(f"{name}{arr.shape}{arr.dtype}".encode())
+            flat = arr.reshape(len(arr), -1) if arr.ndim > 1 else arr.reshape(-1, 1)
+            step = max(1, (1 << 24) // max(1, flat.strides[0]))
+            for i in range(0, len(flat), step):
+                h.update(np.ascontiguousarray(flat[i : i + step]).tobytes())
+        h.update(json.dumps([self.symbols, self.feature_names]).encode())
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``features.npy``, ``prices.npy``, ``timestamps.npy``, ``tradable.npy``, ``meta.json``.
+
+        Written to a temporary sibling folder and renamed, so a crash never leaves half a tensor.
+        """
+        out = Path(directory)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            for name in _ARRAYS:
+                np.save(tmp / f"{name}.npy", np.asarray(getattr(self, name)), allow_pickle=False)
+            meta = {
+                **self.meta,
+                "format_version": FORMAT_VERSION,
+                "symbols": self.symbols,
+                "feature_names": self.feature_names,
+                "shape": [self.n_bars, self.n_assets, self.n_features],
+            }
+            meta.setdefault("content_hash", self.content_hash())
+            (tmp / "meta.json").write_text(json.dumps(_jsonable(meta), indent=1, sort_keys=True))
+            if out.exists():
+                old = out.with_name(f".{out.name}.old")
+                if old.exists():
+                    shutil.rmtree(old)
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, mmap: bool = True) -> "FactorTensor":
+        """Load a saved tensor; with ``mmap=True`` arrays are read-only memory maps (read lazily)."""
+        d = Path(directory)
+        meta_path = d / "meta.json"
+        if not meta_path.exists():
+            raise DataValidationError(f"{d} is not a saved FactorTensor (no meta.json); build one with `factorgym build`")
+        meta = json.loads(meta_path.read_text())
+        arrays = {}
+        for name in _ARRAYS:
+            path = d / f"{name}.npy"
+            if not path.exists():
+                raise DataValidationError(f"{d}: {name}.npy is missing; the tensor folder is incomplete")
+            arrays[name] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        symbols = meta.pop("symbols")
+        feature_names = meta.pop("feature_names")
+        meta.pop("shape", None)
+        return cls(arrays["features"], arrays["prices"], arrays["timestamps"], symbols, feature_names, arrays["tradable"], meta)
+
+    # ------------------------------------------------------------------ inspection
+    def to_frame(self):
+        """Long pandas frame (timestamp, symbol) x (features, OHLCV, tradable) for inspection only."""
+        import pandas as pd
+
+        T, A, F = self.features.shape
+        idx = pd.MultiIndex.from_product(
+            [pd.to_datetime(np.asarray(self.timestamps), unit="ms", utc=True), self.symbols], names=["time", "symbol"]
+        )
+        data = {n: np.asarray(self.features[:, :, j]).reshape(-1) for j, n in enumerate(self.feature_names)}
+        for k, n in enumerate(PRICE_FIELDS):
+            data[n] = np.asarray(self.prices[:, :, k]).reshape(-1)
+        data["tradable"] = np.asarray(self.tradable).reshape(-1)
+        return pd.DataFrame(data, index=idx)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

@@ -1,0 +1,69 @@
+"""Timeframes and timestamps in ccxt's vocabulary: ``1m``/``1h``/``1d`` and UTC milliseconds."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+
+import numpy as np
+import pandas as pd
+
+from factorgym.errors import ConfigError
+
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_TF_RE = re.compile(r"^(\d+)([smhdw])$")
+
+MS_PER_YEAR = 365 * 86_400_000  # crypto trades 24/7: annualise on calendar time
+
+
+def timeframe_to_ms(timeframe: str) -> int:
+    """Length of one bar in milliseconds (``"1h"`` -> 3_600_000).
+
+    Months (``1M``) are not on a fixed grid and are refused.
+    """
+    m = _TF_RE.match(str(timeframe).strip())
+    if not m or int(m.group(1)) <= 0:
+        raise ConfigError(
+            f"timeframe {timeframe!r} is not understood: use ccxt's form, e.g. 1m, 5m, 1h, 4h, 1d, 1w"
+        )
+    return int(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+def bars_per_year(timeframe: str) -> float:
+    """Bars in a 365-day year of a 24/7 market (8760 for ``1h``)."""
+    return MS_PER_YEAR / timeframe_to_ms(timeframe)
+
+
+def to_utc_ms(value: str | int | float | _dt.datetime | pd.Timestamp | np.datetime64 | None) -> int | None:
+    """Parse a user-given time (``2023-01-01``, ISO with zone, epoch s or ms) into UTC milliseconds.
+
+    Naive strings are taken as UTC. Integers below 1e11 are seconds, above are milliseconds.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and float(value).is_integer()):
+        v = int(value)
+        return v * 1000 if abs(v) < 100_000_000_000 else v
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return to_utc_ms(int(value.strip()))
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"time {value!r} is not understood: use e.g. 2023-01-01, 2023-01-01T12:00Z or epoch ms") from exc
+    if ts is pd.NaT:
+        raise ConfigError(f"time {value!r} is not a valid time")
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return int(ts.tz_convert("UTC").as_unit("ms").value)
+
+
+def ms_to_iso(ms: int | None) -> str:
+    """Readable UTC time for messages and reports."""
+    if ms is None:
+        return "-"
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+
+
+def floor_to_grid(ms: int, timeframe_ms: int) -> int:
+    """Open time of the bar containing ``ms``."""
+    return (int(ms) // timeframe_ms) * timeframe_ms

@@ -1,0 +1,5 @@
+import sys
+
+from factorgym.cli import main
+
+sys.exit(main())
