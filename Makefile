@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 CONSTRAINTS ?= constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test test-all bench lint clean
+.PHONY: install quickstart test test-all bench constraints clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ bench: install
 	@for f in benchmarks/ingest.py benchmarks/factors.py benchmarks/env_speed.py; do \
 		test -f $$f && $(BIN)/python $$f || exit $$?; \
 	done
+
+## constraints: re-pin constraints.txt to what the venv has now (after a deliberate upgrade)
+constraints: install
+	{ echo '# Exact versions CI tested (pip freeze of the venv, torch excluded so TORCH_SPEC can choose the build).'; \
+	  echo '# Regenerate with `make constraints` after changing dependencies in pyproject.toml.'; \
+	  $(BIN)/python -m pip freeze | grep -viE '^(torch|nvidia|triton|factorgym|-e |pip==|setuptools==)'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

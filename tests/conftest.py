@@ -4,7 +4,6 @@ loopback inside the test process; ``subprocess_env`` gives child processes the s
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -30,17 +29,6 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
-
-
-def test_guard_blocks_internet():
-    """The socket guard itself: a connection to a public address is refused before it leaves."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        with pytest.raises(Exception) as info:
-            s.connect(("93.184.216.34", 80))
-        assert "Socket" in type(info.value).__name__ or "refused" in str(info.value).lower() or "block" in str(info.value).lower()
-    finally:
-        s.close()
 
 
 PYTHON = sys.executable
