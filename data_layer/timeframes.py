@@ -54,7 +54,7 @@ def to_utc_ms(value: str | int | float | _dt.datetime | pd.Timestamp | np.dateti
         raise ConfigError(f"time {value!r} is not a valid time")
     if ts.tzinfo is None:
         ts = ts.tz_localize("UTC")
-    return int(ts.tz_convert("UTC").as_unit("ms").value)
+    return int(ts.tz_convert("UTC").value // 1_000_000)  # .value is nanoseconds whatever the unit
 
 
 def ms_to_iso(ms: int | None) -> str:
