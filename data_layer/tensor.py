@@ -12,6 +12,17 @@
 
 Saved as a folder of ``.npy`` files plus ``meta.json``; :meth:`FactorTensor.load` memory-maps the
 arrays so a tensor larger than memory still trains.
+
+Untradable bars (as built by ``factorgym.data_layer.build``): features are 0; prices are NaN before
+an asset's first bar (not listed yet), and on a missing or delisted bar after it they carry the
+last close forward (open = high = low = close = last close, volume 0) so held positions can be
+valued -- never a later price. A tradable bar always has finite, positive prices.
+
+Meta written by the builder: ``timeframe``, ``source``, ``data_hash`` (aligned candles),
+``content_hash`` (these arrays), ``factor_set_hash`` and ``factor_set`` (the resolved definitions,
+enough to rebuild the online path), ``normalisation`` (method and fitted statistics),
+``market_rules`` per symbol, ``warmup_bars``, ``nan_count``, ``untradable_share``, ``version``.
+Splits: :meth:`FactorTensor.split` / :meth:`FactorTensor.walk_forward` (``data_layer/splits.py``).
 """
 
 from __future__ import annotations
@@ -139,9 +150,10 @@ class FactorTensor:
     # ------------------------------------------------------------------ slicing
     def slice_bars(self, start: int, stop: int) -> "FactorTensor":
         """Rows ``start:stop`` as views (no copy, memory maps stay maps)."""
+        meta = {k: v for k, v in self.meta.items() if k != "content_hash"}  # the parent's hash is not the slice's
         return FactorTensor(
             self.features[start:stop], self.prices[start:stop], self.timestamps[start:stop],
-            list(self.symbols), list(self.feature_names), self.tradable[start:stop], dict(self.meta),
+            list(self.symbols), list(self.feature_names), self.tradable[start:stop], meta,
         )
 
     def slice_time(self, start_ms: int | None = None, end_ms: int | None = None) -> "FactorTensor":
@@ -149,6 +161,22 @@ class FactorTensor:
         lo = 0 if start_ms is None else int(np.searchsorted(self.timestamps, start_ms, side="left"))
         hi = self.n_bars if end_ms is None else int(np.searchsorted(self.timestamps, end_ms, side="left"))
         return self.slice_bars(lo, hi)
+
+    def split(self, train, validation=None, test=None, embargo: int = 0) -> dict[str, "FactorTensor"]:
+        """Train/validation/test by time ranges with an embargo; see ``data_layer/splits.py``."""
+        from factorgym.data_layer.splits import split
+
+        return split(self, train, validation, test, embargo)
+
+    def walk_forward(self, n_folds: int, test_bars: int, train_bars: int | None = None, embargo: int = 0):
+        """Walk-forward folds; see ``data_layer/splits.py``."""
+        from factorgym.data_layer.splits import walk_forward
+
+        return walk_forward(self, n_folds, test_bars, train_bars, embargo)
+
+    @property
+    def factor_set_hash(self) -> str | None:
+        return self.meta.get("factor_set_hash")
 
     # ------------------------------------------------------------------ hashing
     def content_hash(self) -> str:
