@@ -240,10 +240,14 @@ def test_fake_exchange_runs_as_a_process(subprocess_env):
 
 
 @pytest.mark.slow
-def test_soak_many_symbols_heavy_faults_and_crashes(fx, tmp_path):
-    """Five symbols x 20,000 bars at 35% faults; the run crashes after a random number of page writes
+def test_soak_many_symbols_heavy_faults_and_crashes(fx, tmp_path, monkeypatch):
+    """Five symbols x 20,000 bars at 35% faults; the run crashes after a random number of batch writes
     and is restarted until it completes. The store must be exactly the exchange's closed bars."""
     import random
+
+    import factorgym.data_layer.download as download_module
+
+    monkeypatch.setattr(download_module, "FLUSH_ROWS", 3000)  # many batches, so crashes land mid-symbol
 
     class CrashingStore(CandleStore):
         writes_left = 0
@@ -260,7 +264,7 @@ def test_soak_many_symbols_heavy_faults_and_crashes(fx, tmp_path):
     syms = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "ETH/BTC", "NEW/USDT"]
     rng, crashes = random.Random(7), 0
     while True:
-        CrashingStore.writes_left = rng.randint(1, 30)
+        CrashingStore.writes_left = rng.randint(1, 12)
         try:
             summary = download("binance", syms, "1h", start, store=CrashingStore(tmp_path),
                                source=fast_source(fx, page_limit=1000, max_retries=20))
