@@ -143,7 +143,10 @@ def download(
             res = SymbolDownload(sym, start, added, report.rows, report.first, report.last,
                                  list(report.gaps), list(report.warnings))
         else:
-            res = SymbolDownload(sym, start, 0, 0, None, None, [], ["no candles in the requested range"])
+            now = source.last_now_ms
+            why = (f"no candles: --since {ms_to_iso(since_ms)} is not before the exchange's current time {ms_to_iso(now)} UTC"
+                   if now is not None and since_ms >= now else "no candles in the requested range")
+            res = SymbolDownload(sym, start, 0, 0, None, None, [], [why])
         log.debug("%s", res.line())
         results.append(res)
     return DownloadSummary(exchange_id, timeframe, store.root, results,
