@@ -1,0 +1,272 @@
+"""``PortfolioCore``: the arrays of N environments over one tensor, and the calls into the kernels.
+
+The single env is a core with N = 1, the vector env a core with N = n_envs, and the backtest drives
+the single env; all of them execute through :func:`factorgym.envs.kernels.step_batch_nb`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numba
+import numpy as np
+
+from factorgym.envs import execution as ex
+from factorgym.envs.config import ExecutionConfig, RewardConfig, resolve_per_symbol
+from factorgym.envs.kernels import reset_batch_nb, step_batch_nb
+from factorgym.errors import ConfigError, DataValidationError
+
+log = logging.getLogger(__name__)
+
+SCHEMES = {"simplex": ex.SCHEME_SIMPLEX, "signed": ex.SCHEME_SIGNED, "direct": ex.SCHEME_DIRECT,
+           "discrete": ex.SCHEME_DISCRETE}
+REWARDS = {"log_return": ex.REWARD_LOG, "differential_sharpe": ex.REWARD_SHARPE,
+           "drawdown_penalty": ex.REWARD_DRAWDOWN, "turnover_penalty": ex.REWARD_TURNOVER}
+
+
+def _fast(dispatcher, *args, act_dtype=None):
+    """The compiled entry point of ``dispatcher`` for exactly these argument types.
+
+    Calling it skips numba's per-call type dispatch (~0.8 us of a ~3 us env step). Safe because
+    every array we pass later has the dtype, dimensions and layout given here: ours are allocated
+    once, and actions are checked for dtype and shape (any strides are fine: layout 'A') first.
+    ``act_dtype`` replaces the type of the argument named ``act`` (index 8) by a 1-D 'A' array.
+    """
+    sig = [numba.typeof(a) for a in args]
+    if act_dtype is not None:
+        sig[8] = numba.types.Array(numba.from_dtype(np.dtype(act_dtype)), 1, "A")
+    try:
+        return dispatcher.compile(tuple(sig))
+    except Exception:  # pragma: no cover - numba internals changed: fall back to normal dispatch
+        return dispatcher
+
+
+F32 = np.dtype(np.float32)
+F64 = np.dtype(np.float64)
+
+
+def check_tensor(tensor: Any) -> None:
+    """Raise a one-line error if ``tensor`` is not a well-formed FactorTensor for trading."""
+    for name in ("features", "prices", "timestamps", "tradable", "symbols"):
+        if not hasattr(tensor, name):
+            raise DataValidationError(
+                f"the env needs a FactorTensor (features, prices, timestamps, tradable, symbols); "
+                f"got {type(tensor).__name__} without `{name}` -- build one with FactorTensor.from_arrays(...)")
+    f, p, ts, m = tensor.features, tensor.prices, tensor.timestamps, tensor.tradable
+    if getattr(f, "ndim", 0) != 3:
+        raise DataValidationError(f"tensor.features must be [T, A, F], got shape {getattr(f, 'shape', None)}")
+    T, A, _ = f.shape
+    if getattr(p, "shape", None) != (T, A, 5):
+        raise DataValidationError(f"tensor.prices must be [T, A, 5] = {(T, A, 5)}, got {getattr(p, 'shape', None)}")
+    if getattr(ts, "shape", None) != (T,) or getattr(m, "shape", None) != (T, A):
+        raise DataValidationError(f"tensor.timestamps must be [{T}] and tradable [{T}, {A}]; got "
+                                  f"{getattr(ts, 'shape', None)} and {getattr(m, 'shape', None)}")
+    if len(tensor.symbols) != A:
+        raise DataValidationError(f"tensor has {A} assets but {len(tensor.symbols)} symbols")
+    m = np.asarray(m, dtype=bool)
+    o, c, v = (np.asarray(p[..., k], dtype=np.float64) for k in (0, 3, 4))
+    for name, arr, ok in (("open", o, lambda x: np.isfinite(x) & (x > 0)), ("close", c, lambda x: np.isfinite(x) & (x > 0)),
+                          ("volume", v, lambda x: np.isfinite(x) & (x >= 0))):
+        bad = m & ~ok(arr)
+        if bad.any():
+            t, a = np.argwhere(bad)[0]
+            raise DataValidationError(
+                f"{tensor.symbols[a]}: {name} is {float(arr[t, a])} at row {t} (timestamp {int(ts[t])}) on a bar marked "
+                f"tradable; prices must be finite and positive on tradable bars (mark the bar untradable instead)")
+
+
+class PortfolioCore:
+    """State and static arrays of ``n_envs`` environments trading one tensor.
+
+    Shapes: ``obs`` float32 [N, obs_dim]; ``act`` float64 [N, action_dim] (discrete levels as
+    indices); ``out`` float64 [N, O_W + 3A]; ``fills`` float64 [N, 3A, 7]; see ``execution``.
+    """
+
+    def __init__(self, tensor: Any, n_envs: int, *, window: int, scheme: str, execution: ExecutionConfig,
+                 reward: RewardConfig, initial_cash: float, long_only: bool,
+                 levels: Sequence[float] = (), level_size: float = 1.0) -> None:
+        check_tensor(tensor)
+        T, A, F = tensor.features.shape
+        if not isinstance(window, (int, np.integer)) or window < 1:
+            raise ConfigError(f"window={window!r}; expected an integer >= 1 (bars of features per observation)")
+        if window + 1 > T:
+            raise ConfigError(f"window={window} needs at least {window + 1} bars (window rows plus one bar to fill at); "
+                              f"the tensor has {T}")
+        if not (np.isfinite(initial_cash) and initial_cash > 0):
+            raise ConfigError(f"initial_cash={initial_cash!r}; expected a positive number (quote currency)")
+        if long_only and execution.max_leverage < 1.0:
+            log.info("long-only with max_leverage=%s < 1: at most that fraction of equity is invested", execution.max_leverage)
+        self.n_envs, self.n_bars, self.n_assets, self.n_features, self.window = int(n_envs), T, A, F, int(window)
+        self.symbols = list(tensor.symbols)
+        self.timestamps = np.ascontiguousarray(tensor.timestamps, dtype=np.int64)
+        self.long_only = bool(long_only)
+        self.scheme = scheme
+
+        prices = np.asarray(tensor.prices, dtype=np.float64)
+        self.tradable = np.ascontiguousarray(tensor.tradable, dtype=bool)
+        close = np.where(self.tradable, prices[..., 3], np.nan)
+        mark = _ffill(close)  # last tradable close, carried forward; 0 before the first listing
+        self.px = np.ascontiguousarray(np.stack([np.where(self.tradable, prices[..., 0], mark), mark,
+                                                 np.where(self.tradable, prices[..., 4], 0.0)], axis=-1))
+        feats = np.asarray(tensor.features, dtype=np.float32)
+        finite = np.isfinite(feats)
+        n_bad = int((~finite & self.tradable[..., None]).sum())
+        if n_bad:
+            log.warning("%d feature values are NaN/inf on tradable bars; they are observed as 0", n_bad)
+        self.featflat = np.where(finite & self.tradable[..., None], feats, np.float32(0)).reshape(-1)
+        self.maskflat = self.tradable.astype(np.float32).reshape(-1)
+
+        per = resolve_per_symbol(execution, self.symbols, getattr(tensor, "meta", None))
+        self.market = per
+        self.mkt = np.ascontiguousarray(np.stack([per["fee"], per["lot_step"], per["min_amount"],
+                                                  per["min_notional"], per["price_step"]]))
+        levels = np.asarray(levels, dtype=np.float64)
+        cfg = np.zeros(ex.C_LEVELS + len(levels))
+        cfg[ex.C_FIXED_SLIP] = (execution.slippage_bps + execution.half_spread_bps) / 1e4
+        cfg[ex.C_IMPACT] = execution.impact_coef
+        cfg[ex.C_IMPACT_EXP] = execution.impact_exponent
+        cfg[ex.C_BORROW] = execution.borrow_rate_per_bar
+        cfg[ex.C_MAX_LEV] = execution.max_leverage
+        cfg[ex.C_MAINT] = execution.maintenance_margin
+        cfg[ex.C_INIT_CASH] = initial_cash
+        cfg[ex.C_LONG_ONLY] = 1.0 if long_only else 0.0
+        cfg[ex.C_CLOSE_UNTRADABLE] = 1.0 if execution.on_untradable == "close" else 0.0
+        cfg[ex.C_SCHEME] = SCHEMES[scheme]
+        cfg[ex.C_REWARD] = REWARDS[reward.kind]
+        cfg[ex.C_DD_PEN] = reward.drawdown_penalty
+        cfg[ex.C_TO_PEN] = reward.turnover_penalty
+        cfg[ex.C_ETA] = reward.sharpe_eta
+        cfg[ex.C_SCALE] = reward.scale
+        cfg[ex.C_WINDOW] = window
+        cfg[ex.C_LEVEL_SIZE] = level_size
+        cfg[ex.C_N_LEVELS] = len(levels)
+        cfg[ex.C_LEVELS:] = levels
+        self.cfg = cfg
+
+        N = self.n_envs
+        self.obs_dim = window * A * F + window * A + A + 3
+        self.action_dim = A + 1 if scheme == "simplex" else A
+        self.st = np.zeros((N, ex.S_QTY + A))
+        self.ist = np.zeros((N, 4), dtype=np.int64)
+        self.ist[:, ex.I_DONE] = 1  # nothing may step before a reset
+        self.act = np.zeros(N * self.action_dim)  # flat [N x K], row-major
+        self.obs = np.zeros((N, self.obs_dim), dtype=np.float32)
+        self.out = np.zeros((N, ex.O_W + 3 * A))
+        self.fills = np.zeros((N, 3 * A, ex.N_FILL_COLS))
+        self.scratch = np.zeros((7, A))
+        args = (self.px, self.tradable, self.featflat, self.maskflat, self.mkt, self.cfg, self.st, self.ist, self.act,
+                self.obs, self.out, self.fills, self.scratch)
+        self.step64 = _fast(step_batch_nb, *args, act_dtype=np.float64)
+        self.step32 = _fast(step_batch_nb, *args, act_dtype=np.float32)
+        idx = np.zeros(0, dtype=np.int64)
+        self._reset = _fast(reset_batch_nb, idx, idx, idx, self.px, self.featflat, self.maskflat, self.cfg,
+                            self.st, self.ist, self.obs, self.out)
+
+    # ------------------------------------------------------------------ ranges
+    @property
+    def first_start(self) -> int:
+        """Earliest decision bar: the first with a full window of features."""
+        return self.window - 1
+
+    @property
+    def last_bar(self) -> int:
+        return self.n_bars - 1
+
+    # ------------------------------------------------------------------ kernels
+    def reset(self, idx: np.ndarray, starts: np.ndarray, ends: np.ndarray, obs: np.ndarray | None = None) -> None:
+        """Start envs ``idx`` at decision bars ``starts``, truncating at bars ``ends``."""
+        idx, starts, ends = (np.ascontiguousarray(x, dtype=np.int64) for x in (idx, starts, ends))
+        self._reset(idx, starts, ends, self.px, self.featflat, self.maskflat, self.cfg, self.st, self.ist,
+                    self.obs if obs is None else obs, self.out)
+
+    def step(self, act: np.ndarray | None = None, obs: np.ndarray | None = None) -> None:
+        """Advance every live env one bar.
+
+        ``act``: actions [N, K] or flat [N x K] (default ``self.act``); float32/float64 are used as
+        they are, anything else is converted to float64. Observations are written into ``obs``
+        (a fresh C-contiguous float32 [N, obs_dim] array) or ``self.obs``.
+        """
+        a = self.act if act is None else act
+        if type(a) is not np.ndarray or a.dtype not in (F32, F64) or a.ndim != 1:
+            a = np.asarray(a)
+            a = (a if a.dtype in (F32, F64) else a.astype(np.float64)).reshape(-1)
+        if a.shape[0] != self.act.shape[0]:
+            raise ValueError(f"actions have {a.shape[0]} values; expected n_envs x action_dim = {self.act.shape[0]}")
+        fn = self.step32 if a.dtype == F32 else self.step64
+        fn(self.px, self.tradable, self.featflat, self.maskflat, self.mkt, self.cfg, self.st, self.ist, a,
+           self.obs if obs is None else obs, self.out, self.fills, self.scratch)
+
+    # ------------------------------------------------------------------ reading results
+    def trades(self, n: int) -> list[dict]:
+        """Fills of env ``n`` in the last step as dicts (timestamp, symbol, side, quantity, price, fee,
+        slippage_cost, kind)."""
+        k = int(self.out[n, ex.O_NFILLS])
+        return Trades(self.fills[n].copy(), k, int(self.timestamps[int(self.out[n, ex.O_T])]), self.symbols).to_list()
+
+    def order_status(self, n: int) -> list[str]:
+        """Status name of each asset's order in env ``n``'s last step."""
+        A = self.n_assets
+        return [ex.ORDER_STATUS[int(c)] for c in self.out[n, ex.O_W + 2 * A: ex.O_W + 3 * A]]
+
+
+_KINDS = ("order", "untradable_close", "liquidation")
+
+
+class Trades(Sequence):
+    """The fills of one step: a read-only sequence of dicts, built only when read.
+
+    Each dict: ``timestamp`` (int ms of the fill bar's open), ``symbol``, ``side`` ("buy"/"sell"),
+    ``quantity`` (base units), ``price`` (fill price), ``fee`` and ``slippage_cost`` (quote units),
+    ``kind`` ("order", "untradable_close", "liquidation"). ``.array`` holds the raw rows
+    (asset, side +-1, quantity, price, fee, slippage_cost, kind code); ``list(trades)`` gives a list.
+    Built lazily because a step that trades every asset would otherwise spend more time making
+    dicts than executing.
+    """
+
+    __slots__ = ("_rows", "_n", "_ts", "_symbols")
+
+    def __init__(self, rows: np.ndarray, n: int, timestamp: int, symbols: list[str]) -> None:
+        self._rows = rows  # an owned copy; only the first n rows are fills
+        self._n = n
+        self._ts = timestamp
+        self._symbols = symbols
+
+    @property
+    def array(self) -> np.ndarray:
+        return self._rows[:self._n]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError("trade index out of range")
+        a, side, q, p, fee, sc, kind = self._rows[i % self._n].tolist()
+        return {"timestamp": self._ts, "symbol": self._symbols[int(a)], "side": "buy" if side > 0 else "sell",
+                "quantity": q, "price": p, "fee": fee, "slippage_cost": sc, "kind": _KINDS[int(kind)]}
+
+    def to_list(self) -> list[dict]:
+        return [self[i] for i in range(self._n)]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Trades, list, tuple)):
+            return self.to_list() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Trades({self.to_list()!r})"
+
+
+def _ffill(a: np.ndarray) -> np.ndarray:
+    """Forward-fill NaNs along axis 0 (only the past is used); leading NaNs become 0."""
+    T = a.shape[0]
+    idx = np.where(np.isfinite(a), np.arange(T)[:, None], 0)
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    out = np.take_along_axis(a, idx, axis=0)
+    return np.where(np.isfinite(out), out, 0.0)

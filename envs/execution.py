@@ -1,0 +1,231 @@
+"""The one execution and accounting core: numba kernels batched over N environments.
+
+Everything that moves money lives here and nowhere else; the single env, the vector env, the
+backtest and the paper exchange call these kernels. In the style of vectorbt's ``nb.py``: plain
+array functions over state records, each order returning a status code (``FILLED``, ``IGNORED_*``,
+``REJECTED_*``) instead of raising.
+
+Order of operations in one step of one environment (decision at the close of bar t):
+
+1. map the action to target weights w* (fraction of equity per asset, signed);
+2. value the book at the open of bar f = t+1 (untradable assets at their last close): E_open;
+3. per tradable asset, target quantity q* = w* x E_open / open; order = q* - q;
+   assets not tradable at bar f are rejected (``REJECTED_UNTRADABLE``);
+4. sells first (so their proceeds can pay for buys): fill at open x (1 - s), fee on the proceeds;
+5. buys: fill at open x (1 + s); long-only: if their total cost (fees included) exceeds cash, every
+   buy is scaled by the same factor, then rounded down to its lot again -- cash never goes negative;
+6. positions in assets untradable at f: kept and valued at their last close (``freeze``) or closed
+   at that price with the fee (``close``);
+7. borrow: ``borrow_rate_per_bar`` x (short notional + borrowed cash) at the close of f;
+8. mark to market at the close of f: E = cash + sum(q x close);
+9. long/short: if E < maintenance_margin x gross exposure, every position is closed at the close
+   (fee and slippage paid) and the episode terminates (``LIQUIDATED``); E <= 0 terminates
+   (``BANKRUPT``);
+10. reward from E_t -> E_f; observation of bar f written into the output row.
+
+Rounding rules (floating point, as vectorbt's nb.py documents its own):
+
+- a quantity is rounded *down* to its lot step: ``floor(q / step + 1e-9) * step``; the 1e-9 (of one
+  step) absorbs round-off such as 0.3 / 0.1 = 2.9999999999999996; orders that round to 0, or
+  fall below ``min_amount`` (base units) or ``min_notional`` (quantity x open, quote units), are
+  ignored with a status code;
+- a target weight of exactly 0 closes the whole position without lot rounding (no dust is left);
+- an order smaller than 1e-10 of the target (or held) quantity is round-off of an unchanged
+  target (e.g. holding 100% while the price moves) and is not sent (``IGNORED_NO_CHANGE``);
+- fill prices are rounded to the price step against the trader: buys up, sells down;
+- the long-only buy scale factor is ``cash / cost x (1 - 1e-12)`` so that round-off cannot make
+  cash negative;
+- fees are fee_rate x quantity x fill price, never rounded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+# ---- order status codes (vectorbt style) --------------------------------------------------------
+FILLED = 0
+IGNORED_NO_CHANGE = 1
+IGNORED_LOT = 2
+IGNORED_MIN_AMOUNT = 3
+IGNORED_MIN_NOTIONAL = 4
+REJECTED_UNTRADABLE = 5
+ORDER_STATUS = ("filled", "ignored_no_change", "ignored_lot", "ignored_min_amount",
+                "ignored_min_notional", "rejected_untradable")
+
+# ---- environment status codes --------------------------------------------------------------------
+ENV_OK = 0
+ENV_BANKRUPT = 1
+ENV_LIQUIDATED = 2
+ENV_BAD_ACTION = -1
+ENV_STATUS = {ENV_OK: "ok", ENV_BANKRUPT: "bankrupt", ENV_LIQUIDATED: "liquidated"}
+
+# ---- fill kinds ----------------------------------------------------------------------------------
+FILL_ORDER = 0
+FILL_UNTRADABLE_CLOSE = 1
+FILL_LIQUIDATION = 2
+
+# ---- action schemes and rewards -----------------------------------------------------------------
+SCHEME_SIMPLEX, SCHEME_SIGNED, SCHEME_DIRECT, SCHEME_DISCRETE = 0, 1, 2, 3
+REWARD_LOG, REWARD_SHARPE, REWARD_DRAWDOWN, REWARD_TURNOVER = 0, 1, 2, 3
+
+# ---- layouts of the arrays the kernels share ------------------------------------------------------
+# cfg: float64 [C_LEVELS + n_levels]
+C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_BORROW, C_MAX_LEV, C_MAINT, C_INIT_CASH = 0, 1, 2, 3, 4, 5, 6
+C_LONG_ONLY, C_CLOSE_UNTRADABLE, C_SCHEME, C_REWARD, C_DD_PEN, C_TO_PEN, C_ETA = 7, 8, 9, 10, 11, 12, 13
+C_SCALE, C_WINDOW, C_LEVEL_SIZE, C_N_LEVELS, C_LEVELS = 14, 15, 16, 17, 18
+# mkt: float64 [5, A]
+M_FEE, M_LOT, M_MIN_AMOUNT, M_MIN_NOTIONAL, M_PRICE_STEP = 0, 1, 2, 3, 4
+# px: float64 [T, A, 3] = open, mark (close, carried forward over untradable bars), volume
+P_OPEN, P_MARK, P_VOLUME = 0, 1, 2
+# st: float64 [N, S_QTY + A]
+S_CASH, S_EQUITY, S_PEAK, S_INIT, S_SH_A, S_SH_B, S_QTY = 0, 1, 2, 3, 4, 5, 6
+# ist: int64 [N, 4]
+I_T, I_END, I_DONE, I_STEPS = 0, 1, 2, 3
+# out: float64 [N, O_W + 3A]: scalars, then weights [A], positions [A], order status [A]
+O_REWARD, O_EQUITY, O_CASH, O_FEES, O_SLIP, O_TURNOVER, O_BORROW = 0, 1, 2, 3, 4, 5, 6
+O_TERM, O_TRUNC, O_NFILLS, O_STATUS, O_T, O_LOGRET, O_DRAWDOWN, O_W = 7, 8, 9, 10, 11, 12, 13, 14
+# fills: float64 [N, 3A, 7]
+F_ASSET, F_SIDE, F_QTY, F_PRICE, F_FEE, F_SLIP, F_KIND = 0, 1, 2, 3, 4, 5, 6
+N_FILL_COLS = 7
+
+# Every division in the kernels is guarded explicitly (or its divisor is validated > 0), so numpy's
+# error model (no per-division zero check) is safe and lets LLVM optimise the loops.
+JIT = dict(cache=True, error_model="numpy")
+LOT_EPS = 1e-9
+NOISE = 1e-10  # |order| <= 1e-10 x |target or position| is round-off, not an order
+CASH_SAFETY = 1e-12
+MAX_SLIP = 0.5
+LOG_FLOOR = 1e-12  # equity ratio floor of the log return on bankruptcy: log(1e-12) ~ -27.6
+
+
+@numba.njit(**JIT)
+def round_lot_nb(qty: float, step: float) -> float:
+    """``qty`` (>= 0) rounded down to a multiple of ``step`` (0 = no rounding)."""
+    if step > 0.0:
+        return math.floor(qty / step + LOT_EPS) * step
+    return qty
+
+
+@numba.njit(**JIT)
+def fill_order_nb(size, ref_price, volume, fee_rate, lot_step, min_amount, min_notional, price_step,
+                  fixed_slip, impact, impact_exp, exact):
+    """Fill a market order of ``size`` base units (+ buy, - sell) against ``ref_price``.
+
+    Returns ``(status, qty, price, fee, slippage_cost)`` with ``qty`` >= 0 the filled quantity,
+    ``price`` the fill price, ``fee`` and ``slippage_cost`` (qty x |price - ref_price|) in quote units.
+    ``exact`` skips lot rounding and the minimums (closing a held position, liquidation).
+    """
+    q = abs(size)
+    if q == 0.0:
+        return IGNORED_NO_CHANGE, 0.0, ref_price, 0.0, 0.0
+    if not exact:
+        q = round_lot_nb(q, lot_step)
+        if q <= 0.0:
+            return IGNORED_LOT, 0.0, ref_price, 0.0, 0.0
+        if q < min_amount:
+            return IGNORED_MIN_AMOUNT, 0.0, ref_price, 0.0, 0.0
+        if q * ref_price < min_notional:
+            return IGNORED_MIN_NOTIONAL, 0.0, ref_price, 0.0, 0.0
+    slip = fixed_slip
+    if impact > 0.0 and volume > 0.0:
+        part = q / volume
+        slip += impact * (math.sqrt(part) if impact_exp == 0.5 else part ** impact_exp)
+    if slip > MAX_SLIP:
+        slip = MAX_SLIP
+    if size > 0.0:
+        price = ref_price * (1.0 + slip)
+        if price_step > 0.0:
+            price = math.ceil(price / price_step - LOT_EPS) * price_step
+    else:
+        price = ref_price * (1.0 - slip)
+        if price_step > 0.0:
+            price = math.floor(price / price_step + LOT_EPS) * price_step
+    return FILLED, q, price, q * price * fee_rate, q * abs(price - ref_price)
+
+
+@numba.njit(**JIT)
+def map_action_nb(act, off, K, cfg, sc):
+    """Target weights of the action ``act[off:off + K]`` into ``sc[0, :A]``; False if malformed.
+
+    (Indices instead of array views throughout the kernels: each numba view costs an atomic
+    reference-count update, which dominated the step time.)"""
+    A = sc.shape[1]
+    scheme = int(cfg[C_SCHEME])
+    long_only = cfg[C_LONG_ONLY] > 0.0
+    cap = cfg[C_MAX_LEV]
+    for j in range(K):
+        x = act[off + j]
+        if not math.isfinite(x) and not (scheme == SCHEME_DIRECT and math.isnan(x)):
+            return False  # (direct mapping: NaN = hold, no order for that asset)
+    if scheme == SCHEME_SIMPLEX:  # w_i = (a_i + 1) / sum_j (a_j + 1), slot A = cash
+        s = 0.0
+        for j in range(A + 1):
+            s += min(max(act[off + j], -1.0), 1.0) + 1.0
+        for i in range(A):
+            sc[0, i] = (min(max(act[off + i], -1.0), 1.0) + 1.0) / s if s > 0.0 else 0.0
+        return True
+    if scheme == SCHEME_DISCRETE:
+        n_levels = int(cfg[C_N_LEVELS])
+        for i in range(A):
+            x = act[off + i]
+            k = int(x)
+            if k < 0 or k >= n_levels or k != x:
+                return False
+            sc[0, i] = cfg[C_LEVELS + k] * cfg[C_LEVEL_SIZE]
+    elif scheme == SCHEME_SIGNED:
+        for i in range(A):
+            sc[0, i] = min(max(act[off + i], -1.0), 1.0) * cap
+    else:  # direct: the action is the target weight vector
+        for i in range(A):
+            sc[0, i] = act[off + i]
+    # clip to the constraints: long-only weights >= 0 summing to <= 1, gross <= max_leverage
+    gross = 0.0
+    for i in range(A):
+        if long_only and sc[0, i] < 0.0:
+            sc[0, i] = 0.0
+        if not math.isnan(sc[0, i]):
+            gross += abs(sc[0, i])
+    limit = min(cap, 1.0) if long_only else cap
+    if gross > limit:
+        k = limit / gross
+        for i in range(A):
+            sc[0, i] *= k
+    return True
+
+
+@numba.njit(**JIT)
+def _record(fills, n, k, asset, side, qty, price, fee, slip, kind):
+    fills[n, k, F_ASSET] = asset
+    fills[n, k, F_SIDE] = side
+    fills[n, k, F_QTY] = qty
+    fills[n, k, F_PRICE] = price
+    fills[n, k, F_FEE] = fee
+    fills[n, k, F_SLIP] = slip
+    fills[n, k, F_KIND] = kind
+    return k + 1
+
+
+@numba.njit(**JIT)
+def write_obs_nb(obs, n, f, featflat, maskflat, st, px, window, A, AF):
+    """Observation of bar f into ``obs[n]``: features rows f-W+1..f (zeroed where untradable), the
+    mask rows, then weights [A], cash weight, equity / initial equity, drawdown."""
+    lo = f - window + 1
+    nf = window * AF
+    src = lo * AF
+    for j in range(nf):
+        obs[n, j] = featflat[src + j]
+    nm = window * A
+    src = lo * A
+    for j in range(nm):
+        obs[n, nf + j] = maskflat[src + j]
+    base = nf + nm
+    e = st[n, S_EQUITY]
+    inv = 1.0 / e if e > 0.0 else 0.0
+    for i in range(A):
+        obs[n, base + i] = st[n, S_QTY + i] * px[f, i, P_MARK] * inv
+    obs[n, base + A] = st[n, S_CASH] * inv
+    obs[n, base + A + 1] = e / st[n, S_INIT]
+    obs[n, base + A + 2] = 1.0 - e / st[n, S_PEAK] if st[n, S_PEAK] > 0.0 else 0.0

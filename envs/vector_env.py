@@ -1,0 +1,185 @@
+"""N trading environments stepped as arrays in one kernel call.
+
+``CryptoTradingVectorEnv`` is a ``gymnasium.vector.VectorEnv``; :func:`make_vec_env` wraps it as a
+Stable-Baselines3 ``VecEnv``. Both step through the same kernel as :class:`CryptoTradingEnv`, so the
+same actions from the same start bars give the same trajectories bit for bit.
+
+Autoreset (``metadata["autoreset_mode"] == AutoresetMode.SAME_STEP``): when env i terminates or is
+truncated in ``step``, the returned ``obs[i]`` is already the first observation of its next episode
+(new start drawn from the vector env's ``np_random``); the last observation of the finished
+episode is ``infos["final_obs"][i]`` and its step info ``infos["final_info"]`` (masks
+``infos["_final_obs"]``, ``infos["_final_info"]``), as Gymnasium's SyncVectorEnv does in this mode.
+The reward, terminated and truncated of that step belong to the finished episode.
+
+Observations are written by the kernel straight into a freshly allocated [N, obs_dim] array each
+step (no copy of the feature windows is made in Python).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from factorgym.envs import execution as ex
+from factorgym.envs.spaces import split_obs
+from factorgym.envs.trading_env import CryptoTradingEnv
+from factorgym.errors import ConfigError
+
+_SCALARS = (("equity", ex.O_EQUITY), ("cash", ex.O_CASH), ("fees", ex.O_FEES), ("slippage_cost", ex.O_SLIP),
+            ("borrow_cost", ex.O_BORROW), ("turnover", ex.O_TURNOVER))
+
+
+class CryptoTradingVectorEnv(VectorEnv):
+    """``num_envs`` copies of :class:`CryptoTradingEnv` over one tensor, stepped in one call.
+
+    Takes the keyword arguments of :class:`CryptoTradingEnv` (except ``render_mode``).
+    ``reset(seed=..., options={"start": int | array[N], "end": int | array[N]})``.
+
+    ``infos`` after ``step`` (arrays over envs): ``timestamp`` int64 [N], ``equity``, ``cash``,
+    ``fees``, ``slippage_cost``, ``borrow_cost``, ``turnover`` float64 [N], ``weights`` and
+    ``positions`` float64 [N, A], ``n_trades`` int64 [N], ``status`` int8 [N] (0 ok, 1 bankrupt,
+    2 liquidated); present for every env, so no ``_key`` masks are given for them. The fills of env
+    i are ``env.trades(i)``.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(self, tensor: Any, num_envs: int, **env_kwargs: Any) -> None:
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ConfigError(f"num_envs={num_envs!r}; expected an integer >= 1")
+        if "render_mode" in env_kwargs:
+            raise ConfigError("the vector env does not render; drop render_mode")
+        self._proto = proto = CryptoTradingEnv(tensor, _n_envs=int(num_envs), **env_kwargs)
+        self.core = core = proto.core
+        self.num_envs = int(num_envs)
+        self.single_observation_space = proto.observation_space
+        self.single_action_space = proto.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.render_mode = None
+        self._dict_obs = proto._dict_obs
+        self._reward_fn = proto._reward_fn
+        self._prev_equity = np.full(self.num_envs, proto.initial_cash)
+        self._live = False
+        A = core.n_assets
+        self._cols = slice(ex.O_W, ex.O_W + A), slice(ex.O_W + A, ex.O_W + 2 * A)
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if isinstance(seed, (list, tuple)):
+            seed = seed[0]
+        options = options or {}
+        idx = np.arange(self.num_envs, dtype=np.int64)
+        starts, ends = self._bounds(idx, options)
+        obs = np.empty((self.num_envs, self.core.obs_dim), dtype=np.float32)
+        self.core.reset(idx, starts, ends, obs=obs)
+        self._prev_equity[:] = self._proto.initial_cash
+        self._live = True
+        return self._wrap(obs), self._infos(include_status=False)
+
+    def step(self, actions):
+        if not self._live:
+            raise RuntimeError("step() before reset(); call reset() first")
+        core = self.core
+        obs = np.empty((self.num_envs, core.obs_dim), dtype=np.float32)
+        core.step(actions, obs)
+        out = core.out
+        if out[:, ex.O_STATUS].min() < 0:
+            i = int(np.argmax(out[:, ex.O_STATUS] < 0))
+            raise ValueError(f"action of env {i} is not in the action space {self.single_action_space} "
+                             f"(NaN, or a discrete index that is not an integer in range)")
+        rewards = out[:, ex.O_REWARD].copy()
+        terminated = out[:, ex.O_TERM] == 1.0
+        truncated = out[:, ex.O_TRUNC] == 1.0
+        infos = self._infos()
+        if self._reward_fn is not None:
+            eq = infos["equity"]
+            rewards = np.asarray(self._reward_fn(self._prev_equity.copy(), eq, infos["turnover"], infos["fees"],
+                                                 out[:, ex.O_DRAWDOWN].copy()), dtype=np.float64).reshape(self.num_envs)
+            self._prev_equity[:] = eq
+        done = terminated | truncated
+        if done.any():
+            idx = np.flatnonzero(done).astype(np.int64)
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            for i in idx:
+                final_obs[i] = self._wrap(obs[i].copy())
+            infos["final_info"] = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in infos.items()}
+            infos["final_obs"], infos["_final_obs"], infos["_final_info"] = final_obs, done, done.copy()
+            starts, ends = self._bounds(idx, {})
+            core.reset(idx, starts, ends, obs=obs)
+            self._prev_equity[idx] = self._proto.initial_cash
+            for key, col in _SCALARS:
+                infos[key][idx] = out[idx, col]
+            infos["weights"][idx] = 0.0
+            infos["positions"][idx] = 0.0
+            infos["timestamp"][idx] = core.timestamps[starts]
+        return self._wrap(obs), rewards, terminated, truncated, infos
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self._live = False
+
+    # ------------------------------------------------------------------ helpers
+    def trades(self, i: int) -> list[dict]:
+        """Fills of env ``i`` in the last step (dicts as in ``CryptoTradingEnv``'s ``info["trades"]``)."""
+        return self.core.trades(i)
+
+    def _wrap(self, obs: np.ndarray):
+        if self._dict_obs:
+            return split_obs(obs, self._proto.window, self.core.n_assets, self.core.n_features)
+        return obs
+
+    def _infos(self, include_status: bool = True) -> dict[str, Any]:
+        core = self.core
+        blk = core.out.copy()  # one copy per step; the per-key arrays are views of it
+        infos: dict[str, Any] = {"timestamp": core.timestamps[blk[:, ex.O_T].astype(np.int64)]}
+        for key, col in _SCALARS:
+            infos[key] = blk[:, col]
+        w, q = self._cols
+        infos["weights"] = blk[:, w]
+        infos["positions"] = blk[:, q]
+        infos["n_trades"] = blk[:, ex.O_NFILLS].astype(np.int64)
+        if include_status:
+            infos["status"] = blk[:, ex.O_STATUS].astype(np.int8)
+        return infos
+
+    def _bounds(self, idx: np.ndarray, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end bars of the next episode of envs ``idx`` (random starts from np_random)."""
+        proto, core = self._proto, self.core
+        lo, last, L = core.first_start, core.last_bar, proto.episode_length
+        start = options.get("start")
+        if start is None:
+            hi = last - (L if L is not None else 1)
+            starts = self.np_random.integers(lo, hi + 1, size=len(idx)) if proto.random_start else np.full(len(idx), lo)
+        else:
+            starts = np.broadcast_to(np.asarray(start, dtype=np.int64), (self.num_envs,))[idx]
+        starts = np.asarray(starts, dtype=np.int64)
+        if np.any(starts < lo) or np.any(starts > last - 1):
+            raise ConfigError(f"options['start'] must be in [{lo}, {last - 1}], got {start!r}")
+        end = options.get("end")
+        if end is not None:
+            ends = np.broadcast_to(np.asarray(end, dtype=np.int64), (self.num_envs,))[idx].copy()
+        elif L is not None:
+            ends = np.minimum(starts + L, last)
+        else:
+            ends = np.full(len(idx), last, dtype=np.int64)
+        if np.any(ends <= starts) or np.any(ends > last):
+            raise ConfigError(f"options['end'] must be after the start and <= {last}, got {end!r}")
+        return starts, ends.astype(np.int64)
+
+
+def make_vec_env(tensor: Any, n_envs: int = 1, *, seed: int | None = None, **env_kwargs: Any):
+    """An SB3 ``VecEnv`` of ``n_envs`` trading envs over ``tensor`` (one kernel call per step).
+
+    Takes the keyword arguments of :class:`CryptoTradingEnv`. Stable-Baselines3 is imported here,
+    not by ``factorgym.envs``. For the Gymnasium vector API use :class:`CryptoTradingVectorEnv`.
+    """
+    from factorgym.envs.sb3_vec import SB3VecEnv
+
+    venv = SB3VecEnv(CryptoTradingVectorEnv(tensor, n_envs, **env_kwargs))
+    if seed is not None:
+        venv.seed(seed)
+    return venv

@@ -1,0 +1,88 @@
+"""Vector env: same trajectories as the single env, autoreset, SB3 VecEnv adapter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from factorgym.data_layer.tensor import FactorTensor
+from factorgym.envs import CryptoTradingEnv, CryptoTradingVectorEnv, ExecutionConfig, make_vec_env
+from factorgym.errors import ConfigError
+
+HOUR = 3_600_000
+FULL = ExecutionConfig(taker_fee=0.001, slippage_bps=2.0, impact_coef=0.02, lot_step=0.01, min_notional=5.0,
+                       price_step=0.01, borrow_rate_per_bar=1e-4, max_leverage=2.0)
+
+
+def make_tensor(T: int = 120, A: int = 3, F: int = 2, seed: int = 0) -> FactorTensor:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, (T, A)), axis=0))
+    open_ = close * np.exp(rng.normal(0, 0.005, (T, A)))
+    tradable = rng.random((T, A)) > 0.05
+    prices = np.stack([open_, open_ * 1.02, open_ * 0.98, close, rng.uniform(50, 500, (T, A))], axis=-1)
+    return FactorTensor.from_arrays(rng.normal(size=(T, A, F)), prices, np.arange(T) * HOUR, tradable=tradable)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(mapping="signed"), dict(action_scheme="discrete", levels=(-1, 0, 1), long_only=False)])
+def test_vector_env_equals_single_envs_for_the_same_actions_and_starts(kwargs):
+    t, N, steps = make_tensor(), 5, 40
+    starts = np.array([3, 10, 10, 50, 70])
+    venv = CryptoTradingVectorEnv(t, N, window=4, execution=FULL, episode_length=60, **kwargs)
+    obs_v, _ = venv.reset(seed=0, options={"start": starts})
+    singles = [CryptoTradingEnv(t, window=4, execution=FULL, episode_length=60, **kwargs) for _ in range(N)]
+    obs_s = [e.reset(options={"start": int(s)})[0] for e, s in zip(singles, starts)]
+    assert np.array_equal(obs_v, np.stack(obs_s))
+    venv.action_space.seed(3)
+    for _ in range(steps):
+        actions = venv.action_space.sample()
+        obs_v, rew_v, term_v, trunc_v, info_v = venv.step(actions)
+        for i, env in enumerate(singles):
+            obs, r, term, trunc, info = env.step(actions[i])
+            assert np.array_equal(obs_v[i], obs) and rew_v[i] == r and term_v[i] == term and trunc_v[i] == trunc
+            assert info_v["equity"][i] == info["equity"] and np.array_equal(info_v["positions"][i], info["positions"])
+            assert info_v["timestamp"][i] == info["timestamp"] and info_v["n_trades"][i] == len(info["trades"])
+            assert venv.trades(i) == info["trades"]
+
+
+def test_same_step_autoreset_and_final_obs():
+    t = make_tensor()
+    venv = CryptoTradingVectorEnv(t, 3, window=2, episode_length=5)
+    obs, info = venv.reset(seed=1)
+    for k in range(5):
+        prev = obs
+        obs, rew, term, trunc, info = venv.step(venv.action_space.sample())
+        assert obs is not prev and not np.shares_memory(obs, prev)  # fresh array every step
+    assert trunc.all() and not term.any()
+    assert info["_final_obs"].all() and info["final_obs"][0].shape == obs[0].shape
+    assert not np.array_equal(info["final_obs"][0], obs[0])
+    assert np.all(info["equity"] == 10_000.0)  # already the reset state of the new episodes
+    assert np.all(info["final_info"]["equity"] != 10_000.0)
+    obs, *_ = venv.step(venv.action_space.sample())  # the new episodes run on
+    assert venv.core.ist[:, 3].tolist() == [1, 1, 1]
+
+
+def test_vector_reset_is_seeded():
+    t = make_tensor()
+    a = CryptoTradingVectorEnv(t, 4, episode_length=10).reset(seed=5)[1]["timestamp"]
+    b = CryptoTradingVectorEnv(t, 4, episode_length=10).reset(seed=5)[1]["timestamp"]
+    assert np.array_equal(a, b) and len(set(a.tolist())) > 1
+    with pytest.raises(ConfigError, match="start"):
+        CryptoTradingVectorEnv(t, 2).reset(options={"start": [0, 500]})
+
+
+def test_sb3_vec_env_adapter_terminal_observation_and_ppo_smoke():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecEnv
+
+    venv = make_vec_env(make_tensor(), 2, window=3, episode_length=4, seed=0)
+    assert isinstance(venv, VecEnv)
+    obs = venv.reset()
+    assert obs.shape == (2, venv.observation_space.shape[0])
+    for _ in range(4):
+        obs, rew, dones, infos = venv.step(np.stack([venv.action_space.sample() for _ in range(2)]))
+    assert dones.all() and rew.dtype == np.float32
+    assert infos[0]["TimeLimit.truncated"] and infos[0]["terminal_observation"].shape == obs[0].shape
+    assert set(infos[1]) >= {"equity", "cash", "fees", "turnover", "weights"}
+    model = PPO("MlpPolicy", make_vec_env(make_tensor(), 2, window=3, episode_length=20, seed=0), n_steps=32,
+                batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=64)
