@@ -34,42 +34,14 @@ Example (two synthetic assets, default fees, half spread and impact)::
 
 from __future__ import annotations
 
-import functools
-import logging
 import math
 
 import numpy as np
 
 from factorgym.errors import ConfigError
 
-log = logging.getLogger(__name__)
 
 BASELINE_NAMES = ("cash", "buy_and_hold", "equal_weight", "random")
-
-
-@functools.lru_cache(maxsize=1)
-def env_supports_hold() -> bool:
-    """Whether ``CryptoTradingEnv`` (direct mapping) reads a NaN target weight as "hold".
-
-    Probed once on a 3-bar tensor. Until the env supports it, the baselines that hold between
-    trades (buy_and_hold; equal_weight/random with ``rebalance_every > 1``) cannot run exactly.
-    """
-    from factorgym.data_layer.tensor import FactorTensor
-    from factorgym.envs import CryptoTradingEnv
-
-    t = FactorTensor.from_arrays(np.zeros((3, 1, 1)), np.full((3, 1), 100.0), np.arange(3) * 60_000, meta={"timeframe": "1m"})
-    env = CryptoTradingEnv(t, mapping="direct", random_start=False)
-    env.reset(seed=0, options={"start": 0})
-    try:
-        env.step(np.array([np.nan]))
-    except ValueError:
-        return False
-    return True
-
-
-def needs_hold(name: str, rebalance_every: int = 1) -> bool:
-    """True for the baselines that emit NaN (hold) actions with these settings."""
-    return name == "buy_and_hold" or (name in ("equal_weight", "random") and rebalance_every > 1)
 
 
 def _check_assets(n_assets: int) -> int:
@@ -177,10 +149,6 @@ def run_baselines(tensor, *, names=BASELINE_NAMES, start=None, end=None, executi
 
     out = {}
     for name in names:
-        if needs_hold(name, rebalance_every) and not env_supports_hold():
-            log.warning("baseline %s skipped: it needs the env to read a NaN target weight as 'hold', "
-                        "which this CryptoTradingEnv does not do yet", name)
-            continue
         policy = make_baseline(name, tensor.n_assets, seed=seed, rebalance_every=rebalance_every)
         out[name] = backtest(tensor, policy, start=start, end=end, window=window, action_scheme="weights",
                              mapping="direct", execution=execution, initial_cash=initial_cash,

@@ -11,7 +11,7 @@ import pytest
 
 from factorgym.envs.backtest import backtest
 from factorgym.envs.baselines import (
-    BASELINE_NAMES, BuyAndHoldPolicy, CashPolicy, EqualWeightPolicy, RandomPolicy, env_supports_hold, format_table,
+    BASELINE_NAMES, BuyAndHoldPolicy, CashPolicy, EqualWeightPolicy, RandomPolicy, format_table,
     make_baseline, run_baselines,
 )
 from factorgym.envs.config import ExecutionConfig
@@ -19,12 +19,7 @@ from factorgym.errors import ConfigError
 from test_backtest import FEES, make_tensor
 
 FREE = ExecutionConfig.frictionless()
-HOLD = env_supports_hold()
-# Until the env reads NaN target weights as "hold", these must fail with the env's ValueError;
-# once it does, strict xfail turns them into ordinary tests (remove the marker then).
-needs_hold = pytest.mark.xfail(not HOLD, raises=ValueError, strict=True,
-                               reason="CryptoTradingEnv does not read NaN target weights as 'hold' yet")
-EXPECTED = [n for n in BASELINE_NAMES if HOLD or n != "buy_and_hold"]
+EXPECTED = list(BASELINE_NAMES)
 
 
 def run(tensor, policy, execution=FREE, **kw):
@@ -38,7 +33,6 @@ def test_cash_is_flat_even_with_fees():
     assert res.metrics["total_return"] == 0 and res.metrics["max_drawdown"] == 0 and res.metrics["fees"] == 0
 
 
-@needs_hold
 def test_buy_and_hold_zero_cost_equals_price_ratio():
     tensor = make_tensor(A=3, seed=2)
     res = run(tensor, BuyAndHoldPolicy(3))
@@ -50,7 +44,6 @@ def test_buy_and_hold_zero_cost_equals_price_ratio():
     np.testing.assert_array_equal(res.positions[1:], np.broadcast_to(res.positions[1], res.positions[1:].shape))
 
 
-@needs_hold
 def test_buy_and_hold_with_fee_is_hand_computable():
     tensor = make_tensor(A=1, seed=3)
     res = run(tensor, BuyAndHoldPolicy(1), execution=FEES)
@@ -70,7 +63,6 @@ def test_equal_weight_rebalances_to_one_over_a_at_each_fill():
     assert res.metrics["exposure"] > 0.99
 
 
-@needs_hold
 def test_equal_weight_every_n_bars_trades_only_then():
     tensor = make_tensor(A=2, seed=6)
     res = run(tensor, EqualWeightPolicy(2, rebalance_every=10), execution=FEES)
