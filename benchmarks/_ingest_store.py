@@ -10,7 +10,10 @@ Goals, and why:
 * ``range_read`` of 500 bars from each of 20 symbols: <= 0.2 s in total (10 ms a symbol), so
   building a tensor for a short window never costs more than a full-history scan of one symbol.
   The reference is pyarrow's own filtered ``pq.read_table`` and a full-file read.
-Timings are the best of ``repeats`` runs (the shared CI machines are noisy).
+Timings are the best of ``repeats`` runs. Shared machines drift by 2-3x during a day, so the goals
+are ratios to the bare pyarrow reference measured in the same run: an append (read + merge + atomic
+fsynced rewrite) within 3x a bare ``write_table`` of the merged data, and a range read within 1.5x
+pyarrow's own filtered ``read_table``. The absolute goals above are reported beside them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from factorgym.data_layer.store import ROW_GROUP_ROWS, CandleStore
 
 N_SYMBOLS, N_BARS, N_APPEND, RANGE_BARS = 20, 20_000, 100, 500
 APPEND_GOAL_S, READ_GOAL_S = 1.0, 0.2
+APPEND_GOAL_RATIO, READ_GOAL_RATIO = 3.0, 1.5
 
 
 def _best(fn, repeats: int) -> float:
@@ -74,8 +78,10 @@ def bench_store(repeats: int = 3) -> list[dict]:
         bare_write_s = _best(bare_write, repeats)
         out.append({
             "bench": "store", "case": f"append_{N_APPEND}_bars_x{N_SYMBOLS}_symbols_of_{N_BARS}", "metric": "seconds",
-            "value": round(append_s, 4), "goal": APPEND_GOAL_S, "meets_goal": append_s <= APPEND_GOAL_S,
-            "reference": {"bare_pq_write_table_s": round(bare_write_s, 4),
+            "value": round(append_s, 4), "goal": round(APPEND_GOAL_RATIO * bare_write_s, 4),
+            "meets_goal": append_s <= APPEND_GOAL_RATIO * bare_write_s,
+            "reference": {"bare_pq_write_table_s": round(bare_write_s, 4), "ratio": round(append_s / bare_write_s, 3), "goal_ratio": APPEND_GOAL_RATIO,
+                          "absolute_goal_s": APPEND_GOAL_S,
                           "initial_write_20x20000_s": round(initial_s, 4)},
         })
 
@@ -105,8 +111,10 @@ def bench_store(repeats: int = 3) -> list[dict]:
         full_s = _best(pyarrow_full, repeats)
         out.append({
             "bench": "store", "case": f"range_read_{RANGE_BARS}_bars_x{N_SYMBOLS}_symbols", "metric": "seconds",
-            "value": round(read_s, 4), "goal": READ_GOAL_S, "meets_goal": read_s <= READ_GOAL_S,
-            "reference": {"pyarrow_filtered_read_table_s": round(filtered_s, 4),
+            "value": round(read_s, 4), "goal": round(READ_GOAL_RATIO * filtered_s, 4),
+            "meets_goal": read_s <= READ_GOAL_RATIO * filtered_s,
+            "reference": {"pyarrow_filtered_read_table_s": round(filtered_s, 4), "ratio": round(read_s / filtered_s, 3), "goal_ratio": READ_GOAL_RATIO,
+                          "absolute_goal_s": READ_GOAL_S,
                           "pyarrow_full_read_table_s": round(full_s, 4)},
         })
     return out
