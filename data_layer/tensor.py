@@ -212,6 +212,7 @@ class FactorTensor:
                 "shape": [self.n_bars, self.n_assets, self.n_features],
             }
             meta.setdefault("content_hash", self.content_hash())
+            self.meta["content_hash"] = meta["content_hash"]  # the saved arrays are these: same hash
             (tmp / "meta.json").write_text(json.dumps(_jsonable(meta), indent=1, sort_keys=True))
             if out.exists():
                 old = out.with_name(f".{out.name}.old")
