@@ -15,7 +15,7 @@ import numpy as np
 
 from factorgym.envs import execution as ex
 from factorgym.envs.config import ExecutionConfig, RewardConfig, resolve_per_symbol
-from factorgym.envs.kernels import reset_batch_nb, step_batch_nb
+from factorgym.envs.kernels import reset_batch_nb, step_batch_nb, step_batch_par_nb
 from factorgym.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
@@ -26,17 +26,21 @@ REWARDS = {"log_return": ex.REWARD_LOG, "differential_sharpe": ex.REWARD_SHARPE,
            "drawdown_penalty": ex.REWARD_DRAWDOWN, "turnover_penalty": ex.REWARD_TURNOVER}
 
 
+ACT_ARG = 4  # position of ``act`` in the step kernels' arguments (px, data, par, work, act, obs)
+
+
 def _fast(dispatcher, *args, act_dtype=None):
     """The compiled entry point of ``dispatcher`` for exactly these argument types.
 
     Calling it skips numba's per-call type dispatch (~0.8 us of a ~3 us env step). Safe because
     every array we pass later has the dtype, dimensions and layout given here: ours are allocated
-    once, and actions are checked for dtype and shape (any strides are fine: layout 'A') first.
-    ``act_dtype`` replaces the type of the argument named ``act`` (index 8) by a 1-D 'A' array.
+    once (observation buffers: fresh C-contiguous float32 [N x obs_dim]), and actions are checked
+    for dtype first (numba's unboxing checks the dimensions; the kernel checks the length; any
+    strides are fine: layout 'A'). ``act_dtype`` replaces the type of ``act`` by a 1-D 'A' array.
     """
     sig = [numba.typeof(a) for a in args]
     if act_dtype is not None:
-        sig[8] = numba.types.Array(numba.from_dtype(np.dtype(act_dtype)), 1, "A")
+        sig[ACT_ARG] = numba.types.Array(numba.from_dtype(np.dtype(act_dtype)), 1, "A")
     try:
         return dispatcher.compile(tuple(sig))
     except Exception:  # pragma: no cover - numba internals changed: fall back to normal dispatch
@@ -80,13 +84,20 @@ def check_tensor(tensor: Any) -> None:
 class PortfolioCore:
     """State and static arrays of ``n_envs`` environments trading one tensor.
 
-    Shapes: ``obs`` float32 [N, obs_dim]; ``act`` float64 [N, action_dim] (discrete levels as
-    indices); ``out`` float64 [N, O_W + 3A]; ``fills`` float64 [N, 3A, 7]; see ``execution``.
+    The kernels' arrays (layouts in :mod:`factorgym.envs.execution`): ``px`` float64 [T, A, 4],
+    ``data`` float32 (features then mask), ``par`` float64 (scalars, levels, per-symbol rules),
+    ``work`` float64 [N, width] (state and results of every env), ``obs`` float32 [N x obs_dim].
+    Views of ``work`` by meaning: ``st`` [N, S_QTY + A], ``out`` [N, O_W + 3A], ``fills``
+    [N, 3A, 7]; ``ist`` is an int64 [N, 4] snapshot (bar, end bar, done, steps).
+
+    ``parallel=True`` steps the envs on numba's threads (``prange``; set ``NUMBA_NUM_THREADS`` to
+    size the pool). Off by default: one thread is faster below a few hundred envs, and trainers
+    usually keep the other cores busy. Results are identical either way.
     """
 
     def __init__(self, tensor: Any, n_envs: int, *, window: int, scheme: str, execution: ExecutionConfig,
                  reward: RewardConfig, initial_cash: float, long_only: bool,
-                 levels: Sequence[float] = (), level_size: float = 1.0) -> None:
+                 levels: Sequence[float] = (), level_size: float = 1.0, parallel: bool = False) -> None:
         check_tensor(tensor)
         T, A, F = tensor.features.shape
         if not isinstance(window, (int, np.integer)) or window < 1:
@@ -105,64 +116,74 @@ class PortfolioCore:
         self.scheme = scheme
 
         prices = np.asarray(tensor.prices, dtype=np.float64)
-        self.tradable = np.ascontiguousarray(tensor.tradable, dtype=bool)
-        close = np.where(self.tradable, prices[..., 3], np.nan)
+        tradable = np.ascontiguousarray(tensor.tradable, dtype=bool)
+        self.tradable = tradable
+        close = np.where(tradable, prices[..., 3], np.nan)
         mark = _ffill(close)  # last tradable close, carried forward; 0 before the first listing
-        self.px = np.ascontiguousarray(np.stack([np.where(self.tradable, prices[..., 0], mark), mark,
-                                                 np.where(self.tradable, prices[..., 4], 0.0)], axis=-1))
+        self.px = np.ascontiguousarray(np.stack([np.where(tradable, prices[..., 0], mark), mark,
+                                                 np.where(tradable, prices[..., 4], 0.0), tradable.astype(np.float64)],
+                                                axis=-1))
         feats = np.asarray(tensor.features, dtype=np.float32)
         finite = np.isfinite(feats)
-        n_bad = int((~finite & self.tradable[..., None]).sum())
+        n_bad = int((~finite & tradable[..., None]).sum())
         if n_bad:
             log.warning("%d feature values are NaN/inf on tradable bars; they are observed as 0", n_bad)
-        self.featflat = np.where(finite & self.tradable[..., None], feats, np.float32(0)).reshape(-1)
-        self.maskflat = self.tradable.astype(np.float32).reshape(-1)
+        self.data = np.concatenate([np.where(finite & tradable[..., None], feats, np.float32(0)).reshape(-1),
+                                    tradable.astype(np.float32).reshape(-1)])
 
         per = resolve_per_symbol(execution, self.symbols, getattr(tensor, "meta", None))
         self.market = per
-        self.mkt = np.ascontiguousarray(np.stack([per["fee"], per["lot_step"], per["min_amount"],
-                                                  per["min_notional"], per["price_step"]]))
+        mkt = np.stack([per["fee"], per["lot_step"], per["min_amount"], per["min_notional"], per["price_step"]])
         levels = np.asarray(levels, dtype=np.float64)
-        cfg = np.zeros(ex.C_LEVELS + len(levels))
-        cfg[ex.C_FIXED_SLIP] = (execution.slippage_bps + execution.half_spread_bps) / 1e4
-        cfg[ex.C_IMPACT] = execution.impact_coef
-        cfg[ex.C_IMPACT_EXP] = execution.impact_exponent
-        cfg[ex.C_BORROW] = execution.borrow_rate_per_bar
-        cfg[ex.C_MAX_LEV] = execution.max_leverage
-        cfg[ex.C_MAINT] = execution.maintenance_margin
-        cfg[ex.C_INIT_CASH] = initial_cash
-        cfg[ex.C_LONG_ONLY] = 1.0 if long_only else 0.0
-        cfg[ex.C_CLOSE_UNTRADABLE] = 1.0 if execution.on_untradable == "close" else 0.0
-        cfg[ex.C_SCHEME] = SCHEMES[scheme]
-        cfg[ex.C_REWARD] = REWARDS[reward.kind]
-        cfg[ex.C_DD_PEN] = reward.drawdown_penalty
-        cfg[ex.C_TO_PEN] = reward.turnover_penalty
-        cfg[ex.C_ETA] = reward.sharpe_eta
-        cfg[ex.C_SCALE] = reward.scale
-        cfg[ex.C_WINDOW] = window
-        cfg[ex.C_LEVEL_SIZE] = level_size
-        cfg[ex.C_N_LEVELS] = len(levels)
-        cfg[ex.C_LEVELS:] = levels
-        self.cfg = cfg
+        self.action_dim = A + 1 if scheme == "simplex" else A
+        par = np.zeros(ex.C_LEVELS + len(levels) + mkt.size)
+        par[ex.C_FIXED_SLIP] = (execution.slippage_bps + execution.half_spread_bps) / 1e4
+        par[ex.C_IMPACT] = execution.impact_coef
+        par[ex.C_IMPACT_EXP] = execution.impact_exponent
+        par[ex.C_BORROW] = execution.borrow_rate_per_bar
+        par[ex.C_MAX_LEV] = execution.max_leverage
+        par[ex.C_MAINT] = execution.maintenance_margin
+        par[ex.C_INIT_CASH] = initial_cash
+        par[ex.C_LONG_ONLY] = 1.0 if long_only else 0.0
+        par[ex.C_CLOSE_UNTRADABLE] = 1.0 if execution.on_untradable == "close" else 0.0
+        par[ex.C_SCHEME] = SCHEMES[scheme]
+        par[ex.C_REWARD] = REWARDS[reward.kind]
+        par[ex.C_DD_PEN] = reward.drawdown_penalty
+        par[ex.C_TO_PEN] = reward.turnover_penalty
+        par[ex.C_ETA] = reward.sharpe_eta
+        par[ex.C_SCALE] = reward.scale
+        par[ex.C_WINDOW] = window
+        par[ex.C_LEVEL_SIZE] = level_size
+        par[ex.C_N_LEVELS] = len(levels)
+        par[ex.C_K] = self.action_dim
+        par[ex.C_MKT] = ex.C_LEVELS + len(levels)
+        par[ex.C_LEVELS:ex.C_LEVELS + len(levels)] = levels
+        par[ex.C_LEVELS + len(levels):] = mkt.reshape(-1)
+        self.par = par
 
         N = self.n_envs
         self.obs_dim = window * A * F + window * A + A + 3
-        self.action_dim = A + 1 if scheme == "simplex" else A
-        self.st = np.zeros((N, ex.S_QTY + A))
-        self.ist = np.zeros((N, 4), dtype=np.int64)
-        self.ist[:, ex.I_DONE] = 1  # nothing may step before a reset
+        wi, wo, wf, width = ex.work_offsets(A)
+        self.work = np.zeros((N, width))
+        self.work[:, wi + ex.I_DONE] = 1.0  # nothing may step before a reset
+        self._wi = wi
+        self.st = self.work[:, :wi]
+        self.out = self.work[:, wo:wf]
+        self.fills = np.reshape(self.work[:, wf:], (N, 3 * A, ex.N_FILL_COLS), copy=False)
         self.act = np.zeros(N * self.action_dim)  # flat [N x K], row-major
-        self.obs = np.zeros((N, self.obs_dim), dtype=np.float32)
-        self.out = np.zeros((N, ex.O_W + 3 * A))
-        self.fills = np.zeros((N, 3 * A, ex.N_FILL_COLS))
-        self.scratch = np.zeros((7, A))
-        args = (self.px, self.tradable, self.featflat, self.maskflat, self.mkt, self.cfg, self.st, self.ist, self.act,
-                self.obs, self.out, self.fills, self.scratch)
-        self.step64 = _fast(step_batch_nb, *args, act_dtype=np.float64)
-        self.step32 = _fast(step_batch_nb, *args, act_dtype=np.float32)
+        self.obs = np.zeros(N * self.obs_dim, dtype=np.float32)  # flat [N x obs_dim]
+        self.parallel = bool(parallel)
+        kernel = step_batch_par_nb if self.parallel else step_batch_nb
+        args = (self.px, self.data, self.par, self.work, self.act, self.obs)
+        self.step64 = _fast(kernel, *args, act_dtype=np.float64)
+        self.step32 = _fast(kernel, *args, act_dtype=np.float32)
         idx = np.zeros(0, dtype=np.int64)
-        self._reset = _fast(reset_batch_nb, idx, idx, idx, self.px, self.featflat, self.maskflat, self.cfg,
-                            self.st, self.ist, self.obs, self.out)
+        self._reset = _fast(reset_batch_nb, idx, idx, idx, self.px, self.data, self.par, self.work, self.obs)
+
+    @property
+    def ist(self) -> np.ndarray:
+        """int64 [N, 4] snapshot of each env's decision bar, end bar, done flag and steps (I_*)."""
+        return self.work[:, self._wi:self._wi + ex.N_IST].astype(np.int64)
 
     # ------------------------------------------------------------------ ranges
     @property
@@ -176,17 +197,19 @@ class PortfolioCore:
 
     # ------------------------------------------------------------------ kernels
     def reset(self, idx: np.ndarray, starts: np.ndarray, ends: np.ndarray, obs: np.ndarray | None = None) -> None:
-        """Start envs ``idx`` at decision bars ``starts``, truncating at bars ``ends``."""
+        """Start envs ``idx`` at decision bars ``starts``, truncating at bars ``ends``; their first
+        observations go to rows ``idx`` of ``obs`` (float32 [N x obs_dim] or [N, obs_dim], C order;
+        default ``self.obs``)."""
         idx, starts, ends = (np.ascontiguousarray(x, dtype=np.int64) for x in (idx, starts, ends))
-        self._reset(idx, starts, ends, self.px, self.featflat, self.maskflat, self.cfg, self.st, self.ist,
-                    self.obs if obs is None else obs, self.out)
+        self._reset(idx, starts, ends, self.px, self.data, self.par, self.work, self._flat_obs(obs))
 
-    def step(self, act: np.ndarray | None = None, obs: np.ndarray | None = None) -> None:
-        """Advance every live env one bar.
+    def step(self, act: np.ndarray | None = None, obs: np.ndarray | None = None) -> int:
+        """Advance every live env one bar; return how many finished (terminated or truncated), or -1
+        if an action was malformed (those envs did not move; ``out[:, O_STATUS]`` < 0 marks them).
 
         ``act``: actions [N, K] or flat [N x K] (default ``self.act``); float32/float64 are used as
         they are, anything else is converted to float64. Observations are written into ``obs``
-        (a fresh C-contiguous float32 [N, obs_dim] array) or ``self.obs``.
+        (a C-contiguous float32 [N, obs_dim] or [N x obs_dim] array) or ``self.obs``.
         """
         a = self.act if act is None else act
         if type(a) is not np.ndarray or a.dtype not in (F32, F64) or a.ndim != 1:
@@ -195,8 +218,14 @@ class PortfolioCore:
         if a.shape[0] != self.act.shape[0]:
             raise ValueError(f"actions have {a.shape[0]} values; expected n_envs x action_dim = {self.act.shape[0]}")
         fn = self.step32 if a.dtype == F32 else self.step64
-        fn(self.px, self.tradable, self.featflat, self.maskflat, self.mkt, self.cfg, self.st, self.ist, a,
-           self.obs if obs is None else obs, self.out, self.fills, self.scratch)
+        return fn(self.px, self.data, self.par, self.work, a, self._flat_obs(obs))
+
+    def _flat_obs(self, obs: np.ndarray | None) -> np.ndarray:
+        if obs is None:
+            return self.obs
+        if obs.dtype != F32 or not obs.flags.c_contiguous or obs.size != self.obs.size:
+            raise ValueError(f"observation buffer must be C-contiguous float32 with {self.obs.size} values")
+        return obs.reshape(-1)
 
     # ------------------------------------------------------------------ reading results
     def trades(self, n: int) -> list[dict]:

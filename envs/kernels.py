@@ -1,8 +1,13 @@
 """Batched step and reset kernels: one compiled call advances N environments by one bar.
 
 The order of operations and the rounding rules are documented in :mod:`factorgym.envs.execution`;
-the array layouts (``cfg``, ``mkt``, ``px``, ``st``, ``ist``, ``out``, ``fills``) are its ``C_*``,
-``M_*``, ``P_*``, ``S_*``, ``I_*``, ``O_*`` and ``F_*`` constants.
+the array layouts (``px``, ``data``, ``par``, ``work``, ``obs``) are its ``P_*``, ``C_*``, ``M_*``,
+``S_*``, ``I_*``, ``O_*`` and ``F_*`` constants.
+
+One per-env body (:func:`step_env_nb`, inlined at numba-IR level so that a call per env costs
+nothing) serves :func:`step_batch_nb` (one thread, the default) and :func:`step_batch_par_nb`
+(``parallel=True``, a ``prange`` over envs; opt-in). Env n reads only shared read-only arrays and
+writes only ``work[n]`` and its own slice of ``obs``, so the two give identical results.
 """
 
 from __future__ import annotations
@@ -13,263 +18,347 @@ import numba
 import numpy as np
 
 from factorgym.envs.execution import (
-    C_BORROW, C_CLOSE_UNTRADABLE, C_DD_PEN, C_ETA, C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_INIT_CASH,
-    C_LONG_ONLY, C_MAINT, C_REWARD, C_SCALE, C_TO_PEN, C_WINDOW, CASH_SAFETY, ENV_BAD_ACTION,
-    ENV_BANKRUPT, ENV_LIQUIDATED, ENV_OK, FILL_LIQUIDATION, FILL_ORDER, FILL_UNTRADABLE_CLOSE, FILLED,
-    I_DONE, I_END, I_STEPS, I_T, JIT, NOISE, IGNORED_NO_CHANGE, LOG_FLOOR, M_FEE, M_LOT, M_MIN_AMOUNT,
-    M_MIN_NOTIONAL, M_PRICE_STEP, O_BORROW, O_CASH, O_DRAWDOWN, O_EQUITY, O_FEES, O_LOGRET, O_NFILLS,
-    O_REWARD, O_SLIP, O_STATUS, O_T, O_TERM, O_TRUNC, O_TURNOVER, O_W, P_MARK, P_OPEN, P_VOLUME,
+    C_BORROW, C_CLOSE_UNTRADABLE, C_DD_PEN, C_ETA, C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_INIT_CASH, C_K,
+    C_LONG_ONLY, C_MAINT, C_MKT, C_REWARD, C_SCALE, C_TO_PEN, C_WINDOW, CASH_SAFETY, ENV_BAD_ACTION,
+    ENV_BAD_SHAPE, ENV_BANKRUPT, ENV_LIQUIDATED, ENV_OK, F_ASSET, F_FEE, F_PRICE, F_QTY, F_SLIP,
+    FILL_LIQUIDATION, FILL_ORDER, FILL_UNTRADABLE_CLOSE, FILLED, I_DONE, I_END, I_STEPS, I_T,
+    IGNORED_NO_CHANGE, JIT, LOG_FLOOR, M_FEE, M_LOT, M_MIN_AMOUNT, M_MIN_NOTIONAL, M_PRICE_STEP,
+    N_FILL_COLS, NOISE, O_BORROW, O_CASH, O_DRAWDOWN, O_EQUITY, O_FEES, O_LOGRET, O_NFILLS, O_REWARD,
+    O_SLIP, O_STATUS, O_T, O_TERM, O_TRUNC, O_TURNOVER, O_W, P_MARK, P_OPEN, P_TRADABLE, P_VOLUME,
     REJECTED_UNTRADABLE, REWARD_DRAWDOWN, REWARD_SHARPE, REWARD_TURNOVER, S_CASH, S_EQUITY, S_INIT,
-    S_PEAK, S_QTY, S_SH_A, S_SH_B, _record, fill_order_nb, map_action_nb, write_obs_nb,
+    S_PEAK, S_QTY, S_SH_A, S_SH_B, fill_order_nb, map_action_nb, record_fill_nb, work_offsets_nb,
+    write_obs_nb,
 )
 
 
-@numba.njit(**JIT)
-def step_batch_nb(px, tradable, featflat, maskflat, mkt, cfg, st, ist, act, obs, out, fills, scr):
-    """Advance every environment n with ``ist[n, I_DONE] == 0`` by one bar (the others are left
-    untouched, with ``out[n]`` zeroed). Reads the action of env n from the flat ``act`` [N x K]
-    (row-major); writes ``st``, ``ist``, ``obs[n]``, ``out[n]`` and the first ``out[n, O_NFILLS]``
-    rows of ``fills[n]``. ``scr`` is float64 [7, A] work space (no allocation per call).
+@numba.njit(inline="always", **JIT)
+def _clear_out(work, n, wo, width):
+    for c in range(width):
+        work[n, wo + c] = 0.0
 
-    The per-env body is written inline in the loop on purpose: a call per env to a function taking
-    13 arrays (passed as ~100 flattened struct fields) cost ~60 ns, a third of the step.
+
+@numba.njit(inline="always", **JIT)
+def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
+    """Advance env n one bar (if it is live): orders, fills, borrow, mark, reward into ``work[n]``.
+
+    Writes every field of env n's out block (zeroed when it is done or its action is malformed,
+    ``O_T`` = 0 then, so that no observation is written for it).
     """
-    A = mkt.shape[1]
-    K = act.shape[0] // st.shape[0]
-    AF = featflat.shape[0] // px.shape[0]
-    for n in range(st.shape[0]):
-        if ist[n, I_DONE] != 0:
-            for c in range(out.shape[1]):
-                out[n, c] = 0.0
-            continue
-        for c in range(out.shape[1]):
-            out[n, c] = 0.0
-        t = ist[n, I_T]
-        f = t + 1
-        if not map_action_nb(act, n * K, K, cfg, scr):
-            out[n, O_STATUS] = ENV_BAD_ACTION
-            continue
-        long_only = cfg[C_LONG_ONLY] > 0.0
-        fixed = cfg[C_FIXED_SLIP]
-        impact = cfg[C_IMPACT]
-        iexp = cfg[C_IMPACT_EXP]
-        ostat = O_W + 2 * A
-        cash = st[n, S_CASH]
-        e_prev = st[n, S_EQUITY]
+    out_width = O_W + 3 * A
+    if work[n, wi + I_DONE] != 0.0:
+        _clear_out(work, n, wo, out_width)
+        return
+    tw = wo + O_W  # target weights, during the step (then: weights)
+    td = tw + A  # order sizes, during the step (then: positions)
+    ts = td + A  # order status
+    if not map_action_nb(act, n * K, K, par, work, n, tw, A):
+        _clear_out(work, n, wo, out_width)
+        work[n, wo + O_STATUS] = ENV_BAD_ACTION
+        return
+    t = int(work[n, wi + I_T])
+    f = t + 1
+    long_only = par[C_LONG_ONLY] > 0.0
+    fixed = par[C_FIXED_SLIP]
+    impact = par[C_IMPACT]
+    iexp = par[C_IMPACT_EXP]
+    mk = int(par[C_MKT])
+    m_fee, m_lot, m_amt, m_not, m_px = mk + M_FEE * A, mk + M_LOT * A, mk + M_MIN_AMOUNT * A, mk + M_MIN_NOTIONAL * A, mk + M_PRICE_STEP * A
+    cash = work[n, S_CASH]
+    e_prev = work[n, S_EQUITY]
 
-        # value the book at the open of bar f (untradable assets at their last close)
-        e_open = cash
-        for i in range(A):
-            q = st[n, S_QTY + i]
-            if q != 0.0:
-                e_open += q * (px[f, i, P_OPEN] if tradable[f, i] else px[f, i, P_MARK])
-        inv_e_open = 1.0 / e_open if e_open > 0.0 else 0.0
+    # value the book at the open of bar f (untradable assets at their last close)
+    e_open = cash
+    for i in range(A):
+        q = work[n, S_QTY + i]
+        if q != 0.0:
+            e_open += q * (px[f, i, P_OPEN] if px[f, i, P_TRADABLE] > 0.0 else px[f, i, P_MARK])
+    inv_e_open = 1.0 / e_open if e_open > 0.0 else 0.0
 
-        # orders: target quantity minus held quantity
-        for i in range(A):
-            q = st[n, S_QTY + i]
-            if tradable[f, i]:
-                target = scr[0, i] * e_open / px[f, i, P_OPEN] if e_open > 0.0 else 0.0
-                scr[1, i] = target - q
-                if math.isnan(scr[0, i]):
-                    scr[1, i] = 0.0  # hold
-                elif scr[0, i] == 0.0:
-                    scr[1, i] = -q  # exact close, no dust
-                elif abs(scr[1, i]) <= NOISE * max(abs(target), abs(q)):
-                    scr[1, i] = 0.0  # round-off of an unchanged target, not an order
-                out[n, ostat + i] = IGNORED_NO_CHANGE
-            else:
-                scr[1, i] = 0.0
-                held_w = q * px[f, i, P_MARK] * inv_e_open
-                out[n, ostat + i] = REJECTED_UNTRADABLE if abs(scr[0, i] - held_w) > 1e-12 else IGNORED_NO_CHANGE
+    # orders: target quantity minus held quantity (an unchanged target costs no fill work below)
+    has_sell = False
+    has_buy = False
+    for i in range(A):
+        q = work[n, S_QTY + i]
+        w = work[n, tw + i]
+        if px[f, i, P_TRADABLE] > 0.0:
+            target = w * e_open / px[f, i, P_OPEN] if e_open > 0.0 else 0.0
+            d = target - q
+            if math.isnan(w):
+                d = 0.0  # hold
+            elif w == 0.0:
+                d = -q  # exact close, no dust
+            elif abs(d) <= NOISE * max(abs(target), abs(q)):
+                d = 0.0  # round-off of an unchanged target, not an order
+            work[n, ts + i] = IGNORED_NO_CHANGE
+        else:
+            d = 0.0
+            held_w = q * px[f, i, P_MARK] * inv_e_open
+            work[n, ts + i] = REJECTED_UNTRADABLE if abs(w - held_w) > 1e-12 else IGNORED_NO_CHANGE
+        work[n, td + i] = d
+        has_sell |= d < 0.0
+        has_buy |= d > 0.0
 
-        nfill = 0
-        fees = 0.0
-        slip = 0.0
-        traded = 0.0
-        # sells first, so that their proceeds can pay for the buys
+    nfill = 0
+    fees = 0.0
+    slip = 0.0
+    traded = 0.0
+    # sells first, so that their proceeds can pay for the buys
+    if has_sell:
         for i in range(A):
-            if scr[1, i] < 0.0:
+            d = work[n, td + i]
+            if d < 0.0:
+                exact = work[n, tw + i] == 0.0
                 status, qf, p, fee, sc = fill_order_nb(
-                    scr[1, i], px[f, i, P_OPEN], px[f, i, P_VOLUME], mkt[M_FEE, i], mkt[M_LOT, i], mkt[M_MIN_AMOUNT, i],
-                    mkt[M_MIN_NOTIONAL, i], mkt[M_PRICE_STEP, i], fixed, impact, iexp, scr[0, i] == 0.0)
-                out[n, ostat + i] = status
+                    d, px[f, i, P_OPEN], px[f, i, P_VOLUME], par[m_fee + i], par[m_lot + i], par[m_amt + i],
+                    par[m_not + i], par[m_px + i], fixed, impact, iexp, exact)
+                work[n, ts + i] = status
                 if status == FILLED:
                     cash += qf * p - fee
-                    st[n, S_QTY + i] = 0.0 if scr[0, i] == 0.0 else st[n, S_QTY + i] - qf
-                    nfill = _record(fills, n, nfill, i, -1.0, qf, p, fee, sc, FILL_ORDER)
+                    work[n, S_QTY + i] = 0.0 if exact else work[n, S_QTY + i] - qf
+                    record_fill_nb(work, n, wf + nfill * N_FILL_COLS, i, -1.0, qf, p, fee, sc, FILL_ORDER)
+                    nfill += 1
                     fees += fee
                     slip += sc
                     traded += qf * p
-        # buys: first their cost at full size, then (long-only) scale all of them to the cash
+    # buys: planned at full size straight into the fill rows, then (long-only) all scaled to the cash
+    if has_buy:
+        first = nfill
+        nplan = nfill
         cost = 0.0
         for i in range(A):
-            scr[2, i] = -1.0
-            if scr[1, i] > 0.0:
+            d = work[n, td + i]
+            if d > 0.0:
                 status, qf, p, fee, sc = fill_order_nb(
-                    scr[1, i], px[f, i, P_OPEN], px[f, i, P_VOLUME], mkt[M_FEE, i], mkt[M_LOT, i], mkt[M_MIN_AMOUNT, i],
-                    mkt[M_MIN_NOTIONAL, i], mkt[M_PRICE_STEP, i], fixed, impact, iexp, scr[0, i] == 0.0)
-                out[n, ostat + i] = status
-                scr[2, i] = status
-                scr[3, i] = qf
-                scr[4, i] = p
-                scr[5, i] = fee
-                scr[6, i] = sc
+                    d, px[f, i, P_OPEN], px[f, i, P_VOLUME], par[m_fee + i], par[m_lot + i], par[m_amt + i],
+                    par[m_not + i], par[m_px + i], fixed, impact, iexp, work[n, tw + i] == 0.0)
+                work[n, ts + i] = status
                 if status == FILLED:
                     cost += qf * p + fee
+                    record_fill_nb(work, n, wf + nplan * N_FILL_COLS, i, 1.0, qf, p, fee, sc, FILL_ORDER)
+                    nplan += 1
         k = 1.0
         if long_only and cost > cash and cost > 0.0:
             k = max(cash, 0.0) / cost * (1.0 - CASH_SAFETY)
-        for i in range(A):
-            if scr[2, i] < 0.0:
-                continue
-            if k < 1.0 and scr[2, i] == FILLED:
+        for r in range(first, nplan):
+            src = wf + r * N_FILL_COLS
+            i = int(work[n, src + F_ASSET])
+            qf = work[n, src + F_QTY]
+            if k < 1.0:
                 # scale the lot-rounded quantity: floor(k q) x p(k q) <= k x q x p(q), so the total fits the cash
                 status, qf, p, fee, sc = fill_order_nb(
-                    scr[3, i] * k, px[f, i, P_OPEN], px[f, i, P_VOLUME], mkt[M_FEE, i], mkt[M_LOT, i], mkt[M_MIN_AMOUNT, i],
-                    mkt[M_MIN_NOTIONAL, i], mkt[M_PRICE_STEP, i], fixed, impact, iexp, False)
-                out[n, ostat + i] = status
-            else:
-                status, qf, p, fee, sc = int(scr[2, i]), scr[3, i], scr[4, i], scr[5, i], scr[6, i]
-            if status == FILLED:
-                cash -= qf * p + fee
-                st[n, S_QTY + i] = 0.0 if scr[0, i] == 0.0 else st[n, S_QTY + i] + qf
-                nfill = _record(fills, n, nfill, i, 1.0, qf, p, fee, sc, FILL_ORDER)
-                fees += fee
-                slip += sc
-                traded += qf * p
-
-        # positions in assets that do not trade at bar f: freeze (valued at last close) or close there
-        if cfg[C_CLOSE_UNTRADABLE] > 0.0:
-            for i in range(A):
-                q = st[n, S_QTY + i]
-                if q != 0.0 and not tradable[f, i]:
-                    p = px[f, i, P_MARK]
-                    fee = abs(q) * p * mkt[M_FEE, i]
-                    cash += q * p - fee
-                    st[n, S_QTY + i] = 0.0
-                    nfill = _record(fills, n, nfill, i, -1.0 if q > 0.0 else 1.0, abs(q), p, fee, 0.0, FILL_UNTRADABLE_CLOSE)
-                    fees += fee
-                    traded += abs(q) * p
-
-        # borrow cost for holding shorts and borrowed cash through the bar
-        short = 0.0
-        for i in range(A):
-            q = st[n, S_QTY + i]
-            if q < 0.0:
-                short -= q * px[f, i, P_MARK]
-        borrow = cfg[C_BORROW] * (short + max(-cash, 0.0))
-        cash -= borrow
-
-        # mark to market at the close of bar f
-        e = cash
-        gross = 0.0
-        for i in range(A):
-            q = st[n, S_QTY + i]
-            if q != 0.0:
-                e += q * px[f, i, P_MARK]
-                gross += abs(q) * px[f, i, P_MARK]
-        status_env = ENV_OK
-        if not long_only and gross > 0.0 and e < cfg[C_MAINT] * gross:
-            for i in range(A):
-                q = st[n, S_QTY + i]
-                if q == 0.0:
+                    qf * k, px[f, i, P_OPEN], px[f, i, P_VOLUME], par[m_fee + i], par[m_lot + i], par[m_amt + i],
+                    par[m_not + i], par[m_px + i], fixed, impact, iexp, False)
+                work[n, ts + i] = status
+                if status != FILLED:
                     continue
-                if tradable[f, i]:
-                    _, qf, p, fee, sc = fill_order_nb(-q, px[f, i, P_MARK], px[f, i, P_VOLUME], mkt[M_FEE, i], 0.0, 0.0,
-                                                      0.0, mkt[M_PRICE_STEP, i], fixed, impact, iexp, True)
-                else:
-                    qf, p, sc = abs(q), px[f, i, P_MARK], 0.0
-                    fee = qf * p * mkt[M_FEE, i]
-                cash += q * p - fee
-                st[n, S_QTY + i] = 0.0
-                nfill = _record(fills, n, nfill, i, -1.0 if q > 0.0 else 1.0, qf, p, fee, sc, FILL_LIQUIDATION)
-                fees += fee
-                slip += sc
-                traded += qf * p
-            e = cash
-            status_env = ENV_LIQUIDATED
-        elif e <= 0.0:
-            status_env = ENV_BANKRUPT
+                record_fill_nb(work, n, wf + nfill * N_FILL_COLS, i, 1.0, qf, p, fee, sc, FILL_ORDER)
+            else:
+                p, fee, sc = work[n, src + F_PRICE], work[n, src + F_FEE], work[n, src + F_SLIP]
+            cash -= qf * p + fee
+            work[n, S_QTY + i] = 0.0 if work[n, tw + i] == 0.0 else work[n, S_QTY + i] + qf
+            nfill += 1
+            fees += fee
+            slip += sc
+            traded += qf * p
 
-        st[n, S_CASH] = cash
-        st[n, S_EQUITY] = e
-        if e > st[n, S_PEAK]:
-            st[n, S_PEAK] = e
-        dd = 1.0 - e / st[n, S_PEAK]
-        ratio = e / e_prev
-        logret = math.log(ratio if ratio > LOG_FLOOR else LOG_FLOOR)
-        kind = int(cfg[C_REWARD])
-        if kind == REWARD_SHARPE:
-            r = ratio - 1.0
-            a_ = st[n, S_SH_A]
-            b_ = st[n, S_SH_B]
-            var = b_ - a_ * a_
-            reward = (b_ * (r - a_) - 0.5 * a_ * (r * r - b_)) / var ** 1.5 if var > 1e-12 else 0.0
-            eta = cfg[C_ETA]
-            st[n, S_SH_A] = a_ + eta * (r - a_)
-            st[n, S_SH_B] = b_ + eta * (r * r - b_)
-        elif kind == REWARD_DRAWDOWN:
-            reward = logret - cfg[C_DD_PEN] * dd
-        elif kind == REWARD_TURNOVER:
-            reward = logret - cfg[C_TO_PEN] * traded * inv_e_open
-        else:
-            reward = logret
-
-        ist[n, I_T] = f
-        ist[n, I_STEPS] += 1
-        term = status_env != ENV_OK
-        trunc = f >= ist[n, I_END]
-        if term or trunc:
-            ist[n, I_DONE] = 1
-        out[n, O_REWARD] = reward * cfg[C_SCALE]
-        out[n, O_EQUITY] = e
-        out[n, O_CASH] = cash
-        out[n, O_FEES] = fees
-        out[n, O_SLIP] = slip
-        out[n, O_TURNOVER] = traded * inv_e_open
-        out[n, O_BORROW] = borrow
-        out[n, O_TERM] = 1.0 if term else 0.0
-        out[n, O_TRUNC] = 1.0 if trunc else 0.0
-        out[n, O_NFILLS] = nfill
-        out[n, O_STATUS] = status_env
-        out[n, O_T] = f
-        out[n, O_LOGRET] = logret
-        out[n, O_DRAWDOWN] = dd
-        inv_e = 1.0 / e if e > 0.0 else 0.0
+    # positions in assets that do not trade at bar f: freeze (valued at last close) or close there
+    if par[C_CLOSE_UNTRADABLE] > 0.0:
         for i in range(A):
-            q = st[n, S_QTY + i]
-            out[n, O_W + i] = q * px[f, i, P_MARK] * inv_e
-            out[n, O_W + A + i] = q
-    # observations in a second pass: a pure gather over envs, whose memory loads overlap
-    window = int(cfg[C_WINDOW])
-    for n in range(st.shape[0]):
-        if out[n, O_T] > 0.0:  # stepped in this call (skipped and malformed envs have O_T = 0)
-            write_obs_nb(obs, n, int(out[n, O_T]), featflat, maskflat, st, px, window, A, AF)
+            q = work[n, S_QTY + i]
+            if q != 0.0 and px[f, i, P_TRADABLE] == 0.0:
+                p = px[f, i, P_MARK]
+                fee = abs(q) * p * par[m_fee + i]
+                cash += q * p - fee
+                work[n, S_QTY + i] = 0.0
+                record_fill_nb(work, n, wf + nfill * N_FILL_COLS, i, -1.0 if q > 0.0 else 1.0, abs(q), p, fee, 0.0,
+                               FILL_UNTRADABLE_CLOSE)
+                nfill += 1
+                fees += fee
+                traded += abs(q) * p
+
+    # borrow cost for holding shorts and borrowed cash through the bar; then mark to the close of f
+    short = 0.0
+    for i in range(A):
+        q = work[n, S_QTY + i]
+        if q < 0.0:
+            short -= q * px[f, i, P_MARK]
+    borrow = par[C_BORROW] * (short + max(-cash, 0.0))
+    cash -= borrow
+    e = cash
+    gross = 0.0
+    for i in range(A):
+        q = work[n, S_QTY + i]
+        if q != 0.0:
+            e += q * px[f, i, P_MARK]
+            gross += abs(q) * px[f, i, P_MARK]
+    status_env = ENV_OK
+    if not long_only and gross > 0.0 and e < par[C_MAINT] * gross:
+        for i in range(A):
+            q = work[n, S_QTY + i]
+            if q == 0.0:
+                continue
+            if px[f, i, P_TRADABLE] > 0.0:
+                _, qf, p, fee, sc = fill_order_nb(-q, px[f, i, P_MARK], px[f, i, P_VOLUME], par[m_fee + i], 0.0, 0.0,
+                                                  0.0, par[m_px + i], fixed, impact, iexp, True)
+            else:
+                qf, p, sc = abs(q), px[f, i, P_MARK], 0.0
+                fee = qf * p * par[m_fee + i]
+            cash += q * p - fee
+            work[n, S_QTY + i] = 0.0
+            record_fill_nb(work, n, wf + nfill * N_FILL_COLS, i, -1.0 if q > 0.0 else 1.0, qf, p, fee, sc,
+                           FILL_LIQUIDATION)
+            nfill += 1
+            fees += fee
+            slip += sc
+            traded += qf * p
+        e = cash
+        status_env = ENV_LIQUIDATED
+    elif e <= 0.0:
+        status_env = ENV_BANKRUPT
+
+    work[n, S_CASH] = cash
+    work[n, S_EQUITY] = e
+    if e > work[n, S_PEAK]:
+        work[n, S_PEAK] = e
+    dd = 1.0 - e / work[n, S_PEAK]
+    ratio = e / e_prev
+    logret = math.log(ratio if ratio > LOG_FLOOR else LOG_FLOOR)
+    kind = int(par[C_REWARD])
+    if kind == REWARD_SHARPE:
+        r = ratio - 1.0
+        a_ = work[n, S_SH_A]
+        b_ = work[n, S_SH_B]
+        var = b_ - a_ * a_
+        reward = (b_ * (r - a_) - 0.5 * a_ * (r * r - b_)) / var ** 1.5 if var > 1e-12 else 0.0
+        eta = par[C_ETA]
+        work[n, S_SH_A] = a_ + eta * (r - a_)
+        work[n, S_SH_B] = b_ + eta * (r * r - b_)
+    elif kind == REWARD_DRAWDOWN:
+        reward = logret - par[C_DD_PEN] * dd
+    elif kind == REWARD_TURNOVER:
+        reward = logret - par[C_TO_PEN] * traded * inv_e_open
+    else:
+        reward = logret
+
+    work[n, wi + I_T] = f
+    work[n, wi + I_STEPS] += 1.0
+    term = status_env != ENV_OK
+    trunc = f >= work[n, wi + I_END]
+    if term or trunc:
+        work[n, wi + I_DONE] = 1.0
+    work[n, wo + O_REWARD] = reward * par[C_SCALE]
+    work[n, wo + O_EQUITY] = e
+    work[n, wo + O_CASH] = cash
+    work[n, wo + O_FEES] = fees
+    work[n, wo + O_SLIP] = slip
+    work[n, wo + O_TURNOVER] = traded * inv_e_open
+    work[n, wo + O_BORROW] = borrow
+    work[n, wo + O_TERM] = 1.0 if term else 0.0
+    work[n, wo + O_TRUNC] = 1.0 if trunc else 0.0
+    work[n, wo + O_NFILLS] = nfill
+    work[n, wo + O_STATUS] = status_env
+    work[n, wo + O_T] = f
+    work[n, wo + O_LOGRET] = logret
+    work[n, wo + O_DRAWDOWN] = dd
+    inv_e = 1.0 / e if e > 0.0 else 0.0
+    for i in range(A):
+        q = work[n, S_QTY + i]
+        work[n, tw + i] = q * px[f, i, P_MARK] * inv_e
+        work[n, td + i] = q
+
+
+@numba.njit(inline="always", **JIT)
+def _count_done(work, N, wo):
+    """Envs that finished in this step, or -1 if any action was malformed."""
+    done = 0
+    for n in range(N):
+        if work[n, wo + O_STATUS] < 0.0:
+            return -1
+        if work[n, wo + O_TERM] + work[n, wo + O_TRUNC] > 0.0:
+            done += 1
+    return done
+
+
+@numba.njit(inline="always", **JIT)
+def _check_shape(par, work, act, N, wo, A):
+    """K (action values per env) from the action length; -1 (and every env marked) if it is wrong."""
+    K = int(par[C_K])
+    if act.shape[0] != N * K:
+        for n in range(N):
+            _clear_out(work, n, wo, O_W + 3 * A)
+            work[n, wo + O_STATUS] = ENV_BAD_SHAPE
+        return -1
+    return K
 
 
 @numba.njit(**JIT)
-def reset_batch_nb(idx, starts, ends, px, featflat, maskflat, cfg, st, ist, obs, out):
+def step_batch_nb(px, data, par, work, act, obs):
+    """Advance every environment n with ``done == 0`` by one bar (the others are left untouched,
+    their out block zeroed). Reads the action of env n from the flat ``act`` [N x K] (row-major);
+    writes ``work`` and env n's observation at ``obs[n x obs_dim]``. Returns the number of envs
+    that terminated or were truncated, or -1 if an action was malformed (``O_STATUS`` < 0)."""
+    T, A = px.shape[0], px.shape[1]
+    N = work.shape[0]
+    wi, wo, wf, _ = work_offsets_nb(A)
+    K = _check_shape(par, work, act, N, wo, A)
+    if K < 0:
+        return -1
+    for n in range(N):
+        step_env_nb(n, px, par, work, act, K, A, wi, wo, wf)
+    # observations in a second pass: a pure gather over envs, whose memory loads overlap
+    window = int(par[C_WINDOW])
+    mask_off = data.shape[0] - T * A
+    AF = mask_off // T
+    D = obs.shape[0] // N
+    for n in range(N):
+        if work[n, wo + O_T] > 0.0:  # stepped in this call (skipped and malformed envs have O_T = 0)
+            write_obs_nb(obs, n * D, int(work[n, wo + O_T]), data, px, work, n, window, A, AF, mask_off)
+    return _count_done(work, N, wo)
+
+
+@numba.njit(parallel=True, **JIT)
+def step_batch_par_nb(px, data, par, work, act, obs):
+    """:func:`step_batch_nb` with the envs spread over numba's threads (``prange``); same results."""
+    T, A = px.shape[0], px.shape[1]
+    N = work.shape[0]
+    wi, wo, wf, _ = work_offsets_nb(A)
+    K = _check_shape(par, work, act, N, wo, A)
+    if K < 0:
+        return -1
+    window = int(par[C_WINDOW])
+    mask_off = data.shape[0] - T * A
+    AF = mask_off // T
+    D = obs.shape[0] // N
+    for n in numba.prange(N):
+        step_env_nb(n, px, par, work, act, K, A, wi, wo, wf)
+        if work[n, wo + O_T] > 0.0:
+            write_obs_nb(obs, n * D, int(work[n, wo + O_T]), data, px, work, n, window, A, AF, mask_off)
+    return _count_done(work, N, wo)
+
+
+@numba.njit(**JIT)
+def reset_batch_nb(idx, starts, ends, px, data, par, work, obs):
     """Start environment ``idx[j]`` at decision bar ``starts[j]`` with all cash; its episode is
-    truncated when it reaches bar ``ends[j]``. Writes the first observation into ``obs[idx[j]]``."""
-    A = (st.shape[1] - S_QTY)
-    AF = featflat.shape[0] // px.shape[0]
-    init = cfg[C_INIT_CASH]
+    truncated when it reaches bar ``ends[j]``. Writes its first observation at ``obs[idx[j] x obs_dim]``
+    (``obs`` holds N observations, flat)."""
+    T, A = px.shape[0], px.shape[1]
+    N = work.shape[0]
+    wi, wo, _, width = work_offsets_nb(A)
+    mask_off = data.shape[0] - T * A
+    AF = mask_off // T
+    init = par[C_INIT_CASH]
+    D = obs.shape[0] // N
     for j in range(idx.shape[0]):
         n = idx[j]
-        for c in range(st.shape[1]):
-            st[n, c] = 0.0
-        st[n, S_CASH] = init
-        st[n, S_EQUITY] = init
-        st[n, S_PEAK] = init
-        st[n, S_INIT] = init
-        ist[n, I_T] = starts[j]
-        ist[n, I_END] = ends[j]
-        ist[n, I_DONE] = 0
-        ist[n, I_STEPS] = 0
-        for c in range(out.shape[1]):
-            out[n, c] = 0.0
-        out[n, O_EQUITY] = init
-        out[n, O_CASH] = init
-        out[n, O_T] = starts[j]
-        write_obs_nb(obs, n, starts[j], featflat, maskflat, st, px, int(cfg[C_WINDOW]), A, AF)
+        for c in range(width):
+            work[n, c] = 0.0
+        work[n, S_CASH] = init
+        work[n, S_EQUITY] = init
+        work[n, S_PEAK] = init
+        work[n, S_INIT] = init
+        work[n, wi + I_T] = starts[j]
+        work[n, wi + I_END] = ends[j]
+        work[n, wo + O_EQUITY] = init
+        work[n, wo + O_CASH] = init
+        work[n, wo + O_T] = starts[j]
+        write_obs_nb(obs, n * D, starts[j], data, px, work, n, int(par[C_WINDOW]), A, AF, mask_off)

@@ -2,8 +2,12 @@
 
 SB3 conventions: ``reset()`` returns only observations; ``step_wait`` returns float32 rewards, one
 ``done`` per env (terminated or truncated), and a list of per-env info dicts. A finished env is reset
-in the same step; its last observation is ``infos[i]["terminal_observation"]`` and
+in the same step; its info describes the step that finished the episode (as SB3's DummyVecEnv
+does), its last observation is ``infos[i]["terminal_observation"]`` and
 ``infos[i]["TimeLimit.truncated"]`` is True when the episode was cut by time, not ended by the market.
+
+Per step the adapter calls the vector env's kernel-plus-autoreset directly and builds the per-env
+dicts from one ``.tolist()`` of the step's result block (no Gymnasium info arrays in between).
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
+from factorgym.envs import execution as ex
 from factorgym.envs.vector_env import CryptoTradingVectorEnv
 
 _INFO_KEYS = ("timestamp", "equity", "cash", "fees", "slippage_cost", "borrow_cost", "turnover")
+_COLS = [ex.O_T, ex.O_EQUITY, ex.O_CASH, ex.O_FEES, ex.O_SLIP, ex.O_BORROW, ex.O_TURNOVER]  # same order
 
 
 class SB3VecEnv(VecEnv):
@@ -27,12 +33,13 @@ class SB3VecEnv(VecEnv):
         self.venv = venv
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
         self._actions: np.ndarray | None = None
+        self._ts = venv.core.timestamps.tolist()
 
     def reset(self):
         seed = self._seeds[0]
         options = self._options[0] or None
-        obs, infos = self.venv.reset(seed=seed, options=options)
-        self.reset_infos = self._split(infos)
+        obs, _ = self.venv.reset(seed=seed, options=options)
+        self.reset_infos = self._split(self.venv.core.out.copy())
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -41,20 +48,22 @@ class SB3VecEnv(VecEnv):
         self._actions = actions
 
     def step_wait(self):
-        obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
-        dones = terminated | truncated
-        out = self._split(infos)
-        if dones.any():
-            final = infos["final_obs"]
-            for i in np.flatnonzero(dones):
-                out[i]["terminal_observation"] = final[i]
+        obs, blk, rewards, terminated, truncated, idx, final_obs = self.venv._advance(self._actions)
+        out = self._split(blk)
+        if idx is not None:
+            for i in idx.tolist():
+                out[i]["terminal_observation"] = final_obs[i]
                 out[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-        return obs, rewards.astype(np.float32), dones, out
+        return self.venv._wrap(obs), rewards.astype(np.float32), terminated | truncated, out
 
-    def _split(self, infos: dict[str, Any]) -> list[dict[str, Any]]:
-        cols = [infos[k].tolist() for k in _INFO_KEYS]
-        weights = infos["weights"]
-        return [dict(zip(_INFO_KEYS, vals), weights=weights[i]) for i, vals in enumerate(zip(*cols))]
+    def _split(self, blk: np.ndarray) -> list[dict[str, Any]]:
+        """Per-env info dicts from the step's result block (one ``.tolist()``; weights are row copies)."""
+        A = self.venv.core.n_assets
+        ts = self._ts
+        rows = blk[:, _COLS].tolist()
+        weights = blk[:, ex.O_W:ex.O_W + A]  # views: blk is a fresh copy that only this step hands out
+        return [{"timestamp": ts[int(r[0])], "equity": r[1], "cash": r[2], "fees": r[3], "slippage_cost": r[4],
+                 "borrow_cost": r[5], "turnover": r[6], "weights": weights[i]} for i, r in enumerate(rows)]
 
     def close(self) -> None:
         self.venv.close()

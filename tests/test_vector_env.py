@@ -44,6 +44,36 @@ def test_vector_env_equals_single_envs_for_the_same_actions_and_starts(kwargs):
             assert venv.trades(i) == info["trades"]
 
 
+def test_parallel_kernel_gives_the_same_trajectories_bit_for_bit():
+    t, N = make_tensor(), 6
+    kw = dict(window=3, execution=FULL, episode_length=15, mapping="signed")
+    serial, par = CryptoTradingVectorEnv(t, N, **kw), CryptoTradingVectorEnv(t, N, parallel=True, **kw)
+    assert par.core.parallel and not serial.core.parallel
+    o1, _ = serial.reset(seed=4)
+    o2, _ = par.reset(seed=4)
+    assert np.array_equal(o1, o2)
+    rng = np.random.default_rng(0)
+    for _ in range(40):  # crosses the autoreset at step 15
+        a = rng.uniform(-1, 1, (N, 3)).astype(np.float32)
+        s1, s2 = serial.step(a), par.step(a)
+        for x, y in zip(s1[:4], s2[:4]):
+            assert np.array_equal(x, y)
+        assert np.array_equal(serial.core.work, par.core.work)
+
+
+def test_malformed_actions_raise_and_leave_that_env_alone():
+    venv = CryptoTradingVectorEnv(make_tensor(), 3, window=2)
+    venv.reset(seed=0)
+    before = venv.core.st.copy()
+    a = np.zeros((3, 4), np.float32)
+    a[1, 2] = np.nan
+    with pytest.raises(ValueError, match="env 1"):
+        venv.step(a)
+    assert np.array_equal(venv.core.st[1], before[1]) and venv.core.ist[1, 3] == 0  # env 1 did not move
+    with pytest.raises(ValueError, match="values"):
+        venv.step(np.zeros((3, 3), np.float32))
+
+
 def test_same_step_autoreset_and_final_obs():
     t = make_tensor()
     venv = CryptoTradingVectorEnv(t, 3, window=2, episode_length=5)
@@ -82,6 +112,8 @@ def test_sb3_vec_env_adapter_terminal_observation_and_ppo_smoke():
         obs, rew, dones, infos = venv.step(np.stack([venv.action_space.sample() for _ in range(2)]))
     assert dones.all() and rew.dtype == np.float32
     assert infos[0]["TimeLimit.truncated"] and infos[0]["terminal_observation"].shape == obs[0].shape
+    assert infos[0]["equity"] != 10_000.0  # SB3 convention: the info of the step that ended the episode
+    assert not np.array_equal(infos[0]["terminal_observation"], obs[0])  # obs[0] is the new episode's
     assert set(infos[1]) >= {"equity", "cash", "fees", "turnover", "weights"}
     model = PPO("MlpPolicy", make_vec_env(make_tensor(), 2, window=3, episode_length=20, seed=0), n_steps=32,
                 batch_size=32, n_epochs=1, seed=0, device="cpu")
