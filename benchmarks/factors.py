@@ -1,4 +1,4 @@
-"""Factor-layer figures, one JSON line each (see /work/notes/common.md for the format).
+"""Factor-layer figures, one JSON line each (format: README, Benchmarks).
 
 * TA-Lib build: 20 symbols x 17,520 hourly bars through the 30-feature ``talib_default`` set;
   build time (alignment, factors, normalisation), save time, feature values/s (goal >= 20M/s),
