@@ -68,7 +68,7 @@ def _btc() -> tuple[CandlePanel, np.ndarray]:
     """The shared Bitfinex BTC/USD hourly file on its grid (newest row first in the file)."""
     from pathlib import Path
 
-    df = pd.read_csv(Path("/work/shared/data") / "bitfinex_btcusd_1h.csv")
+    df = pd.read_csv(Path(__file__).resolve().parents[2] / "shared" / "data" / "bitfinex_btcusd_1h.csv")
     df["ts"] = pd.to_datetime(df["Date"], utc=True).dt.as_unit("ms").astype("int64")
     df = df.drop_duplicates("ts").sort_values("ts")
     grid = np.arange(df["ts"].iloc[0], df["ts"].iloc[-1] + 1, 3_600_000, dtype=np.int64)
@@ -392,7 +392,7 @@ def test_online_equals_offline_alpha158_btc_stretch(q):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # ~17,600 online rows at ~30 ms
+@pytest.mark.timeout(3600)  # ~17,600 online rows of one asset
 def test_online_equals_offline_alpha158_every_btc_bar(q):
     from factorgym.data_layer.factors.qlib_factors import QlibSetFactor
 
@@ -416,3 +416,96 @@ def test_online_refuses_wrong_bar_shape(q):
     on = QlibExpressionFactor("$close").online(["A", "B"])
     with pytest.raises(ConfigError, match=r"\[A, 5\]"):
         on.update(0, np.ones((3, 5)))
+
+
+# ---------------------------------------------------------------------- batched online evaluation
+EVERY_OP = [  # every operator the batched evaluator places in a shared container, plus per-asset ones
+    "Abs($close - $open)", "Sign($close - $open)", "Log($volume + 1)", "Power($close, 2)", "$close + $open",
+    "$close - $open", "$close * $volume", "$close / $open", "Greater($close, $open)", "Less($close, $open)",
+    "$close > $open", "$close >= $open", "$close < $open", "$close <= $open", "$close == $open", "$close != $open",
+    "Mean($close, 5)", "Sum($volume, 7)", "Std($close, 20)", "Var($close, 9)", "Skew($close, 10)",
+    "Kurt($close, 12)", "Max($high, 30)", "Min($low, 30)", "Med($close, 9)", "Count($close, 4)",
+    "Ref($close, 3)", "Delta($close, 4)", "Quantile($close, 16, 0.8)", "IdxMax($high, 10)", "IdxMin($low, 10)",
+    "Rank($close, 15)", "Mad($close, 8)", "WMA($close, 6)", "EMA($close, 12)", "Cov($close, $volume, 10)",
+    "Corr($close, Log($volume+1), 24)", "Corr($close/Ref($close,1), Log($volume/Ref($volume, 1)+1), 10)",
+    "Slope($close, 10)", "Rsquare($close, 12)", "Resi($close, 10)", "If($close > Ref($close, 1), 1, 0)",
+    "And($close > $open, $volume > 1)", "Mean($close > $open, 5)", "Std(Slope($close, 5) / $close, 10)",
+    "Rsquare(Mean($close, 3), 8)", "Sum(Greater($close - Ref($close, 1), 0), 14) / Sum(Abs($close - Ref($close, 1)), 14)",
+]
+
+
+@pytest.mark.parametrize("kind", ["every_op", "alpha158"])
+def test_batched_evaluation_equals_per_asset_bit_for_bit(q, kind):
+    """All assets in one pass give the very bits of one-asset-at-a-time evaluation through Qlib's
+    provider, with price scales from 1e-6 to 5e5 side by side, small after big and big after
+    small, a late listing (NaN head), flat prices (Corr/Rsquare masks) and zero volume."""
+    from factorgym.data_layer.factors import qlib_online as qo
+    from factorgym.data_layer.factors.qlib_factors import QlibExpressionFactor, QlibSetFactor
+
+    f = QlibExpressionFactor(EVERY_OP) if kind == "every_op" else QlibSetFactor("alpha158")
+    classes = [type(o) for o in f._objs]
+    plan = qo.EvalPlan(f._objs)
+    assert [type(o) for o in f._objs] == classes  # the factor's own expression objects are untouched
+    modes = set(plan.modes)
+    assert modes >= ({"elem", "wide", "corr", "kernel", "asset"} if kind == "every_op" else {"elem", "wide", "corr", "kernel"})
+    rng = np.random.default_rng(0)
+    for seed in (3, 4):
+        win = qo.probe_windows(f.history, seed)
+        for order in (np.arange(6), np.arange(6)[::-1], rng.permutation(6), [4], [5, 4]):
+            w = win[:, order]
+            want = qo.evaluate_per_asset(f._objs, w)
+            got = plan.evaluate(w)
+            assert got.dtype == want.dtype and got.shape == want.shape == (len(order), len(f._objs))
+            np.testing.assert_array_equal(got, want)  # NaN == NaN, otherwise every bit
+            assert np.isfinite(want).mean() > 0.7
+    from qlib.data.cache import H
+
+    assert len(H["f"]) == 0  # nothing stale left in Qlib's cache
+
+
+def test_assets_laid_end_to_end_would_leak(q):
+    """Why assets are never chained in one series: an asset's values then depend on the asset
+    before it (rolling accumulators carry over), which the probe windows expose."""
+    from factorgym.data_layer.factors import qlib_online as qo
+    from factorgym.data_layer.factors.qlib_factors import QlibExpressionFactor
+
+    f = QlibExpressionFactor(["Std($close, 20)/$close", "Rsquare($close, 12)", "Slope($close, 10)/$close",
+                              "Corr($close, Log($volume+1), 24)"])
+    win = qo.probe_windows(f.history, 0)
+    alone = qo.evaluate_per_asset(f._objs, win[:, 1:2])  # 4e-3 prices
+    chained = qo.evaluate_per_asset(f._objs, np.concatenate([win[:, 0:1], win[:, 1:2]]))  # behind 3e4 prices
+    assert not np.array_equal(alone, chained, equal_nan=True)
+    np.testing.assert_array_equal(qo.EvalPlan(f._objs).evaluate(win[:, :2])[1:], alone)
+
+
+def test_online_batched_rows_equal_per_asset_rows(q):
+    from factorgym.data_layer.factors.qlib_factors import QlibExpressionFactor, QlibSetFactor
+
+    for f, T in ((QlibExpressionFactor(EVERY_OP), 90), (QlibSetFactor("alpha158"), 90)):
+        p = _panel(T=T, A=4, gaps=True, seed=13)  # assets become ready at different bars
+        bars = p.ohlcv()
+        on, ref = f.online(p.symbols), f.online(p.symbols, batched=False)
+        assert on._plan is not None and ref._plan is None
+        rows = [(on.update(int(p.timestamps[t]), bars[t]), ref.update(int(p.timestamps[t]), bars[t])) for t in range(T)]
+        np.testing.assert_array_equal(np.stack([a for a, _ in rows]), np.stack([b for _, b in rows]))
+        assert np.isfinite(rows[-1][0]).mean() > 0.9
+
+
+def test_online_falls_back_to_per_asset_when_batched_differs(q, monkeypatch, caplog):
+    from factorgym.data_layer.factors import qlib_online as qo
+    from factorgym.data_layer.factors.qlib_factors import QlibExpressionFactor
+
+    real = qo.EvalPlan.evaluate
+
+    def off_by_a_little(self, win):
+        out = real(self, win)
+        out[:, 1] += np.float32(1e-4)
+        return out
+
+    monkeypatch.setattr(qo.EvalPlan, "evaluate", off_by_a_little)
+    f = QlibExpressionFactor(["Mean($close, 5)", "Std($close, 5)"])
+    with caplog.at_level("WARNING", logger=qo.__name__):
+        on = f.online(["A/USDT"])
+    assert on._plan is None and "Std($close, 5)" in caplog.text and "Mean" not in caplog.text
+    p = _panel(T=40, A=1)
+    _assert_parity(_online_rows(f, p), f.compute(p))  # the per-asset path serves the rows

@@ -9,7 +9,8 @@ YAML entries (registered kinds ``qlib`` and ``qlib_set``)::
 
 * Values come from Qlib's own engine: offline through ``D.features`` over a provider directory
   written from the panel (:mod:`qlib_provider`); online by evaluating the same parsed expression
-  objects over a bounded window of each asset's last bars, served from memory.
+  objects over a bounded window of each asset's last bars, all assets in one pass
+  (:mod:`qlib_online`).
 * Fields: ``$open $high $low $close $volume $vwap $factor`` (see :mod:`qlib_provider` for vwap).
 * ``warmup`` = the largest left extension Qlib reports (``get_extended_window_size``), plus one
   per ``Delta`` (Qlib under-reports its ``shift(N)`` by a bar). An asset's first ``warmup`` bars
@@ -35,6 +36,7 @@ import numpy as np
 
 from factorgym.data_layer.factors import qlib_provider as qp
 from factorgym.data_layer.factors.base import CandlePanel, register_factor
+from factorgym.data_layer.factors.qlib_online import QlibOnlineFactor
 from factorgym.errors import ConfigError
 
 MARGIN = 16  # extra bars the online window keeps beyond the declared history
@@ -218,70 +220,9 @@ class QlibExpressionFactor:
         out[rows, asset, :] = vals
 
     # ------------------------------------------------------------------ online
-    def online(self, symbols: list[str]) -> "QlibOnlineFactor":
-        return QlibOnlineFactor(self, symbols)
-
-
-class QlibOnlineFactor:
-    """Per-bar Qlib rows: each asset keeps its last ``factor.history`` bars; on update each asset
-    that got a bar has its window served as an in-memory instrument and every expression is
-    evaluated by Qlib's operators; the window's last row is the asset's new row.
-
-    Exact for bounded windows: row t of a window-w expression depends only on the last w bars
-    (EMAs: on ``EMA_TOLERANCE``-sized tails). Cost is one pass of the operators per asset. ``bar`` is float64 ``[A, 5]`` OHLCV, or ``[A, 6]``
-    with quote volume last (for ``$vwap``, matching ``compute(..., quote_volume=...)``).
-    """
-
-    def __init__(self, factor: QlibExpressionFactor, symbols: list[str]) -> None:
-        self.factor = factor
-        self.symbols = list(symbols)
-        self.history = int(factor.history)
-        A = len(self.symbols)
-        self._buf = np.full((self.history, A, len(qp.QLIB_FIELDS)), np.nan, dtype=np.float32)
-        self._count = np.zeros(A, dtype=np.int64)
-        self._inst = qp.memory_instrument_name(f"online_{id(self)}")
-
-    def update(self, timestamp: int, bar: np.ndarray) -> np.ndarray:
-        bar = np.asarray(bar, dtype=np.float64)
-        A, H = len(self.symbols), self.history
-        if bar.shape not in ((A, 5), (A, 6)):
-            raise ConfigError(f"online bar must be [A, 5] OHLCV (or [A, 6] with quote volume) = ({A}, 5), got {bar.shape}")
-        f = self.factor
-        out = np.full((A, len(f.names)), np.nan)
-        has = np.flatnonzero(np.isfinite(bar[:, 3]))
-        if has.size == 0:
-            return out
-        qv = bar[has, 5] if bar.shape[1] == 6 else None
-        self._buf[self._count[has] % H, has] = qp.qlib_field_arrays(*(bar[has, j] for j in range(5)), qv)
-        self._count[has] += 1
-        ready = has[self._count[has] > f.warmup]
-        if ready.size == 0:
-            return out
-        steps = self._count[ready][:, None] - H + np.arange(H)[None, :]  # [r, H] bar numbers, oldest first
-        win = self._buf[steps % H, ready[:, None]]  # [r, H, 7]
-        win[steps < 0] = np.nan  # fewer than H bars so far: NaN pad before the first bar
-        qp.ensure_qlib()
-        vals = np.empty((ready.size, len(f._objs)), dtype=np.float32)
-        # One instrument per asset: Qlib's rolling operators keep running sums along a series, so
-        # windows of differently scaled assets laid end to end would leak round-off into each other.
-        for i in range(ready.size):
-            qp.set_memory_instrument(self._inst, {name: win[i, :, j] for j, name in enumerate(qp.QLIB_FIELDS)})
-            qp.clear_feature_cache()
-            try:
-                for j, obj in enumerate(f._objs):
-                    vals[i, j] = obj.load(self._inst, 0, H - 1, "day").to_numpy(dtype=np.float32)[-1]
-            finally:
-                qp.clear_feature_cache()
-        res = vals.astype(np.float64)[:, f._col]
-        res[~np.isfinite(res)] = np.nan
-        out[ready] = res
-        return out
-
-    def __del__(self) -> None:
-        try:
-            qp.drop_memory_instrument(self._inst)
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
+    def online(self, symbols: list[str], batched: bool = True) -> QlibOnlineFactor:
+        """Per-bar rows (:class:`~factorgym.data_layer.factors.qlib_online.QlibOnlineFactor`)."""
+        return QlibOnlineFactor(self, symbols, batched=batched)
 
 
 # ---------------------------------------------------------------------- factor sets
