@@ -120,9 +120,9 @@ class PortfolioCore:
         self.tradable = tradable
         close = np.where(tradable, prices[..., 3], np.nan)
         mark = _ffill(close)  # last tradable close, carried forward; 0 before the first listing
-        self.px = np.ascontiguousarray(np.stack([np.where(tradable, prices[..., 0], mark), mark,
-                                                 np.where(tradable, prices[..., 4], 0.0), tradable.astype(np.float64)],
-                                                axis=-1))
+        inv_volume = ex.inverse(np.where(tradable, prices[..., 4], 0.0))  # P_INV_VOLUME: 0 = no impact term
+        self.px = np.ascontiguousarray(np.stack([np.where(tradable, prices[..., 0], mark), mark, inv_volume,
+                                                 tradable.astype(np.float64)], axis=-1))
         feats = np.asarray(tensor.features, dtype=np.float32)
         finite = np.isfinite(feats)
         n_bad = int((~finite & tradable[..., None]).sum())
@@ -133,7 +133,8 @@ class PortfolioCore:
 
         per = resolve_per_symbol(execution, self.symbols, getattr(tensor, "meta", None))
         self.market = per
-        mkt = np.stack([per["fee"], per["lot_step"], per["min_amount"], per["min_notional"], per["price_step"]])
+        mkt = np.stack([per["fee"], per["lot_step"], per["min_amount"], per["min_notional"], per["price_step"],
+                        ex.inverse(per["lot_step"]), ex.inverse(per["price_step"])])  # M_* rows
         levels = np.asarray(levels, dtype=np.float64)
         self.action_dim = A + 1 if scheme == "simplex" else A
         par = np.zeros(ex.C_LEVELS + len(levels) + mkt.size)

@@ -25,14 +25,17 @@ Order of operations in one step of one environment (decision at the close of bar
 
 Rounding rules (floating point, as vectorbt's nb.py documents its own):
 
-- a quantity is rounded *down* to its lot step: ``floor(q / step + 1e-9) * step``; the 1e-9 (of one
-  step) absorbs round-off such as 0.3 / 0.1 = 2.9999999999999996; orders that round to 0, or
+- a quantity is rounded *down* to its lot step: ``floor(q * (1 / step) + 1e-9) * step``, with
+  ``1 / step`` computed once per symbol (a multiply in the hot loop instead of a division); the 1e-9
+  (of one step) absorbs round-off such as 0.3 / 0.1 = 2.9999999999999996; orders that round to 0, or
   fall below ``min_amount`` (base units) or ``min_notional`` (quantity x open, quote units), are
   ignored with a status code;
 - a target weight of exactly 0 closes the whole position without lot rounding (no dust is left);
 - an order smaller than 1e-10 of the target (or held) quantity is round-off of an unchanged
   target (e.g. holding 100% while the price moves) and is not sent (``IGNORED_NO_CHANGE``);
-- fill prices are rounded to the price step against the trader: buys up, sells down;
+- fill prices are rounded to the price step against the trader: buys up
+  (``ceil(p * (1 / step) - 1e-9) * step``), sells down (``floor(p * (1 / step) + 1e-9) * step``);
+- the impact participation is ``qty * (1 / bar volume)``, the reciprocal stored once per bar;
 - the long-only buy scale factor is ``cash / cost x (1 - 1e-12)`` so that round-off cannot make
   cash negative;
 - fees are fee_rate x quantity x fill price, never rounded.
@@ -76,17 +79,19 @@ REWARD_LOG, REWARD_SHARPE, REWARD_DRAWDOWN, REWARD_TURNOVER = 0, 1, 2, 3
 # The kernels take five arrays (each argument costs ~30 ns to unbox, a third of a single env's step
 # when there were 13): px, data, par (static), work (state and results), act and obs.
 #
-# px: float64 [T, A, 4] = open, mark (close, carried forward over untradable bars), volume,
-#     tradable (1.0 / 0.0): everything one bar of one asset needs, in one 32-byte record.
-P_OPEN, P_MARK, P_VOLUME, P_TRADABLE = 0, 1, 2, 3
+# px: float64 [T, A, 4] = open, mark (close, carried forward over untradable bars), 1 / volume
+#     (0 when the volume is 0 or the bar untradable), tradable (1.0 / 0.0): everything one bar of one
+#     asset needs, in one 32-byte record.
+P_OPEN, P_MARK, P_INV_VOLUME, P_TRADABLE = 0, 1, 2, 3
 N_PX = 4
 # data: float32 [T*A*F + T*A] = feature rows [T, A, F] (0 where untradable), then the mask [T, A].
-# par: float64 [C_LEVELS + n_levels + 5A] = the scalars C_*, the discrete levels, then the
-#     per-symbol rules M_* x A starting at par[C_MKT] (row-major [5, A]).
+# par: float64 [C_LEVELS + n_levels + 7A] = the scalars C_*, the discrete levels, then the
+#     per-symbol rules M_* x A starting at par[C_MKT] (row-major [7, A]; M_INV_* = 1 / step or 0).
 C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_BORROW, C_MAX_LEV, C_MAINT, C_INIT_CASH = 0, 1, 2, 3, 4, 5, 6
 C_LONG_ONLY, C_CLOSE_UNTRADABLE, C_SCHEME, C_REWARD, C_DD_PEN, C_TO_PEN, C_ETA = 7, 8, 9, 10, 11, 12, 13
 C_SCALE, C_WINDOW, C_LEVEL_SIZE, C_N_LEVELS, C_K, C_MKT, C_LEVELS = 14, 15, 16, 17, 18, 19, 20
-M_FEE, M_LOT, M_MIN_AMOUNT, M_MIN_NOTIONAL, M_PRICE_STEP = 0, 1, 2, 3, 4
+M_FEE, M_LOT, M_MIN_AMOUNT, M_MIN_NOTIONAL, M_PRICE_STEP, M_INV_LOT, M_INV_PRICE_STEP = 0, 1, 2, 3, 4, 5, 6
+N_MKT = 7
 # work: float64 [N, work_width(A)], one row per env, in four blocks at offsets given by work_offsets(A):
 #   st    [S_QTY + A]    cash, equity, peak equity, initial cash, Sharpe EMAs A and B, quantities [A]
 #   ist   [4]            decision bar t, end bar, done flag, steps taken (integers held as floats)
@@ -117,12 +122,50 @@ MAX_SLIP = 0.5
 LOG_FLOOR = 1e-12  # equity ratio floor of the log return on bankruptcy: log(1e-12) ~ -27.6
 
 
+def inverse(x):
+    """1 / x where x > 0, else 0 (the stored reciprocals of lot steps, price steps and volumes)."""
+    return np.where(np.asarray(x) > 0, 1.0 / np.where(np.asarray(x) > 0, x, 1.0), 0.0)
+
+
 @numba.njit(**JIT)
-def round_lot_nb(qty: float, step: float) -> float:
-    """``qty`` (>= 0) rounded down to a multiple of ``step`` (0 = no rounding)."""
+def round_lot_nb(qty: float, step: float, inv_step: float) -> float:
+    """``qty`` (>= 0) rounded down to a multiple of ``step`` (0 = no rounding); ``inv_step`` = 1 / step."""
     if step > 0.0:
-        return math.floor(qty / step + LOT_EPS) * step
+        return math.floor(qty * inv_step + LOT_EPS) * step
     return qty
+
+
+@numba.njit(**JIT)
+def fill_inv_nb(size, ref_price, inv_volume, fee_rate, lot_step, inv_lot, min_amount, min_notional, price_step,
+                inv_price_step, fixed_slip, impact, impact_exp, exact):
+    """:func:`fill_order_nb` with the reciprocals of the volume, lot step and price step given
+    (0 where the value is 0): the form the kernels call, with no division per order."""
+    q = abs(size)
+    if q == 0.0:
+        return IGNORED_NO_CHANGE, 0.0, ref_price, 0.0, 0.0
+    if not exact:
+        q = round_lot_nb(q, lot_step, inv_lot)
+        if q <= 0.0:
+            return IGNORED_LOT, 0.0, ref_price, 0.0, 0.0
+        if q < min_amount:
+            return IGNORED_MIN_AMOUNT, 0.0, ref_price, 0.0, 0.0
+        if q * ref_price < min_notional:
+            return IGNORED_MIN_NOTIONAL, 0.0, ref_price, 0.0, 0.0
+    slip = fixed_slip
+    if impact > 0.0 and inv_volume > 0.0:
+        part = q * inv_volume
+        slip += impact * (math.sqrt(part) if impact_exp == 0.5 else part ** impact_exp)
+    if slip > MAX_SLIP:
+        slip = MAX_SLIP
+    if size > 0.0:
+        price = ref_price * (1.0 + slip)
+        if price_step > 0.0:
+            price = math.ceil(price * inv_price_step - LOT_EPS) * price_step
+    else:
+        price = ref_price * (1.0 - slip)
+        if price_step > 0.0:
+            price = math.floor(price * inv_price_step + LOT_EPS) * price_step
+    return FILLED, q, price, q * price * fee_rate, q * abs(price - ref_price)
 
 
 @numba.njit(**JIT)
@@ -133,33 +176,13 @@ def fill_order_nb(size, ref_price, volume, fee_rate, lot_step, min_amount, min_n
     Returns ``(status, qty, price, fee, slippage_cost)`` with ``qty`` >= 0 the filled quantity,
     ``price`` the fill price, ``fee`` and ``slippage_cost`` (qty x |price - ref_price|) in quote units.
     ``exact`` skips lot rounding and the minimums (closing a held position, liquidation).
+    ``volume`` 0 (unknown) skips the impact term. Computes the reciprocals and calls :func:`fill_inv_nb`.
     """
-    q = abs(size)
-    if q == 0.0:
-        return IGNORED_NO_CHANGE, 0.0, ref_price, 0.0, 0.0
-    if not exact:
-        q = round_lot_nb(q, lot_step)
-        if q <= 0.0:
-            return IGNORED_LOT, 0.0, ref_price, 0.0, 0.0
-        if q < min_amount:
-            return IGNORED_MIN_AMOUNT, 0.0, ref_price, 0.0, 0.0
-        if q * ref_price < min_notional:
-            return IGNORED_MIN_NOTIONAL, 0.0, ref_price, 0.0, 0.0
-    slip = fixed_slip
-    if impact > 0.0 and volume > 0.0:
-        part = q / volume
-        slip += impact * (math.sqrt(part) if impact_exp == 0.5 else part ** impact_exp)
-    if slip > MAX_SLIP:
-        slip = MAX_SLIP
-    if size > 0.0:
-        price = ref_price * (1.0 + slip)
-        if price_step > 0.0:
-            price = math.ceil(price / price_step - LOT_EPS) * price_step
-    else:
-        price = ref_price * (1.0 - slip)
-        if price_step > 0.0:
-            price = math.floor(price / price_step + LOT_EPS) * price_step
-    return FILLED, q, price, q * price * fee_rate, q * abs(price - ref_price)
+    inv_v = 1.0 / volume if volume > 0.0 else 0.0
+    inv_lot = 1.0 / lot_step if lot_step > 0.0 else 0.0
+    inv_ps = 1.0 / price_step if price_step > 0.0 else 0.0
+    return fill_inv_nb(size, ref_price, inv_v, fee_rate, lot_step, inv_lot, min_amount, min_notional, price_step,
+                       inv_ps, fixed_slip, impact, impact_exp, exact)
 
 
 def work_offsets(A: int) -> tuple[int, int, int, int]:

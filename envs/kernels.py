@@ -22,11 +22,12 @@ from factorgym.envs.execution import (
     C_LONG_ONLY, C_MAINT, C_MKT, C_REWARD, C_SCALE, C_TO_PEN, C_WINDOW, CASH_SAFETY, ENV_BAD_ACTION,
     ENV_BAD_SHAPE, ENV_BANKRUPT, ENV_LIQUIDATED, ENV_OK, F_ASSET, F_FEE, F_PRICE, F_QTY, F_SLIP,
     FILL_LIQUIDATION, FILL_ORDER, FILL_UNTRADABLE_CLOSE, FILLED, I_DONE, I_END, I_STEPS, I_T,
-    IGNORED_NO_CHANGE, JIT, LOG_FLOOR, M_FEE, M_LOT, M_MIN_AMOUNT, M_MIN_NOTIONAL, M_PRICE_STEP,
+    IGNORED_NO_CHANGE, JIT, LOG_FLOOR, M_FEE, M_INV_LOT, M_INV_PRICE_STEP, M_LOT, M_MIN_AMOUNT,
+    M_MIN_NOTIONAL, M_PRICE_STEP,
     N_FILL_COLS, NOISE, O_BORROW, O_CASH, O_DRAWDOWN, O_EQUITY, O_FEES, O_LOGRET, O_NFILLS, O_REWARD,
-    O_SLIP, O_STATUS, O_T, O_TERM, O_TRUNC, O_TURNOVER, O_W, P_MARK, P_OPEN, P_TRADABLE, P_VOLUME,
+    O_SLIP, O_STATUS, O_T, O_TERM, O_TRUNC, O_TURNOVER, O_W, P_INV_VOLUME, P_MARK, P_OPEN, P_TRADABLE,
     REJECTED_UNTRADABLE, REWARD_DRAWDOWN, REWARD_SHARPE, REWARD_TURNOVER, S_CASH, S_EQUITY, S_INIT,
-    S_PEAK, S_QTY, S_SH_A, S_SH_B, fill_order_nb, map_action_nb, record_fill_nb, work_offsets_nb,
+    S_PEAK, S_QTY, S_SH_A, S_SH_B, fill_inv_nb, map_action_nb, record_fill_nb, work_offsets_nb,
     write_obs_nb,
 )
 
@@ -63,6 +64,7 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
     iexp = par[C_IMPACT_EXP]
     mk = int(par[C_MKT])
     m_fee, m_lot, m_amt, m_not, m_px = mk + M_FEE * A, mk + M_LOT * A, mk + M_MIN_AMOUNT * A, mk + M_MIN_NOTIONAL * A, mk + M_PRICE_STEP * A
+    m_ilot, m_ipx = mk + M_INV_LOT * A, mk + M_INV_PRICE_STEP * A
     cash = work[n, S_CASH]
     e_prev = work[n, S_EQUITY]
 
@@ -108,9 +110,9 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
             d = work[n, td + i]
             if d < 0.0:
                 exact = work[n, tw + i] == 0.0
-                status, qf, p, fee, sc = fill_order_nb(
-                    d, px[f, i, P_OPEN], px[f, i, P_VOLUME], par[m_fee + i], par[m_lot + i], par[m_amt + i],
-                    par[m_not + i], par[m_px + i], fixed, impact, iexp, exact)
+                status, qf, p, fee, sc = fill_inv_nb(
+                    d, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
+                    par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp, exact)
                 work[n, ts + i] = status
                 if status == FILLED:
                     cash += qf * p - fee
@@ -128,9 +130,10 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
         for i in range(A):
             d = work[n, td + i]
             if d > 0.0:
-                status, qf, p, fee, sc = fill_order_nb(
-                    d, px[f, i, P_OPEN], px[f, i, P_VOLUME], par[m_fee + i], par[m_lot + i], par[m_amt + i],
-                    par[m_not + i], par[m_px + i], fixed, impact, iexp, work[n, tw + i] == 0.0)
+                status, qf, p, fee, sc = fill_inv_nb(
+                    d, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
+                    par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp,
+                    work[n, tw + i] == 0.0)
                 work[n, ts + i] = status
                 if status == FILLED:
                     cost += qf * p + fee
@@ -145,9 +148,9 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
             qf = work[n, src + F_QTY]
             if k < 1.0:
                 # scale the lot-rounded quantity: floor(k q) x p(k q) <= k x q x p(q), so the total fits the cash
-                status, qf, p, fee, sc = fill_order_nb(
-                    qf * k, px[f, i, P_OPEN], px[f, i, P_VOLUME], par[m_fee + i], par[m_lot + i], par[m_amt + i],
-                    par[m_not + i], par[m_px + i], fixed, impact, iexp, False)
+                status, qf, p, fee, sc = fill_inv_nb(
+                    qf * k, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
+                    par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp, False)
                 work[n, ts + i] = status
                 if status != FILLED:
                     continue
@@ -198,8 +201,8 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
             if q == 0.0:
                 continue
             if px[f, i, P_TRADABLE] > 0.0:
-                _, qf, p, fee, sc = fill_order_nb(-q, px[f, i, P_MARK], px[f, i, P_VOLUME], par[m_fee + i], 0.0, 0.0,
-                                                  0.0, par[m_px + i], fixed, impact, iexp, True)
+                _, qf, p, fee, sc = fill_inv_nb(-q, px[f, i, P_MARK], px[f, i, P_INV_VOLUME], par[m_fee + i], 0.0, 0.0,
+                                                0.0, 0.0, par[m_px + i], par[m_ipx + i], fixed, impact, iexp, True)
             else:
                 qf, p, sc = abs(q), px[f, i, P_MARK], 0.0
                 fee = qf * p * par[m_fee + i]
