@@ -37,7 +37,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", config: str | Path | Non
     from factorgym.data_layer.sample import load_sample_into_store
     from factorgym.data_layer.splits import split_fractions
     from factorgym.data_layer.store import CandleStore
-    from factorgym.envs.backtest import write_html_report
+    from factorgym.envs.report import write_html_report
     from factorgym.envs.baselines import format_table, run_baselines
 
     out = Path(out)

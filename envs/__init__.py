@@ -12,7 +12,19 @@ from factorgym.envs.core import PortfolioCore, Trades
 from factorgym.envs.trading_env import CryptoTradingEnv
 
 __all__ = ["CryptoTradingEnv", "ExecutionConfig", "RewardConfig", "PortfolioCore", "Trades", "make_vec_env",
-           "CryptoTradingVectorEnv"]
+           "CryptoTradingVectorEnv", "BacktestResult", "run_baselines", "format_table", "compute_metrics"]
+
+# name -> module, imported on first use (the vector env's SB3 adapter imports stable_baselines3;
+# the backtest imports pandas and, for reports, matplotlib). The function ``backtest`` is not
+# re-exported: its name is its module's, which the import system would put here instead.
+_LAZY = {
+    "CryptoTradingVectorEnv": "factorgym.envs.vector_env",
+    "make_vec_env": "factorgym.envs.vector_env",
+    "BacktestResult": "factorgym.envs.backtest",
+    "run_baselines": "factorgym.envs.baselines",
+    "format_table": "factorgym.envs.baselines",
+    "compute_metrics": "factorgym.envs.metrics",
+}
 
 ENV_ID = "factorgym/CryptoTrading-v0"
 if ENV_ID not in gymnasium.registry:
@@ -20,13 +32,8 @@ if ENV_ID not in gymnasium.registry:
 
 
 def __getattr__(name: str):
-    # the vector env modules are imported on first use (the SB3 adapter imports stable_baselines3)
-    if name == "CryptoTradingVectorEnv":
-        from factorgym.envs.vector_env import CryptoTradingVectorEnv
+    if name in _LAZY:
+        import importlib
 
-        return CryptoTradingVectorEnv
-    if name == "make_vec_env":
-        from factorgym.envs.vector_env import make_vec_env
-
-        return make_vec_env
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'factorgym.envs' has no attribute {name!r}")

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from factorgym.data_layer.tensor import FactorTensor
-from factorgym.envs.backtest import BacktestResult, backtest, write_html_report
+from factorgym.envs.backtest import BacktestResult, backtest
+from factorgym.envs.report import write_html_report
 from factorgym.envs.config import ExecutionConfig
 from factorgym.envs.metrics import compute_metrics
 from factorgym.errors import ConfigError

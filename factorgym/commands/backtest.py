@@ -50,7 +50,7 @@ def _jsonable(v: float):
 
 def run(args: argparse.Namespace) -> int:
     from factorgym.data_layer.tensor import FactorTensor
-    from factorgym.envs.backtest import write_html_report
+    from factorgym.envs.report import write_html_report
     from factorgym.envs.baselines import BASELINE_NAMES, format_table, run_baselines
     from factorgym.envs.config import ExecutionConfig
     from factorgym.errors import ConfigError
