@@ -11,11 +11,12 @@ STAMP := $(VENV)/.installed
 .PHONY: install quickstart test test-all bench constraints clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1"
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing into $(VENV) (torch: $(TORCH_SPEC); pinned by $(CONSTRAINTS))" >&2
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1" >&2
+	@$(BIN)/python -m pip install --quiet $(TORCH_SPEC) >&2
+	@$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]' >&2
+	@touch $(STAMP)
 
 install: $(STAMP)
 
