@@ -14,7 +14,7 @@ from factorgym.data_layer.candles import CANDLE_COLUMNS
 from factorgym.data_layer.sources.base import OHLCVSource
 from factorgym.data_layer.sources.file_columns import normalize_symbol, symbol_from_filename
 from factorgym.data_layer.sources.files import FileSource, import_candle_file, load_candle_file
-from factorgym.errors import ConfigError, DataValidationError
+from factorgym.errors import ConfigError
 
 DATA = Path(__file__).parent / "data"
 H = 3_600_000

@@ -75,7 +75,7 @@ def _regime_chain(rng: np.random.Generator, n: int, p01: float, p10: float) -> n
     """Two-state Markov chain of length ``n`` (0 calm, 1 turbulent), from alternating geometric
     spell lengths; starts in the stationary distribution."""
     first = int(rng.random() < p01 / (p01 + p10))
-    states, lengths, total = [], [], 0
+    lengths, total = [], 0
     while total < n:  # loops over chunks of spells, not over time; almost always once
         k = int(n * max(p01, p10)) + 16
         calm, turb = rng.geometric(p01, size=k), rng.geometric(p10, size=k)

@@ -7,6 +7,8 @@ import json
 import math
 import sys
 
+from factorgym.commands import HelpFormatter
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -15,7 +17,7 @@ def add_parser(subparsers) -> None:
         description="Backtest the baseline policies (cash, buy_and_hold, equal_weight, random) through "
         "CryptoTradingEnv on a saved FactorTensor and print their metrics table. Sharpe/Sortino use "
         "simple per-bar returns, risk-free 0, annualised for a 24/7 market.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--tensor", required=True, metavar="DIR", help="folder of a saved FactorTensor (from `factorgym build`)")
     p.add_argument("--start", default=None,
@@ -50,9 +52,9 @@ def _jsonable(v: float):
 
 def run(args: argparse.Namespace) -> int:
     from factorgym.data_layer.tensor import FactorTensor
-    from factorgym.envs.report import write_html_report
     from factorgym.envs.baselines import BASELINE_NAMES, format_table, run_baselines
     from factorgym.envs.config import ExecutionConfig
+    from factorgym.envs.report import write_html_report
     from factorgym.errors import ConfigError
 
     names = tuple(n.strip() for n in args.baselines.split(",") if n.strip())

@@ -18,22 +18,14 @@ import json
 import sys
 from pathlib import Path
 
-
-
-class _FMT(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' line breaks; shows defaults except unset (None/False) ones."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False):
-            return action.help
-        return super()._get_help_string(action)
+from factorgym.commands import HelpFormatter
 
 _COLS = ("time", "open", "high", "low", "close", "volume", "symbol")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import", help="validate a CSV/Parquet candle file and write it to the store",
-                       description=__doc__, formatter_class=_FMT)
+                       description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("file", type=Path, help="CSV (.csv/.txt/.gz/.zip) or Parquet file of candles")
     p.add_argument("--symbol", action="append", default=None,
                    help="unified symbol (BTC/USDT) of a one-symbol file, or symbol(s) to keep from a "
@@ -63,17 +55,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_import)
 
     v = sub.add_parser("validate", help="validate the candles a store holds (exit 1 on a hard failure)",
-                       formatter_class=_FMT)
+                       formatter_class=HelpFormatter)
     _store_arg(v)
     _filter_args(v)
     v.add_argument("--jump-threshold", type=float, default=0.5,
                    help="warn when |log(close/previous close)| exceeds this")
     v.set_defaults(func=run_validate)
 
-    d = sub.add_parser("data", help="inspect the candle store", formatter_class=_FMT)
+    d = sub.add_parser("data", help="inspect the candle store", formatter_class=HelpFormatter)
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     lst = dsub.add_parser("list", help="table of stored series: source, symbol, timeframe, rows, range, gaps",
-                          formatter_class=_FMT)
+                          formatter_class=HelpFormatter)
     _store_arg(lst)
     lst.add_argument("--json", action="store_true", help="one JSON object per series instead of a table")
     lst.set_defaults(func=run_list)

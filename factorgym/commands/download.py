@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 
+from factorgym.commands import HelpFormatter
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "download",
         help="download candles from an exchange (ccxt) into the store",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--exchange", default="binance", help="ccxt exchange id, e.g. binance, kraken, okx")
     p.add_argument("--symbols", required=True,

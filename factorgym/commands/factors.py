@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from factorgym.commands import HelpFormatter
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser(
@@ -17,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="build a point-in-time factor tensor from a build config",
         description="Read candles from the store, align the symbols on one time grid, compute the factor "
                     "set, normalise, drop the warm-up and save a FactorTensor folder (.npy + meta.json).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     b.add_argument("--config", required=True,
                    help="build config YAML (keys data, factor_set or factors, normalise, cross_sectional); "
@@ -32,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="summarise a saved factor tensor",
         description="Print shape, time range, symbols, features with their statistics, NaN count, "
                     "untradable share and hashes of a saved FactorTensor (memory-mapped, not loaded whole).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     i.add_argument("dir", help="folder written by `factorgym build`")
     i.add_argument("--max-features", type=int, default=60, help="list at most this many features")

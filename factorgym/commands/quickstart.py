@@ -13,6 +13,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from factorgym.commands import HelpFormatter
+
 log = logging.getLogger("factorgym.quickstart")
 
 
@@ -21,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "quickstart",
         help="run the main job on the embedded sample data (no network)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"),
                    help="folder for the store, the tensor and the report (default: runs/quickstart)")
