@@ -230,7 +230,7 @@ def ppo_env_share(tensor: FactorTensor, total_steps: int) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecEnvWrapper
 
-    from factorgym.envs import make_vec_env
+    from factorgym.agents.sb3_vec import make_vec_env
 
     torch.set_num_threads(1)
 

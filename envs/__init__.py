@@ -11,15 +11,15 @@ from factorgym.envs.config import ExecutionConfig, RewardConfig
 from factorgym.envs.core import PortfolioCore, Trades
 from factorgym.envs.trading_env import CryptoTradingEnv
 
-__all__ = ["CryptoTradingEnv", "ExecutionConfig", "RewardConfig", "PortfolioCore", "Trades", "make_vec_env",
+__all__ = ["CryptoTradingEnv", "ExecutionConfig", "RewardConfig", "PortfolioCore", "Trades",
            "CryptoTradingVectorEnv", "BacktestResult", "run_baselines", "format_table", "compute_metrics"]
 
-# name -> module, imported on first use (the vector env's SB3 adapter imports stable_baselines3;
-# the backtest imports pandas and, for reports, matplotlib). The function ``backtest`` is not
-# re-exported: its name is its module's, which the import system would put here instead.
+# name -> module, imported on first use (the backtest imports pandas and, for reports, matplotlib).
+# The function ``backtest`` is not re-exported: its name is its module's, which the import system
+# would put here instead. The SB3 VecEnv view is factorgym.agents.sb3_vec.make_vec_env (envs
+# imports no SB3).
 _LAZY = {
     "CryptoTradingVectorEnv": "factorgym.envs.vector_env",
-    "make_vec_env": "factorgym.envs.vector_env",
     "BacktestResult": "factorgym.envs.backtest",
     "run_baselines": "factorgym.envs.baselines",
     "format_table": "factorgym.envs.baselines",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 
 from factorgym.envs.execution import (
     C_BORROW, C_CLOSE_UNTRADABLE, C_DD_PEN, C_ETA, C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_INIT_CASH, C_K,

@@ -1,7 +1,7 @@
 """N trading environments stepped as arrays in one kernel call.
 
-``CryptoTradingVectorEnv`` is a ``gymnasium.vector.VectorEnv``; :func:`make_vec_env` wraps it as a
-Stable-Baselines3 ``VecEnv``. Both step through the same kernel as :class:`CryptoTradingEnv`, so the
+``CryptoTradingVectorEnv`` is a ``gymnasium.vector.VectorEnv``; ``factorgym.agents.sb3_vec.make_vec_env``
+wraps it as a Stable-Baselines3 ``VecEnv``. Both step through the same kernel as :class:`CryptoTradingEnv`, so the
 same actions from the same start bars give the same trajectories bit for bit.
 
 Autoreset (``metadata["autoreset_mode"] == AutoresetMode.SAME_STEP``): when env i terminates or is
@@ -185,17 +185,3 @@ class CryptoTradingVectorEnv(VectorEnv):
         if np.any(ends <= starts) or np.any(ends > last):
             raise ConfigError(f"options['end'] must be after the start and <= {last}, got {end!r}")
         return starts, ends.astype(np.int64)
-
-
-def make_vec_env(tensor: Any, n_envs: int = 1, *, seed: int | None = None, **env_kwargs: Any):
-    """An SB3 ``VecEnv`` of ``n_envs`` trading envs over ``tensor`` (one kernel call per step).
-
-    Takes the keyword arguments of :class:`CryptoTradingEnv`. Stable-Baselines3 is imported here,
-    not by ``factorgym.envs``. For the Gymnasium vector API use :class:`CryptoTradingVectorEnv`.
-    """
-    from factorgym.envs.sb3_vec import SB3VecEnv
-
-    venv = SB3VecEnv(CryptoTradingVectorEnv(tensor, n_envs, **env_kwargs))
-    if seed is not None:
-        venv.seed(seed)
-    return venv

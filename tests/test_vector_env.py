@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from factorgym.data_layer.tensor import FactorTensor
-from factorgym.envs import CryptoTradingEnv, CryptoTradingVectorEnv, ExecutionConfig, make_vec_env
+from factorgym.agents.sb3_vec import make_vec_env
+from factorgym.envs import CryptoTradingEnv, CryptoTradingVectorEnv, ExecutionConfig
 from factorgym.errors import ConfigError
 
 HOUR = 3_600_000

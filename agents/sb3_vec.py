@@ -1,4 +1,7 @@
-"""Stable-Baselines3 ``VecEnv`` adapter of :class:`CryptoTradingVectorEnv` (imports SB3; loaded lazily).
+"""Stable-Baselines3 ``VecEnv`` adapter of :class:`CryptoTradingVectorEnv`.
+
+It lives in the agent layer because ``factorgym.envs`` imports no SB3 (ARCHITECTURE.md); the env
+layer offers the Gymnasium ``VectorEnv``, this module the SB3 view of the same kernel.
 
 SB3 conventions: ``reset()`` returns only observations; ``step_wait`` returns float32 rewards, one
 ``done`` per env (terminated or truncated), and a list of per-env info dicts. A finished env is reset
@@ -87,3 +90,15 @@ class SB3VecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class, indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
+
+
+def make_vec_env(tensor: Any, n_envs: int = 1, *, seed: int | None = None, **env_kwargs: Any) -> SB3VecEnv:
+    """An SB3 ``VecEnv`` of ``n_envs`` trading envs over ``tensor`` (one kernel call per step).
+
+    Takes the keyword arguments of :class:`~factorgym.envs.CryptoTradingEnv`. For the Gymnasium
+    vector API use :class:`~factorgym.envs.CryptoTradingVectorEnv` directly.
+    """
+    venv = SB3VecEnv(CryptoTradingVectorEnv(tensor, n_envs, **env_kwargs))
+    if seed is not None:
+        venv.seed(seed)
+    return venv
