@@ -23,19 +23,14 @@ import numpy as np
 import pandas as pd
 
 from factorgym.data_layer.sources.files import import_candle_file
+from _timing import best_of
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "bitfinex_btcusd_1h.csv"
 GOAL_ROWS_PER_S = 200_000
 BIG_ROWS = 500_000
 
 
-def _best(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+_best = best_of
 
 
 def _binance_dump(path: Path, n: int) -> None:

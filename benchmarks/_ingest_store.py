@@ -29,19 +29,14 @@ import pyarrow.parquet as pq
 
 from factorgym.data_layer.sources.synthetic import SyntheticSource
 from factorgym.data_layer.store import ROW_GROUP_ROWS, CandleStore
+from _timing import best_of
 
 N_SYMBOLS, N_BARS, N_APPEND, RANGE_BARS = 20, 20_000, 100, 500
 APPEND_GOAL_S, READ_GOAL_S = 1.0, 0.2
 APPEND_GOAL_RATIO, READ_GOAL_RATIO = 3.0, 2.0
 
 
-def _best(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+_best = best_of
 
 
 def bench_store(repeats: int = 3) -> list[dict]:
