@@ -184,6 +184,17 @@ def scatter(out: np.ndarray, asset: int, rows: np.ndarray, values: np.ndarray) -
         out[rows, asset, :] = values
 
 
+def compute_per_asset(panel: CandlePanel, k: int, series_fn) -> np.ndarray:
+    """float64 ``[T, A, k]``: ``series_fn(asset, series)`` on each asset's contiguous available bars
+    (``[n, k]`` back), scattered to the panel's rows; NaN on bars the asset does not have."""
+    out = np.full((panel.n_bars, panel.n_assets, k), np.nan)
+    for a in range(panel.n_assets):  # per asset: the library runs in C over the whole series
+        rows = available_rows(panel, a)
+        if len(rows):
+            scatter(out, a, rows, series_fn(a, asset_series(panel, a, rows)))
+    return out
+
+
 class WindowRecompute:
     """Generic :class:`OnlineFactor`: keep the last ``window`` bars per asset and recompute.
 

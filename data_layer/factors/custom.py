@@ -29,10 +29,8 @@ import numpy as np
 from factorgym.data_layer.factors.base import (
     FIELDS,
     CandlePanel,
-    asset_series,
-    available_rows,
+    compute_per_asset,
     register_factor,
-    scatter,
 )
 from factorgym.errors import ConfigError
 
@@ -134,18 +132,14 @@ class CustomFactor:
         self._checked = True
 
     def compute(self, panel: CandlePanel) -> np.ndarray:
-        out = np.full((panel.n_bars, panel.n_assets, len(self.names)), np.nan)
-        for a in range(panel.n_assets):
-            rows = available_rows(panel, a)
-            if len(rows) == 0:
-                continue
-            s = asset_series(panel, a, rows)
+        def one(a: int, s: dict[str, np.ndarray]) -> np.ndarray:
             vals = self.compute_series(s)
             vals[: self.warmup] = np.nan  # inside the declared warm-up: not valid by contract
             if not self._checked:
                 self._self_check(s, vals)
-            scatter(out, a, rows, vals)
-        return out
+            return vals
+
+        return compute_per_asset(panel, len(self.names), one)
 
     def online(self, symbols: list[str]) -> "CustomOnline":
         return CustomOnline(self, symbols)

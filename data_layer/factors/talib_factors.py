@@ -28,10 +28,8 @@ import numpy as np
 from factorgym.data_layer.factors.base import (
     FIELDS,
     CandlePanel,
-    asset_series,
-    available_rows,
+    compute_per_asset,
     register_factor,
-    scatter,
 )
 from factorgym.errors import ConfigError, MissingExtraError
 
@@ -149,18 +147,13 @@ class TalibFactor:
         return self._post(res, series["close"])
 
     def compute(self, panel: CandlePanel) -> np.ndarray:
-        out = np.full((panel.n_bars, panel.n_assets, len(self.names)), np.nan)
-        for a in range(panel.n_assets):  # per asset: TA-Lib runs in C over the whole series
-            rows = available_rows(panel, a)
-            if len(rows) == 0:
-                continue
-            series = asset_series(panel, a, rows)
+        def one(a: int, series: dict[str, np.ndarray]) -> np.ndarray:
             try:
-                vals = self.compute_series(series)
+                return self.compute_series(series)
             except Exception as exc:
                 raise ConfigError(f"TA-Lib {self.func_name} failed on {panel.symbols[a]}: {exc}") from exc
-            scatter(out, a, rows, vals)
-        return out
+
+        return compute_per_asset(panel, len(self.names), one)
 
     def online(self, symbols: list[str]) -> "TalibOnline":
         return TalibOnline(self, symbols)
