@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,7 +22,11 @@ LAYERS = {"factorgym": "factorgym", "data_layer": "factorgym/data_layer", "envs"
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)]
+    # build from a clean copy: setuptools reuses an in-tree build/ folder, which can hold stale files
+    src = tmp_path_factory.mktemp("src") / "factorgym"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", "runs", "store"))
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)]
     env = dict(os.environ, PYTHONPATH=str(GUARD_DIR))  # loopback-only guard: building needs no network
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
     (whl,) = out.glob("factorgym-*.whl")
@@ -53,9 +58,12 @@ def test_wheel_imports_outside_the_checkout(wheel, tmp_path, subprocess_env):
                    check=True, env=subprocess_env, capture_output=True, timeout=300)
     code = (
         "import factorgym, factorgym.data_layer.tensor, factorgym.envs, factorgym.agents, factorgym.cli\n"
+        "import factorgym.data_layer.sample as s\n"
         "print(factorgym.__file__)\n"
+        "print(len(s.sample_candles('bitstamp_daily')['ETH/USD']))\n"  # package data read from the wheel
     )
     env = dict(subprocess_env, PYTHONPATH=f"{target}:{subprocess_env['PYTHONPATH']}")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert str(target) in out.stdout, f"imported from {out.stdout!r}, not from the installed wheel"
+    assert out.stdout.strip().endswith("800"), out.stdout  # ETH/USD daily bars of the shipped sample

@@ -5,8 +5,6 @@ from __future__ import annotations
 import doctest
 import hashlib
 import json
-import subprocess
-import sys
 from importlib import resources
 
 import numpy as np
@@ -84,20 +82,3 @@ def test_unknown_sample_and_docstring_examples():
     with pytest.raises(ConfigError, match="unknown sample 'binance'.*bitstamp_daily"):
         sample_candles("binance")
     assert doctest.testmod(sample_mod).failed == 0
-
-
-@pytest.mark.slow
-def test_sample_loads_from_an_installed_wheel(tmp_path, subprocess_env):
-    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "w"), str(repo)], check=True, env=subprocess_env, capture_output=True, timeout=300)
-    (whl,) = (tmp_path / "w").glob("factorgym-*.whl")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"),
-                    str(whl)], check=True, env=subprocess_env, capture_output=True, timeout=300)
-    code = ("import factorgym.data_layer.sample as s\n"
-            "print(s.__file__); print(len(s.sample_candles('bitstamp_daily')['ETH/USD']))")
-    env = dict(subprocess_env, PYTHONPATH=f"{tmp_path / 'site'}:{subprocess_env['PYTHONPATH']}")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert str(tmp_path / "site") in out.stdout and out.stdout.strip().endswith("800")
