@@ -238,6 +238,13 @@ _REGISTRY: dict[str, FactorBuilder] = {}
 _LAZY_MODULES = {"talib": "talib_factors", "custom": "custom"}
 
 
+def check_keys(config: dict[str, Any], allowed: set[str], what: str) -> None:
+    """Refuse a factor entry with a key its kind does not take (a typo must not be ignored)."""
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise ConfigError(f"{what}: unknown key {unknown[0]!r}; allowed: {sorted(allowed)}")
+
+
 def register_factor(kind: str) -> Callable[[FactorBuilder], FactorBuilder]:
     """Decorator: register a builder ``(config dict) -> Factor`` under ``kind``.
 

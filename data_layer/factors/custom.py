@@ -29,6 +29,7 @@ import numpy as np
 from factorgym.data_layer.factors.base import (
     FIELDS,
     CandlePanel,
+    check_keys,
     compute_per_asset,
     register_factor,
 )
@@ -282,9 +283,7 @@ def _import_func(ref: str) -> Callable[..., np.ndarray]:
 
 @register_factor("custom")
 def _build(config: dict[str, Any]) -> CustomFactor:
-    unknown = sorted(set(config) - _ALLOWED_KEYS)
-    if unknown:
-        raise ConfigError(f"custom factor {config.get('name') or config.get('func')!r}: unknown key {unknown[0]!r}; allowed: {sorted(_ALLOWED_KEYS)}")
+    check_keys(config, _ALLOWED_KEYS, f"custom factor {config.get('name') or config.get('func')!r}")
     if config.get("func"):
         func = _import_func(config["func"])
         spec = getattr(func, "factorgym_spec", None)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from factorgym.data_layer.factors import qlib_provider as qp
-from factorgym.data_layer.factors.base import CandlePanel, register_factor
+from factorgym.data_layer.factors.base import CandlePanel, check_keys, register_factor
 from factorgym.data_layer.factors.qlib_online import QlibOnlineFactor
 from factorgym.errors import ConfigError
 
@@ -262,15 +262,9 @@ class QlibSetFactor(QlibExpressionFactor):
 
 
 # ---------------------------------------------------------------------- registry
-def _check_keys(config: dict[str, Any], allowed: set[str]) -> None:
-    bad = sorted(set(config) - allowed)
-    if bad:
-        raise ConfigError(f"unknown key(s) {bad} in {config.get('kind')} factor entry {config!r}; allowed: {sorted(allowed)}")
-
-
 @register_factor("qlib")
 def _build_qlib(config: dict[str, Any]) -> QlibExpressionFactor:
-    _check_keys(config, {"kind", "expr", "name", "cache_root"})
+    check_keys(config, {"kind", "expr", "name", "cache_root"}, f"qlib factor {config.get('name') or config.get('expr')!r}")
     if "expr" not in config:
         raise ConfigError(f"qlib factor entry {config!r} needs 'expr' (a Qlib expression or a list of them)")
     return QlibExpressionFactor(config["expr"], config.get("name"), cache_root=config.get("cache_root"))
@@ -278,7 +272,7 @@ def _build_qlib(config: dict[str, Any]) -> QlibExpressionFactor:
 
 @register_factor("qlib_set")
 def _build_qlib_set(config: dict[str, Any]) -> QlibSetFactor:
-    _check_keys(config, {"kind", "name", "config", "cache_root"})
+    check_keys(config, {"kind", "name", "config", "cache_root"}, f"qlib_set {config.get('name')!r}")
     if "name" not in config:
         raise ConfigError(f"qlib_set entry {config!r} needs 'name' ({', '.join(QLIB_SETS)})")
     return QlibSetFactor(config["name"], config.get("config"), cache_root=config.get("cache_root"))

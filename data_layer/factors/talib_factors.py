@@ -28,6 +28,7 @@ import numpy as np
 from factorgym.data_layer.factors.base import (
     FIELDS,
     CandlePanel,
+    check_keys,
     compute_per_asset,
     register_factor,
 )
@@ -204,9 +205,7 @@ class TalibOnline:
 
 @register_factor("talib")
 def _build(config: dict[str, Any]) -> TalibFactor:
-    unknown = sorted(set(config) - _ALLOWED_KEYS)
-    if unknown:
-        raise ConfigError(f"talib factor {config.get('name')!r}: unknown key {unknown[0]!r}; allowed: {sorted(_ALLOWED_KEYS)}")
+    check_keys(config, _ALLOWED_KEYS, f"talib factor {config.get('name')!r}")
     if not config.get("name"):
         raise ConfigError(f"talib factor entry {config!r} needs 'name' (a TA-Lib function such as RSI)")
     return TalibFactor(

@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"),
                    help="folder for the store, the tensor and the report (default: runs/quickstart)")
     p.add_argument("--config", type=Path, default=None,
-                   help="factor-set build config (default: the packaged configs/quickstart.yaml)")
+                   help="one build config to run instead of the two packaged sample configs "
+                        "(configs/factors/build_sample_bitfinex.yaml and build_sample_bitstamp.yaml)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
