@@ -26,7 +26,7 @@ REWARDS = {"log_return": ex.REWARD_LOG, "differential_sharpe": ex.REWARD_SHARPE,
            "drawdown_penalty": ex.REWARD_DRAWDOWN, "turnover_penalty": ex.REWARD_TURNOVER}
 
 
-ACT_ARG = 4  # position of ``act`` in the step kernels' arguments (px, data, par, work, act, obs)
+ACT_ARG = 5  # position of ``act`` in the step kernels' arguments (px, data, par, work, dims, act, obs)
 
 
 def _fast(dispatcher, *args, act_dtype=None):
@@ -175,7 +175,8 @@ class PortfolioCore:
         self.obs = np.zeros(N * self.obs_dim, dtype=np.float32)  # flat [N x obs_dim]
         self.parallel = bool(parallel)
         kernel = step_batch_par_nb if self.parallel else step_batch_nb
-        args = (self.px, self.data, self.par, self.work, self.act, self.obs)
+        self.dims = (0,) * A  # its length is the kernels' compile-time number of assets
+        args = (self.px, self.data, self.par, self.work, self.dims, self.act, self.obs)
         self.step64 = _fast(kernel, *args, act_dtype=np.float64)
         self.step32 = _fast(kernel, *args, act_dtype=np.float32)
         idx = np.zeros(0, dtype=np.int64)
@@ -219,7 +220,7 @@ class PortfolioCore:
         if a.shape[0] != self.act.shape[0]:
             raise ValueError(f"actions have {a.shape[0]} values; expected n_envs x action_dim = {self.act.shape[0]}")
         fn = self.step32 if a.dtype == F32 else self.step64
-        return fn(self.px, self.data, self.par, self.work, a, self._flat_obs(obs))
+        return fn(self.px, self.data, self.par, self.work, self.dims, a, self._flat_obs(obs))
 
     def _flat_obs(self, obs: np.ndarray | None) -> np.ndarray:
         if obs is None:
@@ -244,28 +245,53 @@ class PortfolioCore:
 _KINDS = ("order", "untradable_close", "liquidation")
 
 
+def fill_rows(block: np.ndarray) -> np.ndarray:
+    """The fills of one step as rows (asset, side +-1, quantity, price, fee, slippage_cost, kind code),
+    in fill order: order sells, order buys, untradable closes, liquidations, each in asset order.
+
+    ``block``: an env's fills block [3A, 4] (row kind x A + asset, ``F_*`` columns, quantity signed,
+    0 = no fill), as the kernels write it."""
+    A = block.shape[0] // 3
+    q = block[:, ex.F_QTY]
+    rows = np.flatnonzero(q)
+    kind = rows // A
+    rows = rows[np.argsort(2 * kind + ((kind == 0) & (q[rows] > 0)), kind="stable")]
+    out = np.empty((len(rows), 7))
+    out[:, 0] = rows % A
+    out[:, 1] = np.sign(q[rows])
+    out[:, 2] = np.abs(q[rows])
+    out[:, 3] = block[rows, ex.F_PRICE]
+    out[:, 4] = block[rows, ex.F_FEE]
+    out[:, 5] = block[rows, ex.F_SLIP]
+    out[:, 6] = rows // A
+    return out
+
+
 class Trades(Sequence):
     """The fills of one step: a read-only sequence of dicts, built only when read.
 
     Each dict: ``timestamp`` (int ms of the fill bar's open), ``symbol``, ``side`` ("buy"/"sell"),
     ``quantity`` (base units), ``price`` (fill price), ``fee`` and ``slippage_cost`` (quote units),
     ``kind`` ("order", "untradable_close", "liquidation"). ``.array`` holds the raw rows
-    (asset, side +-1, quantity, price, fee, slippage_cost, kind code); ``list(trades)`` gives a list.
-    Built lazily because a step that trades every asset would otherwise spend more time making
-    dicts than executing.
+    (asset, side +-1, quantity, price, fee, slippage_cost, kind code; see :func:`fill_rows`);
+    ``list(trades)`` gives a list. Built lazily because a step that trades every asset would
+    otherwise spend more time making dicts than executing.
     """
 
-    __slots__ = ("_rows", "_n", "_ts", "_symbols")
+    __slots__ = ("_block", "_rows", "_n", "_ts", "_symbols")
 
-    def __init__(self, rows: np.ndarray, n: int, timestamp: int, symbols: list[str]) -> None:
-        self._rows = rows  # an owned copy; only the first n rows are fills
+    def __init__(self, block: np.ndarray, n: int, timestamp: int, symbols: list[str]) -> None:
+        self._block = block  # an owned copy of the env's fills block, with n fills
+        self._rows: np.ndarray | None = None
         self._n = n
         self._ts = timestamp
         self._symbols = symbols
 
     @property
     def array(self) -> np.ndarray:
-        return self._rows[:self._n]
+        if self._rows is None:
+            self._rows = fill_rows(self._block)
+        return self._rows
 
     def __len__(self) -> int:
         return self._n
@@ -275,7 +301,7 @@ class Trades(Sequence):
             return [self[j] for j in range(*i.indices(self._n))]
         if not -self._n <= i < self._n:
             raise IndexError("trade index out of range")
-        a, side, q, p, fee, sc, kind = self._rows[i % self._n].tolist()
+        a, side, q, p, fee, sc, kind = self.array[i % self._n].tolist()
         return {"timestamp": self._ts, "symbol": self._symbols[int(a)], "side": "buy" if side > 0 else "sell",
                 "quantity": q, "price": p, "fee": fee, "slippage_cost": sc, "kind": _KINDS[int(kind)]}
 

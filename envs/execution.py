@@ -76,8 +76,9 @@ SCHEME_SIMPLEX, SCHEME_SIGNED, SCHEME_DIRECT, SCHEME_DISCRETE = 0, 1, 2, 3
 REWARD_LOG, REWARD_SHARPE, REWARD_DRAWDOWN, REWARD_TURNOVER = 0, 1, 2, 3
 
 # ---- layouts of the arrays the kernels share ------------------------------------------------------
-# The kernels take five arrays (each argument costs ~30 ns to unbox, a third of a single env's step
-# when there were 13): px, data, par (static), work (state and results), act and obs.
+# The kernels take six arrays (each argument costs ~30 ns to unbox, a third of a single env's step
+# when there were 13): px, data, par (static), work (state and results), act and obs; and ``dims``,
+# a tuple of A zeros whose length numba compiles in as a constant (see kernels.py).
 #
 # px: float64 [T, A, 4] = open, mark (close, carried forward over untradable bars), 1 / volume
 #     (0 when the volume is 0 or the bar untradable), tradable (1.0 / 0.0): everything one bar of one
@@ -98,14 +99,17 @@ N_MKT = 7
 #   out   [O_W + 3A]     results of the last step: scalars, then weights [A], positions [A],
 #                        order status [A] (during a step the weight and position slots hold the
 #                        target weights and order sizes: no scratch arrays, so envs never share memory)
-#   fills [3A, 7]        the step's fills, F_* columns; the first out[O_NFILLS] rows are valid
+#   fills [3A, 4]        the step's fills, F_* columns, at fixed rows: kind x A + asset (kinds FILL_*:
+#                        orders, untradable closes, liquidations); quantity 0 = no fill. Fixed rows keep
+#                        every store address independent of earlier fills (``Trades`` lists them in fill
+#                        order: sells, buys, closes, liquidations, each in asset order)
 S_CASH, S_EQUITY, S_PEAK, S_INIT, S_SH_A, S_SH_B, S_QTY = 0, 1, 2, 3, 4, 5, 6
 I_T, I_END, I_DONE, I_STEPS = 0, 1, 2, 3
 N_IST = 4
 O_REWARD, O_EQUITY, O_CASH, O_FEES, O_SLIP, O_TURNOVER, O_BORROW = 0, 1, 2, 3, 4, 5, 6
 O_TERM, O_TRUNC, O_NFILLS, O_STATUS, O_T, O_LOGRET, O_DRAWDOWN, O_W = 7, 8, 9, 10, 11, 12, 13, 14
-F_ASSET, F_SIDE, F_QTY, F_PRICE, F_FEE, F_SLIP, F_KIND = 0, 1, 2, 3, 4, 5, 6
-N_FILL_COLS = 7
+F_QTY, F_PRICE, F_FEE, F_SLIP = 0, 1, 2, 3  # F_QTY signed: + bought, - sold (base units)
+N_FILL_COLS = 4
 # obs: float32 flat [N x obs_dim] (env n's observation at n x obs_dim): a 1-D argument, so the single
 #     env can hand the kernel a fresh [obs_dim] array and return it without a copy.
 
@@ -246,15 +250,13 @@ def map_action_nb(act, off, K, par, work, n, tw, A):
 
 
 @numba.njit(inline="always", **JIT)
-def record_fill_nb(work, n, r, asset, side, qty, price, fee, slip, kind):
-    """Write a fill into row ``r`` of env n's fills block (``r`` = offset of the row in ``work[n]``)."""
-    work[n, r + F_ASSET] = asset
-    work[n, r + F_SIDE] = side
+def record_fill_nb(work, n, r, qty, price, fee, slip):
+    """Write a fill (``qty`` signed: + buy, - sell) into env n's fills block at ``r`` (the offset of
+    its row, kind x A + asset, in ``work[n]``)."""
     work[n, r + F_QTY] = qty
     work[n, r + F_PRICE] = price
     work[n, r + F_FEE] = fee
     work[n, r + F_SLIP] = slip
-    work[n, r + F_KIND] = kind
 
 
 @numba.njit(inline="always", **JIT)

@@ -4,8 +4,10 @@ The order of operations and the rounding rules are documented in :mod:`factorgym
 the array layouts (``px``, ``data``, ``par``, ``work``, ``obs``) are its ``P_*``, ``C_*``, ``M_*``,
 ``S_*``, ``I_*``, ``O_*`` and ``F_*`` constants.
 
-One per-env body (:func:`step_env_nb`, inlined at numba-IR level so that a call per env costs
-nothing) serves :func:`step_batch_nb` (one thread, the default) and :func:`step_batch_par_nb`
+The step kernels take ``dims``, a tuple of A zeros: numba compiles one specialisation per tuple
+length, so the number of assets is a constant there and LLVM unrolls the per-asset loops (15% of a
+step at A = 4). One per-env body (:func:`step_env_nb`, inlined at numba-IR level so that a call per
+env costs nothing) serves :func:`step_batch_nb` (one thread, the default) and :func:`step_batch_par_nb`
 (``parallel=True``, a ``prange`` over envs; opt-in). Env n reads only shared read-only arrays and
 writes only ``work[n]`` and its own slice of ``obs``, so the two give identical results.
 """
@@ -16,14 +18,16 @@ import math
 
 import numba
 
+from factorgym.envs.prefetch import PREFETCH_AHEAD, prefetch_nb
+
 from factorgym.envs.execution import (
     C_BORROW, C_CLOSE_UNTRADABLE, C_DD_PEN, C_ETA, C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_INIT_CASH, C_K,
     C_LONG_ONLY, C_MAINT, C_MKT, C_REWARD, C_SCALE, C_TO_PEN, C_WINDOW, CASH_SAFETY, ENV_BAD_ACTION,
-    ENV_BAD_SHAPE, ENV_BANKRUPT, ENV_LIQUIDATED, ENV_OK, F_ASSET, F_FEE, F_PRICE, F_QTY, F_SLIP,
-    FILL_LIQUIDATION, FILL_ORDER, FILL_UNTRADABLE_CLOSE, FILLED, I_DONE, I_END, I_STEPS, I_T,
+    ENV_BAD_SHAPE, ENV_BANKRUPT, ENV_LIQUIDATED, ENV_OK, F_FEE, F_PRICE, F_QTY, F_SLIP,
+    FILL_LIQUIDATION, FILL_UNTRADABLE_CLOSE, FILLED, I_DONE, I_END, I_STEPS, I_T,
     IGNORED_NO_CHANGE, JIT, LOG_FLOOR, M_FEE, M_INV_LOT, M_INV_PRICE_STEP, M_LOT, M_MIN_AMOUNT,
     M_MIN_NOTIONAL, M_PRICE_STEP,
-    N_FILL_COLS, NOISE, O_BORROW, O_CASH, O_DRAWDOWN, O_EQUITY, O_FEES, O_LOGRET, O_NFILLS, O_REWARD,
+    N_FILL_COLS, N_PX, NOISE, O_BORROW, O_CASH, O_DRAWDOWN, O_EQUITY, O_FEES, O_LOGRET, O_NFILLS, O_REWARD,
     O_SLIP, O_STATUS, O_T, O_TERM, O_TRUNC, O_TURNOVER, O_W, P_INV_VOLUME, P_MARK, P_OPEN, P_TRADABLE,
     REJECTED_UNTRADABLE, REWARD_DRAWDOWN, REWARD_SHARPE, REWARD_TURNOVER, S_CASH, S_EQUITY, S_INIT,
     S_PEAK, S_QTY, S_SH_A, S_SH_B, fill_inv_nb, map_action_nb, record_fill_nb, work_offsets_nb,
@@ -99,6 +103,9 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
         has_sell |= d < 0.0
         has_buy |= d > 0.0
 
+    # fills go to fixed rows (kind x A + asset); the quantity column of every row is cleared first
+    for r in range(3 * A):
+        work[n, wf + r * N_FILL_COLS + F_QTY] = 0.0
     nfill = 0
     fees = 0.0
     slip = 0.0
@@ -116,15 +123,13 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
                 if status == FILLED:
                     cash += qf * p - fee
                     work[n, S_QTY + i] = 0.0 if exact else work[n, S_QTY + i] - qf
-                    record_fill_nb(work, n, wf + nfill * N_FILL_COLS, i, -1.0, qf, p, fee, sc, FILL_ORDER)
+                    record_fill_nb(work, n, wf + i * N_FILL_COLS, -qf, p, fee, sc)
                     nfill += 1
                     fees += fee
                     slip += sc
                     traded += qf * p
-    # buys: planned at full size straight into the fill rows, then (long-only) all scaled to the cash
+    # buys: planned at full size straight into their fill rows, then (long-only) all scaled to the cash
     if has_buy:
-        first = nfill
-        nplan = nfill
         cost = 0.0
         for i in range(A):
             d = work[n, td + i]
@@ -136,26 +141,26 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
                 work[n, ts + i] = status
                 if status == FILLED:
                     cost += qf * p + fee
-                    record_fill_nb(work, n, wf + nplan * N_FILL_COLS, i, 1.0, qf, p, fee, sc, FILL_ORDER)
-                    nplan += 1
+                    record_fill_nb(work, n, wf + i * N_FILL_COLS, qf, p, fee, sc)
         k = 1.0
         if long_only and cost > cash and cost > 0.0:
             k = max(cash, 0.0) / cost * (1.0 - CASH_SAFETY)
-        for r in range(first, nplan):
-            src = wf + r * N_FILL_COLS
-            i = int(work[n, src + F_ASSET])
-            qf = work[n, src + F_QTY]
+        for i in range(A):
+            r = wf + i * N_FILL_COLS
+            qf = work[n, r + F_QTY]
+            if qf <= 0.0:  # no planned buy (a sell's row holds a negative quantity)
+                continue
             if k < 1.0:
                 # scale the lot-rounded quantity: floor(k q) x p(k q) <= k x q x p(q), so the total fits the cash
                 status, qf, p, fee, sc = fill_inv_nb(
                     qf * k, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
                     par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp, False)
                 work[n, ts + i] = status
+                record_fill_nb(work, n, r, qf, p, fee, sc)  # (quantity 0 if the scaled order is ignored)
                 if status != FILLED:
                     continue
-                record_fill_nb(work, n, wf + nfill * N_FILL_COLS, i, 1.0, qf, p, fee, sc, FILL_ORDER)
             else:
-                p, fee, sc = work[n, src + F_PRICE], work[n, src + F_FEE], work[n, src + F_SLIP]
+                p, fee, sc = work[n, r + F_PRICE], work[n, r + F_FEE], work[n, r + F_SLIP]
             cash -= qf * p + fee
             work[n, S_QTY + i] = 0.0 if work[n, tw + i] == 0.0 else work[n, S_QTY + i] + qf
             nfill += 1
@@ -172,8 +177,7 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
                 fee = abs(q) * p * par[m_fee + i]
                 cash += q * p - fee
                 work[n, S_QTY + i] = 0.0
-                record_fill_nb(work, n, wf + nfill * N_FILL_COLS, i, -1.0 if q > 0.0 else 1.0, abs(q), p, fee, 0.0,
-                               FILL_UNTRADABLE_CLOSE)
+                record_fill_nb(work, n, wf + (FILL_UNTRADABLE_CLOSE * A + i) * N_FILL_COLS, -q, p, fee, 0.0)
                 nfill += 1
                 fees += fee
                 traded += abs(q) * p
@@ -207,8 +211,7 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
                 fee = qf * p * par[m_fee + i]
             cash += q * p - fee
             work[n, S_QTY + i] = 0.0
-            record_fill_nb(work, n, wf + nfill * N_FILL_COLS, i, -1.0 if q > 0.0 else 1.0, qf, p, fee, sc,
-                           FILL_LIQUIDATION)
+            record_fill_nb(work, n, wf + (FILL_LIQUIDATION * A + i) * N_FILL_COLS, -qf if q > 0.0 else qf, p, fee, sc)
             nfill += 1
             fees += fee
             slip += sc
@@ -294,18 +297,24 @@ def _check_shape(par, work, act, N, wo, A):
 
 
 @numba.njit(**JIT)
-def step_batch_nb(px, data, par, work, act, obs):
+def step_batch_nb(px, data, par, work, dims, act, obs):
     """Advance every environment n with ``done == 0`` by one bar (the others are left untouched,
     their out block zeroed). Reads the action of env n from the flat ``act`` [N x K] (row-major);
     writes ``work`` and env n's observation at ``obs[n x obs_dim]``. Returns the number of envs
     that terminated or were truncated, or -1 if an action was malformed (``O_STATUS`` < 0)."""
-    T, A = px.shape[0], px.shape[1]
+    T, A = px.shape[0], len(dims)  # A from the tuple's type: a compile-time constant
     N = work.shape[0]
     wi, wo, wf, _ = work_offsets_nb(A)
     K = _check_shape(par, work, act, N, wo, A)
     if K < 0:
         return -1
+    A4 = A * N_PX
     for n in range(N):
+        m = min(n + PREFETCH_AHEAD, N - 1)
+        if work[m, wi + I_DONE] == 0.0:
+            r = (int(work[m, wi + I_T]) + 1) * A4
+            prefetch_nb(px, r)
+            prefetch_nb(px, r + A4 - 1)
         step_env_nb(n, px, par, work, act, K, A, wi, wo, wf)
     # observations in a second pass: a pure gather over envs, whose memory loads overlap
     window = int(par[C_WINDOW])
@@ -313,15 +322,20 @@ def step_batch_nb(px, data, par, work, act, obs):
     AF = mask_off // T
     D = obs.shape[0] // N
     for n in range(N):
+        m = min(n + PREFETCH_AHEAD, N - 1)
+        fm = int(work[m, wo + O_T])
+        prefetch_nb(data, fm * AF)
+        prefetch_nb(data, fm * AF + AF - 1)
+        prefetch_nb(data, mask_off + fm * A)
         if work[n, wo + O_T] > 0.0:  # stepped in this call (skipped and malformed envs have O_T = 0)
             write_obs_nb(obs, n * D, int(work[n, wo + O_T]), data, px, work, n, window, A, AF, mask_off)
     return _count_done(work, N, wo)
 
 
 @numba.njit(parallel=True, **JIT)
-def step_batch_par_nb(px, data, par, work, act, obs):
+def step_batch_par_nb(px, data, par, work, dims, act, obs):
     """:func:`step_batch_nb` with the envs spread over numba's threads (``prange``); same results."""
-    T, A = px.shape[0], px.shape[1]
+    T, A = px.shape[0], len(dims)  # A from the tuple's type: a compile-time constant
     N = work.shape[0]
     wi, wo, wf, _ = work_offsets_nb(A)
     K = _check_shape(par, work, act, N, wo, A)
