@@ -60,11 +60,11 @@ class SB3VecEnv(VecEnv):
         return self.venv._wrap(obs), rewards.astype(np.float32), terminated | truncated, out
 
     def _split(self, blk: np.ndarray) -> list[dict[str, Any]]:
-        """Per-env info dicts from the step's result block (one ``.tolist()``; weights are row copies)."""
+        """Per-env info dicts from the step's results [N, out_cols] (one ``.tolist()``; weights are views)."""
         A = self.venv.core.n_assets
         ts = self._ts
         rows = blk[:, _COLS].tolist()
-        weights = blk[:, ex.O_W:ex.O_W + A]  # views: blk is a fresh copy that only this step hands out
+        weights = blk[:, ex.O_W:ex.O_W + A]  # views: blk is a results array that only this step hands out
         return [{"timestamp": ts[int(r[0])], "equity": r[1], "cash": r[2], "fees": r[3], "slippage_cost": r[4],
                  "borrow_cost": r[5], "turnover": r[6], "weights": weights[i]} for i, r in enumerate(rows)]
 

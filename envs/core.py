@@ -26,7 +26,7 @@ REWARDS = {"log_return": ex.REWARD_LOG, "differential_sharpe": ex.REWARD_SHARPE,
            "drawdown_penalty": ex.REWARD_DRAWDOWN, "turnover_penalty": ex.REWARD_TURNOVER}
 
 
-ACT_ARG = 5  # position of ``act`` in the step kernels' arguments (px, data, par, work, dims, act, obs)
+ACT_ARG = 6  # position of ``act`` in the step kernels' arguments (px, data, par, work, dims, out, act, obs)
 
 
 def _fast(dispatcher, *args, act_dtype=None):
@@ -164,23 +164,23 @@ class PortfolioCore:
 
         N = self.n_envs
         self.obs_dim = window * A * F + window * A + A + 3
-        wi, wo, wf, width = ex.work_offsets(A)
+        wi, wf, width = ex.work_offsets(A)
         self.work = np.zeros((N, width))
         self.work[:, wi + ex.I_DONE] = 1.0  # nothing may step before a reset
         self._wi = wi
         self.st = self.work[:, :wi]
-        self.out = self.work[:, wo:wf]
+        self.out = np.zeros((N, ex.out_cols(A)))  # the last step's results (see execution.py)
         self.fills = np.reshape(self.work[:, wf:], (N, 3 * A, ex.N_FILL_COLS), copy=False)
         self.act = np.zeros(N * self.action_dim)  # flat [N x K], row-major
         self.obs = np.zeros(N * self.obs_dim, dtype=np.float32)  # flat [N x obs_dim]
         self.parallel = bool(parallel)
         kernel = step_batch_par_nb if self.parallel else step_batch_nb
         self.dims = (0,) * A  # its length is the kernels' compile-time number of assets
-        args = (self.px, self.data, self.par, self.work, self.dims, self.act, self.obs)
+        args = (self.px, self.data, self.par, self.work, self.dims, self.out, self.act, self.obs)
         self.step64 = _fast(kernel, *args, act_dtype=np.float64)
         self.step32 = _fast(kernel, *args, act_dtype=np.float32)
         idx = np.zeros(0, dtype=np.int64)
-        self._reset = _fast(reset_batch_nb, idx, idx, idx, self.px, self.data, self.par, self.work, self.obs)
+        self._reset = _fast(reset_batch_nb, idx, idx, idx, self.px, self.data, self.par, self.work, self.obs, self.out)
 
     @property
     def ist(self) -> np.ndarray:
@@ -201,13 +201,17 @@ class PortfolioCore:
     def reset(self, idx: np.ndarray, starts: np.ndarray, ends: np.ndarray, obs: np.ndarray | None = None) -> None:
         """Start envs ``idx`` at decision bars ``starts``, truncating at bars ``ends``; their first
         observations go to rows ``idx`` of ``obs`` (float32 [N x obs_dim] or [N, obs_dim], C order;
-        default ``self.obs``)."""
+        default ``self.obs``); their rows of ``self.out`` are reset."""
         idx, starts, ends = (np.ascontiguousarray(x, dtype=np.int64) for x in (idx, starts, ends))
-        self._reset(idx, starts, ends, self.px, self.data, self.par, self.work, self._flat_obs(obs))
+        self._reset(idx, starts, ends, self.px, self.data, self.par, self.work, self._flat_obs(obs), self.out)
 
-    def step(self, act: np.ndarray | None = None, obs: np.ndarray | None = None) -> int:
+    def step(self, act: np.ndarray | None = None, obs: np.ndarray | None = None, out: np.ndarray | None = None) -> int:
         """Advance every live env one bar; return how many finished (terminated or truncated), or -1
         if an action was malformed (those envs did not move; ``out[:, O_STATUS]`` < 0 marks them).
+
+        ``out``: a fresh float64 C-contiguous [N, out_cols(A)] array for the results, which then
+        becomes ``self.out`` (the vector env hands out its rows as infos without copying them);
+        default: ``self.out``, overwritten.
 
         ``act``: actions [N, K] or flat [N x K] (default ``self.act``); float32/float64 are used as
         they are, anything else is converted to float64. Observations are written into ``obs``
@@ -219,8 +223,12 @@ class PortfolioCore:
             a = (a if a.dtype in (F32, F64) else a.astype(np.float64)).reshape(-1)
         if a.shape[0] != self.act.shape[0]:
             raise ValueError(f"actions have {a.shape[0]} values; expected n_envs x action_dim = {self.act.shape[0]}")
+        if out is not None:
+            if out.dtype != F64 or not out.flags.c_contiguous or out.shape != self.out.shape:
+                raise ValueError(f"out must be a C-contiguous float64 array of shape {self.out.shape}")
+            self.out = out
         fn = self.step32 if a.dtype == F32 else self.step64
-        return fn(self.px, self.data, self.par, self.work, self.dims, a, self._flat_obs(obs))
+        return fn(self.px, self.data, self.par, self.work, self.dims, self.out, a, self._flat_obs(obs))
 
     def _flat_obs(self, obs: np.ndarray | None) -> np.ndarray:
         if obs is None:

@@ -76,9 +76,9 @@ SCHEME_SIMPLEX, SCHEME_SIGNED, SCHEME_DIRECT, SCHEME_DISCRETE = 0, 1, 2, 3
 REWARD_LOG, REWARD_SHARPE, REWARD_DRAWDOWN, REWARD_TURNOVER = 0, 1, 2, 3
 
 # ---- layouts of the arrays the kernels share ------------------------------------------------------
-# The kernels take six arrays (each argument costs ~30 ns to unbox, a third of a single env's step
-# when there were 13): px, data, par (static), work (state and results), act and obs; and ``dims``,
-# a tuple of A zeros whose length numba compiles in as a constant (see kernels.py).
+# The step kernels take seven arrays (each argument costs ~30 ns to unbox, a third of a single env's
+# step when there were 13): px, data, par (static), work (state), out (results), act and obs; and
+# ``dims``, a tuple of A zeros whose length numba compiles in as a constant (see kernels.py).
 #
 # px: float64 [T, A, 4] = open, mark (close, carried forward over untradable bars), 1 / volume
 #     (0 when the volume is 0 or the bar untradable), tradable (1.0 / 0.0): everything one bar of one
@@ -93,16 +93,19 @@ C_LONG_ONLY, C_CLOSE_UNTRADABLE, C_SCHEME, C_REWARD, C_DD_PEN, C_TO_PEN, C_ETA =
 C_SCALE, C_WINDOW, C_LEVEL_SIZE, C_N_LEVELS, C_K, C_MKT, C_LEVELS = 14, 15, 16, 17, 18, 19, 20
 M_FEE, M_LOT, M_MIN_AMOUNT, M_MIN_NOTIONAL, M_PRICE_STEP, M_INV_LOT, M_INV_PRICE_STEP = 0, 1, 2, 3, 4, 5, 6
 N_MKT = 7
-# work: float64 [N, work_width(A)], one row per env, in four blocks at offsets given by work_offsets(A):
+# work: float64 [N, width], one row per env (the state that persists between steps), in three blocks
+#     at the offsets work_offsets(A) gives:
 #   st    [S_QTY + A]    cash, equity, peak equity, initial cash, Sharpe EMAs A and B, quantities [A]
 #   ist   [4]            decision bar t, end bar, done flag, steps taken (integers held as floats)
-#   out   [O_W + 3A]     results of the last step: scalars, then weights [A], positions [A],
-#                        order status [A] (during a step the weight and position slots hold the
-#                        target weights and order sizes: no scratch arrays, so envs never share memory)
-#   fills [3A, 4]        the step's fills, F_* columns, at fixed rows: kind x A + asset (kinds FILL_*:
-#                        orders, untradable closes, liquidations); quantity 0 = no fill. Fixed rows keep
-#                        every store address independent of earlier fills (``Trades`` lists them in fill
-#                        order: sells, buys, closes, liquidations, each in asset order)
+#   fills [3A, 4]        the last step's fills, F_* columns, at fixed rows: kind x A + asset (kinds
+#                        FILL_*: orders, untradable closes, liquidations); quantity 0 = no fill. Fixed
+#                        rows keep every store address independent of earlier fills (``Trades`` lists
+#                        them in fill order: sells, buys, closes, liquidations, each in asset order)
+# out: float64 [N, O_W + 3A], a row per env: the results of the last step: the O_* scalars, then
+#     weights [A], positions [A], order status [A]. During a step the weight and position slots hold
+#     the target weights and order sizes (no scratch arrays, so envs never share memory). The vector
+#     env passes a fresh array each step, so that the infos it returns are views of memory nobody else
+#     writes: no copy. (Env-major: field-major rows 8 KB apart all fell in one L1 set, 1.5x slower.)
 S_CASH, S_EQUITY, S_PEAK, S_INIT, S_SH_A, S_SH_B, S_QTY = 0, 1, 2, 3, 4, 5, 6
 I_T, I_END, I_DONE, I_STEPS = 0, 1, 2, 3
 N_IST = 4
@@ -189,20 +192,24 @@ def fill_order_nb(size, ref_price, volume, fee_rate, lot_step, min_amount, min_n
                        inv_ps, fixed_slip, impact, impact_exp, exact)
 
 
-def work_offsets(A: int) -> tuple[int, int, int, int]:
-    """Offsets of the ist, out and fills blocks in a work row, and the row's width, for A assets."""
+def work_offsets(A: int) -> tuple[int, int, int]:
+    """Offsets of the ist and fills blocks in a work row, and the row's width, for A assets."""
     w_ist = S_QTY + A
-    w_out = w_ist + N_IST
-    w_fills = w_out + O_W + 3 * A
-    return w_ist, w_out, w_fills, w_fills + 3 * A * N_FILL_COLS
+    w_fills = w_ist + N_IST
+    return w_ist, w_fills, w_fills + 3 * A * N_FILL_COLS
+
+
+def out_cols(A: int) -> int:
+    """Columns (fields) of the out array for A assets."""
+    return O_W + 3 * A
 
 
 work_offsets_nb = numba.njit(**JIT)(work_offsets)
 
 
 @numba.njit(inline="always", **JIT)
-def map_action_nb(act, off, K, par, work, n, tw, A):
-    """Target weights of the action ``act[off:off + K]`` into ``work[n, tw:tw + A]``; False if malformed.
+def map_action_nb(act, off, K, par, out, n, A):
+    """Target weights of the action ``act[off:off + K]`` into ``out[n, O_W:O_W + A]``; False if malformed.
 
     (Indices instead of array views throughout the kernels: each numba view costs an atomic
     reference-count update, which dominated the step time.)"""
@@ -218,7 +225,7 @@ def map_action_nb(act, off, K, par, work, n, tw, A):
         for j in range(A + 1):
             s += min(max(act[off + j], -1.0), 1.0) + 1.0
         for i in range(A):
-            work[n, tw + i] = (min(max(act[off + i], -1.0), 1.0) + 1.0) / s if s > 0.0 else 0.0
+            out[n, O_W + i] = (min(max(act[off + i], -1.0), 1.0) + 1.0) / s if s > 0.0 else 0.0
         return True
     if scheme == SCHEME_DISCRETE:
         n_levels = int(par[C_N_LEVELS])
@@ -227,25 +234,25 @@ def map_action_nb(act, off, K, par, work, n, tw, A):
             k = int(x)
             if k < 0 or k >= n_levels or k != x:
                 return False
-            work[n, tw + i] = par[C_LEVELS + k] * par[C_LEVEL_SIZE]
+            out[n, O_W + i] = par[C_LEVELS + k] * par[C_LEVEL_SIZE]
     elif scheme == SCHEME_SIGNED:
         for i in range(A):
-            work[n, tw + i] = min(max(act[off + i], -1.0), 1.0) * cap
+            out[n, O_W + i] = min(max(act[off + i], -1.0), 1.0) * cap
     else:  # direct: the action is the target weight vector
         for i in range(A):
-            work[n, tw + i] = act[off + i]
+            out[n, O_W + i] = act[off + i]
     # clip to the constraints: long-only weights >= 0 summing to <= 1, gross <= max_leverage
     gross = 0.0
     for i in range(A):
-        if long_only and work[n, tw + i] < 0.0:
-            work[n, tw + i] = 0.0
-        if not math.isnan(work[n, tw + i]):
-            gross += abs(work[n, tw + i])
+        if long_only and out[n, O_W + i] < 0.0:
+            out[n, O_W + i] = 0.0
+        if not math.isnan(out[n, O_W + i]):
+            gross += abs(out[n, O_W + i])
     limit = min(cap, 1.0) if long_only else cap
     if gross > limit:
         k = limit / gross
         for i in range(A):
-            work[n, tw + i] *= k
+            out[n, O_W + i] *= k
     return True
 
 

@@ -9,7 +9,7 @@ length, so the number of assets is a constant there and LLVM unrolls the per-ass
 step at A = 4). One per-env body (:func:`step_env_nb`, inlined at numba-IR level so that a call per
 env costs nothing) serves :func:`step_batch_nb` (one thread, the default) and :func:`step_batch_par_nb`
 (``parallel=True``, a ``prange`` over envs; opt-in). Env n reads only shared read-only arrays and
-writes only ``work[n]`` and its own slice of ``obs``, so the two give identical results.
+writes only ``work[n]``, ``out[n, :]`` and its own slice of ``obs``, so the two give identical results.
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ from factorgym.envs.execution import (
 
 
 @numba.njit(inline="always", **JIT)
-def _clear_out(work, n, wo, width):
+def _clear_out(out, n, width):
     for c in range(width):
-        work[n, wo + c] = 0.0
+        out[n, c] = 0.0
 
 
 @numba.njit(inline="always", **JIT)
-def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
+def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
     """Advance env n one bar (if it is live): orders, fills, borrow, mark, reward into ``work[n]``.
 
     Writes every field of env n's out block (zeroed when it is done or its action is malformed,
@@ -50,14 +50,14 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
     """
     out_width = O_W + 3 * A
     if work[n, wi + I_DONE] != 0.0:
-        _clear_out(work, n, wo, out_width)
+        _clear_out(out, n, out_width)
         return
-    tw = wo + O_W  # target weights, during the step (then: weights)
+    tw = O_W  # target weights, during the step (then: weights)
     td = tw + A  # order sizes, during the step (then: positions)
     ts = td + A  # order status
-    if not map_action_nb(act, n * K, K, par, work, n, tw, A):
-        _clear_out(work, n, wo, out_width)
-        work[n, wo + O_STATUS] = ENV_BAD_ACTION
+    if not map_action_nb(act, n * K, K, par, out, n, A):
+        _clear_out(out, n, out_width)
+        out[n, O_STATUS] = ENV_BAD_ACTION
         return
     t = int(work[n, wi + I_T])
     f = t + 1
@@ -84,7 +84,7 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
     has_buy = False
     for i in range(A):
         q = work[n, S_QTY + i]
-        w = work[n, tw + i]
+        w = out[n, tw + i]
         if px[f, i, P_TRADABLE] > 0.0:
             target = w * e_open / px[f, i, P_OPEN] if e_open > 0.0 else 0.0
             d = target - q
@@ -94,12 +94,12 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
                 d = -q  # exact close, no dust
             elif abs(d) <= NOISE * max(abs(target), abs(q)):
                 d = 0.0  # round-off of an unchanged target, not an order
-            work[n, ts + i] = IGNORED_NO_CHANGE
+            out[n, ts + i] = IGNORED_NO_CHANGE
         else:
             d = 0.0
             held_w = q * px[f, i, P_MARK] * inv_e_open
-            work[n, ts + i] = REJECTED_UNTRADABLE if abs(w - held_w) > 1e-12 else IGNORED_NO_CHANGE
-        work[n, td + i] = d
+            out[n, ts + i] = REJECTED_UNTRADABLE if abs(w - held_w) > 1e-12 else IGNORED_NO_CHANGE
+        out[n, td + i] = d
         has_sell |= d < 0.0
         has_buy |= d > 0.0
 
@@ -113,13 +113,13 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
     # sells first, so that their proceeds can pay for the buys
     if has_sell:
         for i in range(A):
-            d = work[n, td + i]
+            d = out[n, td + i]
             if d < 0.0:
-                exact = work[n, tw + i] == 0.0
+                exact = out[n, tw + i] == 0.0
                 status, qf, p, fee, sc = fill_inv_nb(
                     d, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
                     par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp, exact)
-                work[n, ts + i] = status
+                out[n, ts + i] = status
                 if status == FILLED:
                     cash += qf * p - fee
                     work[n, S_QTY + i] = 0.0 if exact else work[n, S_QTY + i] - qf
@@ -132,13 +132,13 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
     if has_buy:
         cost = 0.0
         for i in range(A):
-            d = work[n, td + i]
+            d = out[n, td + i]
             if d > 0.0:
                 status, qf, p, fee, sc = fill_inv_nb(
                     d, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
                     par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp,
-                    work[n, tw + i] == 0.0)
-                work[n, ts + i] = status
+                    out[n, tw + i] == 0.0)
+                out[n, ts + i] = status
                 if status == FILLED:
                     cost += qf * p + fee
                     record_fill_nb(work, n, wf + i * N_FILL_COLS, qf, p, fee, sc)
@@ -155,14 +155,14 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
                 status, qf, p, fee, sc = fill_inv_nb(
                     qf * k, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
                     par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp, False)
-                work[n, ts + i] = status
+                out[n, ts + i] = status
                 record_fill_nb(work, n, r, qf, p, fee, sc)  # (quantity 0 if the scaled order is ignored)
                 if status != FILLED:
                     continue
             else:
                 p, fee, sc = work[n, r + F_PRICE], work[n, r + F_FEE], work[n, r + F_SLIP]
             cash -= qf * p + fee
-            work[n, S_QTY + i] = 0.0 if work[n, tw + i] == 0.0 else work[n, S_QTY + i] + qf
+            work[n, S_QTY + i] = 0.0 if out[n, tw + i] == 0.0 else work[n, S_QTY + i] + qf
             nfill += 1
             fees += fee
             slip += sc
@@ -251,61 +251,61 @@ def step_env_nb(n, px, par, work, act, K, A, wi, wo, wf):
     trunc = f >= work[n, wi + I_END]
     if term or trunc:
         work[n, wi + I_DONE] = 1.0
-    work[n, wo + O_REWARD] = reward * par[C_SCALE]
-    work[n, wo + O_EQUITY] = e
-    work[n, wo + O_CASH] = cash
-    work[n, wo + O_FEES] = fees
-    work[n, wo + O_SLIP] = slip
-    work[n, wo + O_TURNOVER] = traded * inv_e_open
-    work[n, wo + O_BORROW] = borrow
-    work[n, wo + O_TERM] = 1.0 if term else 0.0
-    work[n, wo + O_TRUNC] = 1.0 if trunc else 0.0
-    work[n, wo + O_NFILLS] = nfill
-    work[n, wo + O_STATUS] = status_env
-    work[n, wo + O_T] = f
-    work[n, wo + O_LOGRET] = logret
-    work[n, wo + O_DRAWDOWN] = dd
+    out[n, O_REWARD] = reward * par[C_SCALE]
+    out[n, O_EQUITY] = e
+    out[n, O_CASH] = cash
+    out[n, O_FEES] = fees
+    out[n, O_SLIP] = slip
+    out[n, O_TURNOVER] = traded * inv_e_open
+    out[n, O_BORROW] = borrow
+    out[n, O_TERM] = 1.0 if term else 0.0
+    out[n, O_TRUNC] = 1.0 if trunc else 0.0
+    out[n, O_NFILLS] = nfill
+    out[n, O_STATUS] = status_env
+    out[n, O_T] = f
+    out[n, O_LOGRET] = logret
+    out[n, O_DRAWDOWN] = dd
     inv_e = 1.0 / e if e > 0.0 else 0.0
     for i in range(A):
         q = work[n, S_QTY + i]
-        work[n, tw + i] = q * px[f, i, P_MARK] * inv_e
-        work[n, td + i] = q
+        out[n, tw + i] = q * px[f, i, P_MARK] * inv_e
+        out[n, td + i] = q
 
 
 @numba.njit(inline="always", **JIT)
-def _count_done(work, N, wo):
+def _count_done(out, N):
     """Envs that finished in this step, or -1 if any action was malformed."""
     done = 0
     for n in range(N):
-        if work[n, wo + O_STATUS] < 0.0:
+        if out[n, O_STATUS] < 0.0:
             return -1
-        if work[n, wo + O_TERM] + work[n, wo + O_TRUNC] > 0.0:
+        if out[n, O_TERM] + out[n, O_TRUNC] > 0.0:
             done += 1
     return done
 
 
 @numba.njit(inline="always", **JIT)
-def _check_shape(par, work, act, N, wo, A):
+def _check_shape(par, out, act, N, A):
     """K (action values per env) from the action length; -1 (and every env marked) if it is wrong."""
     K = int(par[C_K])
     if act.shape[0] != N * K:
         for n in range(N):
-            _clear_out(work, n, wo, O_W + 3 * A)
-            work[n, wo + O_STATUS] = ENV_BAD_SHAPE
+            _clear_out(out, n, O_W + 3 * A)
+            out[n, O_STATUS] = ENV_BAD_SHAPE
         return -1
     return K
 
 
 @numba.njit(**JIT)
-def step_batch_nb(px, data, par, work, dims, act, obs):
+def step_batch_nb(px, data, par, work, dims, out, act, obs):
     """Advance every environment n with ``done == 0`` by one bar (the others are left untouched,
     their out block zeroed). Reads the action of env n from the flat ``act`` [N x K] (row-major);
     writes ``work`` and env n's observation at ``obs[n x obs_dim]``. Returns the number of envs
     that terminated or were truncated, or -1 if an action was malformed (``O_STATUS`` < 0)."""
     T, A = px.shape[0], len(dims)  # A from the tuple's type: a compile-time constant
     N = work.shape[0]
-    wi, wo, wf, _ = work_offsets_nb(A)
-    K = _check_shape(par, work, act, N, wo, A)
+    wi, wf, _ = work_offsets_nb(A)
+    K = _check_shape(par, out, act, N, A)
     if K < 0:
         return -1
     A4 = A * N_PX
@@ -315,7 +315,7 @@ def step_batch_nb(px, data, par, work, dims, act, obs):
             r = (int(work[m, wi + I_T]) + 1) * A4
             prefetch_nb(px, r)
             prefetch_nb(px, r + A4 - 1)
-        step_env_nb(n, px, par, work, act, K, A, wi, wo, wf)
+        step_env_nb(n, px, par, work, out, act, K, A, wi, wf)
     # observations in a second pass: a pure gather over envs, whose memory loads overlap
     window = int(par[C_WINDOW])
     mask_off = data.shape[0] - T * A
@@ -323,22 +323,22 @@ def step_batch_nb(px, data, par, work, dims, act, obs):
     D = obs.shape[0] // N
     for n in range(N):
         m = min(n + PREFETCH_AHEAD, N - 1)
-        fm = int(work[m, wo + O_T])
+        fm = int(out[m, O_T])
         prefetch_nb(data, fm * AF)
         prefetch_nb(data, fm * AF + AF - 1)
         prefetch_nb(data, mask_off + fm * A)
-        if work[n, wo + O_T] > 0.0:  # stepped in this call (skipped and malformed envs have O_T = 0)
-            write_obs_nb(obs, n * D, int(work[n, wo + O_T]), data, px, work, n, window, A, AF, mask_off)
-    return _count_done(work, N, wo)
+        if out[n, O_T] > 0.0:  # stepped in this call (skipped and malformed envs have O_T = 0)
+            write_obs_nb(obs, n * D, int(out[n, O_T]), data, px, work, n, window, A, AF, mask_off)
+    return _count_done(out, N)
 
 
 @numba.njit(parallel=True, **JIT)
-def step_batch_par_nb(px, data, par, work, dims, act, obs):
+def step_batch_par_nb(px, data, par, work, dims, out, act, obs):
     """:func:`step_batch_nb` with the envs spread over numba's threads (``prange``); same results."""
     T, A = px.shape[0], len(dims)  # A from the tuple's type: a compile-time constant
     N = work.shape[0]
-    wi, wo, wf, _ = work_offsets_nb(A)
-    K = _check_shape(par, work, act, N, wo, A)
+    wi, wf, _ = work_offsets_nb(A)
+    K = _check_shape(par, out, act, N, A)
     if K < 0:
         return -1
     window = int(par[C_WINDOW])
@@ -346,20 +346,20 @@ def step_batch_par_nb(px, data, par, work, dims, act, obs):
     AF = mask_off // T
     D = obs.shape[0] // N
     for n in numba.prange(N):
-        step_env_nb(n, px, par, work, act, K, A, wi, wo, wf)
-        if work[n, wo + O_T] > 0.0:
-            write_obs_nb(obs, n * D, int(work[n, wo + O_T]), data, px, work, n, window, A, AF, mask_off)
-    return _count_done(work, N, wo)
+        step_env_nb(n, px, par, work, out, act, K, A, wi, wf)
+        if out[n, O_T] > 0.0:
+            write_obs_nb(obs, n * D, int(out[n, O_T]), data, px, work, n, window, A, AF, mask_off)
+    return _count_done(out, N)
 
 
 @numba.njit(**JIT)
-def reset_batch_nb(idx, starts, ends, px, data, par, work, obs):
+def reset_batch_nb(idx, starts, ends, px, data, par, work, obs, out):
     """Start environment ``idx[j]`` at decision bar ``starts[j]`` with all cash; its episode is
     truncated when it reaches bar ``ends[j]``. Writes its first observation at ``obs[idx[j] x obs_dim]``
-    (``obs`` holds N observations, flat)."""
+    (``obs`` holds N observations, flat) and its out row (equity, cash and bar; the rest 0)."""
     T, A = px.shape[0], px.shape[1]
     N = work.shape[0]
-    wi, wo, _, width = work_offsets_nb(A)
+    wi, _, width = work_offsets_nb(A)
     mask_off = data.shape[0] - T * A
     AF = mask_off // T
     init = par[C_INIT_CASH]
@@ -374,7 +374,9 @@ def reset_batch_nb(idx, starts, ends, px, data, par, work, obs):
         work[n, S_INIT] = init
         work[n, wi + I_T] = starts[j]
         work[n, wi + I_END] = ends[j]
-        work[n, wo + O_EQUITY] = init
-        work[n, wo + O_CASH] = init
-        work[n, wo + O_T] = starts[j]
+        for c in range(out.shape[1]):
+            out[n, c] = 0.0
+        out[n, O_EQUITY] = init
+        out[n, O_CASH] = init
+        out[n, O_T] = starts[j]
         write_obs_nb(obs, n * D, starts[j], data, px, work, n, int(par[C_WINDOW]), A, AF, mask_off)

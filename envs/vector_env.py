@@ -68,6 +68,7 @@ class CryptoTradingVectorEnv(VectorEnv):
         self._live = False
         A = core.n_assets
         self._cols = slice(ex.O_W, ex.O_W + A), slice(ex.O_W + A, ex.O_W + 2 * A)
+        self._n_out = ex.out_cols(A)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
@@ -90,7 +91,7 @@ class CryptoTradingVectorEnv(VectorEnv):
             done = terminated | truncated
             infos["final_info"] = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in infos.items()}
             infos["final_obs"], infos["_final_obs"], infos["_final_info"] = final_obs, done, done.copy()
-            out = self.core.out
+            out = self.core.out  # after the reset: the first state of the new episodes
             for key, col in _SCALARS:
                 infos[key][idx] = out[idx, col]
             infos["weights"][idx] = 0.0
@@ -100,15 +101,19 @@ class CryptoTradingVectorEnv(VectorEnv):
 
     def _advance(self, actions):
         """Kernel step plus same-step autoreset. Returns obs (already holding the first observation of
-        reset envs), ``blk`` (a copy of the out block of the step, before any reset), rewards,
+        reset envs), ``blk`` (the step's results [N, out_cols], as before any reset), rewards,
         terminated, truncated, the indices of the envs that were reset (None if none) and their final
         observations (object array [N], None elsewhere)."""
         if not self._live:
             raise RuntimeError("step() before reset(); call reset() first")
         core = self.core
         obs = np.empty((self.num_envs, core.obs_dim), dtype=np.float32)
-        n_done = core.step(actions, obs)
-        blk = core.out.copy()  # one copy per step; rewards and infos are views of it
+        # a fresh results array per step: rewards and infos are its columns, owned by the caller, so
+        # nothing is copied; only a step with resets copies it (the reset rewrites those envs' rows)
+        blk = np.empty((self.num_envs, self._n_out))
+        n_done = core.step(actions, obs, blk)
+        if n_done > 0:
+            blk = blk.copy()
         if n_done < 0:
             i = int(np.argmax(blk[:, ex.O_STATUS] < 0))
             raise ValueError(f"action of env {i} is not in the action space {self.single_action_space} "
@@ -147,7 +152,8 @@ class CryptoTradingVectorEnv(VectorEnv):
         return obs
 
     def _infos(self, blk: np.ndarray | None = None, include_status: bool = True) -> dict[str, Any]:
-        """Gymnasium infos (arrays over envs) as views of ``blk`` (a copy of the out block)."""
+        """Gymnasium infos (arrays over envs) as views of ``blk`` (a step's own results array, or a copy
+        of the out array): each info a column, weights and positions [N, A] blocks."""
         core = self.core
         if blk is None:
             blk = core.out.copy()
