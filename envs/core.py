@@ -137,7 +137,7 @@ class PortfolioCore:
                         ex.inverse(per["lot_step"]), ex.inverse(per["price_step"])])  # M_* rows
         levels = np.asarray(levels, dtype=np.float64)
         self.action_dim = A + 1 if scheme == "simplex" else A
-        par = np.zeros(ex.C_LEVELS + len(levels) + mkt.size)
+        par = np.zeros(ex.C_MKT + mkt.size + len(levels))
         par[ex.C_FIXED_SLIP] = (execution.slippage_bps + execution.half_spread_bps) / 1e4
         par[ex.C_IMPACT] = execution.impact_coef
         par[ex.C_IMPACT_EXP] = execution.impact_exponent
@@ -157,9 +157,8 @@ class PortfolioCore:
         par[ex.C_LEVEL_SIZE] = level_size
         par[ex.C_N_LEVELS] = len(levels)
         par[ex.C_K] = self.action_dim
-        par[ex.C_MKT] = ex.C_LEVELS + len(levels)
-        par[ex.C_LEVELS:ex.C_LEVELS + len(levels)] = levels
-        par[ex.C_LEVELS + len(levels):] = mkt.reshape(-1)
+        par[ex.C_MKT:ex.C_MKT + mkt.size] = mkt.reshape(-1)
+        par[ex.C_MKT + mkt.size:] = levels
         self.par = par
 
         N = self.n_envs
@@ -175,7 +174,7 @@ class PortfolioCore:
         self.obs = np.zeros(N * self.obs_dim, dtype=np.float32)  # flat [N x obs_dim]
         self.parallel = bool(parallel)
         kernel = step_batch_par_nb if self.parallel else step_batch_nb
-        self.dims = (0,) * A  # its length is the kernels' compile-time number of assets
+        self.dims = ((0,) * A, (0,) * self.action_dim)  # the kernels' compile-time A and K (tuple lengths)
         args = (self.px, self.data, self.par, self.work, self.dims, self.out, self.act, self.obs)
         self.step64 = _fast(kernel, *args, act_dtype=np.float64)
         self.step32 = _fast(kernel, *args, act_dtype=np.float32)

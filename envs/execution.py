@@ -78,7 +78,7 @@ REWARD_LOG, REWARD_SHARPE, REWARD_DRAWDOWN, REWARD_TURNOVER = 0, 1, 2, 3
 # ---- layouts of the arrays the kernels share ------------------------------------------------------
 # The step kernels take seven arrays (each argument costs ~30 ns to unbox, a third of a single env's
 # step when there were 13): px, data, par (static), work (state), out (results), act and obs; and
-# ``dims``, a tuple of A zeros whose length numba compiles in as a constant (see kernels.py).
+# ``dims``, tuples of A and K zeros whose lengths numba compiles in as constants (see kernels.py).
 #
 # px: float64 [T, A, 4] = open, mark (close, carried forward over untradable bars), 1 / volume
 #     (0 when the volume is 0 or the bar untradable), tradable (1.0 / 0.0): everything one bar of one
@@ -86,11 +86,12 @@ REWARD_LOG, REWARD_SHARPE, REWARD_DRAWDOWN, REWARD_TURNOVER = 0, 1, 2, 3
 P_OPEN, P_MARK, P_INV_VOLUME, P_TRADABLE = 0, 1, 2, 3
 N_PX = 4
 # data: float32 [T*A*F + T*A] = feature rows [T, A, F] (0 where untradable), then the mask [T, A].
-# par: float64 [C_LEVELS + n_levels + 7A] = the scalars C_*, the discrete levels, then the
-#     per-symbol rules M_* x A starting at par[C_MKT] (row-major [7, A]; M_INV_* = 1 / step or 0).
+# par: float64 [C_MKT + 7A + n_levels] = the scalars C_*, the per-symbol rules M_* x A starting at
+#     par[C_MKT] (row-major [7, A]; M_INV_* = 1 / step or 0), then the discrete levels. Every offset
+#     is a constant once A is (no index arithmetic on values read from memory in the hot loop).
 C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_BORROW, C_MAX_LEV, C_MAINT, C_INIT_CASH = 0, 1, 2, 3, 4, 5, 6
 C_LONG_ONLY, C_CLOSE_UNTRADABLE, C_SCHEME, C_REWARD, C_DD_PEN, C_TO_PEN, C_ETA = 7, 8, 9, 10, 11, 12, 13
-C_SCALE, C_WINDOW, C_LEVEL_SIZE, C_N_LEVELS, C_K, C_MKT, C_LEVELS = 14, 15, 16, 17, 18, 19, 20
+C_SCALE, C_WINDOW, C_LEVEL_SIZE, C_N_LEVELS, C_K, C_MKT = 14, 15, 16, 17, 18, 19
 M_FEE, M_LOT, M_MIN_AMOUNT, M_MIN_NOTIONAL, M_PRICE_STEP, M_INV_LOT, M_INV_PRICE_STEP = 0, 1, 2, 3, 4, 5, 6
 N_MKT = 7
 # work: float64 [N, width], one row per env (the state that persists between steps), in three blocks
@@ -146,33 +147,34 @@ def round_lot_nb(qty: float, step: float, inv_step: float) -> float:
 def fill_inv_nb(size, ref_price, inv_volume, fee_rate, lot_step, inv_lot, min_amount, min_notional, price_step,
                 inv_price_step, fixed_slip, impact, impact_exp, exact):
     """:func:`fill_order_nb` with the reciprocals of the volume, lot step and price step given
-    (0 where the value is 0): the form the kernels call, with no division per order."""
+    (0 where the value is 0): the form the kernels call, with no division per order.
+
+    Branch-free in the order's side and status (the conditional expressions become selects): a
+    learning agent's order signs are random, and mispredicted branches cost more than computing a
+    fill and discarding it. Only per-symbol settings (lot step, price step, impact) branch."""
     q = abs(size)
-    if q == 0.0:
-        return IGNORED_NO_CHANGE, 0.0, ref_price, 0.0, 0.0
-    if not exact:
-        q = round_lot_nb(q, lot_step, inv_lot)
-        if q <= 0.0:
-            return IGNORED_LOT, 0.0, ref_price, 0.0, 0.0
-        if q < min_amount:
-            return IGNORED_MIN_AMOUNT, 0.0, ref_price, 0.0, 0.0
-        if q * ref_price < min_notional:
-            return IGNORED_MIN_NOTIONAL, 0.0, ref_price, 0.0, 0.0
-    slip = fixed_slip
-    if impact > 0.0 and inv_volume > 0.0:
-        part = q * inv_volume
-        slip += impact * (math.sqrt(part) if impact_exp == 0.5 else part ** impact_exp)
-    if slip > MAX_SLIP:
-        slip = MAX_SLIP
-    if size > 0.0:
-        price = ref_price * (1.0 + slip)
-        if price_step > 0.0:
-            price = math.ceil(price * inv_price_step - LOT_EPS) * price_step
+    qr = q if exact else round_lot_nb(q, lot_step, inv_lot)
+    # the first failing check gives the status: tested in reverse order, each overriding the last
+    status = IGNORED_MIN_NOTIONAL if qr * ref_price < min_notional else FILLED
+    status = IGNORED_MIN_AMOUNT if qr < min_amount else status
+    status = IGNORED_LOT if qr <= 0.0 else status
+    status = FILLED if exact else status
+    status = IGNORED_NO_CHANGE if q == 0.0 else status
+    part = qr * inv_volume  # 0 when the volume is unknown: no impact
+    if impact == 0.0:
+        imp = 0.0
+    elif impact_exp == 0.5:
+        imp = math.sqrt(part)
     else:
-        price = ref_price * (1.0 - slip)
-        if price_step > 0.0:
-            price = math.floor(price * inv_price_step + LOT_EPS) * price_step
-    return FILLED, q, price, q * price * fee_rate, q * abs(price - ref_price)
+        imp = part ** impact_exp if part > 0.0 else 0.0
+    slip = min(fixed_slip + impact * imp, MAX_SLIP)
+    s = 1.0 if size > 0.0 else -1.0  # buys pay up, sells receive less
+    price = ref_price * (1.0 + s * slip)
+    if price_step > 0.0:  # against the trader: buys ceil(p - eps) = -floor(-p + eps), sells floor(p + eps)
+        price = -s * math.floor(-s * price * inv_price_step + LOT_EPS) * price_step
+    ok = status == FILLED
+    return (status, qr if ok else 0.0, price if ok else ref_price, qr * price * fee_rate if ok else 0.0,
+            qr * abs(price - ref_price) if ok else 0.0)
 
 
 @numba.njit(**JIT)
@@ -234,7 +236,7 @@ def map_action_nb(act, off, K, par, out, n, A):
             k = int(x)
             if k < 0 or k >= n_levels or k != x:
                 return False
-            out[n, O_W + i] = par[C_LEVELS + k] * par[C_LEVEL_SIZE]
+            out[n, O_W + i] = par[C_MKT + N_MKT * A + k] * par[C_LEVEL_SIZE]
     elif scheme == SCHEME_SIGNED:
         for i in range(A):
             out[n, O_W + i] = min(max(act[off + i], -1.0), 1.0) * cap

@@ -4,8 +4,9 @@ The order of operations and the rounding rules are documented in :mod:`factorgym
 the array layouts (``px``, ``data``, ``par``, ``work``, ``obs``) are its ``P_*``, ``C_*``, ``M_*``,
 ``S_*``, ``I_*``, ``O_*`` and ``F_*`` constants.
 
-The step kernels take ``dims``, a tuple of A zeros: numba compiles one specialisation per tuple
-length, so the number of assets is a constant there and LLVM unrolls the per-asset loops (15% of a
+The step kernels take ``dims`` = ((0,) x A, (0,) x K): numba compiles one specialisation per tuple
+type, so the number of assets A and of action values per env K are constants there: LLVM unrolls
+the per-asset loops and every array offset is a constant or a multiple of the env index (15% of a
 step at A = 4). One per-env body (:func:`step_env_nb`, inlined at numba-IR level so that a call per
 env costs nothing) serves :func:`step_batch_nb` (one thread, the default) and :func:`step_batch_par_nb`
 (``parallel=True``, a ``prange`` over envs; opt-in). Env n reads only shared read-only arrays and
@@ -21,7 +22,7 @@ import numba
 from factorgym.envs.prefetch import PREFETCH_AHEAD, prefetch_nb
 
 from factorgym.envs.execution import (
-    C_BORROW, C_CLOSE_UNTRADABLE, C_DD_PEN, C_ETA, C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_INIT_CASH, C_K,
+    C_BORROW, C_CLOSE_UNTRADABLE, C_DD_PEN, C_ETA, C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_INIT_CASH,
     C_LONG_ONLY, C_MAINT, C_MKT, C_REWARD, C_SCALE, C_TO_PEN, C_WINDOW, CASH_SAFETY, ENV_BAD_ACTION,
     ENV_BAD_SHAPE, ENV_BANKRUPT, ENV_LIQUIDATED, ENV_OK, F_FEE, F_PRICE, F_QTY, F_SLIP,
     FILL_LIQUIDATION, FILL_UNTRADABLE_CLOSE, FILLED, I_DONE, I_END, I_STEPS, I_T,
@@ -65,7 +66,7 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
     fixed = par[C_FIXED_SLIP]
     impact = par[C_IMPACT]
     iexp = par[C_IMPACT_EXP]
-    mk = int(par[C_MKT])
+    mk = C_MKT
     m_fee, m_lot, m_amt, m_not, m_px = mk + M_FEE * A, mk + M_LOT * A, mk + M_MIN_AMOUNT * A, mk + M_MIN_NOTIONAL * A, mk + M_PRICE_STEP * A
     m_ilot, m_ipx = mk + M_INV_LOT * A, mk + M_INV_PRICE_STEP * A
     cash = work[n, S_CASH]
@@ -103,70 +104,63 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
         has_sell |= d < 0.0
         has_buy |= d > 0.0
 
-    # fills go to fixed rows (kind x A + asset); the quantity column of every row is cleared first
-    for r in range(3 * A):
+    # fills go to fixed rows (kind x A + asset, quantity 0 = no fill). Every order is filled in one
+    # pass that does not branch on its side or status (a learning agent's order signs are random, and
+    # mispredicted branches cost more than the arithmetic): sells are applied at once, in asset order,
+    # so that their proceeds can pay for the buys; buys are planned at full size in their rows.
+    # (A masked-out term adds 0.0, so the sums are those of the branching form, bit for bit.)
+    for r in range(A, 3 * A):
         work[n, wf + r * N_FILL_COLS + F_QTY] = 0.0
     nfill = 0
+    nbuy = 0
     fees = 0.0
     slip = 0.0
     traded = 0.0
-    # sells first, so that their proceeds can pay for the buys
-    if has_sell:
-        for i in range(A):
-            d = out[n, td + i]
-            if d < 0.0:
-                exact = out[n, tw + i] == 0.0
-                status, qf, p, fee, sc = fill_inv_nb(
-                    d, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
-                    par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp, exact)
-                out[n, ts + i] = status
-                if status == FILLED:
-                    cash += qf * p - fee
-                    work[n, S_QTY + i] = 0.0 if exact else work[n, S_QTY + i] - qf
-                    record_fill_nb(work, n, wf + i * N_FILL_COLS, -qf, p, fee, sc)
-                    nfill += 1
-                    fees += fee
-                    slip += sc
-                    traded += qf * p
-    # buys: planned at full size straight into their fill rows, then (long-only) all scaled to the cash
-    if has_buy:
-        cost = 0.0
-        for i in range(A):
-            d = out[n, td + i]
-            if d > 0.0:
-                status, qf, p, fee, sc = fill_inv_nb(
-                    d, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
-                    par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp,
-                    out[n, tw + i] == 0.0)
-                out[n, ts + i] = status
-                if status == FILLED:
-                    cost += qf * p + fee
-                    record_fill_nb(work, n, wf + i * N_FILL_COLS, qf, p, fee, sc)
+    cost = 0.0
+    for i in range(A):
+        d = out[n, td + i]
+        exact = out[n, tw + i] == 0.0
+        status, qf, p, fee, sc = fill_inv_nb(
+            d, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
+            par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp, exact)
+        out[n, ts + i] = status if d != 0.0 else out[n, ts + i]
+        record_fill_nb(work, n, wf + i * N_FILL_COLS, qf if d > 0.0 else -qf, p, fee, sc)  # (qf = 0 unless filled)
+        sell = d < 0.0 and status == FILLED
+        q = work[n, S_QTY + i]
+        work[n, S_QTY + i] = (0.0 if exact else q - qf) if sell else q
+        cash += qf * p - fee if sell else 0.0
+        fees += fee if sell else 0.0
+        slip += sc if sell else 0.0
+        traded += qf * p if sell else 0.0
+        nfill += 1 if sell else 0
+        buy = d > 0.0 and status == FILLED
+        cost += qf * p + fee if buy else 0.0
+        nbuy += 1 if buy else 0
+    # buys: long-only, if their total cost exceeds the cash every buy is scaled by the same factor
+    if nbuy > 0:
         k = 1.0
         if long_only and cost > cash and cost > 0.0:
             k = max(cash, 0.0) / cost * (1.0 - CASH_SAFETY)
         for i in range(A):
             r = wf + i * N_FILL_COLS
             qf = work[n, r + F_QTY]
-            if qf <= 0.0:  # no planned buy (a sell's row holds a negative quantity)
-                continue
-            if k < 1.0:
+            p, fee, sc = work[n, r + F_PRICE], work[n, r + F_FEE], work[n, r + F_SLIP]
+            buy = qf > 0.0  # a planned buy (sell rows hold negative quantities, unfilled rows 0)
+            if k < 1.0 and buy:
                 # scale the lot-rounded quantity: floor(k q) x p(k q) <= k x q x p(q), so the total fits the cash
                 status, qf, p, fee, sc = fill_inv_nb(
                     qf * k, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
                     par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp, False)
                 out[n, ts + i] = status
                 record_fill_nb(work, n, r, qf, p, fee, sc)  # (quantity 0 if the scaled order is ignored)
-                if status != FILLED:
-                    continue
-            else:
-                p, fee, sc = work[n, r + F_PRICE], work[n, r + F_FEE], work[n, r + F_SLIP]
-            cash -= qf * p + fee
-            work[n, S_QTY + i] = 0.0 if out[n, tw + i] == 0.0 else work[n, S_QTY + i] + qf
-            nfill += 1
-            fees += fee
-            slip += sc
-            traded += qf * p
+                buy = status == FILLED
+            cash -= qf * p + fee if buy else 0.0
+            q = work[n, S_QTY + i]
+            work[n, S_QTY + i] = (0.0 if out[n, tw + i] == 0.0 else q + qf) if buy else q
+            nfill += 1 if buy else 0
+            fees += fee if buy else 0.0
+            slip += sc if buy else 0.0
+            traded += qf * p if buy else 0.0
 
     # positions in assets that do not trade at bar f: freeze (valued at last close) or close there
     if par[C_CLOSE_UNTRADABLE] > 0.0:
@@ -285,9 +279,8 @@ def _count_done(out, N):
 
 
 @numba.njit(inline="always", **JIT)
-def _check_shape(par, out, act, N, A):
-    """K (action values per env) from the action length; -1 (and every env marked) if it is wrong."""
-    K = int(par[C_K])
+def _check_shape(out, act, N, A, K):
+    """K if the action has N x K values (K per env); else -1, every env marked ENV_BAD_SHAPE."""
     if act.shape[0] != N * K:
         for n in range(N):
             _clear_out(out, n, O_W + 3 * A)
@@ -302,10 +295,10 @@ def step_batch_nb(px, data, par, work, dims, out, act, obs):
     their out block zeroed). Reads the action of env n from the flat ``act`` [N x K] (row-major);
     writes ``work`` and env n's observation at ``obs[n x obs_dim]``. Returns the number of envs
     that terminated or were truncated, or -1 if an action was malformed (``O_STATUS`` < 0)."""
-    T, A = px.shape[0], len(dims)  # A from the tuple's type: a compile-time constant
+    T, A, K = px.shape[0], len(dims[0]), len(dims[1])  # compile-time constants (tuple lengths)
     N = work.shape[0]
     wi, wf, _ = work_offsets_nb(A)
-    K = _check_shape(par, out, act, N, A)
+    K = _check_shape(out, act, N, A, K)
     if K < 0:
         return -1
     A4 = A * N_PX
@@ -335,10 +328,10 @@ def step_batch_nb(px, data, par, work, dims, out, act, obs):
 @numba.njit(parallel=True, **JIT)
 def step_batch_par_nb(px, data, par, work, dims, out, act, obs):
     """:func:`step_batch_nb` with the envs spread over numba's threads (``prange``); same results."""
-    T, A = px.shape[0], len(dims)  # A from the tuple's type: a compile-time constant
+    T, A, K = px.shape[0], len(dims[0]), len(dims[1])  # compile-time constants (tuple lengths)
     N = work.shape[0]
     wi, wf, _ = work_offsets_nb(A)
-    K = _check_shape(par, out, act, N, A)
+    K = _check_shape(out, act, N, A, K)
     if K < 0:
         return -1
     window = int(par[C_WINDOW])
