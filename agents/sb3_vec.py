@@ -60,7 +60,7 @@ class SB3VecEnv(VecEnv):
         return self.venv._wrap(obs), rewards.astype(np.float32), terminated | truncated, out
 
     def _split(self, blk: np.ndarray) -> list[dict[str, Any]]:
-        """Per-env info dicts from the step's results [N, out_cols] (one ``.tolist()``; weights are views)."""
+        """Per-env info dicts from the step's results [N, fields] (one ``.tolist()``; weights are views)."""
         A = self.venv.core.n_assets
         ts = self._ts
         rows = blk[:, _COLS].tolist()

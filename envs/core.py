@@ -168,18 +168,19 @@ class PortfolioCore:
         self.work[:, wi + ex.I_DONE] = 1.0  # nothing may step before a reset
         self._wi = wi
         self.st = self.work[:, :wi]
-        self.out = np.zeros((N, ex.out_cols(A)))  # the last step's results (see execution.py)
+        self._out = np.zeros(ex.out_shape(A, N))  # the last step's results, field-major (see execution.py)
+        self.out = self._out[:, :N].T  # ... read as [N, fields]
         self.fills = np.reshape(self.work[:, wf:], (N, 3 * A, ex.N_FILL_COLS), copy=False)
         self.act = np.zeros(N * self.action_dim)  # flat [N x K], row-major
         self.obs = np.zeros(N * self.obs_dim, dtype=np.float32)  # flat [N x obs_dim]
         self.parallel = bool(parallel)
         kernel = step_batch_par_nb if self.parallel else step_batch_nb
         self.dims = ((0,) * A, (0,) * self.action_dim)  # the kernels' compile-time A and K (tuple lengths)
-        args = (self.px, self.data, self.par, self.work, self.dims, self.out, self.act, self.obs)
+        args = (self.px, self.data, self.par, self.work, self.dims, self._out, self.act, self.obs)
         self.step64 = _fast(kernel, *args, act_dtype=np.float64)
         self.step32 = _fast(kernel, *args, act_dtype=np.float32)
         idx = np.zeros(0, dtype=np.int64)
-        self._reset = _fast(reset_batch_nb, idx, idx, idx, self.px, self.data, self.par, self.work, self.obs, self.out)
+        self._reset = _fast(reset_batch_nb, idx, idx, idx, self.px, self.data, self.par, self.work, self.obs, self._out)
 
     @property
     def ist(self) -> np.ndarray:
@@ -202,15 +203,15 @@ class PortfolioCore:
         observations go to rows ``idx`` of ``obs`` (float32 [N x obs_dim] or [N, obs_dim], C order;
         default ``self.obs``); their rows of ``self.out`` are reset."""
         idx, starts, ends = (np.ascontiguousarray(x, dtype=np.int64) for x in (idx, starts, ends))
-        self._reset(idx, starts, ends, self.px, self.data, self.par, self.work, self._flat_obs(obs), self.out)
+        self._reset(idx, starts, ends, self.px, self.data, self.par, self.work, self._flat_obs(obs), self._out)
 
     def step(self, act: np.ndarray | None = None, obs: np.ndarray | None = None, out: np.ndarray | None = None) -> int:
         """Advance every live env one bar; return how many finished (terminated or truncated), or -1
         if an action was malformed (those envs did not move; ``out[:, O_STATUS]`` < 0 marks them).
 
-        ``out``: a fresh float64 C-contiguous [N, out_cols(A)] array for the results, which then
-        becomes ``self.out`` (the vector env hands out its rows as infos without copying them);
-        default: ``self.out``, overwritten.
+        ``out``: a fresh float64 C-contiguous array of shape ``out_shape(A, N)`` for the results;
+        ``self.out`` then becomes its [N, fields] view (the vector env hands out its columns as
+        infos without copying them). Default: the current results array, overwritten.
 
         ``act``: actions [N, K] or flat [N x K] (default ``self.act``); float32/float64 are used as
         they are, anything else is converted to float64. Observations are written into ``obs``
@@ -223,11 +224,11 @@ class PortfolioCore:
         if a.shape[0] != self.act.shape[0]:
             raise ValueError(f"actions have {a.shape[0]} values; expected n_envs x action_dim = {self.act.shape[0]}")
         if out is not None:
-            if out.dtype != F64 or not out.flags.c_contiguous or out.shape != self.out.shape:
-                raise ValueError(f"out must be a C-contiguous float64 array of shape {self.out.shape}")
-            self.out = out
+            if out.dtype != F64 or not out.flags.c_contiguous or out.shape != self._out.shape:
+                raise ValueError(f"out must be a C-contiguous float64 array of shape {self._out.shape}")
+            self._out, self.out = out, out[:, :self.n_envs].T
         fn = self.step32 if a.dtype == F32 else self.step64
-        return fn(self.px, self.data, self.par, self.work, self.dims, self.out, a, self._flat_obs(obs))
+        return fn(self.px, self.data, self.par, self.work, self.dims, self._out, a, self._flat_obs(obs))
 
     def _flat_obs(self, obs: np.ndarray | None) -> np.ndarray:
         if obs is None:

@@ -102,11 +102,13 @@ N_MKT = 7
 #                        FILL_*: orders, untradable closes, liquidations); quantity 0 = no fill. Fixed
 #                        rows keep every store address independent of earlier fills (``Trades`` lists
 #                        them in fill order: sells, buys, closes, liquidations, each in asset order)
-# out: float64 [N, O_W + 3A], a row per env: the results of the last step: the O_* scalars, then
-#     weights [A], positions [A], order status [A]. During a step the weight and position slots hold
-#     the target weights and order sizes (no scratch arrays, so envs never share memory). The vector
-#     env passes a fresh array each step, so that the infos it returns are views of memory nobody else
-#     writes: no copy. (Env-major: field-major rows 8 KB apart all fell in one L1 set, 1.5x slower.)
+# out: float64 [O_W + 3A, L], field-major: row c holds field c of every env (env n in column n; L >= N
+#     is padded so that the rows fall in different L1 sets, see out_width), the results of the last
+#     step: the O_* scalars, then weights [A], positions [A], order status [A]. During a step the
+#     weight and position rows hold the target weights and order sizes (no scratch arrays, so envs
+#     never share memory). Python reads it as the [N, fields] view ``out[:, :N].T``, whose columns
+#     (the vector env's rewards and infos) are contiguous; the vector env passes a fresh array each
+#     step, so that they are views of memory nobody else writes: no copy.
 S_CASH, S_EQUITY, S_PEAK, S_INIT, S_SH_A, S_SH_B, S_QTY = 0, 1, 2, 3, 4, 5, 6
 I_T, I_END, I_DONE, I_STEPS = 0, 1, 2, 3
 N_IST = 4
@@ -201,9 +203,12 @@ def work_offsets(A: int) -> tuple[int, int, int]:
     return w_ist, w_fills, w_fills + 3 * A * N_FILL_COLS
 
 
-def out_cols(A: int) -> int:
-    """Columns (fields) of the out array for A assets."""
-    return O_W + 3 * A
+def out_shape(A: int, N: int) -> tuple[int, int]:
+    """Shape of the out array: O_W + 3A fields by L >= N columns, L = 8m with m odd, so that the rows
+    (L x 8 bytes apart) map to different L1 cache sets: with L a multiple of 512 every field of an
+    env fell in one set, and a step ran 1.5x slower."""
+    m = -(-N // 8)
+    return O_W + 3 * A, 8 * (m + 1 - m % 2)
 
 
 work_offsets_nb = numba.njit(**JIT)(work_offsets)
@@ -211,7 +216,7 @@ work_offsets_nb = numba.njit(**JIT)(work_offsets)
 
 @numba.njit(inline="always", **JIT)
 def map_action_nb(act, off, K, par, out, n, A):
-    """Target weights of the action ``act[off:off + K]`` into ``out[n, O_W:O_W + A]``; False if malformed.
+    """Target weights of the action ``act[off:off + K]`` into ``out[O_W:O_W + A, n]``; False if malformed.
 
     (Indices instead of array views throughout the kernels: each numba view costs an atomic
     reference-count update, which dominated the step time.)"""
@@ -227,7 +232,7 @@ def map_action_nb(act, off, K, par, out, n, A):
         for j in range(A + 1):
             s += min(max(act[off + j], -1.0), 1.0) + 1.0
         for i in range(A):
-            out[n, O_W + i] = (min(max(act[off + i], -1.0), 1.0) + 1.0) / s if s > 0.0 else 0.0
+            out[O_W + i, n] = (min(max(act[off + i], -1.0), 1.0) + 1.0) / s if s > 0.0 else 0.0
         return True
     if scheme == SCHEME_DISCRETE:
         n_levels = int(par[C_N_LEVELS])
@@ -236,25 +241,25 @@ def map_action_nb(act, off, K, par, out, n, A):
             k = int(x)
             if k < 0 or k >= n_levels or k != x:
                 return False
-            out[n, O_W + i] = par[C_MKT + N_MKT * A + k] * par[C_LEVEL_SIZE]
+            out[O_W + i, n] = par[C_MKT + N_MKT * A + k] * par[C_LEVEL_SIZE]
     elif scheme == SCHEME_SIGNED:
         for i in range(A):
-            out[n, O_W + i] = min(max(act[off + i], -1.0), 1.0) * cap
+            out[O_W + i, n] = min(max(act[off + i], -1.0), 1.0) * cap
     else:  # direct: the action is the target weight vector
         for i in range(A):
-            out[n, O_W + i] = act[off + i]
+            out[O_W + i, n] = act[off + i]
     # clip to the constraints: long-only weights >= 0 summing to <= 1, gross <= max_leverage
     gross = 0.0
     for i in range(A):
-        if long_only and out[n, O_W + i] < 0.0:
-            out[n, O_W + i] = 0.0
-        if not math.isnan(out[n, O_W + i]):
-            gross += abs(out[n, O_W + i])
+        if long_only and out[O_W + i, n] < 0.0:
+            out[O_W + i, n] = 0.0
+        if not math.isnan(out[O_W + i, n]):
+            gross += abs(out[O_W + i, n])
     limit = min(cap, 1.0) if long_only else cap
     if gross > limit:
         k = limit / gross
         for i in range(A):
-            out[n, O_W + i] *= k
+            out[O_W + i, n] *= k
     return True
 
 

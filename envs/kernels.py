@@ -10,7 +10,7 @@ the per-asset loops and every array offset is a constant or a multiple of the en
 step at A = 4). One per-env body (:func:`step_env_nb`, inlined at numba-IR level so that a call per
 env costs nothing) serves :func:`step_batch_nb` (one thread, the default) and :func:`step_batch_par_nb`
 (``parallel=True``, a ``prange`` over envs; opt-in). Env n reads only shared read-only arrays and
-writes only ``work[n]``, ``out[n, :]`` and its own slice of ``obs``, so the two give identical results.
+writes only ``work[n]``, ``out[:, n]`` and its own slice of ``obs``, so the two give identical results.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from factorgym.envs.execution import (
 @numba.njit(inline="always", **JIT)
 def _clear_out(out, n, width):
     for c in range(width):
-        out[n, c] = 0.0
+        out[c, n] = 0.0
 
 
 @numba.njit(inline="always", **JIT)
@@ -58,7 +58,7 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
     ts = td + A  # order status
     if not map_action_nb(act, n * K, K, par, out, n, A):
         _clear_out(out, n, out_width)
-        out[n, O_STATUS] = ENV_BAD_ACTION
+        out[O_STATUS, n] = ENV_BAD_ACTION
         return
     t = int(work[n, wi + I_T])
     f = t + 1
@@ -85,7 +85,7 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
     has_buy = False
     for i in range(A):
         q = work[n, S_QTY + i]
-        w = out[n, tw + i]
+        w = out[tw + i, n]
         if px[f, i, P_TRADABLE] > 0.0:
             target = w * e_open / px[f, i, P_OPEN] if e_open > 0.0 else 0.0
             d = target - q
@@ -95,12 +95,12 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
                 d = -q  # exact close, no dust
             elif abs(d) <= NOISE * max(abs(target), abs(q)):
                 d = 0.0  # round-off of an unchanged target, not an order
-            out[n, ts + i] = IGNORED_NO_CHANGE
+            out[ts + i, n] = IGNORED_NO_CHANGE
         else:
             d = 0.0
             held_w = q * px[f, i, P_MARK] * inv_e_open
-            out[n, ts + i] = REJECTED_UNTRADABLE if abs(w - held_w) > 1e-12 else IGNORED_NO_CHANGE
-        out[n, td + i] = d
+            out[ts + i, n] = REJECTED_UNTRADABLE if abs(w - held_w) > 1e-12 else IGNORED_NO_CHANGE
+        out[td + i, n] = d
         has_sell |= d < 0.0
         has_buy |= d > 0.0
 
@@ -118,12 +118,12 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
     traded = 0.0
     cost = 0.0
     for i in range(A):
-        d = out[n, td + i]
-        exact = out[n, tw + i] == 0.0
+        d = out[td + i, n]
+        exact = out[tw + i, n] == 0.0
         status, qf, p, fee, sc = fill_inv_nb(
             d, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
             par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp, exact)
-        out[n, ts + i] = status if d != 0.0 else out[n, ts + i]
+        out[ts + i, n] = status if d != 0.0 else out[ts + i, n]
         record_fill_nb(work, n, wf + i * N_FILL_COLS, qf if d > 0.0 else -qf, p, fee, sc)  # (qf = 0 unless filled)
         sell = d < 0.0 and status == FILLED
         q = work[n, S_QTY + i]
@@ -151,12 +151,12 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
                 status, qf, p, fee, sc = fill_inv_nb(
                     qf * k, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
                     par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp, False)
-                out[n, ts + i] = status
+                out[ts + i, n] = status
                 record_fill_nb(work, n, r, qf, p, fee, sc)  # (quantity 0 if the scaled order is ignored)
                 buy = status == FILLED
             cash -= qf * p + fee if buy else 0.0
             q = work[n, S_QTY + i]
-            work[n, S_QTY + i] = (0.0 if out[n, tw + i] == 0.0 else q + qf) if buy else q
+            work[n, S_QTY + i] = (0.0 if out[tw + i, n] == 0.0 else q + qf) if buy else q
             nfill += 1 if buy else 0
             fees += fee if buy else 0.0
             slip += sc if buy else 0.0
@@ -245,25 +245,25 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
     trunc = f >= work[n, wi + I_END]
     if term or trunc:
         work[n, wi + I_DONE] = 1.0
-    out[n, O_REWARD] = reward * par[C_SCALE]
-    out[n, O_EQUITY] = e
-    out[n, O_CASH] = cash
-    out[n, O_FEES] = fees
-    out[n, O_SLIP] = slip
-    out[n, O_TURNOVER] = traded * inv_e_open
-    out[n, O_BORROW] = borrow
-    out[n, O_TERM] = 1.0 if term else 0.0
-    out[n, O_TRUNC] = 1.0 if trunc else 0.0
-    out[n, O_NFILLS] = nfill
-    out[n, O_STATUS] = status_env
-    out[n, O_T] = f
-    out[n, O_LOGRET] = logret
-    out[n, O_DRAWDOWN] = dd
+    out[O_REWARD, n] = reward * par[C_SCALE]
+    out[O_EQUITY, n] = e
+    out[O_CASH, n] = cash
+    out[O_FEES, n] = fees
+    out[O_SLIP, n] = slip
+    out[O_TURNOVER, n] = traded * inv_e_open
+    out[O_BORROW, n] = borrow
+    out[O_TERM, n] = 1.0 if term else 0.0
+    out[O_TRUNC, n] = 1.0 if trunc else 0.0
+    out[O_NFILLS, n] = nfill
+    out[O_STATUS, n] = status_env
+    out[O_T, n] = f
+    out[O_LOGRET, n] = logret
+    out[O_DRAWDOWN, n] = dd
     inv_e = 1.0 / e if e > 0.0 else 0.0
     for i in range(A):
         q = work[n, S_QTY + i]
-        out[n, tw + i] = q * px[f, i, P_MARK] * inv_e
-        out[n, td + i] = q
+        out[tw + i, n] = q * px[f, i, P_MARK] * inv_e
+        out[td + i, n] = q
 
 
 @numba.njit(inline="always", **JIT)
@@ -271,9 +271,9 @@ def _count_done(out, N):
     """Envs that finished in this step, or -1 if any action was malformed."""
     done = 0
     for n in range(N):
-        if out[n, O_STATUS] < 0.0:
+        if out[O_STATUS, n] < 0.0:
             return -1
-        if out[n, O_TERM] + out[n, O_TRUNC] > 0.0:
+        if out[O_TERM, n] + out[O_TRUNC, n] > 0.0:
             done += 1
     return done
 
@@ -284,7 +284,7 @@ def _check_shape(out, act, N, A, K):
     if act.shape[0] != N * K:
         for n in range(N):
             _clear_out(out, n, O_W + 3 * A)
-            out[n, O_STATUS] = ENV_BAD_SHAPE
+            out[O_STATUS, n] = ENV_BAD_SHAPE
         return -1
     return K
 
@@ -316,12 +316,12 @@ def step_batch_nb(px, data, par, work, dims, out, act, obs):
     D = obs.shape[0] // N
     for n in range(N):
         m = min(n + PREFETCH_AHEAD, N - 1)
-        fm = int(out[m, O_T])
+        fm = int(out[O_T, m])
         prefetch_nb(data, fm * AF)
         prefetch_nb(data, fm * AF + AF - 1)
         prefetch_nb(data, mask_off + fm * A)
-        if out[n, O_T] > 0.0:  # stepped in this call (skipped and malformed envs have O_T = 0)
-            write_obs_nb(obs, n * D, int(out[n, O_T]), data, px, work, n, window, A, AF, mask_off)
+        if out[O_T, n] > 0.0:  # stepped in this call (skipped and malformed envs have O_T = 0)
+            write_obs_nb(obs, n * D, int(out[O_T, n]), data, px, work, n, window, A, AF, mask_off)
     return _count_done(out, N)
 
 
@@ -340,8 +340,8 @@ def step_batch_par_nb(px, data, par, work, dims, out, act, obs):
     D = obs.shape[0] // N
     for n in numba.prange(N):
         step_env_nb(n, px, par, work, out, act, K, A, wi, wf)
-        if out[n, O_T] > 0.0:
-            write_obs_nb(obs, n * D, int(out[n, O_T]), data, px, work, n, window, A, AF, mask_off)
+        if out[O_T, n] > 0.0:
+            write_obs_nb(obs, n * D, int(out[O_T, n]), data, px, work, n, window, A, AF, mask_off)
     return _count_done(out, N)
 
 
@@ -367,9 +367,9 @@ def reset_batch_nb(idx, starts, ends, px, data, par, work, obs, out):
         work[n, S_INIT] = init
         work[n, wi + I_T] = starts[j]
         work[n, wi + I_END] = ends[j]
-        for c in range(out.shape[1]):
-            out[n, c] = 0.0
-        out[n, O_EQUITY] = init
-        out[n, O_CASH] = init
-        out[n, O_T] = starts[j]
+        for c in range(out.shape[0]):
+            out[c, n] = 0.0
+        out[O_EQUITY, n] = init
+        out[O_CASH, n] = init
+        out[O_T, n] = starts[j]
         write_obs_nb(obs, n * D, starts[j], data, px, work, n, int(par[C_WINDOW]), A, AF, mask_off)

@@ -68,7 +68,7 @@ class CryptoTradingVectorEnv(VectorEnv):
         self._live = False
         A = core.n_assets
         self._cols = slice(ex.O_W, ex.O_W + A), slice(ex.O_W + A, ex.O_W + 2 * A)
-        self._n_out = ex.out_cols(A)
+        self._out_shape = ex.out_shape(A, self.num_envs)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
@@ -101,7 +101,7 @@ class CryptoTradingVectorEnv(VectorEnv):
 
     def _advance(self, actions):
         """Kernel step plus same-step autoreset. Returns obs (already holding the first observation of
-        reset envs), ``blk`` (the step's results [N, out_cols], as before any reset), rewards,
+        reset envs), ``blk`` (the step's results [N, fields], as before any reset), rewards,
         terminated, truncated, the indices of the envs that were reset (None if none) and their final
         observations (object array [N], None elsewhere)."""
         if not self._live:
@@ -110,10 +110,8 @@ class CryptoTradingVectorEnv(VectorEnv):
         obs = np.empty((self.num_envs, core.obs_dim), dtype=np.float32)
         # a fresh results array per step: rewards and infos are its columns, owned by the caller, so
         # nothing is copied; only a step with resets copies it (the reset rewrites those envs' rows)
-        blk = np.empty((self.num_envs, self._n_out))
-        n_done = core.step(actions, obs, blk)
-        if n_done > 0:
-            blk = blk.copy()
+        n_done = core.step(actions, obs, np.empty(self._out_shape))
+        blk = core.out if n_done <= 0 else core.out.copy()  # [N, fields] (a view of the fresh array)
         if n_done < 0:
             i = int(np.argmax(blk[:, ex.O_STATUS] < 0))
             raise ValueError(f"action of env {i} is not in the action space {self.single_action_space} "
