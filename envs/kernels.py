@@ -221,9 +221,8 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
         work[n, S_PEAK] = e
     dd = 1.0 - e / work[n, S_PEAK]
     ratio = e / e_prev
-    logret = math.log(ratio if ratio > LOG_FLOOR else LOG_FLOOR)
-    kind = int(par[C_REWARD])
-    if kind == REWARD_SHARPE:
+    reward = 0.0  # the log-return rewards are computed by _log_reward, after every env has stepped
+    if int(par[C_REWARD]) == REWARD_SHARPE:
         r = ratio - 1.0
         a_ = work[n, S_SH_A]
         b_ = work[n, S_SH_B]
@@ -232,12 +231,6 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
         eta = par[C_ETA]
         work[n, S_SH_A] = a_ + eta * (r - a_)
         work[n, S_SH_B] = b_ + eta * (r * r - b_)
-    elif kind == REWARD_DRAWDOWN:
-        reward = logret - par[C_DD_PEN] * dd
-    elif kind == REWARD_TURNOVER:
-        reward = logret - par[C_TO_PEN] * traded * inv_e_open
-    else:
-        reward = logret
 
     work[n, wi + I_T] = f
     work[n, wi + I_STEPS] += 1.0
@@ -257,13 +250,33 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
     out[O_NFILLS, n] = nfill
     out[O_STATUS, n] = status_env
     out[O_T, n] = f
-    out[O_LOGRET, n] = logret
+    out[O_LOGRET, n] = ratio  # (until _log_reward replaces it by its log)
     out[O_DRAWDOWN, n] = dd
     inv_e = 1.0 / e if e > 0.0 else 0.0
     for i in range(A):
         q = work[n, S_QTY + i]
         out[tw + i, n] = q * px[f, i, P_MARK] * inv_e
         out[td + i, n] = q
+
+
+@numba.njit(inline="always", **JIT)
+def _log_reward(out, par, n):
+    """Env n's log return from the equity ratio that :func:`step_env_nb` left in ``out[O_LOGRET]``,
+    and its reward unless it is the differential Sharpe. Run in the observation pass: a call to
+    ``log`` inside the step body made LLVM save and restore every live register around it."""
+    ratio = out[O_LOGRET, n]
+    logret = math.log(ratio if ratio > LOG_FLOOR else LOG_FLOOR)
+    out[O_LOGRET, n] = logret
+    kind = int(par[C_REWARD])
+    if kind == REWARD_SHARPE:
+        return
+    if kind == REWARD_DRAWDOWN:
+        reward = logret - par[C_DD_PEN] * out[O_DRAWDOWN, n]
+    elif kind == REWARD_TURNOVER:
+        reward = logret - par[C_TO_PEN] * out[O_TURNOVER, n]
+    else:
+        reward = logret
+    out[O_REWARD, n] = reward * par[C_SCALE]
 
 
 @numba.njit(inline="always", **JIT)
@@ -321,6 +334,7 @@ def step_batch_nb(px, data, par, work, dims, out, act, obs):
         prefetch_nb(data, fm * AF + AF - 1)
         prefetch_nb(data, mask_off + fm * A)
         if out[O_T, n] > 0.0:  # stepped in this call (skipped and malformed envs have O_T = 0)
+            _log_reward(out, par, n)
             write_obs_nb(obs, n * D, int(out[O_T, n]), data, px, work, n, window, A, AF, mask_off)
     return _count_done(out, N)
 
@@ -341,6 +355,7 @@ def step_batch_par_nb(px, data, par, work, dims, out, act, obs):
     for n in numba.prange(N):
         step_env_nb(n, px, par, work, out, act, K, A, wi, wf)
         if out[O_T, n] > 0.0:
+            _log_reward(out, par, n)
             write_obs_nb(obs, n * D, int(out[O_T, n]), data, px, work, n, window, A, AF, mask_off)
     return _count_done(out, N)
 
