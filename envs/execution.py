@@ -141,7 +141,7 @@ def inverse(x):
 def round_lot_nb(qty: float, step: float, inv_step: float) -> float:
     """``qty`` (>= 0) rounded down to a multiple of ``step`` (0 = no rounding); ``inv_step`` = 1 / step."""
     if step > 0.0:
-        return math.floor(qty * inv_step + LOT_EPS) * step
+        return np.floor(qty * inv_step + LOT_EPS) * step
     return qty
 
 
@@ -173,7 +173,7 @@ def fill_inv_nb(size, ref_price, inv_volume, fee_rate, lot_step, inv_lot, min_am
     s = 1.0 if size > 0.0 else -1.0  # buys pay up, sells receive less
     price = ref_price * (1.0 + s * slip)
     if price_step > 0.0:  # against the trader: buys ceil(p - eps) = -floor(-p + eps), sells floor(p + eps)
-        price = -s * math.floor(-s * price * inv_price_step + LOT_EPS) * price_step
+        price = -s * np.floor(-s * price * inv_price_step + LOT_EPS) * price_step
     ok = status == FILLED
     return (status, qr if ok else 0.0, price if ok else ref_price, qr * price * fee_rate if ok else 0.0,
             qr * abs(price - ref_price) if ok else 0.0)

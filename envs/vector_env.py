@@ -117,8 +117,10 @@ class CryptoTradingVectorEnv(VectorEnv):
             raise ValueError(f"action of env {i} is not in the action space {self.single_action_space} "
                              f"(NaN, or a discrete index that is not an integer in range)")
         rewards = blk[:, ex.O_REWARD]
-        terminated = blk[:, ex.O_TERM] == 1.0
-        truncated = blk[:, ex.O_TRUNC] == 1.0
+        if n_done == 0:  # (the usual step: no env finished)
+            terminated, truncated = np.zeros(self.num_envs, dtype=bool), np.zeros(self.num_envs, dtype=bool)
+        else:
+            terminated, truncated = blk[:, ex.O_TERM] == 1.0, blk[:, ex.O_TRUNC] == 1.0
         if self._reward_fn is not None:
             eq = blk[:, ex.O_EQUITY].copy()
             rewards = np.asarray(self._reward_fn(self._prev_equity.copy(), eq, blk[:, ex.O_TURNOVER].copy(),
