@@ -154,7 +154,8 @@ class CryptoTradingEnv(gym.Env):
         self._q = core.out[0, ex.O_W + A:ex.O_W + 2 * A]
         self._fills = core.fills[0]
         self._ts = core.timestamps.tolist()
-        kargs = (core.px, core.data, core.par, core.work, core.dims, core.out)
+        # (the field-major results array itself: the compiled entry points do not check layouts)
+        kargs = (core.px, core.data, core.par, core.work, core.dims, core._out)
         self._step32, self._step64 = partial(core.step32, *kargs), partial(core.step64, *kargs)
         self._done = True
         self._prev_equity = float(initial_cash)
