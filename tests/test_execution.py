@@ -275,3 +275,22 @@ def test_direct_mapping_nan_means_hold():
     assert info["trades"] == []
     with pytest.raises(ValueError, match="action space"):
         env.step(np.array([np.inf, 0.0]))
+
+
+def test_fill_rows_lists_fills_in_fill_order():
+    """Fixed rows (kind x A + asset) come out as sells, buys, untradable closes, liquidations."""
+    from factorgym.envs.core import fill_rows
+
+    A = 3
+    block = np.zeros((3 * A, ex.N_FILL_COLS))
+    block[0] = [2.0, 10.0, 0.1, 0.01]  # order: buy asset 0
+    block[1] = [-1.0, 20.0, 0.2, 0.02]  # order: sell asset 1
+    block[2] = [-3.0, 30.0, 0.3, 0.03]  # order: sell asset 2
+    block[A + 0] = [-4.0, 40.0, 0.4, 0.0]  # untradable close of asset 0
+    block[2 * A + 1] = [5.0, 50.0, 0.5, 0.05]  # liquidation (short cover) of asset 1
+    rows = fill_rows(block)
+    assert rows[:, 0].tolist() == [1, 2, 0, 0, 1]  # assets
+    assert rows[:, 1].tolist() == [-1, -1, 1, -1, 1]  # sides
+    assert rows[:, 2].tolist() == [1.0, 3.0, 2.0, 4.0, 5.0]  # quantities
+    assert rows[:, 6].tolist() == [0, 0, 0, 1, 2]  # kinds
+    assert rows[:, 3:6].tolist()[2] == [10.0, 0.1, 0.01]

@@ -119,3 +119,32 @@ def test_sb3_vec_env_adapter_terminal_observation_and_ppo_smoke():
     model = PPO("MlpPolicy", make_vec_env(make_tensor(), 2, window=3, episode_length=20, seed=0), n_steps=32,
                 batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=64)
+
+
+def test_returned_rewards_and_infos_are_not_changed_by_later_steps():
+    """The kernel writes each step's results into a fresh array and hands its columns out without a
+    copy: a later step (with or without autoresets) must not change what an earlier one returned."""
+    venv = CryptoTradingVectorEnv(make_tensor(), 4, execution=FULL, episode_length=3)
+    venv.reset(seed=2)
+    kept = []
+    for _ in range(7):  # resets at steps 3 and 6
+        _, rew, term, trunc, info = venv.step(venv.action_space.sample())
+        kept.append(((rew, term, trunc, info), (rew.copy(), term.copy(), trunc.copy(),
+                                                {k: v.copy() for k, v in info.items() if isinstance(v, np.ndarray) and v.dtype != object})))
+    for (rew, term, trunc, info), (rew0, term0, trunc0, info0) in kept:
+        assert np.array_equal(rew, rew0) and np.array_equal(term, term0) and np.array_equal(trunc, trunc0)
+        for k, v in info0.items():
+            assert np.array_equal(info[k], v), k
+
+
+def test_results_array_rows_fall_in_different_cache_sets_and_bad_buffers_are_refused():
+    from factorgym.envs import execution as ex
+
+    for n in range(1, 3000):
+        fields, L = ex.out_shape(4, n)
+        assert fields == ex.O_W + 12 and L >= n and L % 8 == 0 and (L // 8) % 2 == 1
+    venv = CryptoTradingVectorEnv(make_tensor(), 4)
+    venv.reset(seed=0)
+    act = np.zeros((4, venv.core.action_dim))
+    with pytest.raises(ValueError, match="out must be"):
+        venv.core.step(act, out=np.empty(venv.core.out.shape))  # [N, fields]: the transposed layout
