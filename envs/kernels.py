@@ -1,7 +1,7 @@
 """Batched step and reset kernels: one compiled call advances N environments by one bar.
 
 The order of operations and the rounding rules are documented in :mod:`factorgym.envs.execution`;
-the array layouts (``px``, ``data``, ``par``, ``work``, ``obs``) are its ``P_*``, ``C_*``, ``M_*``,
+the array layouts (``px``, ``data``, ``par``, ``work``, ``out``, ``obs``) are its ``P_*``, ``C_*``, ``M_*``,
 ``S_*``, ``I_*``, ``O_*`` and ``F_*`` constants.
 
 The step kernels take ``dims`` = ((0,) x A, (0,) x K): numba compiles one specialisation per tuple
@@ -44,9 +44,10 @@ def _clear_out(out, n, width):
 
 @numba.njit(inline="always", **JIT)
 def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
-    """Advance env n one bar (if it is live): orders, fills, borrow, mark, reward into ``work[n]``.
+    """Advance env n one bar (if it is live): orders, fills, borrow, mark, reward; state into
+    ``work[n]``, fills into its fills block, results into column n of ``out``.
 
-    Writes every field of env n's out block (zeroed when it is done or its action is malformed,
+    Writes every field of env n's out column (zeroed when it is done or its action is malformed,
     ``O_T`` = 0 then, so that no observation is written for it).
     """
     out_width = O_W + 3 * A
@@ -305,8 +306,8 @@ def _check_shape(out, act, N, A, K):
 @numba.njit(**JIT)
 def step_batch_nb(px, data, par, work, dims, out, act, obs):
     """Advance every environment n with ``done == 0`` by one bar (the others are left untouched,
-    their out block zeroed). Reads the action of env n from the flat ``act`` [N x K] (row-major);
-    writes ``work`` and env n's observation at ``obs[n x obs_dim]``. Returns the number of envs
+    their out column zeroed). Reads the action of env n from the flat ``act`` [N x K] (row-major);
+    writes ``work``, ``out`` and env n's observation at ``obs[n x obs_dim]``. Returns the number of envs
     that terminated or were truncated, or -1 if an action was malformed (``O_STATUS`` < 0)."""
     T, A, K = px.shape[0], len(dims[0]), len(dims[1])  # compile-time constants (tuple lengths)
     N = work.shape[0]
