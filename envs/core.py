@@ -156,7 +156,6 @@ class PortfolioCore:
         par[ex.C_WINDOW] = window
         par[ex.C_LEVEL_SIZE] = level_size
         par[ex.C_N_LEVELS] = len(levels)
-        par[ex.C_K] = self.action_dim
         par[ex.C_MKT:ex.C_MKT + mkt.size] = mkt.reshape(-1)
         par[ex.C_MKT + mkt.size:] = levels
         self.par = par

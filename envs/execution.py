@@ -91,7 +91,7 @@ N_PX = 4
 #     is a constant once A is (no index arithmetic on values read from memory in the hot loop).
 C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_BORROW, C_MAX_LEV, C_MAINT, C_INIT_CASH = 0, 1, 2, 3, 4, 5, 6
 C_LONG_ONLY, C_CLOSE_UNTRADABLE, C_SCHEME, C_REWARD, C_DD_PEN, C_TO_PEN, C_ETA = 7, 8, 9, 10, 11, 12, 13
-C_SCALE, C_WINDOW, C_LEVEL_SIZE, C_N_LEVELS, C_K, C_MKT = 14, 15, 16, 17, 18, 19
+C_SCALE, C_WINDOW, C_LEVEL_SIZE, C_N_LEVELS, C_MKT = 14, 15, 16, 17, 18  # (K: see kernels.py)
 M_FEE, M_LOT, M_MIN_AMOUNT, M_MIN_NOTIONAL, M_PRICE_STEP, M_INV_LOT, M_INV_PRICE_STEP = 0, 1, 2, 3, 4, 5, 6
 N_MKT = 7
 # work: float64 [N, width], one row per env (the state that persists between steps), in three blocks

@@ -81,9 +81,7 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
             e_open += q * (px[f, i, P_OPEN] if px[f, i, P_TRADABLE] > 0.0 else px[f, i, P_MARK])
     inv_e_open = 1.0 / e_open if e_open > 0.0 else 0.0
 
-    # orders: target quantity minus held quantity (an unchanged target costs no fill work below)
-    has_sell = False
-    has_buy = False
+    # orders: target quantity minus held quantity (0 for an unchanged target: nothing is filled)
     for i in range(A):
         q = work[n, S_QTY + i]
         w = out[tw + i, n]
@@ -102,8 +100,6 @@ def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
             held_w = q * px[f, i, P_MARK] * inv_e_open
             out[ts + i, n] = REJECTED_UNTRADABLE if abs(w - held_w) > 1e-12 else IGNORED_NO_CHANGE
         out[td + i, n] = d
-        has_sell |= d < 0.0
-        has_buy |= d > 0.0
 
     # fills go to fixed rows (kind x A + asset, quantity 0 = no fill). Every order is filled in one
     # pass that does not branch on its side or status (a learning agent's order signs are random, and
