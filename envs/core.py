@@ -86,9 +86,10 @@ class PortfolioCore:
 
     The kernels' arrays (layouts in :mod:`factorgym.envs.execution`): ``px`` float64 [T, A, 4],
     ``data`` float32 (features then mask), ``par`` float64 (scalars, levels, per-symbol rules),
-    ``work`` float64 [N, width] (state and results of every env), ``obs`` float32 [N x obs_dim].
-    Views of ``work`` by meaning: ``st`` [N, S_QTY + A], ``out`` [N, O_W + 3A], ``fills``
-    [N, 3A, 7]; ``ist`` is an int64 [N, 4] snapshot (bar, end bar, done, steps).
+    ``work`` float64 [width, L] (the state of every env, field-major), ``out`` float64 [fields, L]
+    (the last step's results), ``obs`` float32 [N x obs_dim]. Views by meaning, env n in row n:
+    ``st`` [N, S_QTY + A], ``out`` [N, O_W + 3A], ``fills`` [N, 3A, 4]; ``ist`` is an int64 [N, 4]
+    snapshot (bar, end bar, done, steps).
 
     ``parallel=True`` steps the envs on numba's threads (``prange``; set ``NUMBA_NUM_THREADS`` to
     size the pool). Off by default: one thread is faster below a few hundred envs, and trainers
@@ -162,14 +163,14 @@ class PortfolioCore:
 
         N = self.n_envs
         self.obs_dim = window * A * F + window * A + A + 3
-        wi, wf, width = ex.work_offsets(A)
-        self.work = np.zeros((N, width))
-        self.work[:, wi + ex.I_DONE] = 1.0  # nothing may step before a reset
+        wi, wf, _ = ex.work_offsets(A)
+        self.work = np.zeros(ex.work_shape(A, N))  # state, field-major (see execution.py)
+        self.work[wi + ex.I_DONE] = 1.0  # nothing may step before a reset (nor ever, in padding columns)
         self._wi = wi
-        self.st = self.work[:, :wi]
-        self._out = np.zeros(ex.out_shape(A, N))  # the last step's results, field-major (see execution.py)
+        self.st = self.work[:wi, :N].T  # [N, S_QTY + A]
+        self._out = np.zeros(ex.out_shape(A, N))  # the last step's results, field-major
         self.out = self._out[:, :N].T  # ... read as [N, fields]
-        self.fills = np.reshape(self.work[:, wf:], (N, 3 * A, ex.N_FILL_COLS), copy=False)
+        self.fills = np.reshape(self.work[wf:, :N].T, (N, 3 * A, ex.N_FILL_COLS), copy=False)
         self.act = np.zeros(N * self.action_dim)  # flat [N x K], row-major
         self.obs = np.zeros(N * self.obs_dim, dtype=np.float32)  # flat [N x obs_dim]
         self.parallel = bool(parallel)
@@ -184,7 +185,7 @@ class PortfolioCore:
     @property
     def ist(self) -> np.ndarray:
         """int64 [N, 4] snapshot of each env's decision bar, end bar, done flag and steps (I_*)."""
-        return self.work[:, self._wi:self._wi + ex.N_IST].astype(np.int64)
+        return self.work[self._wi:self._wi + ex.N_IST, :self.n_envs].T.astype(np.int64)
 
     # ------------------------------------------------------------------ ranges
     @property

@@ -43,10 +43,10 @@ Rounding rules (floating point, as vectorbt's nb.py documents its own):
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
+
+from factorgym.envs.intrinsics import select_nb, sqrt_nb
 
 # ---- order status codes (vectorbt style) --------------------------------------------------------
 FILLED = 0
@@ -80,7 +80,8 @@ REWARD_LOG, REWARD_SHARPE, REWARD_DRAWDOWN, REWARD_TURNOVER = 0, 1, 2, 3
 # step when there were 13): px, data, par (static), work (state), out (results), act and obs; and
 # ``dims``, tuples of A and K zeros whose lengths numba compiles in as constants (see kernels.py).
 #
-# px: float64 [T, A, 4] = open, mark (close, carried forward over untradable bars), 1 / volume
+# px: float64 [T, A, 4] = open (the mark on untradable bars), mark (close, carried forward over
+#     untradable bars), 1 / volume
 #     (0 when the volume is 0 or the bar untradable), tradable (1.0 / 0.0): everything one bar of one
 #     asset needs, in one 32-byte record.
 P_OPEN, P_MARK, P_INV_VOLUME, P_TRADABLE = 0, 1, 2, 3
@@ -94,19 +95,17 @@ C_LONG_ONLY, C_CLOSE_UNTRADABLE, C_SCHEME, C_REWARD, C_DD_PEN, C_TO_PEN, C_ETA =
 C_SCALE, C_WINDOW, C_LEVEL_SIZE, C_N_LEVELS, C_MKT = 14, 15, 16, 17, 18  # (K: see kernels.py)
 M_FEE, M_LOT, M_MIN_AMOUNT, M_MIN_NOTIONAL, M_PRICE_STEP, M_INV_LOT, M_INV_PRICE_STEP = 0, 1, 2, 3, 4, 5, 6
 N_MKT = 7
-# work: float64 [N, width], one row per env (the state that persists between steps), in three blocks
-#     at the offsets work_offsets(A) gives:
+# work: float64 [width, L], field-major like out (env n in column n, L from columns(N)): the state
+#     that persists between steps, in three blocks of rows at the offsets work_offsets(A) gives:
 #   st    [S_QTY + A]    cash, equity, peak equity, initial cash, Sharpe EMAs A and B, quantities [A]
 #   ist   [4]            decision bar t, end bar, done flag, steps taken (integers held as floats)
 #   fills [3A, 4]        the last step's fills, F_* columns, at fixed rows: kind x A + asset (kinds
 #                        FILL_*: orders, untradable closes, liquidations); quantity 0 = no fill. Fixed
 #                        rows keep every store address independent of earlier fills (``Trades`` lists
 #                        them in fill order: sells, buys, closes, liquidations, each in asset order)
-# out: float64 [O_W + 3A, L], field-major: row c holds field c of every env (env n in column n; L >= N
-#     is padded so that the rows fall in different L1 sets, see out_width), the results of the last
-#     step: the O_* scalars, then weights [A], positions [A], order status [A]. During a step the
-#     weight and position rows hold the target weights and order sizes (no scratch arrays, so envs
-#     never share memory). Python reads it as the [N, fields] view ``out[:, :N].T``, whose columns
+# out: float64 [O_W + 3A, L], field-major: row c holds field c of every env (env n in column n; L from
+#     columns(N)), the results of the last step: the O_* scalars, then weights [A], positions [A],
+#     order status [A]. Python reads it as the [N, fields] view ``out[:, :N].T``, whose columns
 #     (the vector env's rewards and infos) are contiguous; the vector env passes a fresh array each
 #     step, so that they are views of memory nobody else writes: no copy.
 S_CASH, S_EQUITY, S_PEAK, S_INIT, S_SH_A, S_SH_B, S_QTY = 0, 1, 2, 3, 4, 5, 6
@@ -116,6 +115,8 @@ O_REWARD, O_EQUITY, O_CASH, O_FEES, O_SLIP, O_TURNOVER, O_BORROW = 0, 1, 2, 3, 4
 O_TERM, O_TRUNC, O_NFILLS, O_STATUS, O_T, O_LOGRET, O_DRAWDOWN, O_W = 7, 8, 9, 10, 11, 12, 13, 14
 F_QTY, F_PRICE, F_FEE, F_SLIP = 0, 1, 2, 3  # F_QTY signed: + bought, - sold (base units)
 N_FILL_COLS = 4
+BLOCK = 16  # envs stepped together, one per SIMD lane (see kernels.py)
+N_TEMP = 4  # per-env temporaries of a step (kernels.X_*)
 # obs: float32 flat [N x obs_dim] (env n's observation at n x obs_dim): a 1-D argument, so the single
 #     env can hand the kernel a fresh [obs_dim] array and return it without a copy.
 
@@ -137,7 +138,7 @@ def inverse(x):
     return np.where(np.asarray(x) > 0, 1.0 / np.where(np.asarray(x) > 0, x, 1.0), 0.0)
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def round_lot_nb(qty: float, step: float, inv_step: float) -> float:
     """``qty`` (>= 0) rounded down to a multiple of ``step`` (0 = no rounding); ``inv_step`` = 1 / step."""
     if step > 0.0:
@@ -145,38 +146,40 @@ def round_lot_nb(qty: float, step: float, inv_step: float) -> float:
     return qty
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def fill_inv_nb(size, ref_price, inv_volume, fee_rate, lot_step, inv_lot, min_amount, min_notional, price_step,
-                inv_price_step, fixed_slip, impact, impact_exp, exact):
+                inv_price_step, fixed_slip, impact, impact_exp, exact, any_exp=True):
     """:func:`fill_order_nb` with the reciprocals of the volume, lot step and price step given
     (0 where the value is 0): the form the kernels call, with no division per order.
 
     Branch-free in the order's side and status (the conditional expressions become selects): a
     learning agent's order signs are random, and mispredicted branches cost more than computing a
-    fill and discarding it. Only per-symbol settings (lot step, price step, impact) branch."""
+    fill and discarding it. Only per-symbol settings (lot step, price step, impact) branch.
+    ``any_exp=False`` (a constant in the caller, for ``impact_exp`` 0.5 or ``impact`` 0) compiles
+    without the general power, whose call would keep the kernels' loops from vectorising."""
     q = abs(size)
-    qr = q if exact else round_lot_nb(q, lot_step, inv_lot)
+    qr = select_nb(exact, q, round_lot_nb(q, lot_step, inv_lot))
     # the first failing check gives the status: tested in reverse order, each overriding the last
-    status = IGNORED_MIN_NOTIONAL if qr * ref_price < min_notional else FILLED
-    status = IGNORED_MIN_AMOUNT if qr < min_amount else status
-    status = IGNORED_LOT if qr <= 0.0 else status
-    status = FILLED if exact else status
-    status = IGNORED_NO_CHANGE if q == 0.0 else status
+    status = select_nb(qr * ref_price < min_notional, IGNORED_MIN_NOTIONAL, FILLED)
+    status = select_nb(qr < min_amount, IGNORED_MIN_AMOUNT, status)
+    status = select_nb(qr <= 0.0, IGNORED_LOT, status)
+    status = select_nb(exact, FILLED, status)
+    status = select_nb(q == 0.0, IGNORED_NO_CHANGE, status)
     part = qr * inv_volume  # 0 when the volume is unknown: no impact
     if impact == 0.0:
         imp = 0.0
-    elif impact_exp == 0.5:
-        imp = math.sqrt(part)
+    elif (impact_exp == 0.5) | (not any_exp):
+        imp = sqrt_nb(part)
     else:
-        imp = part ** impact_exp if part > 0.0 else 0.0
+        imp = select_nb(part > 0.0, part ** impact_exp, 0.0)
     slip = min(fixed_slip + impact * imp, MAX_SLIP)
-    s = 1.0 if size > 0.0 else -1.0  # buys pay up, sells receive less
+    s = select_nb(size > 0.0, 1.0, -1.0)  # buys pay up, sells receive less
     price = ref_price * (1.0 + s * slip)
     if price_step > 0.0:  # against the trader: buys ceil(p - eps) = -floor(-p + eps), sells floor(p + eps)
         price = -s * np.floor(-s * price * inv_price_step + LOT_EPS) * price_step
     ok = status == FILLED
-    return (status, qr if ok else 0.0, price if ok else ref_price, qr * price * fee_rate if ok else 0.0,
-            qr * abs(price - ref_price) if ok else 0.0)
+    return (status, select_nb(ok, qr, 0.0), select_nb(ok, price, ref_price), select_nb(ok, qr * price * fee_rate, 0.0),
+            select_nb(ok, qr * abs(price - ref_price), 0.0))
 
 
 @numba.njit(**JIT)
@@ -203,74 +206,37 @@ def work_offsets(A: int) -> tuple[int, int, int]:
     return w_ist, w_fills, w_fills + 3 * A * N_FILL_COLS
 
 
+def columns(N: int) -> int:
+    """L, the columns of ``work`` and ``out`` for N envs: whole blocks of BLOCK envs (the kernels
+    step every lane of a block; the padding columns hold envs that are always done), an odd number
+    of them, so that the rows (L x 8 bytes apart) map to different L1 cache sets: with L a multiple
+    of 512 every field of an env fell in one set, and a step ran 1.5x slower."""
+    m = -(-N // BLOCK)
+    return BLOCK * (m + 1 - m % 2)
+
+
 def out_shape(A: int, N: int) -> tuple[int, int]:
-    """Shape of the out array: O_W + 3A fields by L >= N columns, L = 8m with m odd, so that the rows
-    (L x 8 bytes apart) map to different L1 cache sets: with L a multiple of 512 every field of an
-    env fell in one set, and a step ran 1.5x slower."""
-    m = -(-N // 8)
-    return O_W + 3 * A, 8 * (m + 1 - m % 2)
+    """Shape of the out array: O_W + 3A fields by :func:`columns` (N)."""
+    return O_W + 3 * A, columns(N)
+
+
+def work_shape(A: int, N: int) -> tuple[int, int]:
+    """Shape of the work array: the rows of :func:`work_offsets` (A) by :func:`columns` (N)."""
+    return work_offsets(A)[2], columns(N)
+
+
+def block_rows(A: int, K: int) -> tuple[int, int, int, int, int]:
+    """Offsets (in rows of BLOCK lanes) of the regions of the kernels' stack scratch block, and its
+    row count: the work rows (same offsets as in ``work``), then the out rows, the price records of
+    the fill bar (``P_*`` x A + asset), the K action values, and the kernels' per-env temporaries."""
+    r_out = S_QTY + A + N_IST + 3 * A * N_FILL_COLS  # work_offsets(A)[2]
+    r_px = r_out + O_W + 3 * A
+    r_act = r_px + N_PX * A
+    r_x = r_act + K
+    return r_out, r_px, r_act, r_x, r_x + N_TEMP
 
 
 work_offsets_nb = numba.njit(**JIT)(work_offsets)
-
-
-@numba.njit(inline="always", **JIT)
-def map_action_nb(act, off, K, par, out, n, A):
-    """Target weights of the action ``act[off:off + K]`` into ``out[O_W:O_W + A, n]``; False if malformed.
-
-    (Indices instead of array views throughout the kernels: each numba view costs an atomic
-    reference-count update, which dominated the step time.)"""
-    scheme = int(par[C_SCHEME])
-    long_only = par[C_LONG_ONLY] > 0.0
-    cap = par[C_MAX_LEV]
-    for j in range(K):
-        x = act[off + j]
-        if not math.isfinite(x) and not (scheme == SCHEME_DIRECT and math.isnan(x)):
-            return False  # (direct mapping: NaN = hold, no order for that asset)
-    if scheme == SCHEME_SIMPLEX:  # w_i = (a_i + 1) / sum_j (a_j + 1), slot A = cash
-        s = 0.0
-        for j in range(A + 1):
-            s += min(max(act[off + j], -1.0), 1.0) + 1.0
-        for i in range(A):
-            out[O_W + i, n] = (min(max(act[off + i], -1.0), 1.0) + 1.0) / s if s > 0.0 else 0.0
-        return True
-    if scheme == SCHEME_DISCRETE:
-        n_levels = int(par[C_N_LEVELS])
-        for i in range(A):
-            x = act[off + i]
-            k = int(x)
-            if k < 0 or k >= n_levels or k != x:
-                return False
-            out[O_W + i, n] = par[C_MKT + N_MKT * A + k] * par[C_LEVEL_SIZE]
-    elif scheme == SCHEME_SIGNED:
-        for i in range(A):
-            out[O_W + i, n] = min(max(act[off + i], -1.0), 1.0) * cap
-    else:  # direct: the action is the target weight vector
-        for i in range(A):
-            out[O_W + i, n] = act[off + i]
-    # clip to the constraints: long-only weights >= 0 summing to <= 1, gross <= max_leverage
-    gross = 0.0
-    for i in range(A):
-        if long_only and out[O_W + i, n] < 0.0:
-            out[O_W + i, n] = 0.0
-        if not math.isnan(out[O_W + i, n]):
-            gross += abs(out[O_W + i, n])
-    limit = min(cap, 1.0) if long_only else cap
-    if gross > limit:
-        k = limit / gross
-        for i in range(A):
-            out[O_W + i, n] *= k
-    return True
-
-
-@numba.njit(inline="always", **JIT)
-def record_fill_nb(work, n, r, qty, price, fee, slip):
-    """Write a fill (``qty`` signed: + buy, - sell) into env n's fills block at ``r`` (the offset of
-    its row, kind x A + asset, in ``work[n]``)."""
-    work[n, r + F_QTY] = qty
-    work[n, r + F_PRICE] = price
-    work[n, r + F_FEE] = fee
-    work[n, r + F_SLIP] = slip
 
 
 @numba.njit(inline="always", **JIT)
@@ -293,10 +259,10 @@ def write_obs_nb(obs, o, f, data, px, work, n, window, A, AF, mask_off):
     o2 = o + window * AF
     nm = window * A
     base = o2 + nm
-    e = work[n, S_EQUITY]
+    e = work[S_EQUITY, n]
     inv = 1.0 / e if e > 0.0 else 0.0
     for i in range(A):
-        obs[base + i] = work[n, S_QTY + i] * px[f, i, P_MARK] * inv
-    obs[base + A] = work[n, S_CASH] * inv
-    obs[base + A + 1] = e / work[n, S_INIT]
-    obs[base + A + 2] = 1.0 - e / work[n, S_PEAK] if work[n, S_PEAK] > 0.0 else 0.0
+        obs[base + i] = work[S_QTY + i, n] * px[f, i, P_MARK] * inv
+    obs[base + A] = work[S_CASH, n] * inv
+    obs[base + A + 1] = e / work[S_INIT, n]
+    obs[base + A + 2] = 1.0 - e / work[S_PEAK, n] if work[S_PEAK, n] > 0.0 else 0.0

@@ -4,13 +4,36 @@ The order of operations and the rounding rules are documented in :mod:`factorgym
 the array layouts (``px``, ``data``, ``par``, ``work``, ``out``, ``obs``) are its ``P_*``, ``C_*``, ``M_*``,
 ``S_*``, ``I_*``, ``O_*`` and ``F_*`` constants.
 
-The step kernels take ``dims`` = ((0,) x A, (0,) x K): numba compiles one specialisation per tuple
-type, so the number of assets A and of action values per env K are constants there: LLVM unrolls
-the per-asset loops and every array offset is a constant or a multiple of the env index (15% of a
-step at A = 4). One per-env body (:func:`step_env_nb`, inlined at numba-IR level so that a call per
-env costs nothing) serves :func:`step_batch_nb` (one thread, the default) and :func:`step_batch_par_nb`
-(``parallel=True``, a ``prange`` over envs; opt-in). Env n reads only shared read-only arrays and
-writes only ``work[n]``, ``out[:, n]`` and its own slice of ``obs``, so the two give identical results.
+SIMD across envs. The envs are stepped in blocks of ``BLOCK`` (their columns of the field-major
+``work`` and ``out``). A block's state is copied into a scratch array on the stack (row r, lane j
+at ``r x BLOCK + j``; :func:`~factorgym.envs.intrinsics.stack_block_intrinsic`), stepped there in
+phases that are each a loop over the block's lanes, and copied back. In those loops no env branches
+on its own values (``select_nb`` instead of conditional expressions: a learning agent's order signs
+are random, and a mispredicted branch costs more than computing both sides), so LLVM turns each loop
+into vector code, 8 envs per instruction with AVX-512 (4 with AVX2). What LLVM needs for that, and
+why the code looks the way it does:
+
+- the loops touch only the stack block, which LLVM can prove overlaps no argument array (over the
+  argument arrays it would need more run-time overlap checks than it is willing to emit); the
+  per-symbol rules are copied into block rows too, once per call;
+- the per-asset work is an outer loop over assets around the loop over lanes, so every row the
+  inner loop touches is a constant distance from the others; sums over assets still run in asset
+  order, so results are those of a per-env loop, bit for bit;
+- block indices are unsigned (``_at``): numba's negative-index wraparound would hide them from LLVM;
+- no calls in the loops: ``sqrt_nb`` is LLVM's intrinsic, the general impact power is compiled in a
+  separate copy of the order loop used only when the exponent is not 0.5.
+
+The two rare paths, the long-only rescaling of buys that cost more than the cash and liquidation,
+run as scalar fix-ups over the lanes that need them. Envs that are done, or whose action is
+malformed, are stepped with no orders and keep their state (their untradable-close and liquidation
+fill rows are cleared).
+
+The kernels take ``dims`` = ((0,) x A, (0,) x K): numba compiles one specialisation per tuple type,
+so the number of assets A and of action values per env K are constants there, and LLVM unrolls the
+per-asset loops. One block loop (:func:`step_blocks_nb`) serves :func:`step_batch_nb` (one thread,
+the default) and :func:`step_batch_par_nb` (``parallel=True``: runs of blocks spread over numba's
+threads; opt-in). A block reads only shared read-only arrays and writes only its own columns of
+``work`` and ``out`` and its envs' slices of ``obs``, so the two give identical results.
 """
 
 from __future__ import annotations
@@ -18,249 +41,418 @@ from __future__ import annotations
 import math
 
 import numba
-
-from factorgym.envs.prefetch import PREFETCH_AHEAD, prefetch_nb
+import numpy as np
 
 from factorgym.envs.execution import (
-    C_BORROW, C_CLOSE_UNTRADABLE, C_DD_PEN, C_ETA, C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_INIT_CASH,
-    C_LONG_ONLY, C_MAINT, C_MKT, C_REWARD, C_SCALE, C_TO_PEN, C_WINDOW, CASH_SAFETY, ENV_BAD_ACTION,
-    ENV_BAD_SHAPE, ENV_BANKRUPT, ENV_LIQUIDATED, ENV_OK, F_FEE, F_PRICE, F_QTY, F_SLIP,
-    FILL_LIQUIDATION, FILL_UNTRADABLE_CLOSE, FILLED, I_DONE, I_END, I_STEPS, I_T,
+    BLOCK, C_BORROW, C_CLOSE_UNTRADABLE, C_DD_PEN, C_ETA, C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_INIT_CASH,
+    C_LEVEL_SIZE, C_LONG_ONLY, C_MAINT, C_MAX_LEV, C_MKT, C_N_LEVELS, C_REWARD, C_SCALE, C_SCHEME, C_TO_PEN,
+    C_WINDOW, CASH_SAFETY, ENV_BAD_ACTION, ENV_BAD_SHAPE, ENV_BANKRUPT, ENV_LIQUIDATED, ENV_OK, F_FEE,
+    F_PRICE, F_QTY, F_SLIP, FILL_LIQUIDATION, FILL_UNTRADABLE_CLOSE, FILLED, I_DONE, I_END, I_STEPS, I_T,
     IGNORED_NO_CHANGE, JIT, LOG_FLOOR, M_FEE, M_INV_LOT, M_INV_PRICE_STEP, M_LOT, M_MIN_AMOUNT,
-    M_MIN_NOTIONAL, M_PRICE_STEP,
-    N_FILL_COLS, N_PX, NOISE, O_BORROW, O_CASH, O_DRAWDOWN, O_EQUITY, O_FEES, O_LOGRET, O_NFILLS, O_REWARD,
-    O_SLIP, O_STATUS, O_T, O_TERM, O_TRUNC, O_TURNOVER, O_W, P_INV_VOLUME, P_MARK, P_OPEN, P_TRADABLE,
-    REJECTED_UNTRADABLE, REWARD_DRAWDOWN, REWARD_SHARPE, REWARD_TURNOVER, S_CASH, S_EQUITY, S_INIT,
-    S_PEAK, S_QTY, S_SH_A, S_SH_B, fill_inv_nb, map_action_nb, record_fill_nb, work_offsets_nb,
-    write_obs_nb,
+    M_MIN_NOTIONAL, M_PRICE_STEP, N_FILL_COLS, N_MKT, N_PX, N_TEMP, NOISE, O_BORROW, O_CASH, O_DRAWDOWN, O_EQUITY,
+    O_FEES, O_LOGRET, O_NFILLS, O_REWARD, O_SLIP, O_STATUS, O_T, O_TERM, O_TRUNC, O_TURNOVER, O_W,
+    P_INV_VOLUME, P_MARK, P_OPEN, P_TRADABLE, REJECTED_UNTRADABLE, REWARD_DRAWDOWN, REWARD_SHARPE,
+    REWARD_TURNOVER, S_CASH, S_EQUITY, S_INIT, S_PEAK, S_QTY, S_SH_A, S_SH_B, SCHEME_DIRECT,
+    SCHEME_DISCRETE, SCHEME_SIGNED, SCHEME_SIMPLEX, block_rows, fill_inv_nb, work_offsets_nb, write_obs_nb,
 )
+from factorgym.envs.intrinsics import lane_index_intrinsic, prefetch_nb, select_nb, stack_block_intrinsic
+
+B = BLOCK
+block_rows_nb = numba.njit(**JIT)(block_rows)
+stack_block_nb = stack_block_intrinsic(lambda A, K: (block_rows(A, K)[-1] + N_MKT * A) * BLOCK)
+X_LIVE, X_EOPEN, X_COST, X_LIQ = 0, 1, 2, 3  # per-lane temporaries (rows r_x + X_*)
+PAR_CHUNK = 8  # blocks per task of the parallel kernel (each task sets up its own stack block)
+
+
+_at = lane_index_intrinsic(B)  # _at(r, j): index of lane j of block row r (see intrinsics.py)
 
 
 @numba.njit(inline="always", **JIT)
-def _clear_out(out, n, width):
-    for c in range(width):
-        out[c, n] = 0.0
+def _copy_rules(par, blk, A, r_x):
+    """The per-symbol market rules into rows of the block, after its per-env rows, each value in every
+    lane: the phase loops then read only the stack block, at addresses a constant distance apart
+    (LLVM gives up vectorising a loop that mixes those with loop-invariant ones, or with arguments)."""
+    mkt = r_x + N_TEMP
+    for c in range(N_MKT * A):
+        for j in range(B):
+            blk[_at(mkt + c, j)] = par[C_MKT + c]
 
 
 @numba.njit(inline="always", **JIT)
-def step_env_nb(n, px, par, work, out, act, K, A, wi, wf):
-    """Advance env n one bar (if it is live): orders, fills, borrow, mark, reward; state into
-    ``work[n]``, fills into its fills block, results into column n of ``out``.
+def _load_block(lo, N, work, act, px, blk, A, K, wi, wf, r_px, r_act):
+    """State rows of envs lo..lo+B into the block, their actions (float64), and the price records
+    of the bar they fill at (f = t + 1; bar 0 for envs that are done: nothing is read from it)."""
+    u0 = np.uint64(lo)
+    for c in range(wf):
+        for j in range(B):
+            blk[_at(c, j)] = work[c, u0 + np.uint64(j)]
+    for j in range(B):
+        n = min(lo + j, N - 1)  # (padding lanes past the last env read its action; they are done)
+        for k in range(K):
+            blk[_at((r_act + k), j)] = act[n * K + k]
+    for j in range(B):
+        f = select_nb(blk[_at((wi + I_DONE), j)] == 0.0, int(blk[_at((wi + I_T), j)]) + 1, 0)
+        for i in range(A):
+            for c in range(N_PX):
+                blk[_at((r_px + c * A + i), j)] = px[f, i, c]
 
-    Writes every field of env n's out column (zeroed when it is done or its action is malformed,
-    ``O_T`` = 0 then, so that no observation is written for it).
-    """
-    out_width = O_W + 3 * A
-    if work[n, wi + I_DONE] != 0.0:
-        _clear_out(out, n, out_width)
-        return
-    tw = O_W  # target weights, during the step (then: weights)
-    td = tw + A  # order sizes, during the step (then: positions)
-    ts = td + A  # order status
-    if not map_action_nb(act, n * K, K, par, out, n, A):
-        _clear_out(out, n, out_width)
-        out[O_STATUS, n] = ENV_BAD_ACTION
-        return
-    t = int(work[n, wi + I_T])
-    f = t + 1
+
+@numba.njit(inline="always", **JIT)
+def _map_actions(par, blk, A, K, wi, r_out, r_act, r_x):
+    """Target weights into the weight rows, ``X_LIVE`` (not done, action well formed) and the
+    status row (``ENV_BAD_ACTION`` for a malformed action of a live env)."""
+    scheme = int(par[C_SCHEME])
     long_only = par[C_LONG_ONLY] > 0.0
+    cap = par[C_MAX_LEV]
+    tw = r_out + O_W
+    direct = scheme == SCHEME_DIRECT
+    for j in range(B):
+        ok = True
+        for k in range(K):
+            x = blk[_at((r_act + k), j)]
+            ok &= math.isfinite(x) | (direct & math.isnan(x))  # (direct mapping: NaN = hold that asset)
+        blk[_at((r_x + X_LIVE), j)] = select_nb(ok, 1.0, 0.0)
+    if scheme == SCHEME_SIMPLEX:  # w_i = (a_i + 1) / sum_j (a_j + 1), slot A = cash
+        for j in range(B):
+            s = 0.0
+            for k in range(A + 1):
+                s += min(max(blk[_at((r_act + k), j)], -1.0), 1.0) + 1.0
+            for i in range(A):
+                x = min(max(blk[_at((r_act + i), j)], -1.0), 1.0) + 1.0
+                blk[_at((tw + i), j)] = select_nb(s > 0.0, x / s, 0.0)
+    elif scheme == SCHEME_DISCRETE:  # level index -> level x level size
+        n_levels = int(par[C_N_LEVELS])
+        top = n_levels - 1.0
+        size = par[C_LEVEL_SIZE]
+        for j in range(B):
+            ok = blk[_at((r_x + X_LIVE), j)] > 0.0
+            for i in range(A):
+                x = blk[_at((r_act + i), j)]
+                xs = select_nb((x >= 0.0) & (x <= top), x, 0.0)  # (NaN fails both)
+                k = int(xs)
+                ok &= (x >= 0.0) & (x <= top) & (k == x)
+                blk[_at((tw + i), j)] = par[C_MKT + N_MKT * A + k] * size
+            blk[_at((r_x + X_LIVE), j)] = select_nb(ok, 1.0, 0.0)
+    elif scheme == SCHEME_SIGNED:
+        for j in range(B):
+            for i in range(A):
+                blk[_at((tw + i), j)] = min(max(blk[_at((r_act + i), j)], -1.0), 1.0) * cap
+    else:  # direct: the action is the target weight vector
+        for j in range(B):
+            for i in range(A):
+                blk[_at((tw + i), j)] = blk[_at((r_act + i), j)]
+    # clip to the constraints: long-only weights >= 0 summing to <= 1, gross <= max_leverage
+    limit = select_nb(long_only, min(cap, 1.0), cap)
+    clip = scheme != SCHEME_SIMPLEX  # (simplex weights are >= 0 and sum to <= 1 by construction)
+    for j in range(B):
+        gross = 0.0
+        for i in range(A):
+            w = blk[_at((tw + i), j)]
+            w = select_nb((clip) & (long_only) & (w < 0.0), 0.0, w)
+            blk[_at((tw + i), j)] = w
+            gross += select_nb(math.isnan(w), 0.0, abs(w))
+        k = select_nb((clip) & (gross > limit), limit / gross, 1.0)  # (x 1.0 is exact)
+        for i in range(A):
+            blk[_at((tw + i), j)] *= k
+        done = blk[_at((wi + I_DONE), j)] != 0.0
+        ok = blk[_at((r_x + X_LIVE), j)] > 0.0
+        blk[_at((r_out + O_STATUS), j)] = select_nb((not done) & (not ok), ENV_BAD_ACTION, 0.0)
+        blk[_at((r_x + X_LIVE), j)] = select_nb((not done) & (ok), 1.0, 0.0)
+
+
+@numba.njit(inline="always", **JIT)
+def _orders_and_sells(par, blk, A, wf, r_out, r_px, r_x):
+    """Value the book at the open, size the orders, fill every order: sells applied at once (their
+    proceeds pay for the buys), buys planned at full size in their fill rows (``X_COST``: their cost)."""
+    if par[C_IMPACT] == 0.0 or par[C_IMPACT_EXP] == 0.5:
+        _orders_loop(par, blk, A, wf, r_out, r_px, r_x, False)  # no power: the loop vectorises
+    else:
+        _orders_loop(par, blk, A, wf, r_out, r_px, r_x, True)
+
+
+@numba.njit(inline="always", **JIT)
+def _orders_loop(par, blk, A, wf, r_out, r_px, r_x, any_exp):
     fixed = par[C_FIXED_SLIP]
     impact = par[C_IMPACT]
     iexp = par[C_IMPACT_EXP]
-    mk = C_MKT
-    m_fee, m_lot, m_amt, m_not, m_px = mk + M_FEE * A, mk + M_LOT * A, mk + M_MIN_AMOUNT * A, mk + M_MIN_NOTIONAL * A, mk + M_PRICE_STEP * A
-    m_ilot, m_ipx = mk + M_INV_LOT * A, mk + M_INV_PRICE_STEP * A
-    cash = work[n, S_CASH]
-    e_prev = work[n, S_EQUITY]
-
-    # value the book at the open of bar f (untradable assets at their last close)
-    e_open = cash
+    tw, td, ts = r_out + O_W, r_out + O_W + A, r_out + O_W + 2 * A
+    op, mk, iv, tr = r_px + P_OPEN * A, r_px + P_MARK * A, r_px + P_INV_VOLUME * A, r_px + P_TRADABLE * A
+    mkt = r_x + N_TEMP  # the market rules' rows in the block
+    for j in range(B):
+        e_open = blk[_at(S_CASH, j)]
+        for i in range(A):  # (px's open is the last close where the asset is untradable)
+            q = blk[_at(S_QTY + i, j)]
+            e_open += select_nb(q != 0.0, q * blk[_at(op + i, j)], 0.0)
+        blk[_at(r_x + X_EOPEN, j)] = e_open
+        for r in range(A * N_FILL_COLS, 3 * A * N_FILL_COLS):  # the untradable-close and liquidation rows
+            blk[_at(wf + r, j)] = 0.0
+        for c in (O_FEES, O_SLIP, O_TURNOVER, O_NFILLS):
+            blk[_at(r_out + c, j)] = 0.0
+        blk[_at(r_x + X_COST, j)] = 0.0
+    # one asset at a time (the order of the sums is the asset order), all lanes at once
     for i in range(A):
-        q = work[n, S_QTY + i]
-        if q != 0.0:
-            e_open += q * (px[f, i, P_OPEN] if px[f, i, P_TRADABLE] > 0.0 else px[f, i, P_MARK])
-    inv_e_open = 1.0 / e_open if e_open > 0.0 else 0.0
-
-    # orders: target quantity minus held quantity (0 for an unchanged target: nothing is filled)
-    for i in range(A):
-        q = work[n, S_QTY + i]
-        w = out[tw + i, n]
-        if px[f, i, P_TRADABLE] > 0.0:
-            target = w * e_open / px[f, i, P_OPEN] if e_open > 0.0 else 0.0
+        for j in range(B):
+            live = blk[_at(r_x + X_LIVE, j)] > 0.0
+            e_open = blk[_at(r_x + X_EOPEN, j)]
+            inv_e_open = select_nb(e_open > 0.0, 1.0 / e_open, 0.0)
+            # the order: target quantity minus held quantity (0 for an unchanged target: no fill)
+            q = blk[_at(S_QTY + i, j)]
+            w = blk[_at(tw + i, j)]
+            price = blk[_at(op + i, j)]
+            target = select_nb(e_open > 0.0, w * e_open / price, 0.0)
             d = target - q
-            if math.isnan(w):
-                d = 0.0  # hold
-            elif w == 0.0:
-                d = -q  # exact close, no dust
-            elif abs(d) <= NOISE * max(abs(target), abs(q)):
-                d = 0.0  # round-off of an unchanged target, not an order
-            out[ts + i, n] = IGNORED_NO_CHANGE
-        else:
-            d = 0.0
-            held_w = q * px[f, i, P_MARK] * inv_e_open
-            out[ts + i, n] = REJECTED_UNTRADABLE if abs(w - held_w) > 1e-12 else IGNORED_NO_CHANGE
-        out[td + i, n] = d
+            d = select_nb(abs(d) <= NOISE * max(abs(target), abs(q)), 0.0, d)  # round-off of an unchanged target
+            exact = w == 0.0
+            d = select_nb(exact, -q, d)  # exact close, no dust
+            d = select_nb(math.isnan(w), 0.0, d)  # hold
+            tradable = blk[_at(tr + i, j)] > 0.0
+            d = select_nb((tradable) & (live), d, 0.0)
+            held_w = q * blk[_at(mk + i, j)] * inv_e_open
+            rejected = (not tradable) & (abs(w - held_w) > 1e-12)
+            # its fill: a sell is applied at once, a buy planned (X_COST: the planned buys' cost)
+            status, qf, p, fee, sc = fill_inv_nb(
+                d, price, blk[_at(iv + i, j)], blk[_at(mkt + M_FEE * A + i, j)], blk[_at(mkt + M_LOT * A + i, j)],
+                blk[_at(mkt + M_INV_LOT * A + i, j)], blk[_at(mkt + M_MIN_AMOUNT * A + i, j)],
+                blk[_at(mkt + M_MIN_NOTIONAL * A + i, j)], blk[_at(mkt + M_PRICE_STEP * A + i, j)],
+                blk[_at(mkt + M_INV_PRICE_STEP * A + i, j)], fixed, impact, iexp, exact, any_exp)
+            no_order = select_nb(rejected, REJECTED_UNTRADABLE, IGNORED_NO_CHANGE)
+            blk[_at(ts + i, j)] = select_nb(d != 0.0, status, no_order)
+            blk[_at(td + i, j)] = d
+            r = wf + i * N_FILL_COLS  # (qf = 0 unless filled)
+            blk[_at(r + F_QTY, j)] = select_nb(d > 0.0, qf, -qf)
+            blk[_at(r + F_PRICE, j)] = p
+            blk[_at(r + F_FEE, j)] = fee
+            blk[_at(r + F_SLIP, j)] = sc
+            sell = (d < 0.0) & (status == FILLED)
+            blk[_at(S_QTY + i, j)] = select_nb(sell, select_nb(exact, 0.0, q - qf), q)
+            blk[_at(S_CASH, j)] += select_nb(sell, qf * p - fee, 0.0)
+            blk[_at(r_out + O_FEES, j)] += select_nb(sell, fee, 0.0)
+            blk[_at(r_out + O_SLIP, j)] += select_nb(sell, sc, 0.0)
+            blk[_at(r_out + O_TURNOVER, j)] += select_nb(sell, qf * p, 0.0)  # (traded value until _finish)
+            blk[_at(r_out + O_NFILLS, j)] += select_nb(sell, 1.0, 0.0)
+            buy = (d > 0.0) & (status == FILLED)
+            blk[_at(r_x + X_COST, j)] += select_nb(buy, qf * p + fee, 0.0)
 
-    # fills go to fixed rows (kind x A + asset, quantity 0 = no fill). Every order is filled in one
-    # pass that does not branch on its side or status (a learning agent's order signs are random, and
-    # mispredicted branches cost more than the arithmetic): sells are applied at once, in asset order,
-    # so that their proceeds can pay for the buys; buys are planned at full size in their rows.
-    # (A masked-out term adds 0.0, so the sums are those of the branching form, bit for bit.)
-    for r in range(A, 3 * A):
-        work[n, wf + r * N_FILL_COLS + F_QTY] = 0.0
-    nfill = 0
-    nbuy = 0
-    fees = 0.0
-    slip = 0.0
-    traded = 0.0
-    cost = 0.0
-    for i in range(A):
-        d = out[td + i, n]
-        exact = out[tw + i, n] == 0.0
-        status, qf, p, fee, sc = fill_inv_nb(
-            d, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
-            par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp, exact)
-        out[ts + i, n] = status if d != 0.0 else out[ts + i, n]
-        record_fill_nb(work, n, wf + i * N_FILL_COLS, qf if d > 0.0 else -qf, p, fee, sc)  # (qf = 0 unless filled)
-        sell = d < 0.0 and status == FILLED
-        q = work[n, S_QTY + i]
-        work[n, S_QTY + i] = (0.0 if exact else q - qf) if sell else q
-        cash += qf * p - fee if sell else 0.0
-        fees += fee if sell else 0.0
-        slip += sc if sell else 0.0
-        traded += qf * p if sell else 0.0
-        nfill += 1 if sell else 0
-        buy = d > 0.0 and status == FILLED
-        cost += qf * p + fee if buy else 0.0
-        nbuy += 1 if buy else 0
-    # buys: long-only, if their total cost exceeds the cash every buy is scaled by the same factor
-    if nbuy > 0:
-        k = 1.0
-        if long_only and cost > cash and cost > 0.0:
-            k = max(cash, 0.0) / cost * (1.0 - CASH_SAFETY)
+
+@numba.njit(inline="always", **JIT)
+def _rescale_buys(par, blk, A, wf, r_out, r_px, r_x):
+    """Long-only: in each env whose planned buys cost more than its cash, every buy is scaled by the
+    same factor and filled again (rare: a scalar pass over the lanes that need it)."""
+    fixed = par[C_FIXED_SLIP]
+    impact = par[C_IMPACT]
+    iexp = par[C_IMPACT_EXP]
+    ts = r_out + O_W + 2 * A
+    op, iv = r_px + P_OPEN * A, r_px + P_INV_VOLUME * A
+    mkt = r_x + N_TEMP  # the market rules' rows in the block
+    for j in range(B):
+        cost = blk[_at((r_x + X_COST), j)]
+        cash = blk[_at(S_CASH, j)]
+        if not (cost > cash and cost > 0.0):
+            continue
+        k = max(cash, 0.0) / cost * (1.0 - CASH_SAFETY)
         for i in range(A):
             r = wf + i * N_FILL_COLS
-            qf = work[n, r + F_QTY]
-            p, fee, sc = work[n, r + F_PRICE], work[n, r + F_FEE], work[n, r + F_SLIP]
-            buy = qf > 0.0  # a planned buy (sell rows hold negative quantities, unfilled rows 0)
-            if k < 1.0 and buy:
-                # scale the lot-rounded quantity: floor(k q) x p(k q) <= k x q x p(q), so the total fits the cash
+            qf = blk[_at((r + F_QTY), j)]
+            if qf > 0.0:  # a planned buy: scale the lot-rounded quantity (floor(k q) x p(k q) <= k q p(q))
                 status, qf, p, fee, sc = fill_inv_nb(
-                    qf * k, px[f, i, P_OPEN], px[f, i, P_INV_VOLUME], par[m_fee + i], par[m_lot + i], par[m_ilot + i],
-                    par[m_amt + i], par[m_not + i], par[m_px + i], par[m_ipx + i], fixed, impact, iexp, False)
-                out[ts + i, n] = status
-                record_fill_nb(work, n, r, qf, p, fee, sc)  # (quantity 0 if the scaled order is ignored)
-                buy = status == FILLED
-            cash -= qf * p + fee if buy else 0.0
-            q = work[n, S_QTY + i]
-            work[n, S_QTY + i] = (0.0 if out[tw + i, n] == 0.0 else q + qf) if buy else q
-            nfill += 1 if buy else 0
-            fees += fee if buy else 0.0
-            slip += sc if buy else 0.0
-            traded += qf * p if buy else 0.0
+                    qf * k, blk[_at((op + i), j)], blk[_at((iv + i), j)], blk[_at(mkt + M_FEE * A + i, j)],
+                    blk[_at(mkt + M_LOT * A + i, j)], blk[_at(mkt + M_INV_LOT * A + i, j)], blk[_at(mkt + M_MIN_AMOUNT * A + i, j)],
+                    blk[_at(mkt + M_MIN_NOTIONAL * A + i, j)], blk[_at(mkt + M_PRICE_STEP * A + i, j)],
+                    blk[_at(mkt + M_INV_PRICE_STEP * A + i, j)], fixed, impact, iexp, False)
+                blk[_at((ts + i), j)] = status
+                blk[_at((r + F_QTY), j)] = qf  # (0 if the scaled order is ignored)
+                blk[_at((r + F_PRICE), j)] = p
+                blk[_at((r + F_FEE), j)] = fee
+                blk[_at((r + F_SLIP), j)] = sc
 
+
+@numba.njit(inline="always", **JIT)
+def _buys_and_mark(par, blk, A, wf, r_out, r_px, r_x):
+    """Apply the buys; close (or freeze) positions in untradable assets; borrow; mark to the close
+    of bar f (equity into the out row); flag the envs to liquidate."""
+    long_only = par[C_LONG_ONLY] > 0.0
+    close_untradable = par[C_CLOSE_UNTRADABLE] > 0.0
+    rate = par[C_BORROW]
+    maint = par[C_MAINT]
+    tw = r_out + O_W
+    mk, tr = r_px + P_MARK * A, r_px + P_TRADABLE * A
+    mkt = r_x + N_TEMP  # the market rules' rows in the block
+    for i in range(A):  # (asset by asset, as the sums must run in asset order; all lanes at once)
+        r = wf + i * N_FILL_COLS
+        for j in range(B):
+            qf = blk[_at(r + F_QTY, j)]
+            p, fee, sc = blk[_at(r + F_PRICE, j)], blk[_at(r + F_FEE, j)], blk[_at(r + F_SLIP, j)]
+            buy = qf > 0.0  # (sell rows hold negative quantities, unfilled rows 0)
+            blk[_at(S_CASH, j)] -= select_nb(buy, qf * p + fee, 0.0)
+            q = blk[_at(S_QTY + i, j)]
+            blk[_at(S_QTY + i, j)] = select_nb(buy, select_nb(blk[_at(tw + i, j)] == 0.0, 0.0, q + qf), q)
+            blk[_at(r_out + O_NFILLS, j)] += select_nb(buy, 1.0, 0.0)
+            blk[_at(r_out + O_FEES, j)] += select_nb(buy, fee, 0.0)
+            blk[_at(r_out + O_SLIP, j)] += select_nb(buy, sc, 0.0)
+            blk[_at(r_out + O_TURNOVER, j)] += select_nb(buy, qf * p, 0.0)
     # positions in assets that do not trade at bar f: freeze (valued at last close) or close there
-    if par[C_CLOSE_UNTRADABLE] > 0.0:
+    for i in range(A):
+        r = wf + (FILL_UNTRADABLE_CLOSE * A + i) * N_FILL_COLS
+        for j in range(B):
+            live = blk[_at(r_x + X_LIVE, j)] > 0.0
+            q = blk[_at(S_QTY + i, j)]
+            close = close_untradable & live & (q != 0.0) & (blk[_at(tr + i, j)] == 0.0)
+            p = blk[_at(mk + i, j)]
+            fee = abs(q) * p * blk[_at(mkt + M_FEE * A + i, j)]
+            blk[_at(r + F_QTY, j)] = select_nb(close, -q, 0.0)
+            blk[_at(r + F_PRICE, j)] = p
+            blk[_at(r + F_FEE, j)] = fee
+            blk[_at(r + F_SLIP, j)] = 0.0
+            blk[_at(S_CASH, j)] += select_nb(close, q * p - fee, 0.0)
+            blk[_at(S_QTY + i, j)] = select_nb(close, 0.0, q)
+            blk[_at(r_out + O_NFILLS, j)] += select_nb(close, 1.0, 0.0)
+            blk[_at(r_out + O_FEES, j)] += select_nb(close, fee, 0.0)
+            blk[_at(r_out + O_TURNOVER, j)] += select_nb(close, abs(q) * p, 0.0)
+    for j in range(B):
+        live = blk[_at(r_x + X_LIVE, j)] > 0.0
+        cash = blk[_at(S_CASH, j)]
+        # borrow cost for holding shorts and borrowed cash through the bar; then mark to the close of f
+        short = 0.0
         for i in range(A):
-            q = work[n, S_QTY + i]
-            if q != 0.0 and px[f, i, P_TRADABLE] == 0.0:
-                p = px[f, i, P_MARK]
-                fee = abs(q) * p * par[m_fee + i]
-                cash += q * p - fee
-                work[n, S_QTY + i] = 0.0
-                record_fill_nb(work, n, wf + (FILL_UNTRADABLE_CLOSE * A + i) * N_FILL_COLS, -q, p, fee, 0.0)
-                nfill += 1
-                fees += fee
-                traded += abs(q) * p
+            q = blk[_at((S_QTY + i), j)]
+            short -= select_nb(q < 0.0, q * blk[_at((mk + i), j)], 0.0)
+        borrow = select_nb(live, rate * (short + max(-cash, 0.0)), 0.0)
+        cash -= borrow
+        e = cash
+        gross = 0.0
+        for i in range(A):
+            q = blk[_at((S_QTY + i), j)]
+            e += select_nb(q != 0.0, q * blk[_at((mk + i), j)], 0.0)
+            gross += select_nb(q != 0.0, abs(q) * blk[_at((mk + i), j)], 0.0)
+        blk[_at(S_CASH, j)] = cash
+        blk[_at(r_out + O_EQUITY, j)] = e
+        blk[_at(r_out + O_BORROW, j)] = borrow
+        liq = live & (not long_only) & (gross > 0.0) & (e < maint * gross)
+        blk[_at((r_x + X_LIQ), j)] = select_nb(liq, 1.0, 0.0)
 
-    # borrow cost for holding shorts and borrowed cash through the bar; then mark to the close of f
-    short = 0.0
-    for i in range(A):
-        q = work[n, S_QTY + i]
-        if q < 0.0:
-            short -= q * px[f, i, P_MARK]
-    borrow = par[C_BORROW] * (short + max(-cash, 0.0))
-    cash -= borrow
-    e = cash
-    gross = 0.0
-    for i in range(A):
-        q = work[n, S_QTY + i]
-        if q != 0.0:
-            e += q * px[f, i, P_MARK]
-            gross += abs(q) * px[f, i, P_MARK]
-    status_env = ENV_OK
-    if not long_only and gross > 0.0 and e < par[C_MAINT] * gross:
+
+@numba.njit(inline="always", **JIT)
+def _liquidate(par, blk, A, wf, r_out, r_px, r_x):
+    """Close every position of the flagged envs at the close, fee and slippage paid (rare: a scalar
+    pass over the lanes that need it)."""
+    fixed = par[C_FIXED_SLIP]
+    impact = par[C_IMPACT]
+    iexp = par[C_IMPACT_EXP]
+    mk, iv, tr = r_px + P_MARK * A, r_px + P_INV_VOLUME * A, r_px + P_TRADABLE * A
+    mkt = r_x + N_TEMP  # the market rules' rows in the block
+    for j in range(B):
+        if blk[_at((r_x + X_LIQ), j)] == 0.0:
+            continue
+        cash = blk[_at(S_CASH, j)]
+        nfill = blk[_at((r_out + O_NFILLS), j)]
+        fees = blk[_at((r_out + O_FEES), j)]
+        slip = blk[_at((r_out + O_SLIP), j)]
+        traded = blk[_at((r_out + O_TURNOVER), j)]
         for i in range(A):
-            q = work[n, S_QTY + i]
+            q = blk[_at((S_QTY + i), j)]
             if q == 0.0:
                 continue
-            if px[f, i, P_TRADABLE] > 0.0:
-                _, qf, p, fee, sc = fill_inv_nb(-q, px[f, i, P_MARK], px[f, i, P_INV_VOLUME], par[m_fee + i], 0.0, 0.0,
-                                                0.0, 0.0, par[m_px + i], par[m_ipx + i], fixed, impact, iexp, True)
+            if blk[_at((tr + i), j)] > 0.0:
+                _, qf, p, fee, sc = fill_inv_nb(-q, blk[_at((mk + i), j)], blk[_at((iv + i), j)], blk[_at(mkt + M_FEE * A + i, j)],
+                                                0.0, 0.0, 0.0, 0.0, blk[_at(mkt + M_PRICE_STEP * A + i, j)],
+                                                blk[_at(mkt + M_INV_PRICE_STEP * A + i, j)], fixed, impact, iexp, True)
             else:
-                qf, p, sc = abs(q), px[f, i, P_MARK], 0.0
-                fee = qf * p * par[m_fee + i]
+                qf, p, sc = abs(q), blk[_at((mk + i), j)], 0.0
+                fee = qf * p * blk[_at(mkt + M_FEE * A + i, j)]
             cash += q * p - fee
-            work[n, S_QTY + i] = 0.0
-            record_fill_nb(work, n, wf + (FILL_LIQUIDATION * A + i) * N_FILL_COLS, -qf if q > 0.0 else qf, p, fee, sc)
-            nfill += 1
+            blk[_at((S_QTY + i), j)] = 0.0
+            r = wf + (FILL_LIQUIDATION * A + i) * N_FILL_COLS
+            blk[_at((r + F_QTY), j)] = -qf if q > 0.0 else qf
+            blk[_at((r + F_PRICE), j)] = p
+            blk[_at((r + F_FEE), j)] = fee
+            blk[_at((r + F_SLIP), j)] = sc
+            nfill += 1.0
             fees += fee
             slip += sc
             traded += qf * p
-        e = cash
-        status_env = ENV_LIQUIDATED
-    elif e <= 0.0:
-        status_env = ENV_BANKRUPT
+        blk[_at(S_CASH, j)] = cash
+        blk[_at((r_out + O_EQUITY), j)] = cash
+        blk[_at((r_out + O_NFILLS), j)] = nfill
+        blk[_at((r_out + O_FEES), j)] = fees
+        blk[_at((r_out + O_SLIP), j)] = slip
+        blk[_at((r_out + O_TURNOVER), j)] = traded
 
-    work[n, S_CASH] = cash
-    work[n, S_EQUITY] = e
-    if e > work[n, S_PEAK]:
-        work[n, S_PEAK] = e
-    dd = 1.0 - e / work[n, S_PEAK]
-    ratio = e / e_prev
-    reward = 0.0  # the log-return rewards are computed by _log_reward, after every env has stepped
-    if int(par[C_REWARD]) == REWARD_SHARPE:
-        r = ratio - 1.0
-        a_ = work[n, S_SH_A]
-        b_ = work[n, S_SH_B]
-        var = b_ - a_ * a_
-        reward = (b_ * (r - a_) - 0.5 * a_ * (r * r - b_)) / var ** 1.5 if var > 1e-12 else 0.0
+
+@numba.njit(inline="always", **JIT)
+def _finish(par, blk, A, wi, r_out, r_px, r_x):
+    """Env status, peak, drawdown, Sharpe statistics, bar and step counters; the out rows (zero for
+    envs that did not step, whose state keeps its values)."""
+    mk = r_px + P_MARK * A
+    tw, td, ts = r_out + O_W, r_out + O_W + A, r_out + O_W + 2 * A
+    if int(par[C_REWARD]) == REWARD_SHARPE:  # (a separate loop: its power does not vectorise)
         eta = par[C_ETA]
-        work[n, S_SH_A] = a_ + eta * (r - a_)
-        work[n, S_SH_B] = b_ + eta * (r * r - b_)
+        for j in range(B):
+            e = blk[_at((r_out + O_EQUITY), j)]
+            r = e / blk[_at(S_EQUITY, j)] - 1.0
+            a_ = blk[_at(S_SH_A, j)]
+            b_ = blk[_at(S_SH_B, j)]
+            var = b_ - a_ * a_
+            reward = select_nb(var > 1e-12, (b_ * (r - a_) - 0.5 * a_ * (r * r - b_)) / var ** 1.5, 0.0)
+            live = blk[_at((r_x + X_LIVE), j)] > 0.0
+            blk[_at((r_out + O_REWARD), j)] = select_nb(live, reward * par[C_SCALE], 0.0)
+            blk[_at(S_SH_A, j)] = select_nb(live, a_ + eta * (r - a_), a_)
+            blk[_at(S_SH_B, j)] = select_nb(live, b_ + eta * (r * r - b_), b_)
+    else:  # the log-return rewards are computed in the observation pass (see _log_reward)
+        for j in range(B):
+            blk[_at((r_out + O_REWARD), j)] = 0.0
+    for j in range(B):
+        live = blk[_at((r_x + X_LIVE), j)] > 0.0
+        e = blk[_at((r_out + O_EQUITY), j)]
+        cash = blk[_at(S_CASH, j)]
+        e_prev = blk[_at(S_EQUITY, j)]
+        liq = blk[_at((r_x + X_LIQ), j)] > 0.0
+        status_env = select_nb(liq, ENV_LIQUIDATED, select_nb(e <= 0.0, ENV_BANKRUPT, ENV_OK))
+        peak = blk[_at(S_PEAK, j)]
+        peak = select_nb(e > peak, e, peak)
+        f = blk[_at((wi + I_T), j)] + 1.0
+        term = status_env != ENV_OK
+        trunc = f >= blk[_at((wi + I_END), j)]
+        blk[_at(S_EQUITY, j)] = select_nb(live, e, e_prev)
+        blk[_at(S_PEAK, j)] = select_nb(live, peak, blk[_at(S_PEAK, j)])
+        blk[_at((wi + I_T), j)] = select_nb(live, f, f - 1.0)
+        blk[_at((wi + I_STEPS), j)] += select_nb(live, 1.0, 0.0)
+        blk[_at((wi + I_DONE), j)] = select_nb((live) & ((term) | (trunc)), 1.0, blk[_at((wi + I_DONE), j)])
+        inv_e = select_nb(e > 0.0, 1.0 / e, 0.0)
+        blk[_at((r_out + O_EQUITY), j)] = select_nb(live, e, 0.0)
+        blk[_at((r_out + O_CASH), j)] = select_nb(live, cash, 0.0)
+        for c in (O_FEES, O_SLIP, O_BORROW, O_NFILLS):
+            blk[_at((r_out + c), j)] = select_nb(live, blk[_at((r_out + c), j)], 0.0)
+        e_open = blk[_at((r_x + X_EOPEN), j)]
+        inv_e_open = select_nb(e_open > 0.0, 1.0 / e_open, 0.0)
+        blk[_at((r_out + O_TURNOVER), j)] = select_nb(live, blk[_at((r_out + O_TURNOVER), j)] * inv_e_open, 0.0)
+        blk[_at((r_out + O_TERM), j)] = select_nb((live) & (term), 1.0, 0.0)
+        blk[_at((r_out + O_TRUNC), j)] = select_nb((live) & (trunc), 1.0, 0.0)
+        blk[_at((r_out + O_STATUS), j)] = select_nb(live, status_env, blk[_at((r_out + O_STATUS), j)])
+        blk[_at((r_out + O_T), j)] = select_nb(live, f, 0.0)
+        blk[_at((r_out + O_LOGRET), j)] = select_nb(live, e / e_prev, 0.0)  # (until _log_reward replaces it by its log)
+        blk[_at((r_out + O_DRAWDOWN), j)] = select_nb(live, 1.0 - e / peak, 0.0)
+        for i in range(A):
+            q = blk[_at((S_QTY + i), j)]
+            blk[_at((tw + i), j)] = select_nb(live, q * blk[_at((mk + i), j)] * inv_e, 0.0)
+            blk[_at((td + i), j)] = select_nb(live, q, 0.0)
+            blk[_at((ts + i), j)] = select_nb(live, blk[_at((ts + i), j)], 0.0)
 
-    work[n, wi + I_T] = f
-    work[n, wi + I_STEPS] += 1.0
-    term = status_env != ENV_OK
-    trunc = f >= work[n, wi + I_END]
-    if term or trunc:
-        work[n, wi + I_DONE] = 1.0
-    out[O_REWARD, n] = reward * par[C_SCALE]
-    out[O_EQUITY, n] = e
-    out[O_CASH, n] = cash
-    out[O_FEES, n] = fees
-    out[O_SLIP, n] = slip
-    out[O_TURNOVER, n] = traded * inv_e_open
-    out[O_BORROW, n] = borrow
-    out[O_TERM, n] = 1.0 if term else 0.0
-    out[O_TRUNC, n] = 1.0 if trunc else 0.0
-    out[O_NFILLS, n] = nfill
-    out[O_STATUS, n] = status_env
-    out[O_T, n] = f
-    out[O_LOGRET, n] = ratio  # (until _log_reward replaces it by its log)
-    out[O_DRAWDOWN, n] = dd
-    inv_e = 1.0 / e if e > 0.0 else 0.0
-    for i in range(A):
-        q = work[n, S_QTY + i]
-        out[tw + i, n] = q * px[f, i, P_MARK] * inv_e
-        out[td + i, n] = q
+
+@numba.njit(inline="always", **JIT)
+def _store_block(lo, work, out, blk, A, width, r_out):
+    u0 = np.uint64(lo)
+    for c in range(width):
+        for j in range(B):
+            work[c, u0 + np.uint64(j)] = blk[_at(c, j)]
+    for c in range(O_W + 3 * A):
+        for j in range(B):
+            out[c, u0 + np.uint64(j)] = blk[_at((r_out + c), j)]
 
 
 @numba.njit(inline="always", **JIT)
 def _log_reward(out, par, n):
-    """Env n's log return from the equity ratio that :func:`step_env_nb` left in ``out[O_LOGRET]``,
-    and its reward unless it is the differential Sharpe. Run in the observation pass: a call to
-    ``log`` inside the step body made LLVM save and restore every live register around it."""
+    """Env n's log return from the equity ratio that the step left in ``out[O_LOGRET]``, and its
+    reward unless it is the differential Sharpe (scalar: ``log`` does not vectorise here)."""
     ratio = out[O_LOGRET, n]
     logret = math.log(ratio if ratio > LOG_FLOOR else LOG_FLOOR)
     out[O_LOGRET, n] = logret
@@ -277,26 +469,93 @@ def _log_reward(out, par, n):
 
 
 @numba.njit(inline="always", **JIT)
+def _prefetch_block(lo, N, px, data, work, A, wi, AF, mask_off):
+    """Ask for the price and feature rows the envs lo..lo+B will read."""
+    for n in range(lo, min(lo + B, N)):
+        if work[wi + I_DONE, n] == 0.0:
+            f = int(work[wi + I_T, n]) + 1
+            prefetch_nb(px, f * A * N_PX)
+            prefetch_nb(px, f * A * N_PX + A * N_PX - 1)
+            prefetch_nb(data, f * AF)
+            prefetch_nb(data, f * AF + AF - 1)
+            prefetch_nb(data, mask_off + f * A)
+
+
+@numba.njit(**JIT)
+def step_blocks_nb(b0, b1, N, px, data, par, work, out, act, obs, dims):
+    """Step the envs of blocks b0..b1 (columns b x BLOCK ...): per block, load, phases, store, then
+    the observations. (A function of its own, not inlined: numba's IR inlining copies a callee's IR
+    at a cost that grows with its size squared, and this body inlined into each kernel took minutes
+    to compile. The stack block is allocated here, so LLVM still sees every use of it.)"""
+    T = px.shape[0]
+    A, K = len(dims[0]), len(dims[1])  # compile-time constants (tuple lengths)
+    wi, wf, width = work_offsets_nb(A)
+    r_out, r_px, r_act, r_x, _ = block_rows_nb(A, K)
+    mask_off = data.shape[0] - T * A
+    AF = mask_off // T
+    window = int(par[C_WINDOW])
+    D = window * (AF + A) + A + 3
+    blk = stack_block_nb(dims)
+    blk[:] = 0.0  # (every row the phases leave unwritten is then 0, not what the stack held)
+    _copy_rules(par, blk, A, r_x)
+    for b in range(b0, b1):
+        lo = b * B
+        _prefetch_block(lo + B, N, px, data, work, A, wi, AF, mask_off)
+        _load_block(lo, N, work, act, px, blk, A, K, wi, wf, r_px, r_act)
+        _map_actions(par, blk, A, K, wi, r_out, r_act, r_x)
+        _orders_and_sells(par, blk, A, wf, r_out, r_px, r_x)
+        if par[C_LONG_ONLY] > 0.0:
+            _rescale_buys(par, blk, A, wf, r_out, r_px, r_x)
+        _buys_and_mark(par, blk, A, wf, r_out, r_px, r_x)
+        if par[C_LONG_ONLY] == 0.0:
+            _liquidate(par, blk, A, wf, r_out, r_px, r_x)
+        _finish(par, blk, A, wi, r_out, r_px, r_x)
+        _store_block(lo, work, out, blk, A, width, r_out)
+        for n in range(lo, min(lo + B, N)):
+            if out[O_T, n] > 0.0:  # stepped in this call (skipped and malformed envs have O_T = 0)
+                _log_reward(out, par, n)
+                write_obs_nb(obs, n * D, int(out[O_T, n]), data, px, work, n, window, A, AF, mask_off)
+
+
+@numba.njit(inline="always", **JIT)
 def _count_done(out, N):
     """Envs that finished in this step, or -1 if any action was malformed."""
     done = 0
+    bad = False
     for n in range(N):
-        if out[O_STATUS, n] < 0.0:
-            return -1
-        if out[O_TERM, n] + out[O_TRUNC, n] > 0.0:
-            done += 1
-    return done
+        bad |= out[O_STATUS, n] < 0.0
+        done += select_nb(out[O_TERM, n] + out[O_TRUNC, n] > 0.0, 1, 0)
+    return select_nb(bad, -1, done)
 
 
 @numba.njit(inline="always", **JIT)
 def _check_shape(out, act, N, A, K):
-    """K if the action has N x K values (K per env); else -1, every env marked ENV_BAD_SHAPE."""
+    """True if the action has N x K values (K per env); else every env is marked ENV_BAD_SHAPE."""
     if act.shape[0] != N * K:
         for n in range(N):
-            _clear_out(out, n, O_W + 3 * A)
+            for c in range(O_W + 3 * A):
+                out[c, n] = 0.0
             out[O_STATUS, n] = ENV_BAD_SHAPE
-        return -1
-    return K
+        return False
+    return True
+
+
+@numba.njit(inline="always", **JIT)
+def _as_float64(act):
+    """The actions as a new contiguous float64 array: step_blocks_nb is then compiled once per (A, K),
+    not once more per action dtype and layout (it is most of a kernel's compile time)."""
+    a = np.empty(act.shape[0])
+    for k in range(act.shape[0]):
+        a[k] = act[k]
+    return a
+
+
+@numba.njit(inline="always", **JIT)
+def _sizes(px, data, par, obs, dims):
+    T, A, K = px.shape[0], len(dims[0]), len(dims[1])  # compile-time constants (tuple lengths)
+    AF = (data.shape[0] - T * A) // T
+    D = int(par[C_WINDOW]) * (AF + A) + A + 3
+    return A, K, obs.shape[0] // D
 
 
 @numba.njit(**JIT)
@@ -305,55 +564,25 @@ def step_batch_nb(px, data, par, work, dims, out, act, obs):
     their out column zeroed). Reads the action of env n from the flat ``act`` [N x K] (row-major);
     writes ``work``, ``out`` and env n's observation at ``obs[n x obs_dim]``. Returns the number of envs
     that terminated or were truncated, or -1 if an action was malformed (``O_STATUS`` < 0)."""
-    T, A, K = px.shape[0], len(dims[0]), len(dims[1])  # compile-time constants (tuple lengths)
-    N = work.shape[0]
-    wi, wf, _ = work_offsets_nb(A)
-    K = _check_shape(out, act, N, A, K)
-    if K < 0:
+    A, K, N = _sizes(px, data, par, obs, dims)
+    if not _check_shape(out, act, N, A, K):
         return -1
-    A4 = A * N_PX
-    for n in range(N):
-        m = min(n + PREFETCH_AHEAD, N - 1)
-        if work[m, wi + I_DONE] == 0.0:
-            r = (int(work[m, wi + I_T]) + 1) * A4
-            prefetch_nb(px, r)
-            prefetch_nb(px, r + A4 - 1)
-        step_env_nb(n, px, par, work, out, act, K, A, wi, wf)
-    # observations in a second pass: a pure gather over envs, whose memory loads overlap
-    window = int(par[C_WINDOW])
-    mask_off = data.shape[0] - T * A
-    AF = mask_off // T
-    D = obs.shape[0] // N
-    for n in range(N):
-        m = min(n + PREFETCH_AHEAD, N - 1)
-        fm = int(out[O_T, m])
-        prefetch_nb(data, fm * AF)
-        prefetch_nb(data, fm * AF + AF - 1)
-        prefetch_nb(data, mask_off + fm * A)
-        if out[O_T, n] > 0.0:  # stepped in this call (skipped and malformed envs have O_T = 0)
-            _log_reward(out, par, n)
-            write_obs_nb(obs, n * D, int(out[O_T, n]), data, px, work, n, window, A, AF, mask_off)
+    step_blocks_nb(0, -(-N // B), N, px, data, par, work, out, _as_float64(act), obs, dims)
     return _count_done(out, N)
 
 
 @numba.njit(parallel=True, **JIT)
 def step_batch_par_nb(px, data, par, work, dims, out, act, obs):
-    """:func:`step_batch_nb` with the envs spread over numba's threads (``prange``); same results."""
-    T, A, K = px.shape[0], len(dims[0]), len(dims[1])  # compile-time constants (tuple lengths)
-    N = work.shape[0]
-    wi, wf, _ = work_offsets_nb(A)
-    K = _check_shape(out, act, N, A, K)
-    if K < 0:
+    """:func:`step_batch_nb` with the blocks of envs spread over numba's threads; same results."""
+    A, K, N = _sizes(px, data, par, obs, dims)
+    if not _check_shape(out, act, N, A, K):
         return -1
-    window = int(par[C_WINDOW])
-    mask_off = data.shape[0] - T * A
-    AF = mask_off // T
-    D = obs.shape[0] // N
-    for n in numba.prange(N):
-        step_env_nb(n, px, par, work, out, act, K, A, wi, wf)
-        if out[O_T, n] > 0.0:
-            _log_reward(out, par, n)
-            write_obs_nb(obs, n * D, int(out[O_T, n]), data, px, work, n, window, A, AF, mask_off)
+    nb = -(-N // B)
+    a64 = _as_float64(act)
+    d0, d1 = dims[0], dims[1]  # (numba's parallel loops cannot take the nested tuple itself)
+    for c in numba.prange(-(-nb // PAR_CHUNK)):  # runs of PAR_CHUNK blocks, spread over the threads
+        b0 = c * PAR_CHUNK
+        step_blocks_nb(b0, min(b0 + PAR_CHUNK, nb), N, px, data, par, work, out, a64, obs, (d0, d1))
     return _count_done(out, N)
 
 
@@ -361,27 +590,27 @@ def step_batch_par_nb(px, data, par, work, dims, out, act, obs):
 def reset_batch_nb(idx, starts, ends, px, data, par, work, obs, out):
     """Start environment ``idx[j]`` at decision bar ``starts[j]`` with all cash; its episode is
     truncated when it reaches bar ``ends[j]``. Writes its first observation at ``obs[idx[j] x obs_dim]``
-    (``obs`` holds N observations, flat) and its out row (equity, cash and bar; the rest 0)."""
+    (``obs`` holds N observations, flat) and its out column (equity, cash and bar; the rest 0)."""
     T, A = px.shape[0], px.shape[1]
-    N = work.shape[0]
     wi, _, width = work_offsets_nb(A)
     mask_off = data.shape[0] - T * A
     AF = mask_off // T
+    window = int(par[C_WINDOW])
     init = par[C_INIT_CASH]
-    D = obs.shape[0] // N
+    D = window * (AF + A) + A + 3
     for j in range(idx.shape[0]):
         n = idx[j]
         for c in range(width):
-            work[n, c] = 0.0
-        work[n, S_CASH] = init
-        work[n, S_EQUITY] = init
-        work[n, S_PEAK] = init
-        work[n, S_INIT] = init
-        work[n, wi + I_T] = starts[j]
-        work[n, wi + I_END] = ends[j]
+            work[c, n] = 0.0
+        work[S_CASH, n] = init
+        work[S_EQUITY, n] = init
+        work[S_PEAK, n] = init
+        work[S_INIT, n] = init
+        work[wi + I_T, n] = starts[j]
+        work[wi + I_END, n] = ends[j]
         for c in range(out.shape[0]):
             out[c, n] = 0.0
         out[O_EQUITY, n] = init
         out[O_CASH, n] = init
         out[O_T, n] = starts[j]
-        write_obs_nb(obs, n * D, starts[j], data, px, work, n, int(par[C_WINDOW]), A, AF, mask_off)
+        write_obs_nb(obs, n * D, starts[j], data, px, work, n, window, A, AF, mask_off)

@@ -140,9 +140,10 @@ def test_returned_rewards_and_infos_are_not_changed_by_later_steps():
 def test_results_array_rows_fall_in_different_cache_sets_and_bad_buffers_are_refused():
     from factorgym.envs import execution as ex
 
-    for n in range(1, 3000):
+    for n in range(1, 3000):  # whole blocks of envs, an odd number of them
         fields, L = ex.out_shape(4, n)
-        assert fields == ex.O_W + 12 and L >= n and L % 8 == 0 and (L // 8) % 2 == 1
+        assert fields == ex.O_W + 12 and L >= n and L % ex.BLOCK == 0 and (L // ex.BLOCK) % 2 == 1
+        assert ex.work_shape(4, n) == (ex.work_offsets(4)[2], L)
     venv = CryptoTradingVectorEnv(make_tensor(), 4)
     venv.reset(seed=0)
     act = np.zeros((4, venv.core.action_dim))
