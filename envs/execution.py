@@ -115,7 +115,7 @@ O_REWARD, O_EQUITY, O_CASH, O_FEES, O_SLIP, O_TURNOVER, O_BORROW = 0, 1, 2, 3, 4
 O_TERM, O_TRUNC, O_NFILLS, O_STATUS, O_T, O_LOGRET, O_DRAWDOWN, O_W = 7, 8, 9, 10, 11, 12, 13, 14
 F_QTY, F_PRICE, F_FEE, F_SLIP = 0, 1, 2, 3  # F_QTY signed: + bought, - sold (base units)
 N_FILL_COLS = 4
-BLOCK = 16  # envs stepped together, one per SIMD lane (see kernels.py)
+BLOCK = 8  # envs stepped together, one per SIMD lane (see kernels.py)
 N_TEMP = 4  # per-env temporaries of a step (kernels.X_*)
 # obs: float32 flat [N x obs_dim] (env n's observation at n x obs_dim): a 1-D argument, so the single
 #     env can hand the kernel a fresh [obs_dim] array and return it without a copy.

@@ -496,7 +496,6 @@ def step_blocks_nb(b0, b1, N, px, data, par, work, out, act, obs, dims):
     window = int(par[C_WINDOW])
     D = window * (AF + A) + A + 3
     blk = stack_block_nb(dims)
-    blk[:] = 0.0  # (every row the phases leave unwritten is then 0, not what the stack held)
     _copy_rules(par, blk, A, r_x)
     for b in range(b0, b1):
         lo = b * B

@@ -26,8 +26,11 @@ def make_tensor(T: int = 120, A: int = 3, F: int = 2, seed: int = 0) -> FactorTe
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(mapping="signed"), dict(action_scheme="discrete", levels=(-1, 0, 1), long_only=False)])
 def test_vector_env_equals_single_envs_for_the_same_actions_and_starts(kwargs):
-    t, N, steps = make_tensor(), 5, 40
-    starts = np.array([3, 10, 10, 50, 70])
+    from factorgym.envs.execution import BLOCK
+
+    t, N, steps = make_tensor(), 2 * BLOCK + 3, 40  # two full blocks of envs (SIMD lanes) and a partial one
+    starts = np.linspace(3, 59, N).astype(np.int64)
+    starts[1] = starts[2]  # (two envs on the same bars)
     venv = CryptoTradingVectorEnv(t, N, window=4, execution=FULL, episode_length=60, **kwargs)
     obs_v, _ = venv.reset(seed=0, options={"start": starts})
     singles = [CryptoTradingEnv(t, window=4, execution=FULL, episode_length=60, **kwargs) for _ in range(N)]
@@ -46,7 +49,10 @@ def test_vector_env_equals_single_envs_for_the_same_actions_and_starts(kwargs):
 
 
 def test_parallel_kernel_gives_the_same_trajectories_bit_for_bit():
-    t, N = make_tensor(), 6
+    from factorgym.envs.execution import BLOCK
+    from factorgym.envs.kernels import PAR_CHUNK
+
+    t, N = make_tensor(), PAR_CHUNK * BLOCK + 5  # two parallel tasks, the second with a partial block
     kw = dict(window=3, execution=FULL, episode_length=15, mapping="signed")
     serial, par = CryptoTradingVectorEnv(t, N, **kw), CryptoTradingVectorEnv(t, N, parallel=True, **kw)
     assert par.core.parallel and not serial.core.parallel
@@ -149,3 +155,19 @@ def test_results_array_rows_fall_in_different_cache_sets_and_bad_buffers_are_ref
     act = np.zeros((4, venv.core.action_dim))
     with pytest.raises(ValueError, match="out must be"):
         venv.core.step(act, out=np.empty(venv.core.out.shape))  # [N, fields]: the transposed layout
+
+
+def test_envs_that_are_done_keep_their_state_and_report_nothing():
+    from factorgym.envs import execution as ex
+
+    venv = CryptoTradingVectorEnv(make_tensor(), 10, window=2, execution=FULL, episode_length=20)
+    venv.reset(seed=0)
+    core = venv.core
+    venv.step(np.full((10, core.action_dim), 0.5))  # every env holds positions now
+    core.work[core._wi + ex.I_DONE, [2, 9]] = 1.0  # envs 2 and 9 (in two different blocks) have finished
+    st, ist = core.st.copy(), core.ist
+    assert core.step(np.full((10, core.action_dim), -0.5)) == 0
+    assert np.array_equal(core.st[[2, 9]], st[[2, 9]]) and np.array_equal(core.ist[[2, 9]], ist[[2, 9]])
+    assert not core.out[[2, 9]].any()  # no results, no fills
+    live = [0, 1, 3, 4, 5, 6, 7, 8]
+    assert (core.ist[live, ex.I_STEPS] == 2).all() and not np.array_equal(core.st[live], st[live])
