@@ -175,7 +175,8 @@ class PortfolioCore:
         self.obs = np.zeros(N * self.obs_dim, dtype=np.float32)  # flat [N x obs_dim]
         self.parallel = bool(parallel)
         kernel = step_batch_par_nb if self.parallel else step_batch_nb
-        self.dims = ((0,) * A, (0,) * self.action_dim)  # the kernels' compile-time A and K (tuple lengths)
+        # the kernels' compile-time A, K and block size (tuple lengths)
+        self.dims = ((0,) * A, (0,) * self.action_dim, (0,) * ex.block_size(N))
         args = (self.px, self.data, self.par, self.work, self.dims, self._out, self.act, self.obs)
         self.step64 = _fast(kernel, *args, act_dtype=np.float64)
         self.step32 = _fast(kernel, *args, act_dtype=np.float32)

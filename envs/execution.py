@@ -115,7 +115,6 @@ O_REWARD, O_EQUITY, O_CASH, O_FEES, O_SLIP, O_TURNOVER, O_BORROW = 0, 1, 2, 3, 4
 O_TERM, O_TRUNC, O_NFILLS, O_STATUS, O_T, O_LOGRET, O_DRAWDOWN, O_W = 7, 8, 9, 10, 11, 12, 13, 14
 F_QTY, F_PRICE, F_FEE, F_SLIP = 0, 1, 2, 3  # F_QTY signed: + bought, - sold (base units)
 N_FILL_COLS = 4
-BLOCK = 8  # envs stepped together, one per SIMD lane (see kernels.py)
 N_TEMP = 4  # per-env temporaries of a step (kernels.X_*)
 # obs: float32 flat [N x obs_dim] (env n's observation at n x obs_dim): a 1-D argument, so the single
 #     env can hand the kernel a fresh [obs_dim] array and return it without a copy.
@@ -206,13 +205,21 @@ def work_offsets(A: int) -> tuple[int, int, int]:
     return w_ist, w_fills, w_fills + 3 * A * N_FILL_COLS
 
 
+def block_size(N: int) -> int:
+    """Envs stepped together by the kernels, one per SIMD lane (see kernels.py): 8 (one AVX-512
+    vector) for up to 63 envs, where fewer padding lanes keep a single env's step short; 16 above,
+    where fewer blocks mean less per-block work."""
+    return 8 if N < 64 else 16
+
+
 def columns(N: int) -> int:
-    """L, the columns of ``work`` and ``out`` for N envs: whole blocks of BLOCK envs (the kernels
-    step every lane of a block; the padding columns hold envs that are always done), an odd number
-    of them, so that the rows (L x 8 bytes apart) map to different L1 cache sets: with L a multiple
-    of 512 every field of an env fell in one set, and a step ran 1.5x slower."""
-    m = -(-N // BLOCK)
-    return BLOCK * (m + 1 - m % 2)
+    """L, the columns of ``work`` and ``out`` for N envs: whole blocks of block_size(N) envs (the
+    kernels step every lane of a block; the padding columns hold envs that are always done), an odd
+    number of them, so that the rows (L x 8 bytes apart) map to different L1 cache sets: with L a
+    multiple of 512 every field of an env fell in one set, and a step ran 1.5x slower."""
+    B = block_size(N)
+    m = -(-N // B)
+    return B * (m + 1 - m % 2)
 
 
 def out_shape(A: int, N: int) -> tuple[int, int]:
@@ -226,7 +233,7 @@ def work_shape(A: int, N: int) -> tuple[int, int]:
 
 
 def block_rows(A: int, K: int) -> tuple[int, int, int, int, int]:
-    """Offsets (in rows of BLOCK lanes) of the regions of the kernels' stack scratch block, and its
+    """Offsets (in rows of block_size lanes) of the regions of the kernels' stack scratch block, and its
     row count: the work rows (same offsets as in ``work``), then the out rows, the price records of
     the fill bar (``P_*`` x A + asset), the K action values, and the kernels' per-env temporaries."""
     r_out = S_QTY + A + N_IST + 3 * A * N_FILL_COLS  # work_offsets(A)[2]

@@ -13,7 +13,7 @@ argument arrays, which is what lets it vectorise the block loops across envs: ov
 arrays themselves (rows ``L`` apart, ``L`` known only at run time) it would need more run-time
 overlap checks than it is willing to emit, and falls back to scalar code.
 
-``sqrt_nb(x)``: ``math.sqrt`` that LLVM can vectorise (see its docstring); ``lane_index_intrinsic``:
+``sqrt_nb(x)``: ``math.sqrt`` that LLVM can vectorise (see its docstring); ``lane_index_nb``:
 the block index arithmetic, without numba's negative-index wraparound.
 """
 
@@ -89,24 +89,20 @@ def stack_block_intrinsic(size_of):
     return stack_block_nb
 
 
-def lane_index_intrinsic(block):
-    """An intrinsic ``at(r, j)`` = r x ``block`` + j as an unsigned integer: the index of lane j of
-    row r of a stack block. Unsigned, so that numba adds no negative-index wraparound (which would
-    hide from LLVM that the rows are distinct, and keep it from vectorising); an intrinsic, because
-    a numba function inlined at each of the kernels' ~200 block accesses made compiling take minutes."""
+@intrinsic
+def lane_index_nb(typingctx, r, j, block):
+    """r x ``block`` + j as an unsigned integer: the index of lane j of row r of a stack block of
+    ``block`` lanes. Unsigned, so that numba adds no negative-index wraparound (which would hide from
+    LLVM that the rows are distinct, and keep it from vectorising); an intrinsic, because a numba
+    function inlined at each of the kernels' ~200 block accesses made compiling take minutes."""
+    if not all(isinstance(x, types.Integer) for x in (r, j, block)):
+        return None
 
-    @intrinsic
-    def at(typingctx, r, j):
-        if not isinstance(r, types.Integer) or not isinstance(j, types.Integer):
-            return None
+    def codegen(context, builder, sig, args):
+        r64, j64, b64 = (context.cast(builder, a, t, types.int64) for a, t in zip(args, sig.args))
+        return builder.add(builder.mul(r64, b64), j64)
 
-        def codegen(context, builder, sig, args):
-            r64, j64 = (context.cast(builder, a, t, types.int64) for a, t in zip(args, sig.args))
-            return builder.add(builder.mul(r64, ir.Constant(ir.IntType(64), block)), j64)
-
-        return types.uint64(r, j), codegen
-
-    return at
+    return types.uint64(r, j, block), codegen
 
 
 @intrinsic

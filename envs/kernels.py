@@ -4,9 +4,9 @@ The order of operations and the rounding rules are documented in :mod:`factorgym
 the array layouts (``px``, ``data``, ``par``, ``work``, ``out``, ``obs``) are its ``P_*``, ``C_*``, ``M_*``,
 ``S_*``, ``I_*``, ``O_*`` and ``F_*`` constants.
 
-SIMD across envs. The envs are stepped in blocks of ``BLOCK`` (their columns of the field-major
-``work`` and ``out``). A block's state is copied into a scratch array on the stack (row r, lane j
-at ``r x BLOCK + j``; :func:`~factorgym.envs.intrinsics.stack_block_intrinsic`), stepped there in
+SIMD across envs. The envs are stepped in blocks of B (``execution.block_size``: 8 or 16; their
+columns of the field-major ``work`` and ``out``). A block's state is copied into a scratch array on
+the stack (row r, lane j at ``r x B + j``; :func:`~factorgym.envs.intrinsics.stack_block_intrinsic`), stepped there in
 phases that are each a loop over the block's lanes, and copied back. In those loops no env branches
 on its own values (``select_nb`` instead of conditional expressions: a learning agent's order signs
 are random, and a mispredicted branch costs more than computing both sides), so LLVM turns each loop
@@ -28,9 +28,9 @@ run as scalar fix-ups over the lanes that need them. Envs that are done, or whos
 malformed, are stepped with no orders and keep their state (their untradable-close and liquidation
 fill rows are cleared).
 
-The kernels take ``dims`` = ((0,) x A, (0,) x K): numba compiles one specialisation per tuple type,
-so the number of assets A and of action values per env K are constants there, and LLVM unrolls the
-per-asset loops. One block loop (:func:`step_blocks_nb`) serves :func:`step_batch_nb` (one thread,
+The kernels take ``dims`` = ((0,) x A, (0,) x K, (0,) x B): numba compiles one specialisation per
+tuple type, so the number of assets A, of action values per env K and the block size B are
+constants there: LLVM unrolls the per-asset loops and every block offset is a constant. One block loop (:func:`step_blocks_nb`) serves :func:`step_batch_nb` (one thread,
 the default) and :func:`step_batch_par_nb` (``parallel=True``: runs of blocks spread over numba's
 threads; opt-in). A block reads only shared read-only arrays and writes only its own columns of
 ``work`` and ``out`` and its envs' slices of ``obs``, so the two give identical results.
@@ -44,7 +44,7 @@ import numba
 import numpy as np
 
 from factorgym.envs.execution import (
-    BLOCK, C_BORROW, C_CLOSE_UNTRADABLE, C_DD_PEN, C_ETA, C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_INIT_CASH,
+    C_BORROW, C_CLOSE_UNTRADABLE, C_DD_PEN, C_ETA, C_FIXED_SLIP, C_IMPACT, C_IMPACT_EXP, C_INIT_CASH,
     C_LEVEL_SIZE, C_LONG_ONLY, C_MAINT, C_MAX_LEV, C_MKT, C_N_LEVELS, C_REWARD, C_SCALE, C_SCHEME, C_TO_PEN,
     C_WINDOW, CASH_SAFETY, ENV_BAD_ACTION, ENV_BAD_SHAPE, ENV_BANKRUPT, ENV_LIQUIDATED, ENV_OK, F_FEE,
     F_PRICE, F_QTY, F_SLIP, FILL_LIQUIDATION, FILL_UNTRADABLE_CLOSE, FILLED, I_DONE, I_END, I_STEPS, I_T,
@@ -55,50 +55,49 @@ from factorgym.envs.execution import (
     REWARD_TURNOVER, S_CASH, S_EQUITY, S_INIT, S_PEAK, S_QTY, S_SH_A, S_SH_B, SCHEME_DIRECT,
     SCHEME_DISCRETE, SCHEME_SIGNED, SCHEME_SIMPLEX, block_rows, fill_inv_nb, work_offsets_nb, write_obs_nb,
 )
-from factorgym.envs.intrinsics import lane_index_intrinsic, prefetch_nb, select_nb, stack_block_intrinsic
+from factorgym.envs.intrinsics import lane_index_nb, prefetch_nb, select_nb, stack_block_intrinsic
 
-B = BLOCK
 block_rows_nb = numba.njit(**JIT)(block_rows)
-stack_block_nb = stack_block_intrinsic(lambda A, K: (block_rows(A, K)[-1] + N_MKT * A) * BLOCK)
+stack_block_nb = stack_block_intrinsic(lambda A, K, B: (block_rows(A, K)[-1] + N_MKT * A) * B)
 X_LIVE, X_EOPEN, X_COST, X_LIQ = 0, 1, 2, 3  # per-lane temporaries (rows r_x + X_*)
 PAR_CHUNK = 8  # blocks per task of the parallel kernel (each task sets up its own stack block)
 
 
-_at = lane_index_intrinsic(B)  # _at(r, j): index of lane j of block row r (see intrinsics.py)
+_at = lane_index_nb  # _at(r, j, B): index of lane j of row r of a block of B lanes (see intrinsics.py)
 
 
 @numba.njit(inline="always", **JIT)
-def _copy_rules(par, blk, A, r_x):
+def _copy_rules(par, blk, A, r_x, B):
     """The per-symbol market rules into rows of the block, after its per-env rows, each value in every
     lane: the phase loops then read only the stack block, at addresses a constant distance apart
     (LLVM gives up vectorising a loop that mixes those with loop-invariant ones, or with arguments)."""
     mkt = r_x + N_TEMP
     for c in range(N_MKT * A):
         for j in range(B):
-            blk[_at(mkt + c, j)] = par[C_MKT + c]
+            blk[_at(mkt + c, j, B)] = par[C_MKT + c]
 
 
 @numba.njit(inline="always", **JIT)
-def _load_block(lo, N, work, act, px, blk, A, K, wi, wf, r_px, r_act):
+def _load_block(lo, N, work, act, px, blk, A, K, wi, wf, r_px, r_act, B):
     """State rows of envs lo..lo+B into the block, their actions (float64), and the price records
     of the bar they fill at (f = t + 1; bar 0 for envs that are done: nothing is read from it)."""
     u0 = np.uint64(lo)
     for c in range(wf):
         for j in range(B):
-            blk[_at(c, j)] = work[c, u0 + np.uint64(j)]
+            blk[_at(c, j, B)] = work[c, u0 + np.uint64(j)]
     for j in range(B):
         n = min(lo + j, N - 1)  # (padding lanes past the last env read its action; they are done)
         for k in range(K):
-            blk[_at((r_act + k), j)] = act[n * K + k]
+            blk[_at((r_act + k), j, B)] = act[n * K + k]
     for j in range(B):
-        f = select_nb(blk[_at((wi + I_DONE), j)] == 0.0, int(blk[_at((wi + I_T), j)]) + 1, 0)
+        f = select_nb(blk[_at((wi + I_DONE), j, B)] == 0.0, int(blk[_at((wi + I_T), j, B)]) + 1, 0)
         for i in range(A):
             for c in range(N_PX):
-                blk[_at((r_px + c * A + i), j)] = px[f, i, c]
+                blk[_at((r_px + c * A + i), j, B)] = px[f, i, c]
 
 
 @numba.njit(inline="always", **JIT)
-def _map_actions(par, blk, A, K, wi, r_out, r_act, r_x):
+def _map_actions(par, blk, A, K, wi, r_out, r_act, r_x, B):
     """Target weights into the weight rows, ``X_LIVE`` (not done, action well formed) and the
     status row (``ENV_BAD_ACTION`` for a malformed action of a live env)."""
     scheme = int(par[C_SCHEME])
@@ -109,69 +108,69 @@ def _map_actions(par, blk, A, K, wi, r_out, r_act, r_x):
     for j in range(B):
         ok = True
         for k in range(K):
-            x = blk[_at((r_act + k), j)]
+            x = blk[_at((r_act + k), j, B)]
             ok &= math.isfinite(x) | (direct & math.isnan(x))  # (direct mapping: NaN = hold that asset)
-        blk[_at((r_x + X_LIVE), j)] = select_nb(ok, 1.0, 0.0)
+        blk[_at((r_x + X_LIVE), j, B)] = select_nb(ok, 1.0, 0.0)
     if scheme == SCHEME_SIMPLEX:  # w_i = (a_i + 1) / sum_j (a_j + 1), slot A = cash
         for j in range(B):
             s = 0.0
             for k in range(A + 1):
-                s += min(max(blk[_at((r_act + k), j)], -1.0), 1.0) + 1.0
+                s += min(max(blk[_at((r_act + k), j, B)], -1.0), 1.0) + 1.0
             for i in range(A):
-                x = min(max(blk[_at((r_act + i), j)], -1.0), 1.0) + 1.0
-                blk[_at((tw + i), j)] = select_nb(s > 0.0, x / s, 0.0)
+                x = min(max(blk[_at((r_act + i), j, B)], -1.0), 1.0) + 1.0
+                blk[_at((tw + i), j, B)] = select_nb(s > 0.0, x / s, 0.0)
     elif scheme == SCHEME_DISCRETE:  # level index -> level x level size
         n_levels = int(par[C_N_LEVELS])
         top = n_levels - 1.0
         size = par[C_LEVEL_SIZE]
         for j in range(B):
-            ok = blk[_at((r_x + X_LIVE), j)] > 0.0
+            ok = blk[_at((r_x + X_LIVE), j, B)] > 0.0
             for i in range(A):
-                x = blk[_at((r_act + i), j)]
+                x = blk[_at((r_act + i), j, B)]
                 xs = select_nb((x >= 0.0) & (x <= top), x, 0.0)  # (NaN fails both)
                 k = int(xs)
                 ok &= (x >= 0.0) & (x <= top) & (k == x)
-                blk[_at((tw + i), j)] = par[C_MKT + N_MKT * A + k] * size
-            blk[_at((r_x + X_LIVE), j)] = select_nb(ok, 1.0, 0.0)
+                blk[_at((tw + i), j, B)] = par[C_MKT + N_MKT * A + k] * size
+            blk[_at((r_x + X_LIVE), j, B)] = select_nb(ok, 1.0, 0.0)
     elif scheme == SCHEME_SIGNED:
         for j in range(B):
             for i in range(A):
-                blk[_at((tw + i), j)] = min(max(blk[_at((r_act + i), j)], -1.0), 1.0) * cap
+                blk[_at((tw + i), j, B)] = min(max(blk[_at((r_act + i), j, B)], -1.0), 1.0) * cap
     else:  # direct: the action is the target weight vector
         for j in range(B):
             for i in range(A):
-                blk[_at((tw + i), j)] = blk[_at((r_act + i), j)]
+                blk[_at((tw + i), j, B)] = blk[_at((r_act + i), j, B)]
     # clip to the constraints: long-only weights >= 0 summing to <= 1, gross <= max_leverage
     limit = select_nb(long_only, min(cap, 1.0), cap)
     clip = scheme != SCHEME_SIMPLEX  # (simplex weights are >= 0 and sum to <= 1 by construction)
     for j in range(B):
         gross = 0.0
         for i in range(A):
-            w = blk[_at((tw + i), j)]
+            w = blk[_at((tw + i), j, B)]
             w = select_nb((clip) & (long_only) & (w < 0.0), 0.0, w)
-            blk[_at((tw + i), j)] = w
+            blk[_at((tw + i), j, B)] = w
             gross += select_nb(math.isnan(w), 0.0, abs(w))
         k = select_nb((clip) & (gross > limit), limit / gross, 1.0)  # (x 1.0 is exact)
         for i in range(A):
-            blk[_at((tw + i), j)] *= k
-        done = blk[_at((wi + I_DONE), j)] != 0.0
-        ok = blk[_at((r_x + X_LIVE), j)] > 0.0
-        blk[_at((r_out + O_STATUS), j)] = select_nb((not done) & (not ok), ENV_BAD_ACTION, 0.0)
-        blk[_at((r_x + X_LIVE), j)] = select_nb((not done) & (ok), 1.0, 0.0)
+            blk[_at((tw + i), j, B)] *= k
+        done = blk[_at((wi + I_DONE), j, B)] != 0.0
+        ok = blk[_at((r_x + X_LIVE), j, B)] > 0.0
+        blk[_at((r_out + O_STATUS), j, B)] = select_nb((not done) & (not ok), ENV_BAD_ACTION, 0.0)
+        blk[_at((r_x + X_LIVE), j, B)] = select_nb((not done) & (ok), 1.0, 0.0)
 
 
 @numba.njit(inline="always", **JIT)
-def _orders_and_sells(par, blk, A, wf, r_out, r_px, r_x):
+def _orders_and_sells(par, blk, A, wf, r_out, r_px, r_x, B):
     """Value the book at the open, size the orders, fill every order: sells applied at once (their
     proceeds pay for the buys), buys planned at full size in their fill rows (``X_COST``: their cost)."""
     if par[C_IMPACT] == 0.0 or par[C_IMPACT_EXP] == 0.5:
-        _orders_loop(par, blk, A, wf, r_out, r_px, r_x, False)  # no power: the loop vectorises
+        _orders_loop(par, blk, A, wf, r_out, r_px, r_x, False, B)  # no power: the loop vectorises
     else:
-        _orders_loop(par, blk, A, wf, r_out, r_px, r_x, True)
+        _orders_loop(par, blk, A, wf, r_out, r_px, r_x, True, B)
 
 
 @numba.njit(inline="always", **JIT)
-def _orders_loop(par, blk, A, wf, r_out, r_px, r_x, any_exp):
+def _orders_loop(par, blk, A, wf, r_out, r_px, r_x, any_exp, B):
     fixed = par[C_FIXED_SLIP]
     impact = par[C_IMPACT]
     iexp = par[C_IMPACT_EXP]
@@ -179,63 +178,63 @@ def _orders_loop(par, blk, A, wf, r_out, r_px, r_x, any_exp):
     op, mk, iv, tr = r_px + P_OPEN * A, r_px + P_MARK * A, r_px + P_INV_VOLUME * A, r_px + P_TRADABLE * A
     mkt = r_x + N_TEMP  # the market rules' rows in the block
     for j in range(B):
-        e_open = blk[_at(S_CASH, j)]
+        e_open = blk[_at(S_CASH, j, B)]
         for i in range(A):  # (px's open is the last close where the asset is untradable)
-            q = blk[_at(S_QTY + i, j)]
-            e_open += select_nb(q != 0.0, q * blk[_at(op + i, j)], 0.0)
-        blk[_at(r_x + X_EOPEN, j)] = e_open
+            q = blk[_at(S_QTY + i, j, B)]
+            e_open += select_nb(q != 0.0, q * blk[_at(op + i, j, B)], 0.0)
+        blk[_at(r_x + X_EOPEN, j, B)] = e_open
         for r in range(A * N_FILL_COLS, 3 * A * N_FILL_COLS):  # the untradable-close and liquidation rows
-            blk[_at(wf + r, j)] = 0.0
+            blk[_at(wf + r, j, B)] = 0.0
         for c in (O_FEES, O_SLIP, O_TURNOVER, O_NFILLS):
-            blk[_at(r_out + c, j)] = 0.0
-        blk[_at(r_x + X_COST, j)] = 0.0
+            blk[_at(r_out + c, j, B)] = 0.0
+        blk[_at(r_x + X_COST, j, B)] = 0.0
     # one asset at a time (the order of the sums is the asset order), all lanes at once
     for i in range(A):
         for j in range(B):
-            live = blk[_at(r_x + X_LIVE, j)] > 0.0
-            e_open = blk[_at(r_x + X_EOPEN, j)]
+            live = blk[_at(r_x + X_LIVE, j, B)] > 0.0
+            e_open = blk[_at(r_x + X_EOPEN, j, B)]
             inv_e_open = select_nb(e_open > 0.0, 1.0 / e_open, 0.0)
             # the order: target quantity minus held quantity (0 for an unchanged target: no fill)
-            q = blk[_at(S_QTY + i, j)]
-            w = blk[_at(tw + i, j)]
-            price = blk[_at(op + i, j)]
+            q = blk[_at(S_QTY + i, j, B)]
+            w = blk[_at(tw + i, j, B)]
+            price = blk[_at(op + i, j, B)]
             target = select_nb(e_open > 0.0, w * e_open / price, 0.0)
             d = target - q
             d = select_nb(abs(d) <= NOISE * max(abs(target), abs(q)), 0.0, d)  # round-off of an unchanged target
             exact = w == 0.0
             d = select_nb(exact, -q, d)  # exact close, no dust
             d = select_nb(math.isnan(w), 0.0, d)  # hold
-            tradable = blk[_at(tr + i, j)] > 0.0
+            tradable = blk[_at(tr + i, j, B)] > 0.0
             d = select_nb((tradable) & (live), d, 0.0)
-            held_w = q * blk[_at(mk + i, j)] * inv_e_open
+            held_w = q * blk[_at(mk + i, j, B)] * inv_e_open
             rejected = (not tradable) & (abs(w - held_w) > 1e-12)
             # its fill: a sell is applied at once, a buy planned (X_COST: the planned buys' cost)
             status, qf, p, fee, sc = fill_inv_nb(
-                d, price, blk[_at(iv + i, j)], blk[_at(mkt + M_FEE * A + i, j)], blk[_at(mkt + M_LOT * A + i, j)],
-                blk[_at(mkt + M_INV_LOT * A + i, j)], blk[_at(mkt + M_MIN_AMOUNT * A + i, j)],
-                blk[_at(mkt + M_MIN_NOTIONAL * A + i, j)], blk[_at(mkt + M_PRICE_STEP * A + i, j)],
-                blk[_at(mkt + M_INV_PRICE_STEP * A + i, j)], fixed, impact, iexp, exact, any_exp)
+                d, price, blk[_at(iv + i, j, B)], blk[_at(mkt + M_FEE * A + i, j, B)], blk[_at(mkt + M_LOT * A + i, j, B)],
+                blk[_at(mkt + M_INV_LOT * A + i, j, B)], blk[_at(mkt + M_MIN_AMOUNT * A + i, j, B)],
+                blk[_at(mkt + M_MIN_NOTIONAL * A + i, j, B)], blk[_at(mkt + M_PRICE_STEP * A + i, j, B)],
+                blk[_at(mkt + M_INV_PRICE_STEP * A + i, j, B)], fixed, impact, iexp, exact, any_exp)
             no_order = select_nb(rejected, REJECTED_UNTRADABLE, IGNORED_NO_CHANGE)
-            blk[_at(ts + i, j)] = select_nb(d != 0.0, status, no_order)
-            blk[_at(td + i, j)] = d
+            blk[_at(ts + i, j, B)] = select_nb(d != 0.0, status, no_order)
+            blk[_at(td + i, j, B)] = d
             r = wf + i * N_FILL_COLS  # (qf = 0 unless filled)
-            blk[_at(r + F_QTY, j)] = select_nb(d > 0.0, qf, -qf)
-            blk[_at(r + F_PRICE, j)] = p
-            blk[_at(r + F_FEE, j)] = fee
-            blk[_at(r + F_SLIP, j)] = sc
+            blk[_at(r + F_QTY, j, B)] = select_nb(d > 0.0, qf, -qf)
+            blk[_at(r + F_PRICE, j, B)] = p
+            blk[_at(r + F_FEE, j, B)] = fee
+            blk[_at(r + F_SLIP, j, B)] = sc
             sell = (d < 0.0) & (status == FILLED)
-            blk[_at(S_QTY + i, j)] = select_nb(sell, select_nb(exact, 0.0, q - qf), q)
-            blk[_at(S_CASH, j)] += select_nb(sell, qf * p - fee, 0.0)
-            blk[_at(r_out + O_FEES, j)] += select_nb(sell, fee, 0.0)
-            blk[_at(r_out + O_SLIP, j)] += select_nb(sell, sc, 0.0)
-            blk[_at(r_out + O_TURNOVER, j)] += select_nb(sell, qf * p, 0.0)  # (traded value until _finish)
-            blk[_at(r_out + O_NFILLS, j)] += select_nb(sell, 1.0, 0.0)
+            blk[_at(S_QTY + i, j, B)] = select_nb(sell, select_nb(exact, 0.0, q - qf), q)
+            blk[_at(S_CASH, j, B)] += select_nb(sell, qf * p - fee, 0.0)
+            blk[_at(r_out + O_FEES, j, B)] += select_nb(sell, fee, 0.0)
+            blk[_at(r_out + O_SLIP, j, B)] += select_nb(sell, sc, 0.0)
+            blk[_at(r_out + O_TURNOVER, j, B)] += select_nb(sell, qf * p, 0.0)  # (traded value until _finish)
+            blk[_at(r_out + O_NFILLS, j, B)] += select_nb(sell, 1.0, 0.0)
             buy = (d > 0.0) & (status == FILLED)
-            blk[_at(r_x + X_COST, j)] += select_nb(buy, qf * p + fee, 0.0)
+            blk[_at(r_x + X_COST, j, B)] += select_nb(buy, qf * p + fee, 0.0)
 
 
 @numba.njit(inline="always", **JIT)
-def _rescale_buys(par, blk, A, wf, r_out, r_px, r_x):
+def _rescale_buys(par, blk, A, wf, r_out, r_px, r_x, B):
     """Long-only: in each env whose planned buys cost more than its cash, every buy is scaled by the
     same factor and filled again (rare: a scalar pass over the lanes that need it)."""
     fixed = par[C_FIXED_SLIP]
@@ -245,29 +244,29 @@ def _rescale_buys(par, blk, A, wf, r_out, r_px, r_x):
     op, iv = r_px + P_OPEN * A, r_px + P_INV_VOLUME * A
     mkt = r_x + N_TEMP  # the market rules' rows in the block
     for j in range(B):
-        cost = blk[_at((r_x + X_COST), j)]
-        cash = blk[_at(S_CASH, j)]
+        cost = blk[_at((r_x + X_COST), j, B)]
+        cash = blk[_at(S_CASH, j, B)]
         if not (cost > cash and cost > 0.0):
             continue
         k = max(cash, 0.0) / cost * (1.0 - CASH_SAFETY)
         for i in range(A):
             r = wf + i * N_FILL_COLS
-            qf = blk[_at((r + F_QTY), j)]
+            qf = blk[_at((r + F_QTY), j, B)]
             if qf > 0.0:  # a planned buy: scale the lot-rounded quantity (floor(k q) x p(k q) <= k q p(q))
                 status, qf, p, fee, sc = fill_inv_nb(
-                    qf * k, blk[_at((op + i), j)], blk[_at((iv + i), j)], blk[_at(mkt + M_FEE * A + i, j)],
-                    blk[_at(mkt + M_LOT * A + i, j)], blk[_at(mkt + M_INV_LOT * A + i, j)], blk[_at(mkt + M_MIN_AMOUNT * A + i, j)],
-                    blk[_at(mkt + M_MIN_NOTIONAL * A + i, j)], blk[_at(mkt + M_PRICE_STEP * A + i, j)],
-                    blk[_at(mkt + M_INV_PRICE_STEP * A + i, j)], fixed, impact, iexp, False)
-                blk[_at((ts + i), j)] = status
-                blk[_at((r + F_QTY), j)] = qf  # (0 if the scaled order is ignored)
-                blk[_at((r + F_PRICE), j)] = p
-                blk[_at((r + F_FEE), j)] = fee
-                blk[_at((r + F_SLIP), j)] = sc
+                    qf * k, blk[_at((op + i), j, B)], blk[_at((iv + i), j, B)], blk[_at(mkt + M_FEE * A + i, j, B)],
+                    blk[_at(mkt + M_LOT * A + i, j, B)], blk[_at(mkt + M_INV_LOT * A + i, j, B)], blk[_at(mkt + M_MIN_AMOUNT * A + i, j, B)],
+                    blk[_at(mkt + M_MIN_NOTIONAL * A + i, j, B)], blk[_at(mkt + M_PRICE_STEP * A + i, j, B)],
+                    blk[_at(mkt + M_INV_PRICE_STEP * A + i, j, B)], fixed, impact, iexp, False)
+                blk[_at((ts + i), j, B)] = status
+                blk[_at((r + F_QTY), j, B)] = qf  # (0 if the scaled order is ignored)
+                blk[_at((r + F_PRICE), j, B)] = p
+                blk[_at((r + F_FEE), j, B)] = fee
+                blk[_at((r + F_SLIP), j, B)] = sc
 
 
 @numba.njit(inline="always", **JIT)
-def _buys_and_mark(par, blk, A, wf, r_out, r_px, r_x):
+def _buys_and_mark(par, blk, A, wf, r_out, r_px, r_x, B):
     """Apply the buys; close (or freeze) positions in untradable assets; borrow; mark to the close
     of bar f (equity into the out row); flag the envs to liquidate."""
     long_only = par[C_LONG_ONLY] > 0.0
@@ -280,59 +279,59 @@ def _buys_and_mark(par, blk, A, wf, r_out, r_px, r_x):
     for i in range(A):  # (asset by asset, as the sums must run in asset order; all lanes at once)
         r = wf + i * N_FILL_COLS
         for j in range(B):
-            qf = blk[_at(r + F_QTY, j)]
-            p, fee, sc = blk[_at(r + F_PRICE, j)], blk[_at(r + F_FEE, j)], blk[_at(r + F_SLIP, j)]
+            qf = blk[_at(r + F_QTY, j, B)]
+            p, fee, sc = blk[_at(r + F_PRICE, j, B)], blk[_at(r + F_FEE, j, B)], blk[_at(r + F_SLIP, j, B)]
             buy = qf > 0.0  # (sell rows hold negative quantities, unfilled rows 0)
-            blk[_at(S_CASH, j)] -= select_nb(buy, qf * p + fee, 0.0)
-            q = blk[_at(S_QTY + i, j)]
-            blk[_at(S_QTY + i, j)] = select_nb(buy, select_nb(blk[_at(tw + i, j)] == 0.0, 0.0, q + qf), q)
-            blk[_at(r_out + O_NFILLS, j)] += select_nb(buy, 1.0, 0.0)
-            blk[_at(r_out + O_FEES, j)] += select_nb(buy, fee, 0.0)
-            blk[_at(r_out + O_SLIP, j)] += select_nb(buy, sc, 0.0)
-            blk[_at(r_out + O_TURNOVER, j)] += select_nb(buy, qf * p, 0.0)
+            blk[_at(S_CASH, j, B)] -= select_nb(buy, qf * p + fee, 0.0)
+            q = blk[_at(S_QTY + i, j, B)]
+            blk[_at(S_QTY + i, j, B)] = select_nb(buy, select_nb(blk[_at(tw + i, j, B)] == 0.0, 0.0, q + qf), q)
+            blk[_at(r_out + O_NFILLS, j, B)] += select_nb(buy, 1.0, 0.0)
+            blk[_at(r_out + O_FEES, j, B)] += select_nb(buy, fee, 0.0)
+            blk[_at(r_out + O_SLIP, j, B)] += select_nb(buy, sc, 0.0)
+            blk[_at(r_out + O_TURNOVER, j, B)] += select_nb(buy, qf * p, 0.0)
     # positions in assets that do not trade at bar f: freeze (valued at last close) or close there
     for i in range(A):
         r = wf + (FILL_UNTRADABLE_CLOSE * A + i) * N_FILL_COLS
         for j in range(B):
-            live = blk[_at(r_x + X_LIVE, j)] > 0.0
-            q = blk[_at(S_QTY + i, j)]
-            close = close_untradable & live & (q != 0.0) & (blk[_at(tr + i, j)] == 0.0)
-            p = blk[_at(mk + i, j)]
-            fee = abs(q) * p * blk[_at(mkt + M_FEE * A + i, j)]
-            blk[_at(r + F_QTY, j)] = select_nb(close, -q, 0.0)
-            blk[_at(r + F_PRICE, j)] = p
-            blk[_at(r + F_FEE, j)] = fee
-            blk[_at(r + F_SLIP, j)] = 0.0
-            blk[_at(S_CASH, j)] += select_nb(close, q * p - fee, 0.0)
-            blk[_at(S_QTY + i, j)] = select_nb(close, 0.0, q)
-            blk[_at(r_out + O_NFILLS, j)] += select_nb(close, 1.0, 0.0)
-            blk[_at(r_out + O_FEES, j)] += select_nb(close, fee, 0.0)
-            blk[_at(r_out + O_TURNOVER, j)] += select_nb(close, abs(q) * p, 0.0)
+            live = blk[_at(r_x + X_LIVE, j, B)] > 0.0
+            q = blk[_at(S_QTY + i, j, B)]
+            close = close_untradable & live & (q != 0.0) & (blk[_at(tr + i, j, B)] == 0.0)
+            p = blk[_at(mk + i, j, B)]
+            fee = abs(q) * p * blk[_at(mkt + M_FEE * A + i, j, B)]
+            blk[_at(r + F_QTY, j, B)] = select_nb(close, -q, 0.0)
+            blk[_at(r + F_PRICE, j, B)] = p
+            blk[_at(r + F_FEE, j, B)] = fee
+            blk[_at(r + F_SLIP, j, B)] = 0.0
+            blk[_at(S_CASH, j, B)] += select_nb(close, q * p - fee, 0.0)
+            blk[_at(S_QTY + i, j, B)] = select_nb(close, 0.0, q)
+            blk[_at(r_out + O_NFILLS, j, B)] += select_nb(close, 1.0, 0.0)
+            blk[_at(r_out + O_FEES, j, B)] += select_nb(close, fee, 0.0)
+            blk[_at(r_out + O_TURNOVER, j, B)] += select_nb(close, abs(q) * p, 0.0)
     for j in range(B):
-        live = blk[_at(r_x + X_LIVE, j)] > 0.0
-        cash = blk[_at(S_CASH, j)]
+        live = blk[_at(r_x + X_LIVE, j, B)] > 0.0
+        cash = blk[_at(S_CASH, j, B)]
         # borrow cost for holding shorts and borrowed cash through the bar; then mark to the close of f
         short = 0.0
         for i in range(A):
-            q = blk[_at((S_QTY + i), j)]
-            short -= select_nb(q < 0.0, q * blk[_at((mk + i), j)], 0.0)
+            q = blk[_at((S_QTY + i), j, B)]
+            short -= select_nb(q < 0.0, q * blk[_at((mk + i), j, B)], 0.0)
         borrow = select_nb(live, rate * (short + max(-cash, 0.0)), 0.0)
         cash -= borrow
         e = cash
         gross = 0.0
         for i in range(A):
-            q = blk[_at((S_QTY + i), j)]
-            e += select_nb(q != 0.0, q * blk[_at((mk + i), j)], 0.0)
-            gross += select_nb(q != 0.0, abs(q) * blk[_at((mk + i), j)], 0.0)
-        blk[_at(S_CASH, j)] = cash
-        blk[_at(r_out + O_EQUITY, j)] = e
-        blk[_at(r_out + O_BORROW, j)] = borrow
+            q = blk[_at((S_QTY + i), j, B)]
+            e += select_nb(q != 0.0, q * blk[_at((mk + i), j, B)], 0.0)
+            gross += select_nb(q != 0.0, abs(q) * blk[_at((mk + i), j, B)], 0.0)
+        blk[_at(S_CASH, j, B)] = cash
+        blk[_at(r_out + O_EQUITY, j, B)] = e
+        blk[_at(r_out + O_BORROW, j, B)] = borrow
         liq = live & (not long_only) & (gross > 0.0) & (e < maint * gross)
-        blk[_at((r_x + X_LIQ), j)] = select_nb(liq, 1.0, 0.0)
+        blk[_at((r_x + X_LIQ), j, B)] = select_nb(liq, 1.0, 0.0)
 
 
 @numba.njit(inline="always", **JIT)
-def _liquidate(par, blk, A, wf, r_out, r_px, r_x):
+def _liquidate(par, blk, A, wf, r_out, r_px, r_x, B):
     """Close every position of the flagged envs at the close, fee and slippage paid (rare: a scalar
     pass over the lanes that need it)."""
     fixed = par[C_FIXED_SLIP]
@@ -341,45 +340,45 @@ def _liquidate(par, blk, A, wf, r_out, r_px, r_x):
     mk, iv, tr = r_px + P_MARK * A, r_px + P_INV_VOLUME * A, r_px + P_TRADABLE * A
     mkt = r_x + N_TEMP  # the market rules' rows in the block
     for j in range(B):
-        if blk[_at((r_x + X_LIQ), j)] == 0.0:
+        if blk[_at((r_x + X_LIQ), j, B)] == 0.0:
             continue
-        cash = blk[_at(S_CASH, j)]
-        nfill = blk[_at((r_out + O_NFILLS), j)]
-        fees = blk[_at((r_out + O_FEES), j)]
-        slip = blk[_at((r_out + O_SLIP), j)]
-        traded = blk[_at((r_out + O_TURNOVER), j)]
+        cash = blk[_at(S_CASH, j, B)]
+        nfill = blk[_at((r_out + O_NFILLS), j, B)]
+        fees = blk[_at((r_out + O_FEES), j, B)]
+        slip = blk[_at((r_out + O_SLIP), j, B)]
+        traded = blk[_at((r_out + O_TURNOVER), j, B)]
         for i in range(A):
-            q = blk[_at((S_QTY + i), j)]
+            q = blk[_at((S_QTY + i), j, B)]
             if q == 0.0:
                 continue
-            if blk[_at((tr + i), j)] > 0.0:
-                _, qf, p, fee, sc = fill_inv_nb(-q, blk[_at((mk + i), j)], blk[_at((iv + i), j)], blk[_at(mkt + M_FEE * A + i, j)],
-                                                0.0, 0.0, 0.0, 0.0, blk[_at(mkt + M_PRICE_STEP * A + i, j)],
-                                                blk[_at(mkt + M_INV_PRICE_STEP * A + i, j)], fixed, impact, iexp, True)
+            if blk[_at((tr + i), j, B)] > 0.0:
+                _, qf, p, fee, sc = fill_inv_nb(-q, blk[_at((mk + i), j, B)], blk[_at((iv + i), j, B)], blk[_at(mkt + M_FEE * A + i, j, B)],
+                                                0.0, 0.0, 0.0, 0.0, blk[_at(mkt + M_PRICE_STEP * A + i, j, B)],
+                                                blk[_at(mkt + M_INV_PRICE_STEP * A + i, j, B)], fixed, impact, iexp, True)
             else:
-                qf, p, sc = abs(q), blk[_at((mk + i), j)], 0.0
-                fee = qf * p * blk[_at(mkt + M_FEE * A + i, j)]
+                qf, p, sc = abs(q), blk[_at((mk + i), j, B)], 0.0
+                fee = qf * p * blk[_at(mkt + M_FEE * A + i, j, B)]
             cash += q * p - fee
-            blk[_at((S_QTY + i), j)] = 0.0
+            blk[_at((S_QTY + i), j, B)] = 0.0
             r = wf + (FILL_LIQUIDATION * A + i) * N_FILL_COLS
-            blk[_at((r + F_QTY), j)] = -qf if q > 0.0 else qf
-            blk[_at((r + F_PRICE), j)] = p
-            blk[_at((r + F_FEE), j)] = fee
-            blk[_at((r + F_SLIP), j)] = sc
+            blk[_at((r + F_QTY), j, B)] = -qf if q > 0.0 else qf
+            blk[_at((r + F_PRICE), j, B)] = p
+            blk[_at((r + F_FEE), j, B)] = fee
+            blk[_at((r + F_SLIP), j, B)] = sc
             nfill += 1.0
             fees += fee
             slip += sc
             traded += qf * p
-        blk[_at(S_CASH, j)] = cash
-        blk[_at((r_out + O_EQUITY), j)] = cash
-        blk[_at((r_out + O_NFILLS), j)] = nfill
-        blk[_at((r_out + O_FEES), j)] = fees
-        blk[_at((r_out + O_SLIP), j)] = slip
-        blk[_at((r_out + O_TURNOVER), j)] = traded
+        blk[_at(S_CASH, j, B)] = cash
+        blk[_at((r_out + O_EQUITY), j, B)] = cash
+        blk[_at((r_out + O_NFILLS), j, B)] = nfill
+        blk[_at((r_out + O_FEES), j, B)] = fees
+        blk[_at((r_out + O_SLIP), j, B)] = slip
+        blk[_at((r_out + O_TURNOVER), j, B)] = traded
 
 
 @numba.njit(inline="always", **JIT)
-def _finish(par, blk, A, wi, r_out, r_px, r_x):
+def _finish(par, blk, A, wi, r_out, r_px, r_x, B):
     """Env status, peak, drawdown, Sharpe statistics, bar and step counters; the out rows (zero for
     envs that did not step, whose state keeps its values)."""
     mk = r_px + P_MARK * A
@@ -387,66 +386,66 @@ def _finish(par, blk, A, wi, r_out, r_px, r_x):
     if int(par[C_REWARD]) == REWARD_SHARPE:  # (a separate loop: its power does not vectorise)
         eta = par[C_ETA]
         for j in range(B):
-            e = blk[_at((r_out + O_EQUITY), j)]
-            r = e / blk[_at(S_EQUITY, j)] - 1.0
-            a_ = blk[_at(S_SH_A, j)]
-            b_ = blk[_at(S_SH_B, j)]
+            e = blk[_at((r_out + O_EQUITY), j, B)]
+            r = e / blk[_at(S_EQUITY, j, B)] - 1.0
+            a_ = blk[_at(S_SH_A, j, B)]
+            b_ = blk[_at(S_SH_B, j, B)]
             var = b_ - a_ * a_
             reward = select_nb(var > 1e-12, (b_ * (r - a_) - 0.5 * a_ * (r * r - b_)) / var ** 1.5, 0.0)
-            live = blk[_at((r_x + X_LIVE), j)] > 0.0
-            blk[_at((r_out + O_REWARD), j)] = select_nb(live, reward * par[C_SCALE], 0.0)
-            blk[_at(S_SH_A, j)] = select_nb(live, a_ + eta * (r - a_), a_)
-            blk[_at(S_SH_B, j)] = select_nb(live, b_ + eta * (r * r - b_), b_)
+            live = blk[_at((r_x + X_LIVE), j, B)] > 0.0
+            blk[_at((r_out + O_REWARD), j, B)] = select_nb(live, reward * par[C_SCALE], 0.0)
+            blk[_at(S_SH_A, j, B)] = select_nb(live, a_ + eta * (r - a_), a_)
+            blk[_at(S_SH_B, j, B)] = select_nb(live, b_ + eta * (r * r - b_), b_)
     else:  # the log-return rewards are computed in the observation pass (see _log_reward)
         for j in range(B):
-            blk[_at((r_out + O_REWARD), j)] = 0.0
+            blk[_at((r_out + O_REWARD), j, B)] = 0.0
     for j in range(B):
-        live = blk[_at((r_x + X_LIVE), j)] > 0.0
-        e = blk[_at((r_out + O_EQUITY), j)]
-        cash = blk[_at(S_CASH, j)]
-        e_prev = blk[_at(S_EQUITY, j)]
-        liq = blk[_at((r_x + X_LIQ), j)] > 0.0
+        live = blk[_at((r_x + X_LIVE), j, B)] > 0.0
+        e = blk[_at((r_out + O_EQUITY), j, B)]
+        cash = blk[_at(S_CASH, j, B)]
+        e_prev = blk[_at(S_EQUITY, j, B)]
+        liq = blk[_at((r_x + X_LIQ), j, B)] > 0.0
         status_env = select_nb(liq, ENV_LIQUIDATED, select_nb(e <= 0.0, ENV_BANKRUPT, ENV_OK))
-        peak = blk[_at(S_PEAK, j)]
+        peak = blk[_at(S_PEAK, j, B)]
         peak = select_nb(e > peak, e, peak)
-        f = blk[_at((wi + I_T), j)] + 1.0
+        f = blk[_at((wi + I_T), j, B)] + 1.0
         term = status_env != ENV_OK
-        trunc = f >= blk[_at((wi + I_END), j)]
-        blk[_at(S_EQUITY, j)] = select_nb(live, e, e_prev)
-        blk[_at(S_PEAK, j)] = select_nb(live, peak, blk[_at(S_PEAK, j)])
-        blk[_at((wi + I_T), j)] = select_nb(live, f, f - 1.0)
-        blk[_at((wi + I_STEPS), j)] += select_nb(live, 1.0, 0.0)
-        blk[_at((wi + I_DONE), j)] = select_nb((live) & ((term) | (trunc)), 1.0, blk[_at((wi + I_DONE), j)])
+        trunc = f >= blk[_at((wi + I_END), j, B)]
+        blk[_at(S_EQUITY, j, B)] = select_nb(live, e, e_prev)
+        blk[_at(S_PEAK, j, B)] = select_nb(live, peak, blk[_at(S_PEAK, j, B)])
+        blk[_at((wi + I_T), j, B)] = select_nb(live, f, f - 1.0)
+        blk[_at((wi + I_STEPS), j, B)] += select_nb(live, 1.0, 0.0)
+        blk[_at((wi + I_DONE), j, B)] = select_nb((live) & ((term) | (trunc)), 1.0, blk[_at((wi + I_DONE), j, B)])
         inv_e = select_nb(e > 0.0, 1.0 / e, 0.0)
-        blk[_at((r_out + O_EQUITY), j)] = select_nb(live, e, 0.0)
-        blk[_at((r_out + O_CASH), j)] = select_nb(live, cash, 0.0)
+        blk[_at((r_out + O_EQUITY), j, B)] = select_nb(live, e, 0.0)
+        blk[_at((r_out + O_CASH), j, B)] = select_nb(live, cash, 0.0)
         for c in (O_FEES, O_SLIP, O_BORROW, O_NFILLS):
-            blk[_at((r_out + c), j)] = select_nb(live, blk[_at((r_out + c), j)], 0.0)
-        e_open = blk[_at((r_x + X_EOPEN), j)]
+            blk[_at((r_out + c), j, B)] = select_nb(live, blk[_at((r_out + c), j, B)], 0.0)
+        e_open = blk[_at((r_x + X_EOPEN), j, B)]
         inv_e_open = select_nb(e_open > 0.0, 1.0 / e_open, 0.0)
-        blk[_at((r_out + O_TURNOVER), j)] = select_nb(live, blk[_at((r_out + O_TURNOVER), j)] * inv_e_open, 0.0)
-        blk[_at((r_out + O_TERM), j)] = select_nb((live) & (term), 1.0, 0.0)
-        blk[_at((r_out + O_TRUNC), j)] = select_nb((live) & (trunc), 1.0, 0.0)
-        blk[_at((r_out + O_STATUS), j)] = select_nb(live, status_env, blk[_at((r_out + O_STATUS), j)])
-        blk[_at((r_out + O_T), j)] = select_nb(live, f, 0.0)
-        blk[_at((r_out + O_LOGRET), j)] = select_nb(live, e / e_prev, 0.0)  # (until _log_reward replaces it by its log)
-        blk[_at((r_out + O_DRAWDOWN), j)] = select_nb(live, 1.0 - e / peak, 0.0)
+        blk[_at((r_out + O_TURNOVER), j, B)] = select_nb(live, blk[_at((r_out + O_TURNOVER), j, B)] * inv_e_open, 0.0)
+        blk[_at((r_out + O_TERM), j, B)] = select_nb((live) & (term), 1.0, 0.0)
+        blk[_at((r_out + O_TRUNC), j, B)] = select_nb((live) & (trunc), 1.0, 0.0)
+        blk[_at((r_out + O_STATUS), j, B)] = select_nb(live, status_env, blk[_at((r_out + O_STATUS), j, B)])
+        blk[_at((r_out + O_T), j, B)] = select_nb(live, f, 0.0)
+        blk[_at((r_out + O_LOGRET), j, B)] = select_nb(live, e / e_prev, 0.0)  # (until _log_reward replaces it by its log)
+        blk[_at((r_out + O_DRAWDOWN), j, B)] = select_nb(live, 1.0 - e / peak, 0.0)
         for i in range(A):
-            q = blk[_at((S_QTY + i), j)]
-            blk[_at((tw + i), j)] = select_nb(live, q * blk[_at((mk + i), j)] * inv_e, 0.0)
-            blk[_at((td + i), j)] = select_nb(live, q, 0.0)
-            blk[_at((ts + i), j)] = select_nb(live, blk[_at((ts + i), j)], 0.0)
+            q = blk[_at((S_QTY + i), j, B)]
+            blk[_at((tw + i), j, B)] = select_nb(live, q * blk[_at((mk + i), j, B)] * inv_e, 0.0)
+            blk[_at((td + i), j, B)] = select_nb(live, q, 0.0)
+            blk[_at((ts + i), j, B)] = select_nb(live, blk[_at((ts + i), j, B)], 0.0)
 
 
 @numba.njit(inline="always", **JIT)
-def _store_block(lo, work, out, blk, A, width, r_out):
+def _store_block(lo, work, out, blk, A, width, r_out, B):
     u0 = np.uint64(lo)
     for c in range(width):
         for j in range(B):
-            work[c, u0 + np.uint64(j)] = blk[_at(c, j)]
+            work[c, u0 + np.uint64(j)] = blk[_at(c, j, B)]
     for c in range(O_W + 3 * A):
         for j in range(B):
-            out[c, u0 + np.uint64(j)] = blk[_at((r_out + c), j)]
+            out[c, u0 + np.uint64(j)] = blk[_at((r_out + c), j, B)]
 
 
 @numba.njit(inline="always", **JIT)
@@ -469,7 +468,7 @@ def _log_reward(out, par, n):
 
 
 @numba.njit(inline="always", **JIT)
-def _prefetch_block(lo, N, px, data, work, A, wi, AF, mask_off):
+def _prefetch_block(lo, N, px, data, work, A, wi, AF, mask_off, B):
     """Ask for the price and feature rows the envs lo..lo+B will read."""
     for n in range(lo, min(lo + B, N)):
         if work[wi + I_DONE, n] == 0.0:
@@ -483,12 +482,12 @@ def _prefetch_block(lo, N, px, data, work, A, wi, AF, mask_off):
 
 @numba.njit(**JIT)
 def step_blocks_nb(b0, b1, N, px, data, par, work, out, act, obs, dims):
-    """Step the envs of blocks b0..b1 (columns b x BLOCK ...): per block, load, phases, store, then
+    """Step the envs of blocks b0..b1 (columns b x B ...): per block, load, phases, store, then
     the observations. (A function of its own, not inlined: numba's IR inlining copies a callee's IR
     at a cost that grows with its size squared, and this body inlined into each kernel took minutes
     to compile. The stack block is allocated here, so LLVM still sees every use of it.)"""
     T = px.shape[0]
-    A, K = len(dims[0]), len(dims[1])  # compile-time constants (tuple lengths)
+    A, K, B = len(dims[0]), len(dims[1]), len(dims[2])  # compile-time constants (tuple lengths)
     wi, wf, width = work_offsets_nb(A)
     r_out, r_px, r_act, r_x, _ = block_rows_nb(A, K)
     mask_off = data.shape[0] - T * A
@@ -496,20 +495,20 @@ def step_blocks_nb(b0, b1, N, px, data, par, work, out, act, obs, dims):
     window = int(par[C_WINDOW])
     D = window * (AF + A) + A + 3
     blk = stack_block_nb(dims)
-    _copy_rules(par, blk, A, r_x)
+    _copy_rules(par, blk, A, r_x, B)
     for b in range(b0, b1):
         lo = b * B
-        _prefetch_block(lo + B, N, px, data, work, A, wi, AF, mask_off)
-        _load_block(lo, N, work, act, px, blk, A, K, wi, wf, r_px, r_act)
-        _map_actions(par, blk, A, K, wi, r_out, r_act, r_x)
-        _orders_and_sells(par, blk, A, wf, r_out, r_px, r_x)
+        _prefetch_block(lo + B, N, px, data, work, A, wi, AF, mask_off, B)
+        _load_block(lo, N, work, act, px, blk, A, K, wi, wf, r_px, r_act, B)
+        _map_actions(par, blk, A, K, wi, r_out, r_act, r_x, B)
+        _orders_and_sells(par, blk, A, wf, r_out, r_px, r_x, B)
         if par[C_LONG_ONLY] > 0.0:
-            _rescale_buys(par, blk, A, wf, r_out, r_px, r_x)
-        _buys_and_mark(par, blk, A, wf, r_out, r_px, r_x)
+            _rescale_buys(par, blk, A, wf, r_out, r_px, r_x, B)
+        _buys_and_mark(par, blk, A, wf, r_out, r_px, r_x, B)
         if par[C_LONG_ONLY] == 0.0:
-            _liquidate(par, blk, A, wf, r_out, r_px, r_x)
-        _finish(par, blk, A, wi, r_out, r_px, r_x)
-        _store_block(lo, work, out, blk, A, width, r_out)
+            _liquidate(par, blk, A, wf, r_out, r_px, r_x, B)
+        _finish(par, blk, A, wi, r_out, r_px, r_x, B)
+        _store_block(lo, work, out, blk, A, width, r_out, B)
         for n in range(lo, min(lo + B, N)):
             if out[O_T, n] > 0.0:  # stepped in this call (skipped and malformed envs have O_T = 0)
                 _log_reward(out, par, n)
@@ -551,10 +550,10 @@ def _as_float64(act):
 
 @numba.njit(inline="always", **JIT)
 def _sizes(px, data, par, obs, dims):
-    T, A, K = px.shape[0], len(dims[0]), len(dims[1])  # compile-time constants (tuple lengths)
+    T, A, K, B = px.shape[0], len(dims[0]), len(dims[1]), len(dims[2])  # compile-time constants
     AF = (data.shape[0] - T * A) // T
     D = int(par[C_WINDOW]) * (AF + A) + A + 3
-    return A, K, obs.shape[0] // D
+    return A, K, B, obs.shape[0] // D
 
 
 @numba.njit(**JIT)
@@ -563,7 +562,7 @@ def step_batch_nb(px, data, par, work, dims, out, act, obs):
     their out column zeroed). Reads the action of env n from the flat ``act`` [N x K] (row-major);
     writes ``work``, ``out`` and env n's observation at ``obs[n x obs_dim]``. Returns the number of envs
     that terminated or were truncated, or -1 if an action was malformed (``O_STATUS`` < 0)."""
-    A, K, N = _sizes(px, data, par, obs, dims)
+    A, K, B, N = _sizes(px, data, par, obs, dims)
     if not _check_shape(out, act, N, A, K):
         return -1
     step_blocks_nb(0, -(-N // B), N, px, data, par, work, out, _as_float64(act), obs, dims)
@@ -573,15 +572,15 @@ def step_batch_nb(px, data, par, work, dims, out, act, obs):
 @numba.njit(parallel=True, **JIT)
 def step_batch_par_nb(px, data, par, work, dims, out, act, obs):
     """:func:`step_batch_nb` with the blocks of envs spread over numba's threads; same results."""
-    A, K, N = _sizes(px, data, par, obs, dims)
+    A, K, B, N = _sizes(px, data, par, obs, dims)
     if not _check_shape(out, act, N, A, K):
         return -1
     nb = -(-N // B)
     a64 = _as_float64(act)
-    d0, d1 = dims[0], dims[1]  # (numba's parallel loops cannot take the nested tuple itself)
+    d0, d1, d2 = dims[0], dims[1], dims[2]  # (numba's parallel loops cannot take the nested tuple itself)
     for c in numba.prange(-(-nb // PAR_CHUNK)):  # runs of PAR_CHUNK blocks, spread over the threads
         b0 = c * PAR_CHUNK
-        step_blocks_nb(b0, min(b0 + PAR_CHUNK, nb), N, px, data, par, work, out, a64, obs, (d0, d1))
+        step_blocks_nb(b0, min(b0 + PAR_CHUNK, nb), N, px, data, par, work, out, a64, obs, (d0, d1, d2))
     return _count_done(out, N)
 
 

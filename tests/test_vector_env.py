@@ -26,9 +26,10 @@ def make_tensor(T: int = 120, A: int = 3, F: int = 2, seed: int = 0) -> FactorTe
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(mapping="signed"), dict(action_scheme="discrete", levels=(-1, 0, 1), long_only=False)])
 def test_vector_env_equals_single_envs_for_the_same_actions_and_starts(kwargs):
-    from factorgym.envs.execution import BLOCK
+    from factorgym.envs.execution import block_size
 
-    t, N, steps = make_tensor(), 2 * BLOCK + 3, 40  # two full blocks of envs (SIMD lanes) and a partial one
+    t, N, steps = make_tensor(), 19, 40
+    assert N > 2 * block_size(N)  # two full blocks of envs (SIMD lanes) and a partial one
     starts = np.linspace(3, 59, N).astype(np.int64)
     starts[1] = starts[2]  # (two envs on the same bars)
     venv = CryptoTradingVectorEnv(t, N, window=4, execution=FULL, episode_length=60, **kwargs)
@@ -49,10 +50,11 @@ def test_vector_env_equals_single_envs_for_the_same_actions_and_starts(kwargs):
 
 
 def test_parallel_kernel_gives_the_same_trajectories_bit_for_bit():
-    from factorgym.envs.execution import BLOCK
+    from factorgym.envs.execution import block_size
     from factorgym.envs.kernels import PAR_CHUNK
 
-    t, N = make_tensor(), PAR_CHUNK * BLOCK + 5  # two parallel tasks, the second with a partial block
+    t, N = make_tensor(), PAR_CHUNK * 16 + 5
+    assert N == PAR_CHUNK * block_size(N) + 5  # two parallel tasks, the second with a partial block
     kw = dict(window=3, execution=FULL, episode_length=15, mapping="signed")
     serial, par = CryptoTradingVectorEnv(t, N, **kw), CryptoTradingVectorEnv(t, N, parallel=True, **kw)
     assert par.core.parallel and not serial.core.parallel
@@ -148,7 +150,8 @@ def test_results_array_rows_fall_in_different_cache_sets_and_bad_buffers_are_ref
 
     for n in range(1, 3000):  # whole blocks of envs, an odd number of them
         fields, L = ex.out_shape(4, n)
-        assert fields == ex.O_W + 12 and L >= n and L % ex.BLOCK == 0 and (L // ex.BLOCK) % 2 == 1
+        B = ex.block_size(n)
+        assert fields == ex.O_W + 12 and L >= n and L % B == 0 and (L // B) % 2 == 1
         assert ex.work_shape(4, n) == (ex.work_offsets(4)[2], L)
     venv = CryptoTradingVectorEnv(make_tensor(), 4)
     venv.reset(seed=0)
@@ -171,3 +174,23 @@ def test_envs_that_are_done_keep_their_state_and_report_nothing():
     assert not core.out[[2, 9]].any()  # no results, no fills
     live = [0, 1, 3, 4, 5, 6, 7, 8]
     assert (core.ist[live, ex.I_STEPS] == 2).all() and not np.array_equal(core.st[live], st[live])
+
+
+def test_results_do_not_depend_on_the_block_size():
+    from factorgym.envs.execution import block_size
+
+    t, steps = make_tensor(), 30
+    small, big = 19, 70
+    assert block_size(small) != block_size(big)
+    starts = np.linspace(3, 59, big).astype(np.int64)
+    kw = dict(window=3, execution=FULL, episode_length=20, mapping="signed")  # (ends, autoresets included)
+    a, b = CryptoTradingVectorEnv(t, small, **kw), CryptoTradingVectorEnv(t, big, **kw)
+    oa, _ = a.reset(seed=1, options={"start": starts[:small]})
+    ob, _ = b.reset(seed=1, options={"start": starts})
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        act = rng.uniform(-1, 1, (big, 3)).astype(np.float32)
+        ra, rb = a.step(act[:small]), b.step(act)
+        for x, y in zip(ra[:4], rb[:4]):
+            assert np.array_equal(x, y[:small])
+        assert all(a.trades(i) == b.trades(i) for i in range(small))
