@@ -6,22 +6,26 @@ the array layouts (``px``, ``data``, ``par``, ``work``, ``out``, ``obs``) are it
 
 SIMD across envs. The envs are stepped in blocks of B (``execution.block_size``: 8 or 16; their
 columns of the field-major ``work`` and ``out``). A block's state is copied into a scratch array on
-the stack (row r, lane j at ``r x B + j``; :func:`~factorgym.envs.intrinsics.stack_block_intrinsic`), stepped there in
-phases that are each a loop over the block's lanes, and copied back. In those loops no env branches
-on its own values (``select_nb`` instead of conditional expressions: a learning agent's order signs
-are random, and a mispredicted branch costs more than computing both sides), so LLVM turns each loop
-into vector code, 8 envs per instruction with AVX-512 (4 with AVX2). What LLVM needs for that, and
-why the code looks the way it does:
+the stack (row r, lane j at ``r x B + j``; :func:`~factorgym.envs.intrinsics.stack_block_intrinsic`),
+stepped there in phases that are each a loop over the block's lanes, and copied back. In those
+loops no env branches on its own values (``select_nb`` instead of conditional expressions: a learning agent's order signs
+are random, and a mispredicted branch costs more than computing both sides), so LLVM can turn a
+loop into vector code, 8 envs per instruction with AVX-512 (4 with AVX2). What it needs for that,
+and why the code looks the way it does:
 
 - the loops touch only the stack block, which LLVM can prove overlaps no argument array (over the
   argument arrays it would need more run-time overlap checks than it is willing to emit); the
   per-symbol rules are copied into block rows too, once per call;
-- the per-asset work is an outer loop over assets around the loop over lanes, so every row the
-  inner loop touches is a constant distance from the others; sums over assets still run in asset
-  order, so results are those of a per-env loop, bit for bit;
 - block indices are unsigned (``_at``): numba's negative-index wraparound would hide them from LLVM;
 - no calls in the loops: ``sqrt_nb`` is LLVM's intrinsic, the general impact power is compiled in a
   separate copy of the order loop used only when the exponent is not 0.5.
+
+Most of the loading, action-mapping, marking and finishing work vectorises. The per-asset phases (orders
+and fills, buys, untradable closes) are an outer loop over assets around the loop over lanes, so
+that sums over assets run in asset order and results are those of a per-env loop, bit for bit; LLVM
+does not vectorise those inner loops yet (with the asset index not a constant, it cannot tell the
+per-asset rows from the per-env rows without more run-time checks than it emits). Keeping per-env
+and per-asset rows in two separate stack arrays should let it: the next step if more speed is needed.
 
 The two rare paths, the long-only rescaling of buys that cost more than the cash and liquidation,
 run as scalar fix-ups over the lanes that need them. Envs that are done, or whose action is
@@ -30,10 +34,11 @@ fill rows are cleared).
 
 The kernels take ``dims`` = ((0,) x A, (0,) x K, (0,) x B): numba compiles one specialisation per
 tuple type, so the number of assets A, of action values per env K and the block size B are
-constants there: LLVM unrolls the per-asset loops and every block offset is a constant. One block loop (:func:`step_blocks_nb`) serves :func:`step_batch_nb` (one thread,
-the default) and :func:`step_batch_par_nb` (``parallel=True``: runs of blocks spread over numba's
-threads; opt-in). A block reads only shared read-only arrays and writes only its own columns of
-``work`` and ``out`` and its envs' slices of ``obs``, so the two give identical results.
+constants there: LLVM unrolls the small per-asset loops and every block offset is a constant. One
+block loop (:func:`step_blocks_nb`) serves :func:`step_batch_nb` (one thread, the default) and
+:func:`step_batch_par_nb` (``parallel=True``: runs of blocks spread over numba's threads; opt-in).
+A block reads only shared read-only arrays and writes only its own columns of ``work`` and ``out``
+and its envs' slices of ``obs``, so the two give identical results.
 """
 
 from __future__ import annotations
@@ -164,7 +169,7 @@ def _orders_and_sells(par, blk, A, wf, r_out, r_px, r_x, B):
     """Value the book at the open, size the orders, fill every order: sells applied at once (their
     proceeds pay for the buys), buys planned at full size in their fill rows (``X_COST``: their cost)."""
     if par[C_IMPACT] == 0.0 or par[C_IMPACT_EXP] == 0.5:
-        _orders_loop(par, blk, A, wf, r_out, r_px, r_x, False, B)  # no power: the loop vectorises
+        _orders_loop(par, blk, A, wf, r_out, r_px, r_x, False, B)  # (compiled without the power call)
     else:
         _orders_loop(par, blk, A, wf, r_out, r_px, r_x, True, B)
 

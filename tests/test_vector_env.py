@@ -187,6 +187,7 @@ def test_results_do_not_depend_on_the_block_size():
     a, b = CryptoTradingVectorEnv(t, small, **kw), CryptoTradingVectorEnv(t, big, **kw)
     oa, _ = a.reset(seed=1, options={"start": starts[:small]})
     ob, _ = b.reset(seed=1, options={"start": starts})
+    assert np.array_equal(oa, ob[:small])
     rng = np.random.default_rng(0)
     for _ in range(steps):
         act = rng.uniform(-1, 1, (big, 3)).astype(np.float32)
