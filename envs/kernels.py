@@ -20,12 +20,14 @@ and why the code looks the way it does:
 - no calls in the loops: ``sqrt_nb`` is LLVM's intrinsic, the general impact power is compiled in a
   separate copy of the order loop used only when the exponent is not 0.5.
 
-Most of the loading, action-mapping, marking and finishing work vectorises. The per-asset phases (orders
-and fills, buys, untradable closes) are an outer loop over assets around the loop over lanes, so
-that sums over assets run in asset order and results are those of a per-env loop, bit for bit; LLVM
-does not vectorise those inner loops yet (with the asset index not a constant, it cannot tell the
-per-asset rows from the per-env rows without more run-time checks than it emits). Keeping per-env
-and per-asset rows in two separate stack arrays should let it: the next step if more speed is needed.
+The per-asset phases (orders and fills, buys, untradable closes) are an outer loop over assets
+around the loop over lanes, so that sums over assets run in asset order and results are those of a
+per-env loop, bit for bit. With the asset index not a constant there, LLVM can tell the per-asset
+rows (all "constant + i") apart from each other but not from per-env rows of the same array, so the
+per-env values those loops read and sum into live in a second stack array, ``acc``; and the block
+holds the fill rows field-major (``wf + F_* x 3A + row``), so that each is "constant + i" too. The
+buy and close loops vectorise that way. The order-and-fill loop still does not (LLVM reports "too
+many memory checks"; the cause is not found yet): it is the next place to look for speed.
 
 The two rare paths, the long-only rescaling of buys that cost more than the cash and liquidation,
 run as scalar fix-ups over the lanes that need them. Envs that are done, or whose action is
@@ -65,6 +67,10 @@ from factorgym.envs.intrinsics import lane_index_nb, prefetch_nb, select_nb, sta
 block_rows_nb = numba.njit(**JIT)(block_rows)
 stack_block_nb = stack_block_intrinsic(lambda A, K, B: (block_rows(A, K)[-1] + N_MKT * A) * B)
 X_LIVE, X_EOPEN, X_COST, X_LIQ = 0, 1, 2, 3  # per-lane temporaries (rows r_x + X_*)
+# rows of the second stack array, the per-env values the per-asset loops read and sum into (see _orders_loop)
+E_LIVE, E_EOPEN, E_CASH, E_FEES, E_SLIP, E_TRADED, E_NFILL, E_COST = 0, 1, 2, 3, 4, 5, 6, 7
+N_ENV_ROWS = 8
+stack_env_nb = stack_block_intrinsic(lambda A, K, B: N_ENV_ROWS * B)
 PAR_CHUNK = 8  # blocks per task of the parallel kernel (each task sets up its own stack block)
 
 
@@ -165,39 +171,46 @@ def _map_actions(par, blk, A, K, wi, r_out, r_act, r_x, B):
 
 
 @numba.njit(inline="always", **JIT)
-def _orders_and_sells(par, blk, A, wf, r_out, r_px, r_x, B):
+def _orders_and_sells(par, blk, acc, A, wf, r_out, r_px, r_x, B):
     """Value the book at the open, size the orders, fill every order: sells applied at once (their
     proceeds pay for the buys), buys planned at full size in their fill rows (``X_COST``: their cost)."""
     if par[C_IMPACT] == 0.0 or par[C_IMPACT_EXP] == 0.5:
-        _orders_loop(par, blk, A, wf, r_out, r_px, r_x, False, B)  # (compiled without the power call)
+        _orders_loop(par, blk, acc, A, wf, r_out, r_px, r_x, False, B)  # (compiled without the power call)
     else:
-        _orders_loop(par, blk, A, wf, r_out, r_px, r_x, True, B)
+        _orders_loop(par, blk, acc, A, wf, r_out, r_px, r_x, True, B)
 
 
 @numba.njit(inline="always", **JIT)
-def _orders_loop(par, blk, A, wf, r_out, r_px, r_x, any_exp, B):
+def _orders_loop(par, blk, acc, A, wf, r_out, r_px, r_x, any_exp, B):
+    fq, fp, ff, fs = wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A  # fill fields
     fixed = par[C_FIXED_SLIP]
     impact = par[C_IMPACT]
     iexp = par[C_IMPACT_EXP]
     tw, td, ts = r_out + O_W, r_out + O_W + A, r_out + O_W + 2 * A
     op, mk, iv, tr = r_px + P_OPEN * A, r_px + P_MARK * A, r_px + P_INV_VOLUME * A, r_px + P_TRADABLE * A
     mkt = r_x + N_TEMP  # the market rules' rows in the block
+    # The per-asset loop below keeps its per-env values in ``acc``, a second stack array: with the
+    # asset index i not a constant there, LLVM can tell per-asset rows (all "constant + i") apart from
+    # each other but not from per-env rows of the same array, and would not vectorise the loop.
     for j in range(B):
         e_open = blk[_at(S_CASH, j, B)]
         for i in range(A):  # (px's open is the last close where the asset is untradable)
             q = blk[_at(S_QTY + i, j, B)]
             e_open += select_nb(q != 0.0, q * blk[_at(op + i, j, B)], 0.0)
-        blk[_at(r_x + X_EOPEN, j, B)] = e_open
-        for r in range(A * N_FILL_COLS, 3 * A * N_FILL_COLS):  # the untradable-close and liquidation rows
-            blk[_at(wf + r, j, B)] = 0.0
-        for c in (O_FEES, O_SLIP, O_TURNOVER, O_NFILLS):
-            blk[_at(r_out + c, j, B)] = 0.0
-        blk[_at(r_x + X_COST, j, B)] = 0.0
+        acc[_at(E_LIVE, j, B)] = blk[_at(r_x + X_LIVE, j, B)]
+        acc[_at(E_EOPEN, j, B)] = e_open
+        acc[_at(E_CASH, j, B)] = blk[_at(S_CASH, j, B)]
+        for c in range(E_FEES, E_COST + 1):
+            acc[_at(c, j, B)] = 0.0
+    for c in range(N_FILL_COLS):  # the untradable-close and liquidation rows: no fills yet
+        for r in range(A, 3 * A):
+            for j in range(B):
+                blk[_at(wf + c * 3 * A + r, j, B)] = 0.0
     # one asset at a time (the order of the sums is the asset order), all lanes at once
     for i in range(A):
         for j in range(B):
-            live = blk[_at(r_x + X_LIVE, j, B)] > 0.0
-            e_open = blk[_at(r_x + X_EOPEN, j, B)]
+            live = acc[_at(E_LIVE, j, B)] > 0.0
+            e_open = acc[_at(E_EOPEN, j, B)]
             inv_e_open = select_nb(e_open > 0.0, 1.0 / e_open, 0.0)
             # the order: target quantity minus held quantity (0 for an unchanged target: no fill)
             q = blk[_at(S_QTY + i, j, B)]
@@ -213,7 +226,7 @@ def _orders_loop(par, blk, A, wf, r_out, r_px, r_x, any_exp, B):
             d = select_nb((tradable) & (live), d, 0.0)
             held_w = q * blk[_at(mk + i, j, B)] * inv_e_open
             rejected = (not tradable) & (abs(w - held_w) > 1e-12)
-            # its fill: a sell is applied at once, a buy planned (X_COST: the planned buys' cost)
+            # its fill: a sell is applied at once, a buy planned (E_COST: the planned buys' cost)
             status, qf, p, fee, sc = fill_inv_nb(
                 d, price, blk[_at(iv + i, j, B)], blk[_at(mkt + M_FEE * A + i, j, B)], blk[_at(mkt + M_LOT * A + i, j, B)],
                 blk[_at(mkt + M_INV_LOT * A + i, j, B)], blk[_at(mkt + M_MIN_AMOUNT * A + i, j, B)],
@@ -222,26 +235,34 @@ def _orders_loop(par, blk, A, wf, r_out, r_px, r_x, any_exp, B):
             no_order = select_nb(rejected, REJECTED_UNTRADABLE, IGNORED_NO_CHANGE)
             blk[_at(ts + i, j, B)] = select_nb(d != 0.0, status, no_order)
             blk[_at(td + i, j, B)] = d
-            r = wf + i * N_FILL_COLS  # (qf = 0 unless filled)
-            blk[_at(r + F_QTY, j, B)] = select_nb(d > 0.0, qf, -qf)
-            blk[_at(r + F_PRICE, j, B)] = p
-            blk[_at(r + F_FEE, j, B)] = fee
-            blk[_at(r + F_SLIP, j, B)] = sc
+            blk[_at(fq + i, j, B)] = select_nb(d > 0.0, qf, -qf)  # (qf = 0 unless filled)
+            blk[_at(fp + i, j, B)] = p
+            blk[_at(ff + i, j, B)] = fee
+            blk[_at(fs + i, j, B)] = sc
             sell = (d < 0.0) & (status == FILLED)
             blk[_at(S_QTY + i, j, B)] = select_nb(sell, select_nb(exact, 0.0, q - qf), q)
-            blk[_at(S_CASH, j, B)] += select_nb(sell, qf * p - fee, 0.0)
-            blk[_at(r_out + O_FEES, j, B)] += select_nb(sell, fee, 0.0)
-            blk[_at(r_out + O_SLIP, j, B)] += select_nb(sell, sc, 0.0)
-            blk[_at(r_out + O_TURNOVER, j, B)] += select_nb(sell, qf * p, 0.0)  # (traded value until _finish)
-            blk[_at(r_out + O_NFILLS, j, B)] += select_nb(sell, 1.0, 0.0)
+            acc[_at(E_CASH, j, B)] += select_nb(sell, qf * p - fee, 0.0)
+            acc[_at(E_FEES, j, B)] += select_nb(sell, fee, 0.0)
+            acc[_at(E_SLIP, j, B)] += select_nb(sell, sc, 0.0)
+            acc[_at(E_TRADED, j, B)] += select_nb(sell, qf * p, 0.0)
+            acc[_at(E_NFILL, j, B)] += select_nb(sell, 1.0, 0.0)
             buy = (d > 0.0) & (status == FILLED)
-            blk[_at(r_x + X_COST, j, B)] += select_nb(buy, qf * p + fee, 0.0)
+            acc[_at(E_COST, j, B)] += select_nb(buy, qf * p + fee, 0.0)
+    for j in range(B):
+        blk[_at(r_x + X_EOPEN, j, B)] = acc[_at(E_EOPEN, j, B)]
+        blk[_at(S_CASH, j, B)] = acc[_at(E_CASH, j, B)]
+        blk[_at(r_out + O_FEES, j, B)] = acc[_at(E_FEES, j, B)]
+        blk[_at(r_out + O_SLIP, j, B)] = acc[_at(E_SLIP, j, B)]
+        blk[_at(r_out + O_TURNOVER, j, B)] = acc[_at(E_TRADED, j, B)]  # (traded value until _finish)
+        blk[_at(r_out + O_NFILLS, j, B)] = acc[_at(E_NFILL, j, B)]
+        blk[_at(r_x + X_COST, j, B)] = acc[_at(E_COST, j, B)]
 
 
 @numba.njit(inline="always", **JIT)
 def _rescale_buys(par, blk, A, wf, r_out, r_px, r_x, B):
     """Long-only: in each env whose planned buys cost more than its cash, every buy is scaled by the
     same factor and filled again (rare: a scalar pass over the lanes that need it)."""
+    fq, fp, ff, fs = wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A  # fill fields
     fixed = par[C_FIXED_SLIP]
     impact = par[C_IMPACT]
     iexp = par[C_IMPACT_EXP]
@@ -255,8 +276,8 @@ def _rescale_buys(par, blk, A, wf, r_out, r_px, r_x, B):
             continue
         k = max(cash, 0.0) / cost * (1.0 - CASH_SAFETY)
         for i in range(A):
-            r = wf + i * N_FILL_COLS
-            qf = blk[_at((r + F_QTY), j, B)]
+            r = i
+            qf = blk[_at(fq + r, j, B)]
             if qf > 0.0:  # a planned buy: scale the lot-rounded quantity (floor(k q) x p(k q) <= k q p(q))
                 status, qf, p, fee, sc = fill_inv_nb(
                     qf * k, blk[_at((op + i), j, B)], blk[_at((iv + i), j, B)], blk[_at(mkt + M_FEE * A + i, j, B)],
@@ -264,16 +285,17 @@ def _rescale_buys(par, blk, A, wf, r_out, r_px, r_x, B):
                     blk[_at(mkt + M_MIN_NOTIONAL * A + i, j, B)], blk[_at(mkt + M_PRICE_STEP * A + i, j, B)],
                     blk[_at(mkt + M_INV_PRICE_STEP * A + i, j, B)], fixed, impact, iexp, False)
                 blk[_at((ts + i), j, B)] = status
-                blk[_at((r + F_QTY), j, B)] = qf  # (0 if the scaled order is ignored)
-                blk[_at((r + F_PRICE), j, B)] = p
-                blk[_at((r + F_FEE), j, B)] = fee
-                blk[_at((r + F_SLIP), j, B)] = sc
+                blk[_at(fq + r, j, B)] = qf  # (0 if the scaled order is ignored)
+                blk[_at(fp + r, j, B)] = p
+                blk[_at(ff + r, j, B)] = fee
+                blk[_at(fs + r, j, B)] = sc
 
 
 @numba.njit(inline="always", **JIT)
-def _buys_and_mark(par, blk, A, wf, r_out, r_px, r_x, B):
+def _buys_and_mark(par, blk, acc, A, wf, r_out, r_px, r_x, B):
     """Apply the buys; close (or freeze) positions in untradable assets; borrow; mark to the close
     of bar f (equity into the out row); flag the envs to liquidate."""
+    fq, fp, ff, fs = wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A  # fill fields
     long_only = par[C_LONG_ONLY] > 0.0
     close_untradable = par[C_CLOSE_UNTRADABLE] > 0.0
     rate = par[C_BORROW]
@@ -281,40 +303,51 @@ def _buys_and_mark(par, blk, A, wf, r_out, r_px, r_x, B):
     tw = r_out + O_W
     mk, tr = r_px + P_MARK * A, r_px + P_TRADABLE * A
     mkt = r_x + N_TEMP  # the market rules' rows in the block
+    for j in range(B):  # the per-env values the per-asset loops use, in acc (see _orders_loop)
+        acc[_at(E_LIVE, j, B)] = blk[_at(r_x + X_LIVE, j, B)]
+        acc[_at(E_CASH, j, B)] = blk[_at(S_CASH, j, B)]
+        acc[_at(E_NFILL, j, B)] = blk[_at(r_out + O_NFILLS, j, B)]
+        acc[_at(E_FEES, j, B)] = blk[_at(r_out + O_FEES, j, B)]
+        acc[_at(E_SLIP, j, B)] = blk[_at(r_out + O_SLIP, j, B)]
+        acc[_at(E_TRADED, j, B)] = blk[_at(r_out + O_TURNOVER, j, B)]
     for i in range(A):  # (asset by asset, as the sums must run in asset order; all lanes at once)
-        r = wf + i * N_FILL_COLS
+        r = i
         for j in range(B):
-            qf = blk[_at(r + F_QTY, j, B)]
-            p, fee, sc = blk[_at(r + F_PRICE, j, B)], blk[_at(r + F_FEE, j, B)], blk[_at(r + F_SLIP, j, B)]
+            qf = blk[_at(fq + r, j, B)]
+            p, fee, sc = blk[_at(fp + r, j, B)], blk[_at(ff + r, j, B)], blk[_at(fs + r, j, B)]
             buy = qf > 0.0  # (sell rows hold negative quantities, unfilled rows 0)
-            blk[_at(S_CASH, j, B)] -= select_nb(buy, qf * p + fee, 0.0)
+            acc[_at(E_CASH, j, B)] -= select_nb(buy, qf * p + fee, 0.0)
             q = blk[_at(S_QTY + i, j, B)]
             blk[_at(S_QTY + i, j, B)] = select_nb(buy, select_nb(blk[_at(tw + i, j, B)] == 0.0, 0.0, q + qf), q)
-            blk[_at(r_out + O_NFILLS, j, B)] += select_nb(buy, 1.0, 0.0)
-            blk[_at(r_out + O_FEES, j, B)] += select_nb(buy, fee, 0.0)
-            blk[_at(r_out + O_SLIP, j, B)] += select_nb(buy, sc, 0.0)
-            blk[_at(r_out + O_TURNOVER, j, B)] += select_nb(buy, qf * p, 0.0)
+            acc[_at(E_NFILL, j, B)] += select_nb(buy, 1.0, 0.0)
+            acc[_at(E_FEES, j, B)] += select_nb(buy, fee, 0.0)
+            acc[_at(E_SLIP, j, B)] += select_nb(buy, sc, 0.0)
+            acc[_at(E_TRADED, j, B)] += select_nb(buy, qf * p, 0.0)
     # positions in assets that do not trade at bar f: freeze (valued at last close) or close there
     for i in range(A):
-        r = wf + (FILL_UNTRADABLE_CLOSE * A + i) * N_FILL_COLS
+        r = FILL_UNTRADABLE_CLOSE * A + i
         for j in range(B):
-            live = blk[_at(r_x + X_LIVE, j, B)] > 0.0
+            live = acc[_at(E_LIVE, j, B)] > 0.0
             q = blk[_at(S_QTY + i, j, B)]
             close = close_untradable & live & (q != 0.0) & (blk[_at(tr + i, j, B)] == 0.0)
             p = blk[_at(mk + i, j, B)]
             fee = abs(q) * p * blk[_at(mkt + M_FEE * A + i, j, B)]
-            blk[_at(r + F_QTY, j, B)] = select_nb(close, -q, 0.0)
-            blk[_at(r + F_PRICE, j, B)] = p
-            blk[_at(r + F_FEE, j, B)] = fee
-            blk[_at(r + F_SLIP, j, B)] = 0.0
-            blk[_at(S_CASH, j, B)] += select_nb(close, q * p - fee, 0.0)
+            blk[_at(fq + r, j, B)] = select_nb(close, -q, 0.0)
+            blk[_at(fp + r, j, B)] = p
+            blk[_at(ff + r, j, B)] = fee
+            blk[_at(fs + r, j, B)] = 0.0
+            acc[_at(E_CASH, j, B)] += select_nb(close, q * p - fee, 0.0)
             blk[_at(S_QTY + i, j, B)] = select_nb(close, 0.0, q)
-            blk[_at(r_out + O_NFILLS, j, B)] += select_nb(close, 1.0, 0.0)
-            blk[_at(r_out + O_FEES, j, B)] += select_nb(close, fee, 0.0)
-            blk[_at(r_out + O_TURNOVER, j, B)] += select_nb(close, abs(q) * p, 0.0)
+            acc[_at(E_NFILL, j, B)] += select_nb(close, 1.0, 0.0)
+            acc[_at(E_FEES, j, B)] += select_nb(close, fee, 0.0)
+            acc[_at(E_TRADED, j, B)] += select_nb(close, abs(q) * p, 0.0)
     for j in range(B):
         live = blk[_at(r_x + X_LIVE, j, B)] > 0.0
-        cash = blk[_at(S_CASH, j, B)]
+        cash = acc[_at(E_CASH, j, B)]
+        blk[_at(r_out + O_NFILLS, j, B)] = acc[_at(E_NFILL, j, B)]
+        blk[_at(r_out + O_FEES, j, B)] = acc[_at(E_FEES, j, B)]
+        blk[_at(r_out + O_SLIP, j, B)] = acc[_at(E_SLIP, j, B)]
+        blk[_at(r_out + O_TURNOVER, j, B)] = acc[_at(E_TRADED, j, B)]
         # borrow cost for holding shorts and borrowed cash through the bar; then mark to the close of f
         short = 0.0
         for i in range(A):
@@ -339,6 +372,7 @@ def _buys_and_mark(par, blk, A, wf, r_out, r_px, r_x, B):
 def _liquidate(par, blk, A, wf, r_out, r_px, r_x, B):
     """Close every position of the flagged envs at the close, fee and slippage paid (rare: a scalar
     pass over the lanes that need it)."""
+    fq, fp, ff, fs = wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A  # fill fields
     fixed = par[C_FIXED_SLIP]
     impact = par[C_IMPACT]
     iexp = par[C_IMPACT_EXP]
@@ -365,11 +399,11 @@ def _liquidate(par, blk, A, wf, r_out, r_px, r_x, B):
                 fee = qf * p * blk[_at(mkt + M_FEE * A + i, j, B)]
             cash += q * p - fee
             blk[_at((S_QTY + i), j, B)] = 0.0
-            r = wf + (FILL_LIQUIDATION * A + i) * N_FILL_COLS
-            blk[_at((r + F_QTY), j, B)] = -qf if q > 0.0 else qf
-            blk[_at((r + F_PRICE), j, B)] = p
-            blk[_at((r + F_FEE), j, B)] = fee
-            blk[_at((r + F_SLIP), j, B)] = sc
+            r = FILL_LIQUIDATION * A + i
+            blk[_at(fq + r, j, B)] = -qf if q > 0.0 else qf
+            blk[_at(fp + r, j, B)] = p
+            blk[_at(ff + r, j, B)] = fee
+            blk[_at(fs + r, j, B)] = sc
             nfill += 1.0
             fees += fee
             slip += sc
@@ -445,9 +479,14 @@ def _finish(par, blk, A, wi, r_out, r_px, r_x, B):
 @numba.njit(inline="always", **JIT)
 def _store_block(lo, work, out, blk, A, width, r_out, B):
     u0 = np.uint64(lo)
-    for c in range(width):
+    wf = width - 3 * A * N_FILL_COLS
+    for c in range(wf):
         for j in range(B):
             work[c, u0 + np.uint64(j)] = blk[_at(c, j, B)]
+    for r in range(3 * A):  # (the block holds the fills field-major, work row-major: kind x A + asset, F_*)
+        for c in range(N_FILL_COLS):
+            for j in range(B):
+                work[wf + r * N_FILL_COLS + c, u0 + np.uint64(j)] = blk[_at(wf + c * 3 * A + r, j, B)]
     for c in range(O_W + 3 * A):
         for j in range(B):
             out[c, u0 + np.uint64(j)] = blk[_at((r_out + c), j, B)]
@@ -500,16 +539,17 @@ def step_blocks_nb(b0, b1, N, px, data, par, work, out, act, obs, dims):
     window = int(par[C_WINDOW])
     D = window * (AF + A) + A + 3
     blk = stack_block_nb(dims)
+    acc = stack_env_nb(dims)
     _copy_rules(par, blk, A, r_x, B)
     for b in range(b0, b1):
         lo = b * B
         _prefetch_block(lo + B, N, px, data, work, A, wi, AF, mask_off, B)
         _load_block(lo, N, work, act, px, blk, A, K, wi, wf, r_px, r_act, B)
         _map_actions(par, blk, A, K, wi, r_out, r_act, r_x, B)
-        _orders_and_sells(par, blk, A, wf, r_out, r_px, r_x, B)
+        _orders_and_sells(par, blk, acc, A, wf, r_out, r_px, r_x, B)
         if par[C_LONG_ONLY] > 0.0:
             _rescale_buys(par, blk, A, wf, r_out, r_px, r_x, B)
-        _buys_and_mark(par, blk, A, wf, r_out, r_px, r_x, B)
+        _buys_and_mark(par, blk, acc, A, wf, r_out, r_px, r_x, B)
         if par[C_LONG_ONLY] == 0.0:
             _liquidate(par, blk, A, wf, r_out, r_px, r_x, B)
         _finish(par, blk, A, wi, r_out, r_px, r_x, B)
