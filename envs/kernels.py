@@ -13,9 +13,9 @@ are random, and a mispredicted branch costs more than computing both sides), so 
 loop into vector code, 8 envs per instruction with AVX-512 (4 with AVX2). What it needs for that,
 and why the code looks the way it does:
 
-- the loops touch only the stack block, which LLVM can prove overlaps no argument array (over the
+- the loops touch only stack arrays, which LLVM can prove overlap no argument array (over the
   argument arrays it would need more run-time overlap checks than it is willing to emit); the
-  per-symbol rules are copied into block rows too, once per call;
+  per-symbol rules are copied into a stack array of their own too, once per call;
 - block indices are unsigned (``_at``): numba's negative-index wraparound would hide them from LLVM;
 - no calls in the loops: ``sqrt_nb`` is LLVM's intrinsic, the general impact power is compiled in a
   separate copy of the order loop used only when the exponent is not 0.5.
@@ -24,10 +24,13 @@ The per-asset phases (orders and fills, buys, untradable closes) are an outer lo
 around the loop over lanes, so that sums over assets run in asset order and results are those of a
 per-env loop, bit for bit. With the asset index not a constant there, LLVM can tell the per-asset
 rows (all "constant + i") apart from each other but not from per-env rows of the same array, so the
-per-env values those loops read and sum into live in a second stack array, ``acc``; and the block
-holds the fill rows field-major (``wf + F_* x 3A + row``), so that each is "constant + i" too. The
-buy and close loops vectorise that way. The order-and-fill loop still does not (LLVM reports "too
-many memory checks"; the cause is not found yet): it is the next place to look for speed.
+per-env values those loops read and sum into live in a second stack array, ``acc``, the rules in a
+third, and the block holds the fill rows field-major (``wf + F_* x 3A + row``), so that each is
+"constant + i" too. The order-and-fill, buy, close and marking loops and most of the mapping then
+vectorise (LLVM's loop-vectorize remarks); the copies into and out of the block, the price gather
+and a few short loops do not. (Vectorising the order-and-fill loop, the last to go, made no
+difference to the vector env's speed that the noise of this machine would show: the step is now
+bound by moving state in and out of the blocks and by the Python around the call.)
 
 The two rare paths, the long-only rescaling of buys that cost more than the cash and liquidation,
 run as scalar fix-ups over the lanes that need them. Envs that are done, or whose action is
@@ -65,7 +68,8 @@ from factorgym.envs.execution import (
 from factorgym.envs.intrinsics import lane_index_nb, prefetch_nb, select_nb, stack_block_intrinsic
 
 block_rows_nb = numba.njit(**JIT)(block_rows)
-stack_block_nb = stack_block_intrinsic(lambda A, K, B: (block_rows(A, K)[-1] + N_MKT * A) * B)
+stack_block_nb = stack_block_intrinsic(lambda A, K, B: block_rows(A, K)[-1] * B)
+stack_rules_nb = stack_block_intrinsic(lambda A, K, B: N_MKT * A * B)
 X_LIVE, X_EOPEN, X_COST, X_LIQ = 0, 1, 2, 3  # per-lane temporaries (rows r_x + X_*)
 # rows of the second stack array, the per-env values the per-asset loops read and sum into (see _orders_loop)
 E_LIVE, E_EOPEN, E_CASH, E_FEES, E_SLIP, E_TRADED, E_NFILL, E_COST = 0, 1, 2, 3, 4, 5, 6, 7
@@ -78,14 +82,13 @@ _at = lane_index_nb  # _at(r, j, B): index of lane j of row r of a block of B la
 
 
 @numba.njit(inline="always", **JIT)
-def _copy_rules(par, blk, A, r_x, B):
-    """The per-symbol market rules into rows of the block, after its per-env rows, each value in every
-    lane: the phase loops then read only the stack block, at addresses a constant distance apart
-    (LLVM gives up vectorising a loop that mixes those with loop-invariant ones, or with arguments)."""
-    mkt = r_x + N_TEMP
+def _copy_rules(par, rules, A, B):
+    """The per-symbol market rules into rows of a stack array of their own, each value in every lane:
+    the phase loops then read them from memory LLVM knows they never write (read from ``par`` or from
+    the block itself, they kept the order loop from vectorising: "too many memory checks")."""
     for c in range(N_MKT * A):
         for j in range(B):
-            blk[_at(mkt + c, j, B)] = par[C_MKT + c]
+            rules[_at(c, j, B)] = par[C_MKT + c]
 
 
 @numba.njit(inline="always", **JIT)
@@ -171,24 +174,23 @@ def _map_actions(par, blk, A, K, wi, r_out, r_act, r_x, B):
 
 
 @numba.njit(inline="always", **JIT)
-def _orders_and_sells(par, blk, acc, A, wf, r_out, r_px, r_x, B):
+def _orders_and_sells(par, blk, acc, rules, A, wf, r_out, r_px, r_x, B):
     """Value the book at the open, size the orders, fill every order: sells applied at once (their
     proceeds pay for the buys), buys planned at full size in their fill rows (``X_COST``: their cost)."""
     if par[C_IMPACT] == 0.0 or par[C_IMPACT_EXP] == 0.5:
-        _orders_loop(par, blk, acc, A, wf, r_out, r_px, r_x, False, B)  # (compiled without the power call)
+        _orders_loop(par, blk, acc, rules, A, wf, r_out, r_px, r_x, False, B)  # (compiled without the power call)
     else:
-        _orders_loop(par, blk, acc, A, wf, r_out, r_px, r_x, True, B)
+        _orders_loop(par, blk, acc, rules, A, wf, r_out, r_px, r_x, True, B)
 
 
 @numba.njit(inline="always", **JIT)
-def _orders_loop(par, blk, acc, A, wf, r_out, r_px, r_x, any_exp, B):
+def _orders_loop(par, blk, acc, rules, A, wf, r_out, r_px, r_x, any_exp, B):
     fq, fp, ff, fs = wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A  # fill fields
     fixed = par[C_FIXED_SLIP]
     impact = par[C_IMPACT]
     iexp = par[C_IMPACT_EXP]
     tw, td, ts = r_out + O_W, r_out + O_W + A, r_out + O_W + 2 * A
     op, mk, iv, tr = r_px + P_OPEN * A, r_px + P_MARK * A, r_px + P_INV_VOLUME * A, r_px + P_TRADABLE * A
-    mkt = r_x + N_TEMP  # the market rules' rows in the block
     # The per-asset loop below keeps its per-env values in ``acc``, a second stack array: with the
     # asset index i not a constant there, LLVM can tell per-asset rows (all "constant + i") apart from
     # each other but not from per-env rows of the same array, and would not vectorise the loop.
@@ -228,10 +230,10 @@ def _orders_loop(par, blk, acc, A, wf, r_out, r_px, r_x, any_exp, B):
             rejected = (not tradable) & (abs(w - held_w) > 1e-12)
             # its fill: a sell is applied at once, a buy planned (E_COST: the planned buys' cost)
             status, qf, p, fee, sc = fill_inv_nb(
-                d, price, blk[_at(iv + i, j, B)], blk[_at(mkt + M_FEE * A + i, j, B)], blk[_at(mkt + M_LOT * A + i, j, B)],
-                blk[_at(mkt + M_INV_LOT * A + i, j, B)], blk[_at(mkt + M_MIN_AMOUNT * A + i, j, B)],
-                blk[_at(mkt + M_MIN_NOTIONAL * A + i, j, B)], blk[_at(mkt + M_PRICE_STEP * A + i, j, B)],
-                blk[_at(mkt + M_INV_PRICE_STEP * A + i, j, B)], fixed, impact, iexp, exact, any_exp)
+                d, price, blk[_at(iv + i, j, B)], rules[_at(M_FEE * A + i, j, B)], rules[_at(M_LOT * A + i, j, B)],
+                rules[_at(M_INV_LOT * A + i, j, B)], rules[_at(M_MIN_AMOUNT * A + i, j, B)],
+                rules[_at(M_MIN_NOTIONAL * A + i, j, B)], rules[_at(M_PRICE_STEP * A + i, j, B)],
+                rules[_at(M_INV_PRICE_STEP * A + i, j, B)], fixed, impact, iexp, exact, any_exp)
             no_order = select_nb(rejected, REJECTED_UNTRADABLE, IGNORED_NO_CHANGE)
             blk[_at(ts + i, j, B)] = select_nb(d != 0.0, status, no_order)
             blk[_at(td + i, j, B)] = d
@@ -259,7 +261,7 @@ def _orders_loop(par, blk, acc, A, wf, r_out, r_px, r_x, any_exp, B):
 
 
 @numba.njit(inline="always", **JIT)
-def _rescale_buys(par, blk, A, wf, r_out, r_px, r_x, B):
+def _rescale_buys(par, blk, rules, A, wf, r_out, r_px, r_x, B):
     """Long-only: in each env whose planned buys cost more than its cash, every buy is scaled by the
     same factor and filled again (rare: a scalar pass over the lanes that need it)."""
     fq, fp, ff, fs = wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A  # fill fields
@@ -268,7 +270,6 @@ def _rescale_buys(par, blk, A, wf, r_out, r_px, r_x, B):
     iexp = par[C_IMPACT_EXP]
     ts = r_out + O_W + 2 * A
     op, iv = r_px + P_OPEN * A, r_px + P_INV_VOLUME * A
-    mkt = r_x + N_TEMP  # the market rules' rows in the block
     for j in range(B):
         cost = blk[_at((r_x + X_COST), j, B)]
         cash = blk[_at(S_CASH, j, B)]
@@ -280,10 +281,11 @@ def _rescale_buys(par, blk, A, wf, r_out, r_px, r_x, B):
             qf = blk[_at(fq + r, j, B)]
             if qf > 0.0:  # a planned buy: scale the lot-rounded quantity (floor(k q) x p(k q) <= k q p(q))
                 status, qf, p, fee, sc = fill_inv_nb(
-                    qf * k, blk[_at((op + i), j, B)], blk[_at((iv + i), j, B)], blk[_at(mkt + M_FEE * A + i, j, B)],
-                    blk[_at(mkt + M_LOT * A + i, j, B)], blk[_at(mkt + M_INV_LOT * A + i, j, B)], blk[_at(mkt + M_MIN_AMOUNT * A + i, j, B)],
-                    blk[_at(mkt + M_MIN_NOTIONAL * A + i, j, B)], blk[_at(mkt + M_PRICE_STEP * A + i, j, B)],
-                    blk[_at(mkt + M_INV_PRICE_STEP * A + i, j, B)], fixed, impact, iexp, False)
+                    qf * k, blk[_at((op + i), j, B)], blk[_at((iv + i), j, B)], rules[_at(M_FEE * A + i, j, B)],
+                    rules[_at(M_LOT * A + i, j, B)], rules[_at(M_INV_LOT * A + i, j, B)],
+                    rules[_at(M_MIN_AMOUNT * A + i, j, B)],
+                    rules[_at(M_MIN_NOTIONAL * A + i, j, B)], rules[_at(M_PRICE_STEP * A + i, j, B)],
+                    rules[_at(M_INV_PRICE_STEP * A + i, j, B)], fixed, impact, iexp, False)
                 blk[_at((ts + i), j, B)] = status
                 blk[_at(fq + r, j, B)] = qf  # (0 if the scaled order is ignored)
                 blk[_at(fp + r, j, B)] = p
@@ -292,7 +294,7 @@ def _rescale_buys(par, blk, A, wf, r_out, r_px, r_x, B):
 
 
 @numba.njit(inline="always", **JIT)
-def _buys_and_mark(par, blk, acc, A, wf, r_out, r_px, r_x, B):
+def _buys_and_mark(par, blk, acc, rules, A, wf, r_out, r_px, r_x, B):
     """Apply the buys; close (or freeze) positions in untradable assets; borrow; mark to the close
     of bar f (equity into the out row); flag the envs to liquidate."""
     fq, fp, ff, fs = wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A  # fill fields
@@ -302,7 +304,6 @@ def _buys_and_mark(par, blk, acc, A, wf, r_out, r_px, r_x, B):
     maint = par[C_MAINT]
     tw = r_out + O_W
     mk, tr = r_px + P_MARK * A, r_px + P_TRADABLE * A
-    mkt = r_x + N_TEMP  # the market rules' rows in the block
     for j in range(B):  # the per-env values the per-asset loops use, in acc (see _orders_loop)
         acc[_at(E_LIVE, j, B)] = blk[_at(r_x + X_LIVE, j, B)]
         acc[_at(E_CASH, j, B)] = blk[_at(S_CASH, j, B)]
@@ -331,7 +332,7 @@ def _buys_and_mark(par, blk, acc, A, wf, r_out, r_px, r_x, B):
             q = blk[_at(S_QTY + i, j, B)]
             close = close_untradable & live & (q != 0.0) & (blk[_at(tr + i, j, B)] == 0.0)
             p = blk[_at(mk + i, j, B)]
-            fee = abs(q) * p * blk[_at(mkt + M_FEE * A + i, j, B)]
+            fee = abs(q) * p * rules[_at(M_FEE * A + i, j, B)]
             blk[_at(fq + r, j, B)] = select_nb(close, -q, 0.0)
             blk[_at(fp + r, j, B)] = p
             blk[_at(ff + r, j, B)] = fee
@@ -369,7 +370,7 @@ def _buys_and_mark(par, blk, acc, A, wf, r_out, r_px, r_x, B):
 
 
 @numba.njit(inline="always", **JIT)
-def _liquidate(par, blk, A, wf, r_out, r_px, r_x, B):
+def _liquidate(par, blk, rules, A, wf, r_out, r_px, r_x, B):
     """Close every position of the flagged envs at the close, fee and slippage paid (rare: a scalar
     pass over the lanes that need it)."""
     fq, fp, ff, fs = wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A  # fill fields
@@ -377,7 +378,6 @@ def _liquidate(par, blk, A, wf, r_out, r_px, r_x, B):
     impact = par[C_IMPACT]
     iexp = par[C_IMPACT_EXP]
     mk, iv, tr = r_px + P_MARK * A, r_px + P_INV_VOLUME * A, r_px + P_TRADABLE * A
-    mkt = r_x + N_TEMP  # the market rules' rows in the block
     for j in range(B):
         if blk[_at((r_x + X_LIQ), j, B)] == 0.0:
             continue
@@ -391,12 +391,13 @@ def _liquidate(par, blk, A, wf, r_out, r_px, r_x, B):
             if q == 0.0:
                 continue
             if blk[_at((tr + i), j, B)] > 0.0:
-                _, qf, p, fee, sc = fill_inv_nb(-q, blk[_at((mk + i), j, B)], blk[_at((iv + i), j, B)], blk[_at(mkt + M_FEE * A + i, j, B)],
-                                                0.0, 0.0, 0.0, 0.0, blk[_at(mkt + M_PRICE_STEP * A + i, j, B)],
-                                                blk[_at(mkt + M_INV_PRICE_STEP * A + i, j, B)], fixed, impact, iexp, True)
+                _, qf, p, fee, sc = fill_inv_nb(-q, blk[_at((mk + i), j, B)], blk[_at((iv + i), j, B)],
+                                                rules[_at(M_FEE * A + i, j, B)],
+                                                0.0, 0.0, 0.0, 0.0, rules[_at(M_PRICE_STEP * A + i, j, B)],
+                                                rules[_at(M_INV_PRICE_STEP * A + i, j, B)], fixed, impact, iexp, True)
             else:
                 qf, p, sc = abs(q), blk[_at((mk + i), j, B)], 0.0
-                fee = qf * p * blk[_at(mkt + M_FEE * A + i, j, B)]
+                fee = qf * p * rules[_at(M_FEE * A + i, j, B)]
             cash += q * p - fee
             blk[_at((S_QTY + i), j, B)] = 0.0
             r = FILL_LIQUIDATION * A + i
@@ -540,18 +541,19 @@ def step_blocks_nb(b0, b1, N, px, data, par, work, out, act, obs, dims):
     D = window * (AF + A) + A + 3
     blk = stack_block_nb(dims)
     acc = stack_env_nb(dims)
-    _copy_rules(par, blk, A, r_x, B)
+    rules = stack_rules_nb(dims)
+    _copy_rules(par, rules, A, B)
     for b in range(b0, b1):
         lo = b * B
         _prefetch_block(lo + B, N, px, data, work, A, wi, AF, mask_off, B)
         _load_block(lo, N, work, act, px, blk, A, K, wi, wf, r_px, r_act, B)
         _map_actions(par, blk, A, K, wi, r_out, r_act, r_x, B)
-        _orders_and_sells(par, blk, acc, A, wf, r_out, r_px, r_x, B)
+        _orders_and_sells(par, blk, acc, rules, A, wf, r_out, r_px, r_x, B)
         if par[C_LONG_ONLY] > 0.0:
-            _rescale_buys(par, blk, A, wf, r_out, r_px, r_x, B)
-        _buys_and_mark(par, blk, acc, A, wf, r_out, r_px, r_x, B)
+            _rescale_buys(par, blk, rules, A, wf, r_out, r_px, r_x, B)
+        _buys_and_mark(par, blk, acc, rules, A, wf, r_out, r_px, r_x, B)
         if par[C_LONG_ONLY] == 0.0:
-            _liquidate(par, blk, A, wf, r_out, r_px, r_x, B)
+            _liquidate(par, blk, rules, A, wf, r_out, r_px, r_x, B)
         _finish(par, blk, A, wi, r_out, r_px, r_x, B)
         _store_block(lo, work, out, blk, A, width, r_out, B)
         for n in range(lo, min(lo + B, N)):
