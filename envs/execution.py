@@ -234,8 +234,9 @@ def work_shape(A: int, N: int) -> tuple[int, int]:
 
 def block_rows(A: int, K: int) -> tuple[int, int, int, int, int]:
     """Offsets (in rows of block_size lanes) of the regions of the kernels' stack scratch block, and its
-    row count: the work rows (same offsets as in ``work``), then the out rows, the price records of
-    the fill bar (``P_*`` x A + asset), the K action values, and the kernels' per-env temporaries."""
+    row count: the work rows (the state rows at their offsets in ``work``, then the fills, held
+    field-major), the out rows, the price records of the fill bar (``P_*`` x A + asset), the K action
+    values, and the kernels' per-env temporaries."""
     r_out = S_QTY + A + N_IST + 3 * A * N_FILL_COLS  # work_offsets(A)[2]
     r_px = r_out + O_W + 3 * A
     r_act = r_px + N_PX * A

@@ -24,8 +24,6 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-PREFETCH_AHEAD = 32
-
 
 @intrinsic
 def prefetch_nb(typingctx, arr, idx):

@@ -82,6 +82,23 @@ _at = lane_index_nb  # _at(r, j, B): index of lane j of row r of a block of B la
 
 
 @numba.njit(inline="always", **JIT)
+def _fill_fields(wf, A):
+    """First block rows of the fill fields F_QTY, F_PRICE, F_FEE, F_SLIP: the block holds the fills
+    field-major, field F of fill row r (kind x A + asset) at ``wf + F x 3A + r``."""
+    return wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A
+
+
+@numba.njit(inline="always", **JIT)
+def _obs_layout(px, data, par, A):
+    """Offset of the mask in ``data``, features per bar (A x F), window and observation size."""
+    T = px.shape[0]
+    mask_off = data.shape[0] - T * A
+    AF = mask_off // T
+    window = int(par[C_WINDOW])
+    return mask_off, AF, window, window * (AF + A) + A + 3
+
+
+@numba.njit(inline="always", **JIT)
 def _copy_rules(par, rules, A, B):
     """The per-symbol market rules into rows of a stack array of their own, each value in every lane:
     the phase loops then read them from memory LLVM knows they never write (read from ``par`` or from
@@ -185,7 +202,7 @@ def _orders_and_sells(par, blk, acc, rules, A, wf, r_out, r_px, r_x, B):
 
 @numba.njit(inline="always", **JIT)
 def _orders_loop(par, blk, acc, rules, A, wf, r_out, r_px, r_x, any_exp, B):
-    fq, fp, ff, fs = wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A  # fill fields
+    fq, fp, ff, fs = _fill_fields(wf, A)
     fixed = par[C_FIXED_SLIP]
     impact = par[C_IMPACT]
     iexp = par[C_IMPACT_EXP]
@@ -264,7 +281,7 @@ def _orders_loop(par, blk, acc, rules, A, wf, r_out, r_px, r_x, any_exp, B):
 def _rescale_buys(par, blk, rules, A, wf, r_out, r_px, r_x, B):
     """Long-only: in each env whose planned buys cost more than its cash, every buy is scaled by the
     same factor and filled again (rare: a scalar pass over the lanes that need it)."""
-    fq, fp, ff, fs = wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A  # fill fields
+    fq, fp, ff, fs = _fill_fields(wf, A)
     fixed = par[C_FIXED_SLIP]
     impact = par[C_IMPACT]
     iexp = par[C_IMPACT_EXP]
@@ -277,8 +294,7 @@ def _rescale_buys(par, blk, rules, A, wf, r_out, r_px, r_x, B):
             continue
         k = max(cash, 0.0) / cost * (1.0 - CASH_SAFETY)
         for i in range(A):
-            r = i
-            qf = blk[_at(fq + r, j, B)]
+            qf = blk[_at(fq + i, j, B)]
             if qf > 0.0:  # a planned buy: scale the lot-rounded quantity (floor(k q) x p(k q) <= k q p(q))
                 status, qf, p, fee, sc = fill_inv_nb(
                     qf * k, blk[_at((op + i), j, B)], blk[_at((iv + i), j, B)], rules[_at(M_FEE * A + i, j, B)],
@@ -287,17 +303,17 @@ def _rescale_buys(par, blk, rules, A, wf, r_out, r_px, r_x, B):
                     rules[_at(M_MIN_NOTIONAL * A + i, j, B)], rules[_at(M_PRICE_STEP * A + i, j, B)],
                     rules[_at(M_INV_PRICE_STEP * A + i, j, B)], fixed, impact, iexp, False)
                 blk[_at((ts + i), j, B)] = status
-                blk[_at(fq + r, j, B)] = qf  # (0 if the scaled order is ignored)
-                blk[_at(fp + r, j, B)] = p
-                blk[_at(ff + r, j, B)] = fee
-                blk[_at(fs + r, j, B)] = sc
+                blk[_at(fq + i, j, B)] = qf  # (0 if the scaled order is ignored)
+                blk[_at(fp + i, j, B)] = p
+                blk[_at(ff + i, j, B)] = fee
+                blk[_at(fs + i, j, B)] = sc
 
 
 @numba.njit(inline="always", **JIT)
 def _buys_and_mark(par, blk, acc, rules, A, wf, r_out, r_px, r_x, B):
     """Apply the buys; close (or freeze) positions in untradable assets; borrow; mark to the close
     of bar f (equity into the out row); flag the envs to liquidate."""
-    fq, fp, ff, fs = wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A  # fill fields
+    fq, fp, ff, fs = _fill_fields(wf, A)
     long_only = par[C_LONG_ONLY] > 0.0
     close_untradable = par[C_CLOSE_UNTRADABLE] > 0.0
     rate = par[C_BORROW]
@@ -312,10 +328,9 @@ def _buys_and_mark(par, blk, acc, rules, A, wf, r_out, r_px, r_x, B):
         acc[_at(E_SLIP, j, B)] = blk[_at(r_out + O_SLIP, j, B)]
         acc[_at(E_TRADED, j, B)] = blk[_at(r_out + O_TURNOVER, j, B)]
     for i in range(A):  # (asset by asset, as the sums must run in asset order; all lanes at once)
-        r = i
         for j in range(B):
-            qf = blk[_at(fq + r, j, B)]
-            p, fee, sc = blk[_at(fp + r, j, B)], blk[_at(ff + r, j, B)], blk[_at(fs + r, j, B)]
+            qf = blk[_at(fq + i, j, B)]
+            p, fee, sc = blk[_at(fp + i, j, B)], blk[_at(ff + i, j, B)], blk[_at(fs + i, j, B)]
             buy = qf > 0.0  # (sell rows hold negative quantities, unfilled rows 0)
             acc[_at(E_CASH, j, B)] -= select_nb(buy, qf * p + fee, 0.0)
             q = blk[_at(S_QTY + i, j, B)]
@@ -373,7 +388,7 @@ def _buys_and_mark(par, blk, acc, rules, A, wf, r_out, r_px, r_x, B):
 def _liquidate(par, blk, rules, A, wf, r_out, r_px, r_x, B):
     """Close every position of the flagged envs at the close, fee and slippage paid (rare: a scalar
     pass over the lanes that need it)."""
-    fq, fp, ff, fs = wf + F_QTY * 3 * A, wf + F_PRICE * 3 * A, wf + F_FEE * 3 * A, wf + F_SLIP * 3 * A  # fill fields
+    fq, fp, ff, fs = _fill_fields(wf, A)
     fixed = par[C_FIXED_SLIP]
     impact = par[C_IMPACT]
     iexp = par[C_IMPACT_EXP]
@@ -531,14 +546,10 @@ def step_blocks_nb(b0, b1, N, px, data, par, work, out, act, obs, dims):
     the observations. (A function of its own, not inlined: numba's IR inlining copies a callee's IR
     at a cost that grows with its size squared, and this body inlined into each kernel took minutes
     to compile. The stack block is allocated here, so LLVM still sees every use of it.)"""
-    T = px.shape[0]
     A, K, B = len(dims[0]), len(dims[1]), len(dims[2])  # compile-time constants (tuple lengths)
     wi, wf, width = work_offsets_nb(A)
     r_out, r_px, r_act, r_x, _ = block_rows_nb(A, K)
-    mask_off = data.shape[0] - T * A
-    AF = mask_off // T
-    window = int(par[C_WINDOW])
-    D = window * (AF + A) + A + 3
+    mask_off, AF, window, D = _obs_layout(px, data, par, A)
     blk = stack_block_nb(dims)
     acc = stack_env_nb(dims)
     rules = stack_rules_nb(dims)
@@ -587,7 +598,7 @@ def _check_shape(out, act, N, A, K):
 
 @numba.njit(inline="always", **JIT)
 def _as_float64(act):
-    """The actions as a new contiguous float64 array: step_blocks_nb is then compiled once per (A, K),
+    """The actions as a new contiguous float64 array: step_blocks_nb is then compiled once per (A, K, B),
     not once more per action dtype and layout (it is most of a kernel's compile time)."""
     a = np.empty(act.shape[0])
     for k in range(act.shape[0]):
@@ -597,9 +608,8 @@ def _as_float64(act):
 
 @numba.njit(inline="always", **JIT)
 def _sizes(px, data, par, obs, dims):
-    T, A, K, B = px.shape[0], len(dims[0]), len(dims[1]), len(dims[2])  # compile-time constants
-    AF = (data.shape[0] - T * A) // T
-    D = int(par[C_WINDOW]) * (AF + A) + A + 3
+    A, K, B = len(dims[0]), len(dims[1]), len(dims[2])  # compile-time constants (tuple lengths)
+    D = _obs_layout(px, data, par, A)[3]
     return A, K, B, obs.shape[0] // D
 
 
@@ -636,13 +646,10 @@ def reset_batch_nb(idx, starts, ends, px, data, par, work, obs, out):
     """Start environment ``idx[j]`` at decision bar ``starts[j]`` with all cash; its episode is
     truncated when it reaches bar ``ends[j]``. Writes its first observation at ``obs[idx[j] x obs_dim]``
     (``obs`` holds N observations, flat) and its out column (equity, cash and bar; the rest 0)."""
-    T, A = px.shape[0], px.shape[1]
+    A = px.shape[1]
     wi, _, width = work_offsets_nb(A)
-    mask_off = data.shape[0] - T * A
-    AF = mask_off // T
-    window = int(par[C_WINDOW])
+    mask_off, AF, window, D = _obs_layout(px, data, par, A)
     init = par[C_INIT_CASH]
-    D = window * (AF + A) + A + 3
     for j in range(idx.shape[0]):
         n = idx[j]
         for c in range(width):
