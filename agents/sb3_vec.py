@@ -9,8 +9,8 @@ in the same step; its info describes the step that finished the episode (as SB3'
 does), its last observation is ``infos[i]["terminal_observation"]`` and
 ``infos[i]["TimeLimit.truncated"]`` is True when the episode was cut by time, not ended by the market.
 
-Per step the adapter calls the vector env's kernel-plus-autoreset directly and builds the per-env
-dicts from one ``.tolist()`` of the step's result block (no Gymnasium info arrays in between).
+The adapter uses only the vector env's public API: per step it calls ``step`` and builds the per-env
+dicts from one ``.tolist()`` of the info columns (those of ``final_info`` for the envs that finished).
 """
 
 from __future__ import annotations
@@ -21,28 +21,26 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from factorgym.envs import execution as ex
 from factorgym.envs.vector_env import CryptoTradingVectorEnv
 
-_INFO_KEYS = ("timestamp", "equity", "cash", "fees", "slippage_cost", "borrow_cost", "turnover")
-_COLS = [ex.O_T, ex.O_EQUITY, ex.O_CASH, ex.O_FEES, ex.O_SLIP, ex.O_BORROW, ex.O_TURNOVER]  # same order
+#: the per-env info keys (and ``weights``)
+INFO_KEYS = ("timestamp", "equity", "cash", "fees", "slippage_cost", "borrow_cost", "funding", "turnover")
 
 
 class SB3VecEnv(VecEnv):
     """SB3 view of a :class:`CryptoTradingVectorEnv`. Per-env infos hold the scalars
-    (timestamp, equity, cash, fees, slippage_cost, borrow_cost, turnover) and ``weights``."""
+    :data:`INFO_KEYS` and ``weights``."""
 
     def __init__(self, venv: CryptoTradingVectorEnv) -> None:
         self.venv = venv
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
         self._actions: np.ndarray | None = None
-        self._ts = venv.core.timestamps.tolist()
 
     def reset(self):
         seed = self._seeds[0]
         options = self._options[0] or None
-        obs, _ = self.venv.reset(seed=seed, options=options)
-        self.reset_infos = self._split(self.venv.core.out.copy())
+        obs, infos = self.venv.reset(seed=seed, options=options)
+        self.reset_infos = _split(infos)
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -51,22 +49,16 @@ class SB3VecEnv(VecEnv):
         self._actions = actions
 
     def step_wait(self):
-        obs, blk, rewards, terminated, truncated, idx, final_obs = self.venv._advance(self._actions)
-        out = self._split(blk)
-        if idx is not None:
-            for i in idx.tolist():
-                out[i]["terminal_observation"] = final_obs[i]
+        obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
+        dones = terminated | truncated
+        out = _split(infos)
+        if "final_info" in infos:  # SB3 convention: a finished env's info is that of its last step
+            final = _split(infos["final_info"])
+            for i in np.flatnonzero(dones).tolist():
+                out[i] = final[i]
+                out[i]["terminal_observation"] = infos["final_obs"][i]
                 out[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-        return self.venv._wrap(obs), rewards.astype(np.float32), terminated | truncated, out
-
-    def _split(self, blk: np.ndarray) -> list[dict[str, Any]]:
-        """Per-env info dicts from the step's results [N, fields] (one ``.tolist()``; weights are views)."""
-        A = self.venv.core.n_assets
-        ts = self._ts
-        rows = blk[:, _COLS].tolist()
-        weights = blk[:, ex.O_W:ex.O_W + A]  # views: blk is a results array that only this step hands out
-        return [{"timestamp": ts[int(r[0])], "equity": r[1], "cash": r[2], "fees": r[3], "slippage_cost": r[4],
-                 "borrow_cost": r[5], "turnover": r[6], "weights": weights[i]} for i, r in enumerate(rows)]
+        return obs, rewards.astype(np.float32), dones, out
 
     def close(self) -> None:
         self.venv.close()
@@ -77,8 +69,8 @@ class SB3VecEnv(VecEnv):
         return self._seeds
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        value = getattr(self.venv._proto, attr_name)
-        return [value for _ in self._get_indices(indices)]
+        values = self.venv.get_attr(attr_name)
+        return [values[i] for i in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         raise AttributeError(f"the {self.num_envs} envs share one core; set {attr_name!r} when creating them")
@@ -102,3 +94,14 @@ def make_vec_env(tensor: Any, n_envs: int = 1, *, seed: int | None = None, **env
     if seed is not None:
         venv.seed(seed)
     return venv
+
+
+def _split(infos: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-env info dicts from the vector env's info arrays (one ``.tolist()``; weights are views)."""
+    rows = np.column_stack([infos[key] for key in INFO_KEYS]).tolist()
+    weights = infos["weights"]
+    out = [dict(zip(INFO_KEYS, row)) for row in rows]
+    for i, info in enumerate(out):
+        info["timestamp"] = int(info["timestamp"])
+        info["weights"] = weights[i]
+    return out

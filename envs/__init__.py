@@ -8,7 +8,8 @@ from __future__ import annotations
 import gymnasium
 
 from factorgym.envs.config import ExecutionConfig, RewardConfig
-from factorgym.envs.core import PortfolioCore, Trades
+from factorgym.envs.core import PortfolioCore
+from factorgym.envs.trades import Trades
 from factorgym.envs.trading_env import CryptoTradingEnv
 
 __all__ = ["CryptoTradingEnv", "ExecutionConfig", "RewardConfig", "PortfolioCore", "Trades",

@@ -16,6 +16,11 @@ import numpy as np
 from factorgym.envs import execution as ex
 from factorgym.envs.config import ExecutionConfig, RewardConfig, resolve_per_symbol
 from factorgym.envs.kernels import reset_batch_nb, step_batch_nb, step_batch_par_nb
+from factorgym.envs.layouts import (
+    CONFIG, COUNTER, INFO_SCALARS, N_FILL, OUT, OUT_WEIGHTS, PRICE, RULE, block_size, inverse, out_shape,
+    work_offsets, work_shape,
+)
+from factorgym.envs.trades import Trades
 from factorgym.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
@@ -26,7 +31,7 @@ REWARDS = {"log_return": ex.REWARD_LOG, "differential_sharpe": ex.REWARD_SHARPE,
            "drawdown_penalty": ex.REWARD_DRAWDOWN, "turnover_penalty": ex.REWARD_TURNOVER}
 
 
-ACT_ARG = 6  # position of ``act`` in the step kernels' arguments (px, data, par, work, dims, out, act, obs)
+ACT_ARG = 6  # position of ``act`` in the step kernels' arguments (prices, data, config, work, dims, out, act, obs)
 
 
 def _fast(dispatcher, *args, act_dtype=None):
@@ -84,12 +89,13 @@ def check_tensor(tensor: Any) -> None:
 class PortfolioCore:
     """State and static arrays of ``n_envs`` environments trading one tensor.
 
-    The kernels' arrays (layouts in :mod:`factorgym.envs.execution`): ``px`` float64 [T, A, 4],
-    ``data`` float32 (features then mask), ``par`` float64 (scalars, levels, per-symbol rules),
-    ``work`` float64 [width, L] (the state of every env, field-major), ``out`` float64 [fields, L]
-    (the last step's results), ``obs`` float32 [N x obs_dim]. Views by meaning, env n in row n:
-    ``st`` [N, S_QTY + A], ``out`` [N, O_W + 3A], ``fills`` [N, 3A, 4]; ``ist`` is an int64 [N, 4]
-    snapshot (bar, end bar, done, steps).
+    The kernels' arrays (layouts named in :mod:`factorgym.envs.layouts`): ``prices`` float64
+    [T, A, len(PRICE)], ``data`` float32 (features then mask), ``config`` float64 (``CONFIG``
+    scalars, per-symbol ``RULE``s, levels), ``work`` float64 [width, L] (the state of every env,
+    field-major), ``out`` float64 [fields, L] (the last step's results), ``obs`` float32
+    [N x obs_dim]. Views by meaning, env n in row n: ``state`` [N, len(STATE) + A] (``STATE`` then
+    positions), ``out`` [N, len(OUT) + 3A], ``fills`` [N, 3A, len(FILL)]; ``counters`` is an int64
+    [N, len(COUNTER)] snapshot (bar, end bar, done, steps).
 
     ``parallel=True`` steps the envs on numba's threads (``prange``; set ``NUMBA_NUM_THREADS`` to
     size the pool). Off by default: one thread is faster below a few hundred envs, and trainers
@@ -116,14 +122,10 @@ class PortfolioCore:
         self.long_only = bool(long_only)
         self.scheme = scheme
 
-        prices = np.asarray(tensor.prices, dtype=np.float64)
         tradable = np.ascontiguousarray(tensor.tradable, dtype=bool)
         self.tradable = tradable
-        close = np.where(tradable, prices[..., 3], np.nan)
-        mark = _ffill(close)  # last tradable close, carried forward; 0 before the first listing
-        inv_volume = ex.inverse(np.where(tradable, prices[..., 4], 0.0))  # P_INV_VOLUME: 0 = no impact term
-        self.px = np.ascontiguousarray(np.stack([np.where(tradable, prices[..., 0], mark), mark, inv_volume,
-                                                 tradable.astype(np.float64)], axis=-1))
+        self.prices = _price_records(tensor, tradable)
+        self.has_funding = bool(np.any(self.prices[..., PRICE.funding] != 0.0))
         feats = np.asarray(tensor.features, dtype=np.float32)
         finite = np.isfinite(feats)
         n_bad = int((~finite & tradable[..., None]).sum())
@@ -134,59 +136,56 @@ class PortfolioCore:
 
         per = resolve_per_symbol(execution, self.symbols, getattr(tensor, "meta", None))
         self.market = per
-        mkt = np.stack([per["fee"], per["lot_step"], per["min_amount"], per["min_notional"], per["price_step"],
-                        ex.inverse(per["lot_step"]), ex.inverse(per["price_step"])])  # M_* rows
+        rules = {"fee": per["fee"], "lot_step": per["lot_step"], "inv_lot_step": inverse(per["lot_step"]),
+                 "min_amount": per["min_amount"], "min_notional": per["min_notional"], "price_step": per["price_step"],
+                 "inv_price_step": inverse(per["price_step"])}
         levels = np.asarray(levels, dtype=np.float64)
         self.action_dim = A + 1 if scheme == "simplex" else A
-        par = np.zeros(ex.C_MKT + mkt.size + len(levels))
-        par[ex.C_FIXED_SLIP] = (execution.slippage_bps + execution.half_spread_bps) / 1e4
-        par[ex.C_IMPACT] = execution.impact_coef
-        par[ex.C_IMPACT_EXP] = execution.impact_exponent
-        par[ex.C_BORROW] = execution.borrow_rate_per_bar
-        par[ex.C_MAX_LEV] = execution.max_leverage
-        par[ex.C_MAINT] = execution.maintenance_margin
-        par[ex.C_INIT_CASH] = initial_cash
-        par[ex.C_LONG_ONLY] = 1.0 if long_only else 0.0
-        par[ex.C_CLOSE_UNTRADABLE] = 1.0 if execution.on_untradable == "close" else 0.0
-        par[ex.C_SCHEME] = SCHEMES[scheme]
-        par[ex.C_REWARD] = REWARDS[reward.kind]
-        par[ex.C_DD_PEN] = reward.drawdown_penalty
-        par[ex.C_TO_PEN] = reward.turnover_penalty
-        par[ex.C_ETA] = reward.sharpe_eta
-        par[ex.C_SCALE] = reward.scale
-        par[ex.C_WINDOW] = window
-        par[ex.C_LEVEL_SIZE] = level_size
-        par[ex.C_N_LEVELS] = len(levels)
-        par[ex.C_MKT:ex.C_MKT + mkt.size] = mkt.reshape(-1)
-        par[ex.C_MKT + mkt.size:] = levels
-        self.par = par
+        settings = {
+            "fixed_slippage": (execution.slippage_bps + execution.half_spread_bps) / 1e4,
+            "impact": execution.impact_coef, "impact_exponent": execution.impact_exponent,
+            "borrow_rate": execution.borrow_rate_per_bar, "max_leverage": execution.max_leverage,
+            "maintenance_margin": execution.maintenance_margin, "initial_cash": initial_cash,
+            "long_only": float(long_only), "close_untradable": float(execution.on_untradable == "close"),
+            "scheme": SCHEMES[scheme], "reward": REWARDS[reward.kind], "drawdown_penalty": reward.drawdown_penalty,
+            "turnover_penalty": reward.turnover_penalty, "sharpe_eta": reward.sharpe_eta, "reward_scale": reward.scale,
+            "window": window, "level_size": level_size, "n_levels": len(levels), "has_funding": float(self.has_funding),
+        }
+        self.config = np.concatenate([[settings[name] for name in CONFIG._fields],
+                                      np.stack([rules[name] for name in RULE._fields]).reshape(-1), levels])
 
         N = self.n_envs
         self.obs_dim = window * A * F + window * A + A + 3
-        wi, wf, _ = ex.work_offsets(A)
-        self.work = np.zeros(ex.work_shape(A, N))  # state, field-major (see execution.py)
-        self.work[wi + ex.I_DONE] = 1.0  # nothing may step before a reset (nor ever, in padding columns)
-        self._wi = wi
-        self.st = self.work[:wi, :N].T  # [N, S_QTY + A]
-        self._out = np.zeros(ex.out_shape(A, N))  # the last step's results, field-major
+        counters, fills, _ = work_offsets(A)
+        self.work = np.zeros(work_shape(A, N))  # state, field-major (see layouts.py)
+        self.work[counters + COUNTER.done] = 1.0  # nothing may step before a reset (nor ever, in padding columns)
+        self._counters = counters
+        self.state = self.work[:counters, :N].T  # [N, STATE + positions]
+        self._out = np.zeros(out_shape(A, N))  # the last step's results, field-major
         self.out = self._out[:, :N].T  # ... read as [N, fields]
-        self.fills = np.reshape(self.work[wf:, :N].T, (N, 3 * A, ex.N_FILL_COLS), copy=False)
+        self.fills = np.reshape(self.work[fills:, :N].T, (N, 3 * A, N_FILL), copy=False)
         self.act = np.zeros(N * self.action_dim)  # flat [N x K], row-major
         self.obs = np.zeros(N * self.obs_dim, dtype=np.float32)  # flat [N x obs_dim]
         self.parallel = bool(parallel)
         kernel = step_batch_par_nb if self.parallel else step_batch_nb
         # the kernels' compile-time A, K and block size (tuple lengths)
-        self.dims = ((0,) * A, (0,) * self.action_dim, (0,) * ex.block_size(N))
-        args = (self.px, self.data, self.par, self.work, self.dims, self._out, self.act, self.obs)
+        self.dims = ((0,) * A, (0,) * self.action_dim, (0,) * block_size(N))
+        args = (self.prices, self.data, self.config, self.work, self.dims, self._out, self.act, self.obs)
         self.step64 = _fast(kernel, *args, act_dtype=np.float64)
         self.step32 = _fast(kernel, *args, act_dtype=np.float32)
         idx = np.zeros(0, dtype=np.int64)
-        self._reset = _fast(reset_batch_nb, idx, idx, idx, self.px, self.data, self.par, self.work, self.obs, self._out)
+        self._reset = _fast(reset_batch_nb, idx, idx, idx, self.prices, self.data, self.config, self.work, self.obs,
+                            self._out)
 
     @property
-    def ist(self) -> np.ndarray:
-        """int64 [N, 4] snapshot of each env's decision bar, end bar, done flag and steps (I_*)."""
-        return self.work[self._wi:self._wi + ex.N_IST, :self.n_envs].T.astype(np.int64)
+    def counters(self) -> np.ndarray:
+        """int64 [N, len(COUNTER)] snapshot of each env's decision bar, end bar, done flag and steps."""
+        return self.work[self._counters:self._counters + len(COUNTER), :self.n_envs].T.astype(np.int64)
+
+    def info_scalars(self, n: int) -> dict[str, float]:
+        """Env n's scalar results of the last step by info key (equity, cash, fees, ...)."""
+        row = self.out[n]
+        return {key: float(row[getattr(OUT, key)]) for key in INFO_SCALARS}
 
     # ------------------------------------------------------------------ ranges
     @property
@@ -204,11 +203,11 @@ class PortfolioCore:
         observations go to rows ``idx`` of ``obs`` (float32 [N x obs_dim] or [N, obs_dim], C order;
         default ``self.obs``); their rows of ``self.out`` are reset."""
         idx, starts, ends = (np.ascontiguousarray(x, dtype=np.int64) for x in (idx, starts, ends))
-        self._reset(idx, starts, ends, self.px, self.data, self.par, self.work, self._flat_obs(obs), self._out)
+        self._reset(idx, starts, ends, self.prices, self.data, self.config, self.work, self._flat_obs(obs), self._out)
 
     def step(self, act: np.ndarray | None = None, obs: np.ndarray | None = None, out: np.ndarray | None = None) -> int:
         """Advance every live env one bar; return how many finished (terminated or truncated), or -1
-        if an action was malformed (those envs did not move; ``out[:, O_STATUS]`` < 0 marks them).
+        if an action was malformed (those envs did not move; ``out[:, OUT.status]`` < 0 marks them).
 
         ``out``: a fresh float64 C-contiguous array of shape ``out_shape(A, N)`` for the results;
         ``self.out`` then becomes its [N, fields] view (the vector env hands out its columns as
@@ -229,7 +228,7 @@ class PortfolioCore:
                 raise ValueError(f"out must be a C-contiguous float64 array of shape {self._out.shape}")
             self._out, self.out = out, out[:, :self.n_envs].T
         fn = self.step32 if a.dtype == F32 else self.step64
-        return fn(self.px, self.data, self.par, self.work, self.dims, self._out, a, self._flat_obs(obs))
+        return fn(self.prices, self.data, self.config, self.work, self.dims, self._out, a, self._flat_obs(obs))
 
     def _flat_obs(self, obs: np.ndarray | None) -> np.ndarray:
         if obs is None:
@@ -242,90 +241,13 @@ class PortfolioCore:
     def trades(self, n: int) -> list[dict]:
         """Fills of env ``n`` in the last step as dicts (timestamp, symbol, side, quantity, price, fee,
         slippage_cost, kind)."""
-        k = int(self.out[n, ex.O_NFILLS])
-        return Trades(self.fills[n].copy(), k, int(self.timestamps[int(self.out[n, ex.O_T])]), self.symbols).to_list()
+        k = int(self.out[n, OUT.n_trades])
+        return Trades(self.fills[n].copy(), k, int(self.timestamps[int(self.out[n, OUT.bar])]), self.symbols).to_list()
 
     def order_status(self, n: int) -> list[str]:
         """Status name of each asset's order in env ``n``'s last step."""
         A = self.n_assets
-        return [ex.ORDER_STATUS[int(c)] for c in self.out[n, ex.O_W + 2 * A: ex.O_W + 3 * A]]
-
-
-_KINDS = ("order", "untradable_close", "liquidation")
-
-
-def fill_rows(block: np.ndarray) -> np.ndarray:
-    """The fills of one step as rows (asset, side +-1, quantity, price, fee, slippage_cost, kind code),
-    in fill order: order sells, order buys, untradable closes, liquidations, each in asset order.
-
-    ``block``: an env's fills block [3A, 4] (row kind x A + asset, ``F_*`` columns, quantity signed,
-    0 = no fill), as the kernels write it."""
-    A = block.shape[0] // 3
-    q = block[:, ex.F_QTY]
-    rows = np.flatnonzero(q)
-    kind = rows // A
-    rows = rows[np.argsort(2 * kind + ((kind == 0) & (q[rows] > 0)), kind="stable")]
-    out = np.empty((len(rows), 7))
-    out[:, 0] = rows % A
-    out[:, 1] = np.sign(q[rows])
-    out[:, 2] = np.abs(q[rows])
-    out[:, 3] = block[rows, ex.F_PRICE]
-    out[:, 4] = block[rows, ex.F_FEE]
-    out[:, 5] = block[rows, ex.F_SLIP]
-    out[:, 6] = rows // A
-    return out
-
-
-class Trades(Sequence):
-    """The fills of one step: a read-only sequence of dicts, built only when read.
-
-    Each dict: ``timestamp`` (int ms of the fill bar's open), ``symbol``, ``side`` ("buy"/"sell"),
-    ``quantity`` (base units), ``price`` (fill price), ``fee`` and ``slippage_cost`` (quote units),
-    ``kind`` ("order", "untradable_close", "liquidation"). ``.array`` holds the raw rows
-    (asset, side +-1, quantity, price, fee, slippage_cost, kind code; see :func:`fill_rows`);
-    ``list(trades)`` gives a list. Built lazily because a step that trades every asset would
-    otherwise spend more time making dicts than executing.
-    """
-
-    __slots__ = ("_block", "_rows", "_n", "_ts", "_symbols")
-
-    def __init__(self, block: np.ndarray, n: int, timestamp: int, symbols: list[str]) -> None:
-        self._block = block  # an owned copy of the env's fills block, with n fills
-        self._rows: np.ndarray | None = None
-        self._n = n
-        self._ts = timestamp
-        self._symbols = symbols
-
-    @property
-    def array(self) -> np.ndarray:
-        if self._rows is None:
-            self._rows = fill_rows(self._block)
-        return self._rows
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self._n))]
-        if not -self._n <= i < self._n:
-            raise IndexError("trade index out of range")
-        a, side, q, p, fee, sc, kind = self.array[i % self._n].tolist()
-        return {"timestamp": self._ts, "symbol": self._symbols[int(a)], "side": "buy" if side > 0 else "sell",
-                "quantity": q, "price": p, "fee": fee, "slippage_cost": sc, "kind": _KINDS[int(kind)]}
-
-    def to_list(self) -> list[dict]:
-        return [self[i] for i in range(self._n)]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, (Trades, list, tuple)):
-            return self.to_list() == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Trades({self.to_list()!r})"
+        return [ex.ORDER_STATUS[int(c)] for c in self.out[n, OUT_WEIGHTS + 2 * A: OUT_WEIGHTS + 3 * A]]
 
 
 def _ffill(a: np.ndarray) -> np.ndarray:
@@ -335,3 +257,28 @@ def _ffill(a: np.ndarray) -> np.ndarray:
     np.maximum.accumulate(idx, axis=0, out=idx)
     out = np.take_along_axis(a, idx, axis=0)
     return np.where(np.isfinite(out), out, 0.0)
+
+
+def _price_records(tensor: Any, tradable: np.ndarray) -> np.ndarray:
+    """float64 [T, A, len(PRICE)]: the ``PRICE`` record of every bar and asset (see layouts.py).
+    Untradable bars: open, low and high are the mark (the last tradable close), no volume, no
+    funding. The adverse extremes include the open and the close (a low above either is bad data)."""
+    prices = np.asarray(tensor.prices, dtype=np.float64)
+    T, A = tradable.shape
+    close = np.where(tradable, prices[..., 3], np.nan)
+    mark = _ffill(close)  # last tradable close, carried forward; 0 before the first listing
+    open_ = np.where(tradable, prices[..., 0], mark)
+    records = np.zeros((T, A, len(PRICE)))
+    records[..., PRICE.open] = open_
+    records[..., PRICE.mark] = mark
+    records[..., PRICE.inv_volume] = inverse(np.where(tradable, prices[..., 4], 0.0))  # 0 = no impact term
+    records[..., PRICE.tradable] = tradable
+    records[..., PRICE.low] = np.where(tradable, np.fmin(np.fmin(prices[..., 2], open_), mark), mark)
+    records[..., PRICE.high] = np.where(tradable, np.fmax(np.fmax(prices[..., 1], open_), mark), mark)
+    funding = getattr(tensor, "funding", None)
+    if funding is not None:
+        funding = np.asarray(funding, dtype=np.float64)
+        if funding.shape != (T, A):
+            raise DataValidationError(f"tensor.funding must be [T, A] = {(T, A)}, got {funding.shape}")
+        records[..., PRICE.funding] = np.where(tradable & np.isfinite(funding), funding, 0.0)
+    return records

@@ -11,13 +11,15 @@ import numpy as np
 
 from factorgym.envs import execution as ex
 from factorgym.envs.config import ExecutionConfig, RewardConfig
-from factorgym.envs.core import F32, F64, PortfolioCore, Trades
+from factorgym.envs.core import F32, F64, PortfolioCore
+from factorgym.envs.layouts import COUNTER, INFO_SCALARS, OUT, OUT_WEIGHTS, STATE
+from factorgym.envs.trades import Trades
 from factorgym.envs.spaces import action_space, observation_space, resolve_scheme, split_obs
 from factorgym.errors import ConfigError
 
 _ndarray, _empty = np.ndarray, np.empty
 _F32, _F64 = F32, F64
-_STATUS = {float(k): v for k, v in ex.ENV_STATUS.items()}  # keyed by the float the stats row holds
+_STATUS = {float(k): v for k, v in ex.ENV_STATUS.items()}  # keyed by the float the results row holds
 
 #: ``reward_fn(prev_equity, equity, turnover, fees, drawdown) -> float``; equities and fees in quote
 #: units, turnover and drawdown as fractions. The vector env passes float64 arrays [N] instead.
@@ -93,7 +95,8 @@ class CryptoTradingEnv(gym.Env):
 
     ``info`` after each step: ``timestamp`` (int ms, open time of the bar the step ended on),
     ``equity``, ``cash``, ``weights`` [A], ``positions`` [A] (base units), ``fees``,
-    ``slippage_cost``, ``borrow_cost`` (quote units), ``turnover`` (fraction of equity),
+    ``slippage_cost``, ``borrow_cost``, ``funding`` (quote units; funding paid, negative when
+    received), ``turnover`` (fraction of equity),
     ``trades`` (a :class:`Trades` sequence of dicts), ``status`` ("ok", "bankrupt", "liquidated").
 
     ## Version History
@@ -149,13 +152,13 @@ class CryptoTradingEnv(gym.Env):
         self._act_shape = self._act_row.shape
         self._scalar_action = isinstance(self.action_space, gym.spaces.Discrete)
         self._obs_dim = core.obs_dim
-        self._scal = core.out[0, :ex.O_W]
-        self._w = core.out[0, ex.O_W:ex.O_W + A]
-        self._q = core.out[0, ex.O_W + A:ex.O_W + 2 * A]
+        self._results = core.out[0, :OUT_WEIGHTS]
+        self._w = core.out[0, OUT_WEIGHTS:OUT_WEIGHTS + A]
+        self._q = core.out[0, OUT_WEIGHTS + A:OUT_WEIGHTS + 2 * A]
         self._fills = core.fills[0]
         self._ts = core.timestamps.tolist()
         # (the field-major results array itself: the compiled entry points do not check layouts)
-        kargs = (core.px, core.data, core.par, core.work, core.dims, core._out)
+        kargs = (core.prices, core.data, core.config, core.work, core.dims, core._out)
         self._step32, self._step64 = partial(core.step32, *kargs), partial(core.step64, *kargs)
         self._done = True
         self._prev_equity = float(initial_cash)
@@ -169,9 +172,9 @@ class CryptoTradingEnv(gym.Env):
         self._done = False
         self._prev_equity = self.initial_cash
         A = self._core.n_assets
-        info = {"timestamp": self._ts[start], "equity": self.initial_cash, "cash": self.initial_cash,
-                "weights": np.zeros(A), "positions": np.zeros(A), "fees": 0.0, "slippage_cost": 0.0,
-                "borrow_cost": 0.0, "turnover": 0.0, "trades": [], "status": "ok", "start": start, "end": end}
+        info = {"timestamp": self._ts[start], **dict.fromkeys(INFO_SCALARS, 0.0), "equity": self.initial_cash,
+                "cash": self.initial_cash, "weights": np.zeros(A), "positions": np.zeros(A), "trades": [],
+                "status": "ok", "start": start, "end": end}
         return self._wrap(obs), info
 
     def step(self, action):
@@ -187,19 +190,25 @@ class CryptoTradingEnv(gym.Env):
             self._step64(action, obs)
         else:
             self._step64(self._to_action(action), obs)
-        reward, equity, cash, fees, slip, turnover, borrow, term, trunc, nfills, status, t, _, dd = self._scal.tolist()
+        row = self._results.tolist()
+        status = row[OUT.status]
         if status < 0:
             self._bad_action(action, status)
-        ts = self._ts[int(t)]
+        ts = self._ts[int(row[OUT.bar])]
+        reward = row[OUT.reward]
         if self._reward_fn is not None:
-            reward = float(self._reward_fn(self._prev_equity, equity, turnover, fees, dd))
+            equity = row[OUT.equity]
+            reward = float(self._reward_fn(self._prev_equity, equity, row[OUT.turnover], row[OUT.fees], row[OUT.drawdown]))
             self._prev_equity = equity
-        terminated = term == 1.0
-        truncated = trunc == 1.0
+        terminated = row[OUT.terminated] == 1.0
+        truncated = row[OUT.truncated] == 1.0
         self._done = terminated or truncated
-        info = {"timestamp": ts, "equity": equity, "cash": cash, "weights": self._w.copy(), "positions": self._q.copy(),
-                "fees": fees, "slippage_cost": slip, "borrow_cost": borrow, "turnover": turnover,
-                "trades": Trades(self._fills.copy(), int(nfills), ts, self.tensor_symbols) if nfills else [],
+        n_trades = row[OUT.n_trades]
+        info = {"timestamp": ts, "equity": row[OUT.equity], "cash": row[OUT.cash], "fees": row[OUT.fees],
+                "slippage_cost": row[OUT.slippage_cost], "borrow_cost": row[OUT.borrow_cost],
+                "funding": row[OUT.funding], "turnover": row[OUT.turnover],
+                "weights": self._w.copy(), "positions": self._q.copy(),
+                "trades": Trades(self._fills.copy(), int(n_trades), ts, self.tensor_symbols) if n_trades else [],
                 "status": _STATUS[status]}
         if self._dict_obs:
             obs = self._wrap(obs)
@@ -209,9 +218,10 @@ class CryptoTradingEnv(gym.Env):
         if self.render_mode != "ansi":
             return None
         c = self._core
-        t = int(c.ist[0, ex.I_T])
-        w = ", ".join(f"{s}={x:+.3f}" for s, x in zip(c.symbols, c.out[0, ex.O_W:ex.O_W + c.n_assets]))
-        return f"bar {t} ts={self._ts[t]} equity={c.st[0, ex.S_EQUITY]:.2f} cash={c.st[0, ex.S_CASH]:.2f} weights[{w}]"
+        t = int(c.counters[0, COUNTER.bar])
+        w = ", ".join(f"{s}={x:+.3f}" for s, x in zip(c.symbols, c.out[0, OUT_WEIGHTS:OUT_WEIGHTS + c.n_assets]))
+        return (f"bar {t} ts={self._ts[t]} equity={c.state[0, STATE.equity]:.2f} cash={c.state[0, STATE.cash]:.2f} "
+                f"weights[{w}]")
 
     # ------------------------------------------------------------------ helpers
     @property

@@ -23,13 +23,12 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from factorgym.envs import execution as ex
+from factorgym.envs.layouts import INFO_SCALARS, OUT, OUT_WEIGHTS, out_shape
 from factorgym.envs.spaces import split_obs
 from factorgym.envs.trading_env import CryptoTradingEnv
 from factorgym.errors import ConfigError
 
-_SCALARS = (("equity", ex.O_EQUITY), ("cash", ex.O_CASH), ("fees", ex.O_FEES), ("slippage_cost", ex.O_SLIP),
-            ("borrow_cost", ex.O_BORROW), ("turnover", ex.O_TURNOVER))
+_SCALARS = tuple((key, getattr(OUT, key)) for key in INFO_SCALARS)  # info key -> results field
 
 
 class CryptoTradingVectorEnv(VectorEnv):
@@ -41,10 +40,11 @@ class CryptoTradingVectorEnv(VectorEnv):
     ``reset(seed=..., options={"start": int | array[N], "end": int | array[N]})``.
 
     ``infos`` after ``step`` (arrays over envs): ``timestamp`` int64 [N], ``equity``, ``cash``,
-    ``fees``, ``slippage_cost``, ``borrow_cost``, ``turnover`` float64 [N], ``weights`` and
+    ``fees``, ``slippage_cost``, ``borrow_cost``, ``funding``, ``turnover`` float64 [N], ``weights`` and
     ``positions`` float64 [N, A], ``n_trades`` int64 [N], ``status`` int8 [N] (0 ok, 1 bankrupt,
     2 liquidated); present for every env, so no ``_key`` masks are given for them. The fills of env
-    i are ``env.trades(i)``.
+    i are ``env.trades(i)``. ``get_attr(name)`` reads an attribute of the env options (``window``,
+    ``initial_cash``, ``execution``, ...) for every env, as Gymnasium's ``SyncVectorEnv`` does.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -67,8 +67,8 @@ class CryptoTradingVectorEnv(VectorEnv):
         self._prev_equity = np.full(self.num_envs, proto.initial_cash)
         self._live = False
         A = core.n_assets
-        self._cols = slice(ex.O_W, ex.O_W + A), slice(ex.O_W + A, ex.O_W + 2 * A)
-        self._out_shape = ex.out_shape(A, self.num_envs)
+        self._cols = slice(OUT_WEIGHTS, OUT_WEIGHTS + A), slice(OUT_WEIGHTS + A, OUT_WEIGHTS + 2 * A)
+        self._out_shape = out_shape(A, self.num_envs)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
@@ -85,23 +85,23 @@ class CryptoTradingVectorEnv(VectorEnv):
         return self._wrap(obs), self._infos(include_status=False)
 
     def step(self, actions):
-        obs, blk, rewards, terminated, truncated, idx, final_obs = self._advance(actions)
-        infos = self._infos(blk)
+        obs, results, rewards, terminated, truncated, idx, final_obs = self._advance(actions)
+        infos = self._infos(results)
         if idx is not None:
             done = terminated | truncated
             infos["final_info"] = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in infos.items()}
             infos["final_obs"], infos["_final_obs"], infos["_final_info"] = final_obs, done, done.copy()
             out = self.core.out  # after the reset: the first state of the new episodes
-            for key, col in _SCALARS:
-                infos[key][idx] = out[idx, col]
+            for key, field in _SCALARS:
+                infos[key][idx] = out[idx, field]
             infos["weights"][idx] = 0.0
             infos["positions"][idx] = 0.0
-            infos["timestamp"][idx] = self.core.timestamps[out[idx, ex.O_T].astype(np.int64)]
+            infos["timestamp"][idx] = self.core.timestamps[out[idx, OUT.bar].astype(np.int64)]
         return self._wrap(obs), rewards, terminated, truncated, infos
 
     def _advance(self, actions):
         """Kernel step plus same-step autoreset. Returns obs (already holding the first observation of
-        reset envs), ``blk`` (the step's results [N, fields], as before any reset), rewards,
+        reset envs), ``results`` (the step's results [N, fields], as before any reset), rewards,
         terminated, truncated, the indices of the envs that were reset (None if none) and their final
         observations (object array [N], None elsewhere)."""
         if not self._live:
@@ -111,24 +111,24 @@ class CryptoTradingVectorEnv(VectorEnv):
         # a fresh results array per step: rewards and infos are its columns, owned by the caller, so
         # nothing is copied; only a step with resets copies it (the reset rewrites those envs' rows)
         n_done = core.step(actions, obs, np.empty(self._out_shape))
-        blk = core.out if n_done <= 0 else core.out.copy()  # [N, fields] (a view of the fresh array)
+        results = core.out if n_done <= 0 else core.out.copy()  # [N, fields] (a view of the fresh array)
         if n_done < 0:
-            i = int(np.argmax(blk[:, ex.O_STATUS] < 0))
+            i = int(np.argmax(results[:, OUT.status] < 0))
             raise ValueError(f"action of env {i} is not in the action space {self.single_action_space} "
                              f"(NaN, or a discrete index that is not an integer in range)")
-        rewards = blk[:, ex.O_REWARD]
+        rewards = results[:, OUT.reward]
         if n_done == 0:  # (the usual step: no env finished)
             terminated, truncated = np.zeros(self.num_envs, dtype=bool), np.zeros(self.num_envs, dtype=bool)
         else:
-            terminated, truncated = blk[:, ex.O_TERM] == 1.0, blk[:, ex.O_TRUNC] == 1.0
+            terminated, truncated = results[:, OUT.terminated] == 1.0, results[:, OUT.truncated] == 1.0
         if self._reward_fn is not None:
-            eq = blk[:, ex.O_EQUITY].copy()
-            rewards = np.asarray(self._reward_fn(self._prev_equity.copy(), eq, blk[:, ex.O_TURNOVER].copy(),
-                                                 blk[:, ex.O_FEES].copy(), blk[:, ex.O_DRAWDOWN].copy()),
+            eq = results[:, OUT.equity].copy()
+            rewards = np.asarray(self._reward_fn(self._prev_equity.copy(), eq, results[:, OUT.turnover].copy(),
+                                                 results[:, OUT.fees].copy(), results[:, OUT.drawdown].copy()),
                                  dtype=np.float64).reshape(self.num_envs)
             self._prev_equity[:] = eq
         if n_done == 0:
-            return obs, blk, rewards, terminated, truncated, None, None
+            return obs, results, rewards, terminated, truncated, None, None
         idx = np.flatnonzero(terminated | truncated).astype(np.int64)
         final_obs = np.full(self.num_envs, None, dtype=object)
         for i in idx:
@@ -136,7 +136,7 @@ class CryptoTradingVectorEnv(VectorEnv):
         starts, ends = self._bounds(idx, {})
         core.reset(idx, starts, ends, obs=obs)
         self._prev_equity[idx] = self._proto.initial_cash
-        return obs, blk, rewards, terminated, truncated, idx, final_obs
+        return obs, results, rewards, terminated, truncated, idx, final_obs
 
     def close_extras(self, **kwargs: Any) -> None:
         self._live = False
@@ -151,21 +151,25 @@ class CryptoTradingVectorEnv(VectorEnv):
             return split_obs(obs, self._proto.window, self.core.n_assets, self.core.n_features)
         return obs
 
-    def _infos(self, blk: np.ndarray | None = None, include_status: bool = True) -> dict[str, Any]:
-        """Gymnasium infos (arrays over envs) as views of ``blk`` (a step's own results array, or a copy
-        of the out array): each info a column, weights and positions [N, A] blocks."""
+    def get_attr(self, name: str) -> tuple:
+        """Attribute ``name`` of the env options (e.g. ``window``, ``initial_cash``), once per env."""
+        return (getattr(self._proto, name),) * self.num_envs
+
+    def _infos(self, results: np.ndarray | None = None, include_status: bool = True) -> dict[str, Any]:
+        """Gymnasium infos (arrays over envs) as views of ``results`` (a step's own results array, or a
+        copy of the out array): each info a column, weights and positions [N, A] blocks."""
         core = self.core
-        if blk is None:
-            blk = core.out.copy()
-        infos: dict[str, Any] = {"timestamp": core.timestamps[blk[:, ex.O_T].astype(np.int64)]}
-        for key, col in _SCALARS:
-            infos[key] = blk[:, col]
+        if results is None:
+            results = core.out.copy()
+        infos: dict[str, Any] = {"timestamp": core.timestamps[results[:, OUT.bar].astype(np.int64)]}
+        for key, field in _SCALARS:
+            infos[key] = results[:, field]
         w, q = self._cols
-        infos["weights"] = blk[:, w]
-        infos["positions"] = blk[:, q]
-        infos["n_trades"] = blk[:, ex.O_NFILLS].astype(np.int64)
+        infos["weights"] = results[:, w]
+        infos["positions"] = results[:, q]
+        infos["n_trades"] = results[:, OUT.n_trades].astype(np.int64)
         if include_status:
-            infos["status"] = blk[:, ex.O_STATUS].astype(np.int8)
+            infos["status"] = results[:, OUT.status].astype(np.int8)
         return infos
 
     def _bounds(self, idx: np.ndarray, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from factorgym.data_layer.tensor import FactorTensor
 from factorgym.envs import CryptoTradingEnv, ExecutionConfig
 from factorgym.envs import execution as ex
+from factorgym.envs.layouts import COUNTER, N_FILL, STATE, STATE_POSITIONS
 
 HOUR = 3_600_000
 
@@ -25,35 +26,43 @@ def tensor_from(open_, close, volume=None, tradable=None, features=None, symbols
     return FactorTensor.from_arrays(feats, prices, np.arange(T) * HOUR, symbols=symbols, tradable=tradable)
 
 
-# ---------------------------------------------------------------------- fill_order_nb
+# ---------------------------------------------------------------------- fills (process_order)
+def fill(size, ref_price, volume, fee, lot, min_amount, min_notional, price_step, fixed, impact, exponent, exact):
+    """(status, quantity >= 0, price, fee, slippage_cost) of ``process_order`` for these plain values."""
+    rules = ex.market_rules(fee, lot, min_amount, min_notional, price_step)
+    result = ex.process_order(0.0, 0.0, size, ref_price, 1.0 / volume if volume > 0 else 0.0, rules,
+                              ex.Slippage(fixed, impact, exponent), exact)[2]
+    return result.status, abs(result.quantity), result.price, result.fee, result.slippage_cost
+
+
 def test_fill_rounds_quantity_down_to_the_lot_and_absorbs_round_off():
-    status, q, p, fee, slip = ex.fill_order_nb(0.3, 10.0, 0.0, 0.001, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, False)
+    status, q, p, fee, slip = fill(0.3, 10.0, 0.0, 0.001, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, False)
     assert status == ex.FILLED and q == pytest.approx(0.3)  # 0.3 / 0.1 = 2.9999999999999996 -> 3 lots
-    status, q, *_ = ex.fill_order_nb(0.2999, 10.0, 0.0, 0.001, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, False)
+    status, q, *_ = fill(0.2999, 10.0, 0.0, 0.001, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, False)
     assert q == pytest.approx(0.2)
 
 
 def test_fill_statuses_for_tiny_orders():
     args = (10.0, 0.0, 0.001, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, False)
-    assert ex.fill_order_nb(0.05, *args)[0] == ex.IGNORED_LOT
-    assert ex.fill_order_nb(0.0, *args)[0] == ex.IGNORED_NO_CHANGE
-    assert ex.fill_order_nb(0.5, 10.0, 0.0, 0.001, 0.1, 1.0, 0.0, 0.0, 0.0, 0.0, 0.5, False)[0] == ex.IGNORED_MIN_AMOUNT
-    assert ex.fill_order_nb(0.5, 10.0, 0.0, 0.001, 0.1, 0.0, 5.01, 0.0, 0.0, 0.0, 0.5, False)[0] == ex.IGNORED_MIN_NOTIONAL
+    assert fill(0.05, *args)[0] == ex.IGNORED_LOT
+    assert fill(0.0, *args)[0] == ex.IGNORED_NO_CHANGE
+    assert fill(0.5, 10.0, 0.0, 0.001, 0.1, 1.0, 0.0, 0.0, 0.0, 0.0, 0.5, False)[0] == ex.IGNORED_MIN_AMOUNT
+    assert fill(0.5, 10.0, 0.0, 0.001, 0.1, 0.0, 5.01, 0.0, 0.0, 0.0, 0.5, False)[0] == ex.IGNORED_MIN_NOTIONAL
     # exact closes ignore lots and minimums
-    assert ex.fill_order_nb(-0.05, 10.0, 0.0, 0.001, 0.1, 1.0, 100.0, 0.0, 0.0, 0.0, 0.5, True)[:2] == (ex.FILLED, 0.05)
+    assert fill(-0.05, 10.0, 0.0, 0.001, 0.1, 1.0, 100.0, 0.0, 0.0, 0.0, 0.5, True)[:2] == (ex.FILLED, 0.05)
 
 
 def test_fill_price_slippage_impact_and_precision():
     # buy 4 units, open 100, 5 bps fixed, impact 0.1 * sqrt(4 / 400) = 0.01
-    status, q, p, fee, slip = ex.fill_order_nb(4.0, 100.0, 400.0, 0.002, 0.0, 0.0, 0.0, 0.0, 5e-4, 0.1, 0.5, False)
+    status, q, p, fee, slip = fill(4.0, 100.0, 400.0, 0.002, 0.0, 0.0, 0.0, 0.0, 5e-4, 0.1, 0.5, False)
     assert p == pytest.approx(100.0 * (1 + 5e-4 + 0.01), abs=1e-12)
     assert fee == pytest.approx(4 * p * 0.002, abs=1e-12) and slip == pytest.approx(4 * (p - 100.0), abs=1e-12)
     # linear impact exponent; zero volume means no impact term
-    assert ex.fill_order_nb(4.0, 100.0, 400.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 1.0, False)[2] == pytest.approx(100.1)  # 0.1 x 4 / 400
-    assert ex.fill_order_nb(4.0, 100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.5, False)[2] == 100.0
+    assert fill(4.0, 100.0, 400.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 1.0, False)[2] == pytest.approx(100.1)  # 0.1 x 4 / 400
+    assert fill(4.0, 100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.5, False)[2] == 100.0
     # price precision against the trader: buys round up, sells round down
-    assert ex.fill_order_nb(1.0, 100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.05, 3e-4, 0.0, 0.5, False)[2] == pytest.approx(100.05)
-    assert ex.fill_order_nb(-1.0, 100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.05, 3e-4, 0.0, 0.5, False)[2] == pytest.approx(99.95)
+    assert fill(1.0, 100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.05, 3e-4, 0.0, 0.5, False)[2] == pytest.approx(100.05)
+    assert fill(-1.0, 100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.05, 3e-4, 0.0, 0.5, False)[2] == pytest.approx(99.95)
 
 
 # ---------------------------------------------------------------------- hand-computed example
@@ -173,7 +182,7 @@ def test_equity_is_cash_plus_marked_positions_and_fees_are_nonnegative(seed, fee
         mark[j] = np.where(tradable[j], mark[j], mark[j - 1])
     for _ in range(T - 2):
         _, r, terminated, truncated, info = env.step(env.action_space.sample())
-        k = env.core.ist[0, ex.I_T]
+        k = env.core.counters[0, COUNTER.bar]
         assert info["equity"] == pytest.approx(info["cash"] + float(info["positions"] @ mark[k]), rel=1e-12, abs=1e-9)
         assert info["fees"] >= 0 and info["slippage_cost"] >= 0 and info["borrow_cost"] >= 0
         assert sum(tr["fee"] for tr in info["trades"]) == pytest.approx(info["fees"], abs=1e-12)
@@ -227,7 +236,7 @@ def test_untradable_assets_are_frozen_or_closed_at_their_last_close():
         env.reset()
         env.step(np.array([0.5, 0.5]))
         env.step(np.array([0.5, 0.5]))
-        q0 = env.core.st[0, ex.S_QTY]
+        q0 = env.core.state[0, STATE_POSITIONS]
         _, _, _, _, info = env.step(np.array([0.0, 0.5]))  # asset 0 does not trade on bar 3
         if policy == "freeze":
             assert env.order_status[0] == "rejected_untradable"
@@ -253,10 +262,12 @@ def test_shorts_pay_borrow_and_liquidation_terminates():
     env.step(np.array([-1.0]))  # short 3x equity: 30 units
     env.step(np.array([-1.0]))
     _, _, terminated, truncated, info = env.step(np.array([-1.0]))
-    # close 130: equity 1000 - 30 x 30 = 100 < 10% of the 3,900 gross -> closed at the close
+    # cash 4,000, short 30: the margin is breached where 4000 - 30 P = 10% x 30 P, at P* = 4000 / 33 =
+    # 121.21 on the way from the open (100) to the high (130): closed there, equity 4000 - 30 P* = 363.64
     assert terminated and not truncated and info["status"] == "liquidated"
     assert info["positions"][0] == 0.0 and info["trades"][-1]["kind"] == "liquidation"
-    assert info["equity"] == pytest.approx(100.0)
+    assert info["trades"][-1]["price"] == pytest.approx(4000 / 33, rel=1e-12)
+    assert info["equity"] == pytest.approx(4000 - 30 * 4000 / 33, rel=1e-12)
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.array([0.0]))
 
@@ -279,10 +290,10 @@ def test_direct_mapping_nan_means_hold():
 
 def test_fill_rows_lists_fills_in_fill_order():
     """Fixed rows (kind x A + asset) come out as sells, buys, untradable closes, liquidations."""
-    from factorgym.envs.core import fill_rows
+    from factorgym.envs.trades import fill_rows
 
     A = 3
-    block = np.zeros((3 * A, ex.N_FILL_COLS))
+    block = np.zeros((3 * A, N_FILL))
     block[0] = [2.0, 10.0, 0.1, 0.01]  # order: buy asset 0
     block[1] = [-1.0, 20.0, 0.2, 0.02]  # order: sell asset 1
     block[2] = [-3.0, 30.0, 0.3, 0.03]  # order: sell asset 2
@@ -294,3 +305,62 @@ def test_fill_rows_lists_fills_in_fill_order():
     assert rows[:, 2].tolist() == [1.0, 3.0, 2.0, 4.0, 5.0]  # quantities
     assert rows[:, 6].tolist() == [0, 0, 0, 1, 2]  # kinds
     assert rows[:, 3:6].tolist()[2] == [10.0, 0.1, 0.01]
+
+
+def _levered(open_, high, low, close, weight, **cfg):
+    """An env that took ``weight`` x equity (direct mapping, long/short, max 3x) at bar 1's open."""
+    T = len(open_)
+    prices = np.stack([open_, high, low, close, np.full(T, 1000.0)], axis=-1)[:, None, :]
+    t = FactorTensor.from_arrays(np.zeros((T, 1, 1)), prices, np.arange(T) * HOUR)
+    env = CryptoTradingEnv(t, window=1, mapping="direct", long_only=False, initial_cash=1000.0, random_start=False,
+                           execution=ExecutionConfig.frictionless(max_leverage=3.0, maintenance_margin=0.1, **cfg))
+    env.reset()
+    env.step(np.array([weight]))
+    return env
+
+
+HOLD = np.array([np.nan])  # (direct mapping: NaN holds the position, no order)
+
+
+def test_intrabar_liquidation_at_the_breach_price_on_the_way_to_the_adverse_extreme():
+    # long 3x: 30 units at 100, cash -2,000. Breached where -2000 + 30 P = 10% x 30 P: P* = 2000 / 27 = 74.07.
+    # bar 2 dips to 80 and closes at 100: P* not reached, no liquidation
+    env = _levered([100, 100, 100, 100], [100, 100, 101, 100], [100, 100, 80, 100], [100] * 4, 3.0)
+    _, _, terminated, _, info = env.step(HOLD)
+    assert not terminated and info["status"] == "ok" and info["positions"][0] == 30.0
+    # the same bar dipping to 70 (and closing at 100 again): closed at P* inside the bar, fee and slippage paid
+    fee, slip = 0.001, 0.0005
+    env = _levered([100, 100, 100, 100], [100, 100, 101, 100], [100, 100, 70, 100], [100] * 4, 3.0,
+                   taker_fee=fee, slippage_bps=5.0)
+    q, cash = env.core.state[0, STATE_POSITIONS], env.core.state[0, STATE.cash]
+    breach = -cash / (q * 0.9)  # cash + q P = 0.1 q P
+    assert 74.0 < breach < 74.5
+    _, _, terminated, _, info = env.step(HOLD)
+    (trade,) = info["trades"]
+    assert terminated and info["status"] == "liquidated" and info["positions"][0] == 0.0
+    assert trade["kind"] == "liquidation" and trade["price"] == pytest.approx(breach * (1 - slip), rel=1e-12)
+    assert info["equity"] == pytest.approx(cash + q * trade["price"] * (1 - fee), rel=1e-12)
+    # a short is checked against the high; a gap past P* (the bar opens at 60) closes at the open
+    env = _levered([100, 100, 100, 100], [100, 100, 125, 100], [100, 100, 99, 100], [100] * 4, -3.0)
+    _, _, terminated, _, info = env.step(HOLD)  # short 30, cash 4,000: P* = 4000 / 33 = 121.21 < 125
+    assert terminated and info["trades"][0]["price"] == pytest.approx(4000 / 33, rel=1e-12)
+    env = _levered([100, 100, 60, 60], [100, 100, 61, 60], [100, 100, 55, 60], [100, 100, 60, 60], 3.0)
+    _, _, terminated, _, info = env.step(HOLD)
+    assert terminated and info["status"] == "liquidated" and info["trades"][0]["price"] == 60.0
+
+
+def test_funding_is_charged_at_the_close_on_the_notional_and_reported():
+    flat = [[100.0]] * 5
+    tensor = tensor_from(flat, [[100.0], [100.0], [110.0], [110.0], [110.0]])
+    tensor.funding = np.array([[0.0], [0.001], [-0.002], [0.0], [0.0]])
+    for weight, sign in ((1.0, 1.0), (-1.0, -1.0)):
+        env = CryptoTradingEnv(tensor, window=1, mapping="signed", initial_cash=1000.0, random_start=False,
+                               execution=ExecutionConfig.frictionless())
+        env.reset()
+        _, _, _, _, info = env.step(np.array([weight]))  # 10 units at 100; funding 0.1% of 1,000 at the close
+        assert info["funding"] == pytest.approx(sign * 1.0) and info["equity"] == pytest.approx(1000 - sign * 1.0)
+        _, _, _, _, info = env.step(np.array([weight]))  # funding -0.2% of 10 x 110 at the close: longs receive
+        q = info["positions"][0]
+        assert info["funding"] == pytest.approx(-0.002 * q * 110)
+        assert info["equity"] == pytest.approx(1000 - sign * 1.0 + q * 10 + 0.002 * q * 110)
+        assert info["cash"] + q * 110 == pytest.approx(info["equity"], rel=1e-14)

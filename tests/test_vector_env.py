@@ -8,6 +8,7 @@ import pytest
 from factorgym.data_layer.tensor import FactorTensor
 from factorgym.agents.sb3_vec import make_vec_env
 from factorgym.envs import CryptoTradingEnv, CryptoTradingVectorEnv, ExecutionConfig
+from factorgym.envs.layouts import COUNTER, work_offsets
 from factorgym.errors import ConfigError
 
 HOUR = 3_600_000
@@ -26,7 +27,7 @@ def make_tensor(T: int = 120, A: int = 3, F: int = 2, seed: int = 0) -> FactorTe
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(mapping="signed"), dict(action_scheme="discrete", levels=(-1, 0, 1), long_only=False)])
 def test_vector_env_equals_single_envs_for_the_same_actions_and_starts(kwargs):
-    from factorgym.envs.execution import block_size
+    from factorgym.envs.layouts import block_size
 
     t, N, steps = make_tensor(), 19, 40
     assert N > 2 * block_size(N)  # two full blocks of envs (SIMD lanes) and a partial one
@@ -50,7 +51,7 @@ def test_vector_env_equals_single_envs_for_the_same_actions_and_starts(kwargs):
 
 
 def test_parallel_kernel_gives_the_same_trajectories_bit_for_bit():
-    from factorgym.envs.execution import block_size
+    from factorgym.envs.layouts import block_size
     from factorgym.envs.kernels import PAR_CHUNK
 
     t, N = make_tensor(), PAR_CHUNK * 16 + 5
@@ -73,12 +74,12 @@ def test_parallel_kernel_gives_the_same_trajectories_bit_for_bit():
 def test_malformed_actions_raise_and_leave_that_env_alone():
     venv = CryptoTradingVectorEnv(make_tensor(), 3, window=2)
     venv.reset(seed=0)
-    before = venv.core.st.copy()
+    before = venv.core.state.copy()
     a = np.zeros((3, 4), np.float32)
     a[1, 2] = np.nan
     with pytest.raises(ValueError, match="env 1"):
         venv.step(a)
-    assert np.array_equal(venv.core.st[1], before[1]) and venv.core.ist[1, 3] == 0  # env 1 did not move
+    assert np.array_equal(venv.core.state[1], before[1]) and venv.core.counters[1, COUNTER.steps] == 0  # env 1 did not move
     with pytest.raises(ValueError, match="values"):
         venv.step(np.zeros((3, 3), np.float32))
 
@@ -97,7 +98,7 @@ def test_same_step_autoreset_and_final_obs():
     assert np.all(info["equity"] == 10_000.0)  # already the reset state of the new episodes
     assert np.all(info["final_info"]["equity"] != 10_000.0)
     obs, *_ = venv.step(venv.action_space.sample())  # the new episodes run on
-    assert venv.core.ist[:, 3].tolist() == [1, 1, 1]
+    assert venv.core.counters[:, COUNTER.steps].tolist() == [1, 1, 1]
 
 
 def test_vector_reset_is_seeded():
@@ -146,13 +147,13 @@ def test_returned_rewards_and_infos_are_not_changed_by_later_steps():
 
 
 def test_results_array_rows_fall_in_different_cache_sets_and_bad_buffers_are_refused():
-    from factorgym.envs import execution as ex
+    from factorgym.envs import layouts
 
     for n in range(1, 3000):  # whole blocks of envs, an odd number of them
-        fields, L = ex.out_shape(4, n)
-        B = ex.block_size(n)
-        assert fields == ex.O_W + 12 and L >= n and L % B == 0 and (L // B) % 2 == 1
-        assert ex.work_shape(4, n) == (ex.work_offsets(4)[2], L)
+        fields, L = layouts.out_shape(4, n)
+        B = layouts.block_size(n)
+        assert fields == layouts.OUT_WEIGHTS + 12 and L >= n and L % B == 0 and (L // B) % 2 == 1
+        assert layouts.work_shape(4, n) == (layouts.work_offsets(4)[2], L)
     venv = CryptoTradingVectorEnv(make_tensor(), 4)
     venv.reset(seed=0)
     act = np.zeros((4, venv.core.action_dim))
@@ -161,23 +162,21 @@ def test_results_array_rows_fall_in_different_cache_sets_and_bad_buffers_are_ref
 
 
 def test_envs_that_are_done_keep_their_state_and_report_nothing():
-    from factorgym.envs import execution as ex
-
     venv = CryptoTradingVectorEnv(make_tensor(), 10, window=2, execution=FULL, episode_length=20)
     venv.reset(seed=0)
     core = venv.core
     venv.step(np.full((10, core.action_dim), 0.5))  # every env holds positions now
-    core.work[core._wi + ex.I_DONE, [2, 9]] = 1.0  # envs 2 and 9 (in two different blocks) have finished
-    st, ist = core.st.copy(), core.ist
+    core.work[work_offsets(core.n_assets)[0] + COUNTER.done, [2, 9]] = 1.0  # envs 2 and 9 (two blocks) have finished
+    st, ist = core.state.copy(), core.counters
     assert core.step(np.full((10, core.action_dim), -0.5)) == 0
-    assert np.array_equal(core.st[[2, 9]], st[[2, 9]]) and np.array_equal(core.ist[[2, 9]], ist[[2, 9]])
+    assert np.array_equal(core.state[[2, 9]], st[[2, 9]]) and np.array_equal(core.counters[[2, 9]], ist[[2, 9]])
     assert not core.out[[2, 9]].any()  # no results, no fills
     live = [0, 1, 3, 4, 5, 6, 7, 8]
-    assert (core.ist[live, ex.I_STEPS] == 2).all() and not np.array_equal(core.st[live], st[live])
+    assert (core.counters[live, COUNTER.steps] == 2).all() and not np.array_equal(core.state[live], st[live])
 
 
 def test_results_do_not_depend_on_the_block_size():
-    from factorgym.envs.execution import block_size
+    from factorgym.envs.layouts import block_size
 
     t, steps = make_tensor(), 30
     small, big = 19, 70

@@ -1,0 +1,57 @@
+"""The engine's compiled kernels never go stale: editing any engine source recompiles them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# one market buy through the env; prints the fill price (MAX_SLIP caps the slippage fraction)
+PROBE = """
+import numpy as np
+from factorgym.data_layer.tensor import FactorTensor
+from factorgym.envs import CryptoTradingEnv, ExecutionConfig
+import factorgym.envs.execution as ex
+assert ex.__file__.startswith({root!r}), ex.__file__
+close = np.full((4, 1), 100.0)
+t = FactorTensor.from_arrays(np.zeros((4, 1, 1)), close, np.arange(4) * 3_600_000)
+env = CryptoTradingEnv(t, mapping="direct", random_start=False,
+                       execution=ExecutionConfig.frictionless(slippage_bps=100.0))
+env.reset()
+print(env.step(np.array([0.5]))[4]["trades"][0]["price"])
+"""
+
+
+def _package_copy(tmp: Path) -> Path:
+    """The package laid out as installed (factorgym/, factorgym/envs, ...) under ``tmp``."""
+    pkg = tmp / "factorgym"
+    shutil.copytree(ROOT / "factorgym", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    for src, dst in (("envs", "envs"), ("data_layer", "data_layer"), ("agents", "agents"), ("configs", "configs")):
+        shutil.copytree(ROOT / src, pkg / dst, ignore=shutil.ignore_patterns("__pycache__", "sample_data"))
+    return tmp
+
+
+def _run(root: Path) -> float:
+    env = {**os.environ, "PYTHONPATH": str(root), "NUMBA_CACHE_DIR": ""}
+    env.pop("NUMBA_DISABLE_JIT", None)
+    res = subprocess.run([sys.executable, "-c", PROBE.format(root=str(root))], env=env, capture_output=True,
+                         text=True, timeout=900, cwd=root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_editing_an_engine_constant_recompiles_the_kernels(tmp_path):
+    root = _package_copy(tmp_path)
+    assert _run(root) == pytest.approx(101.0)  # 100 bps of slippage on an open of 100; warms the cache
+    assert list((root / "factorgym" / "envs" / "__pycache__").glob("kernels.*.nbi"))  # cached on disk
+    execution = root / "factorgym" / "envs" / "execution.py"
+    text = execution.read_text()
+    assert "MAX_SLIP = 0.5\n" in text
+    execution.write_text(text.replace("MAX_SLIP = 0.5\n", "MAX_SLIP = 0.001\n"))
+    assert _run(root) == pytest.approx(100.1)  # the new cap, in a fresh process, no cache deleted
