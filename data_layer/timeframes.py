@@ -62,8 +62,3 @@ def ms_to_iso(ms: int | None) -> str:
     if ms is None:
         return "-"
     return pd.Timestamp(int(ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
-
-
-def floor_to_grid(ms: int, timeframe_ms: int) -> int:
-    """Open time of the bar containing ``ms``."""
-    return (int(ms) // timeframe_ms) * timeframe_ms

@@ -83,7 +83,3 @@ class OnlineFactors:
         self.tradable = ok
         row = np.where(ok[:, None] & np.isfinite(row), row, 0.0)
         return row
-
-    def update_many(self, timestamps: np.ndarray, bars: np.ndarray) -> np.ndarray:
-        """Feed ``bars`` [T, A, 5] in order; returns rows [T, A, F] (warming up a live feed)."""
-        return np.stack([self.update(int(t), b) for t, b in zip(timestamps, bars)])

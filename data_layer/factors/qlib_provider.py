@@ -140,12 +140,6 @@ class ProviderDir:
     key: str
     reused: bool
 
-    def instrument_of(self, symbol: str) -> str:
-        return self.instruments[self.symbols.index(symbol)]
-
-    def symbol_of(self, instrument: str) -> str:
-        return self.symbols[self.instruments.index(instrument)]
-
     @property
     def live_instruments(self) -> list[str]:
         """Instruments that have at least one bar (the ones with files)."""
