@@ -101,9 +101,11 @@ def test_run_baselines_and_table():
 
 def test_docstring_examples_run():
     import doctest
+    import importlib
 
-    import factorgym.envs.backtest as bt
-    import factorgym.envs.baselines as bl
+    # the package attribute factorgym.envs.backtest is the function; the module is reached by name
+    bt = importlib.import_module("factorgym.envs.backtest")
+    bl = importlib.import_module("factorgym.envs.baselines")
 
     for mod in (bt, bl):
         r = doctest.testmod(mod)
