@@ -37,11 +37,13 @@ from factorgym.data_layer.factors.factor_set import FactorSet, load_factor_set, 
 from factorgym.data_layer.factors.normalise import fit_train_stats, normalise_offline
 from factorgym.data_layer.tensor import FactorTensor
 from factorgym.data_layer.timeframes import ms_to_iso, timeframe_to_ms
+from factorgym.config_keys import check_keys
 from factorgym.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
 _DATA_KEYS = {"store", "source", "symbols", "timeframe", "start", "end"}
+_BUILD_KEYS = {"data", "factor_set", "factors", "normalise", "cross_sectional"}
 
 
 def align_candles(candles: dict[str, pd.DataFrame], timeframe: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -251,12 +253,11 @@ def load_build_config(config: str | Path | dict[str, Any]) -> tuple[dict[str, An
         where = str(path)
         if not isinstance(cfg, dict):
             raise ConfigError(f"{where}: expected a mapping with 'data' and 'factors'")
+    check_keys(cfg, _BUILD_KEYS, where)
     data = cfg.get("data")
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: needs a 'data' mapping with keys {sorted(_DATA_KEYS)}")
-    bad = sorted(set(data) - _DATA_KEYS)
-    if bad:
-        raise ConfigError(f"{where}: data has unknown key {bad[0]!r}; allowed: {sorted(_DATA_KEYS)}")
+    check_keys(data, _DATA_KEYS, f"{where}: data")
     for k in ("source", "symbols", "timeframe"):
         if not data.get(k):
             raise ConfigError(f"{where}: data.{k} is required")
