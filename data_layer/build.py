@@ -36,7 +36,7 @@ from factorgym.data_layer.factors.base import CandlePanel
 from factorgym.data_layer.factors.factor_set import FactorSet, load_factor_set, resolve_config_path
 from factorgym.data_layer.factors.normalise import fit_train_stats, normalise_offline
 from factorgym.data_layer.tensor import FactorTensor
-from factorgym.data_layer.timeframes import ms_to_iso, timeframe_to_ms
+from factorgym.data_layer.timeframes import grid_phase, ms_to_iso, timeframe_to_ms
 from factorgym.config_keys import check_keys
 from factorgym.errors import ConfigError, DataValidationError
 
@@ -53,6 +53,8 @@ def align_candles(candles: dict[str, pd.DataFrame], timeframe: str) -> tuple[np.
     ``store_tradable`` bool [T, A] (False where there is no bar or the store marked it untradable).
     """
     step = timeframe_to_ms(timeframe)
+    firsts = [int(df["timestamp"].iloc[0]) for df in candles.values() if "timestamp" in df.columns and len(df)]
+    phase = grid_phase(min(firsts), step) if firsts else 0  # Monday-open weeks share one phase
     series: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
     for sym, df in candles.items():
         missing = [c for c in ("timestamp", "open", "high", "low", "close", "volume") if c not in df.columns]
@@ -62,7 +64,7 @@ def align_candles(candles: dict[str, pd.DataFrame], timeframe: str) -> tuple[np.
         if len(ts) and np.any(np.diff(ts) <= 0):
             i = int(np.argmax(np.diff(ts) <= 0)) + 1
             raise DataValidationError(f"{sym}: timestamps must strictly increase; row {i} ({ms_to_iso(int(ts[i]))}) does not")
-        off = ts % step != 0
+        off = (ts - phase) % step != 0
         if off.any():
             raise DataValidationError(
                 f"{sym}: bar {ms_to_iso(int(ts[np.argmax(off)]))} is not on the {timeframe} grid; resample or check the timeframe"
