@@ -101,7 +101,7 @@ class RolloutMetricsCallback(BaseCallback):
         if not eps or self.monitor.n_finished == self._seen:
             return
         self._seen = self.monitor.n_finished
-        for key in EPISODE_KEYS:
+        for key in EPISODE_KEYS[:-1]:  # SB3 logs the length itself (ep_len_mean)
             self.logger.record(f"rollout/ep_{key}_mean", float(np.mean([e[key] for e in eps])))
 
     def _on_rollout_end(self) -> None:

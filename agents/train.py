@@ -110,6 +110,7 @@ def make_splits(tensor, cfg: dict) -> dict:
 
 def check_data(cfg: dict, parts: dict) -> None:
     """The window and episode fit every split; the algorithm fits the action space."""
+    C.check_action_space(cfg, parts["train"].n_assets)
     W = cfg["window"]
     for name, part in parts.items():
         if part.n_bars < W + 1:
@@ -119,7 +120,6 @@ def check_data(cfg: dict, parts: dict) -> None:
     if L is not None and L > room:
         raise ConfigError(f"episode_length: {L} is longer than the train split allows ({room} steps after the "
                           f"first window); shorten it or set episode_length: null")
-    C.check_action_space(cfg, parts["train"].n_assets)
 
 
 def env_kwargs(cfg: dict, *, training: bool = True) -> dict:
@@ -201,7 +201,7 @@ class _Run:
 
     def __init__(self, cfg: dict, d: Path, model, venv, tensor, val, state: dict) -> None:
         self.cfg, self.dir, self.model, self.venv, self.tensor, self.val = cfg, d, model, venv, tensor, val
-        self.best = float(state.get("best_sharpe", -math.inf))
+        self.best = float(state.get("best_sharpe") if state.get("best_sharpe") is not None else -math.inf)
         self.last_eval: dict[str, float] = state.get("last_eval", {})
         self.next_eval = state.get("next_eval")
         self.progress = None
