@@ -230,7 +230,11 @@ class PPOPolicy:
         """Stateless: nothing to reset."""
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(self.norm(np.asarray(obs, dtype=np.float32)))
+        obs = np.asarray(obs, dtype=np.float32)
+        if obs.shape[-1:] != self.net.extractor._observation_space.shape:
+            raise ConfigError(f"observation of length {obs.shape[-1] if obs.ndim else 0}; the policy was trained on "
+                              f"{self.net.extractor._observation_space.shape[0]}: build the env from policy.spec.env_kwargs()")
+        x = torch.from_numpy(self.norm(obs))
         with torch.inference_mode():
             mean, _ = self.net(x.reshape(1, -1) if x.ndim == 1 else x)
         a = np.clip(mean.numpy(), self.low, self.high)
@@ -264,6 +268,26 @@ def make_env(args: Args, tensor: Any) -> CryptoTradingVectorEnv:
     return CryptoTradingVectorEnv(tensor, args.num_envs, **kwargs)
 
 
+def advantages(rewards: torch.Tensor, values: torch.Tensor, bootstrap: torch.Tensor, ended: torch.Tensor,
+               next_value: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """GAE advantages [T, N] of one rollout (all inputs [T, N] but ``next_value`` [N]).
+
+    ``ended[t]`` is 1 where step t finished an episode; the value after it is then ``bootstrap[t]``
+    (V of the final observation when the episode was truncated, 0 when it terminated) instead of the
+    next stored value, which belongs to a new episode. After the last step comes ``next_value``.
+    """
+    T = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    running = torch.zeros_like(next_value)
+    for t in reversed(range(T)):
+        keep = 1.0 - ended[t]
+        v_next = (next_value if t == T - 1 else values[t + 1]) * keep + bootstrap[t] * ended[t]
+        delta = rewards[t] + gamma * v_next - values[t]
+        running = delta + gamma * lam * keep * running
+        adv[t] = running
+    return adv
+
+
 def train(args: Args, tensor: Any, *, on_update: Callable[[dict[str, float]], None] | None = None) -> PPOResult:
     """Train PPO on ``tensor``'s bars; ``on_update(stats)`` is called after every update."""
     batch = args.num_envs * args.num_steps
@@ -279,7 +303,7 @@ def train(args: Args, tensor: Any, *, on_update: Callable[[dict[str, float]], No
     N, T, D, K = args.num_envs, args.num_steps, obs_space.shape[0], act_space.shape[0]
     ext_kwargs = {} if args.extractor == "mlp" else {"window": args.window, "n_assets": venv.core.n_assets}
     net = ActorCritic(obs_space, K, args.extractor, ext_kwargs, tuple(args.hidden), args.log_std_init)
-    opt = torch.optim.Adam(net.parameters(), lr=args.learning_rate, eps=1e-5)
+    opt = torch.optim.Adam(net.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     core = venv.core
     norm = RunningNorm(args.window * core.n_assets * core.n_features, args.clip_obs, args.norm_obs)
     low, high = act_space.low, act_space.high
@@ -293,7 +317,8 @@ def train(args: Args, tensor: Any, *, on_update: Callable[[dict[str, float]], No
     raw_buf = np.zeros((T, N, D), dtype=np.float32)  # the same, raw (for the normaliser's update)
     act_buf = torch.zeros((T, N, K))      # sampled (unclipped) actions
     logp_buf = torch.zeros((T, N))        # their log-probabilities under the acting policy
-    rew_buf = torch.zeros((T, N))         # rewards (+ gamma * V(final obs) on truncation)
+    rew_buf = torch.zeros((T, N))         # rewards
+    boot_buf = torch.zeros((T, N))        # V(final observation) where the step truncated the episode, else 0
     end_buf = torch.zeros((T, N))         # 1.0 where the step ended the episode (terminated or truncated)
     val_buf = torch.zeros((T, N))         # V(obs) at each step
 
@@ -320,21 +345,12 @@ def train(args: Args, tensor: Any, *, on_update: Callable[[dict[str, float]], No
                 ended = terminated | truncated
                 end_buf[t] = torch.from_numpy(ended.astype(np.float32))
                 cut = np.flatnonzero(truncated & ~terminated)
-                if cut.size:  # bootstrap: the market goes on after a time limit
+                boot_buf[t] = 0.0
+                if cut.size:  # the market goes on after a time limit: remember V(final observation)
                     final = np.stack([infos["final_obs"][i] for i in cut])
-                    _, v_final = net(torch.from_numpy(norm(final)))
-                    rew_buf[t, cut] += args.gamma * v_final
-            _, next_value = net(torch.from_numpy(norm(raw)))
-
-            # ---- advantages: GAE over the rollout, cut where an episode ended
-            adv = torch.zeros((T, N))
-            running = torch.zeros(N)
-            for t in reversed(range(T)):
-                v_next = next_value if t == T - 1 else val_buf[t + 1]
-                keep = 1.0 - end_buf[t]
-                delta = rew_buf[t] + args.gamma * v_next * keep - val_buf[t]
-                running = delta + args.gamma * args.gae_lambda * keep * running
-                adv[t] = running
+                    boot_buf[t, cut] = net(torch.from_numpy(norm(final)))[1]
+            next_value = net(torch.from_numpy(norm(raw)))[1]
+            adv = advantages(rew_buf, val_buf, boot_buf, end_buf, next_value, args.gamma, args.gae_lambda)
             returns = adv + val_buf
         norm.update(raw_buf)  # after the rollout: the stored observations stay as acted on
 
@@ -370,7 +386,7 @@ def train(args: Args, tensor: Any, *, on_update: Callable[[dict[str, float]], No
         elapsed = time.perf_counter() - start
         stats = {"update": update, "env_steps": update * batch, "seconds": elapsed, "sps": update * batch / elapsed,
                  "policy_loss": float(pg_loss.detach()), "value_loss": float(v_loss.detach()), "approx_kl": kl,
-                 "clip_fraction": float(np.mean(clipped)), "std": float(net.log_std.exp().mean()),
+                 "clip_fraction": float(np.mean(clipped)), "std": float(net.log_std.detach().exp().mean()),
                  "mean_reward": float(rew_buf.mean())}
         history.append(stats)
         if writer is not None:
@@ -383,3 +399,92 @@ def train(args: Args, tensor: Any, *, on_update: Callable[[dict[str, float]], No
     if writer is not None:
         writer.close()
     return PPOResult(net, norm, args, venv, history[-1]["env_steps"], time.perf_counter() - start, env_seconds, history)
+
+
+# ---------------------------------------------------------------------- the policy bundle
+def spec_of(result: PPOResult, tensor: Any) -> Any:
+    """The ``PolicySpec`` of the training env over ``tensor`` (any split of it), with the feature
+    normaliser's statistics and the run's arguments."""
+    from factorgym.agents.bundle import PolicySpec, _jsonable
+
+    args, norm = result.args, result.norm
+    stats = {"kind": "features", "applies_to": "the first len(mean) observation entries (the feature block)",
+             "mean": norm.mean.tolist(), "var": norm.var.tolist(), "count": norm.count, "clip_obs": norm.clip,
+             "epsilon": 1e-8} if norm.enabled else None
+    run_args = _jsonable({k: v for k, v in dataclasses.asdict(args).items() if k != "env_kwargs"})
+    return PolicySpec.from_env(result.venv, tensor, obs_normaliser=stats,
+                               extra={"algorithm": MODEL_KIND, "args": run_args, "env_steps": result.env_steps})
+
+
+def save(result: PPOResult, path: str | Path, tensor: Any) -> Path:
+    """Write ``result`` as a policy bundle (``model_kind="factorgym-ppo"``): the spec, the weights."""
+    from factorgym.agents.bundle import save_bundle
+
+    args, venv, spec = result.args, result.venv, spec_of(result, tensor)
+    sp = venv.single_action_space
+    arch = {"obs_dim": int(venv.single_observation_space.shape[0]), "n_actions": int(sp.shape[0]),
+            "low": sp.low.tolist(), "high": sp.high.tolist(), "extractor": args.extractor,
+            "extractor_kwargs": {} if args.extractor == "mlp" else {"window": args.window, "n_assets": venv.core.n_assets},
+            "hidden": list(args.hidden)}
+    write = lambda folder: torch.save({"arch": arch, "state_dict": result.net.state_dict()}, folder / MODEL_FILE)  # noqa: E731
+    return save_bundle(path, spec=spec, model_kind=MODEL_KIND, write_model=write)
+
+
+def load(model_dir: Path, spec: Any) -> PPOPolicy:
+    """The bundle loader for ``model_kind="factorgym-ppo"`` (registered below)."""
+    saved = torch.load(Path(model_dir) / MODEL_FILE, weights_only=True)
+    arch = saved["arch"]
+    obs_space = spaces.Box(-np.inf, np.inf, (arch["obs_dim"],), dtype=np.float32)
+    net = ActorCritic(obs_space, arch["n_actions"], arch["extractor"], arch["extractor_kwargs"], tuple(arch["hidden"]), 0.0)
+    net.load_state_dict(saved["state_dict"])
+    stats = spec.obs_normaliser
+    norm = RunningNorm(0, enabled=False) if stats is None else RunningNorm.from_state(
+        {"mean": stats["mean"], "var": stats["var"], "count": stats["count"], "clip": stats["clip_obs"], "enabled": True})
+    low, high = (np.asarray(arch[k], dtype=np.float32) for k in ("low", "high"))
+    return PPOPolicy(net, norm, low, high, spec)
+
+
+def _register() -> None:
+    from factorgym.agents.bundle import register_policy_loader
+
+    register_policy_loader(MODEL_KIND, load)
+
+
+_register()
+
+
+# ---------------------------------------------------------------------- command line
+def main(argv: list[str] | None = None) -> int:
+    """Train on a tensor folder's leading bars, backtest on the rest beside buy-and-hold, save the bundle."""
+    import sys
+
+    from factorgym.data_layer.splits import split_fractions
+    from factorgym.data_layer.tensor import FactorTensor
+    from factorgym.envs.backtest import backtest
+    from factorgym.envs.baselines import format_table, run_baselines
+
+    args = parse_args(argv)
+    if not args.tensor:
+        raise SystemExit("--tensor DIR is required (a saved FactorTensor folder)")
+    if not 0.0 < args.train_fraction < 1.0:
+        raise SystemExit(f"--train-fraction {args.train_fraction}; expected a number in (0, 1)")
+    tensor = FactorTensor.load(args.tensor)
+    parts = split_fractions(tensor, (args.train_fraction, 1.0 - args.train_fraction))
+    every = max(1, args.total_timesteps // (args.num_envs * args.num_steps) // 20)
+    report = lambda s: s["update"] % every or print(  # noqa: E731
+        f"steps {s['env_steps']:>9,}  {s['sps']:>8,.0f} steps/s  mean reward {s['mean_reward']:+.2e}", file=sys.stderr)
+    result = train(args, parts["train"], on_update=report)
+    policy = result.policy(spec_of(result, tensor))
+    kw = policy.spec.env_kwargs()  # the training env's observation, actions, execution and reward
+    results = {"ppo": backtest(parts["validation"], policy, window=kw.pop("window"), mapping=kw.pop("mapping", None),
+                               env_kwargs=kw, name="ppo")}
+    results.update(run_baselines(parts["validation"], names=("buy_and_hold", "cash"), window=args.window,
+                                 execution=kw["execution"]))
+    print(format_table(results, keys=("total_return", "sharpe", "max_drawdown", "turnover", "n_trades")))
+    if args.out:
+        print(f"bundle: {save(result, args.out, tensor)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
