@@ -5,6 +5,11 @@ is stored), writes validated pages to the store in batches (atomic writes, at le
 ``FLUSH_SECONDS``: a kill loses at most the batch in flight, refetched on resume), stores the market rules, then validates the whole stored series with the
 ``drop`` gap policy and reports its gaps. Raw candles are stored; gaps are reported, never filled.
 Running it again with the same arguments fetches nothing new and changes nothing.
+
+With ``funding=True`` (swap markets only, e.g. ``BTC/USDT:USDT``) each symbol's funding-rate
+history is downloaded too, after its candles, into the store's funding series
+(``data_layer/funding.py``): from the newest stored event (or ``since``) up to ``until`` or the
+exchange's now, with the same paging, retries, page checks, batching and atomic writes.
 """
 
 from __future__ import annotations
@@ -38,12 +43,14 @@ class SymbolDownload:
     last: int | None
     gaps: list[tuple[int, int]]  # (first missing bar, number missing) in the stored series
     warnings: list[str]
+    funding: tuple[int, int] | None = None  # (new events, stored events) when funding was downloaded
 
     def line(self) -> str:
         missing = sum(n for _, n in self.gaps)
+        fund = f"; funding +{self.funding[0]} events, {self.funding[1]} stored" if self.funding else ""
         return (f"{self.symbol}: +{self.new_bars} bars, {self.rows} stored "
                 f"({ms_to_iso(self.first)} .. {ms_to_iso(self.last)} UTC), "
-                f"{len(self.gaps)} gap(s) / {missing} missing bar(s)")
+                f"{len(self.gaps)} gap(s) / {missing} missing bar(s){fund}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +98,7 @@ def download(
     page_limit: int | None = None,
     api_options: dict | None = None,
     source: CcxtSource | None = None,
+    funding: bool = False,
 ) -> DownloadSummary:
     """Download closed candles of ``symbols`` into ``store`` (a CandleStore, a folder, or None for
     the default store) and return a :class:`DownloadSummary`.
@@ -98,8 +106,10 @@ def download(
     ``since``/``until``: anything :func:`~factorgym.data_layer.timeframes.to_utc_ms` reads
     (``2023-01-01``, epoch ms); bars with ``since <= open time < until`` (None = up to the bar
     still forming, which is never stored). ``source``: a ready :class:`CcxtSource` (tests inject
-    one with fast backoff); otherwise one is built from the other arguments.
+    one with fast backoff); otherwise one is built from the other arguments. ``funding``: also
+    download the funding-rate history of every symbol (all must be perpetual swaps).
     """
+    from factorgym.data_layer.sources import ccxt_funding
     from factorgym.data_layer.store import CandleStore
     from factorgym.data_layer.validate import validate_candles
 
@@ -113,9 +123,12 @@ def download(
     store = store if isinstance(store, CandleStore) else CandleStore(store)
     if source is None:
         source = CcxtSource(exchange_id, base_url=base_url, api_options=api_options, max_retries=max_retries,
-                            page_limit=page_limit, progress=progress)
+                            page_limit=page_limit, progress=progress,
+                            market_types=ccxt_funding.market_types_for(names))
     for sym in names:  # fail fast on every symbol before downloading any
         source.check(sym, timeframe)
+        if funding:
+            ccxt_funding.check_funding(source, sym)
 
     results = []
     for sym in names:
@@ -147,7 +160,30 @@ def download(
             why = (f"no candles: --since {ms_to_iso(since_ms)} is not before the exchange's current time {ms_to_iso(now)} UTC"
                    if now is not None and since_ms >= now else "no candles in the requested range")
             res = SymbolDownload(sym, start, 0, 0, None, None, [], [why])
+        if funding:
+            res = dataclasses.replace(res, funding=_download_funding(source, store, exchange_id, sym, since_ms, until_ms))
         log.debug("%s", res.line())
         results.append(res)
     return DownloadSummary(exchange_id, timeframe, store.root, results,
                            {k: int(v) for k, v in source.stats.items()})
+
+
+def _download_funding(source: CcxtSource, store, exchange_id: str, symbol: str, since_ms: int,
+                      until_ms: int | None) -> tuple[int, int]:
+    """Funding events of ``symbol`` from after the newest stored one (or ``since_ms``) into the
+    store, batched like the candles. Returns (new events, stored events)."""
+    from factorgym.data_layer import funding as fstore
+    from factorgym.data_layer.sources.ccxt_funding import iter_funding
+
+    last = fstore.last_funding_time(store, exchange_id, symbol)
+    start = since_ms if last is None or last < since_ms else last + 1
+    added, pending, flushed_at = 0, [], time.monotonic()
+    for page in iter_funding(source, symbol, start, until_ms):
+        pending.append(page)
+        if sum(len(p) for p in pending) >= FLUSH_ROWS or time.monotonic() - flushed_at >= FLUSH_SECONDS:
+            added += fstore.write_funding(store, exchange_id, symbol, pd.concat(pending, ignore_index=True))
+            pending, flushed_at = [], time.monotonic()
+    if pending:
+        added += fstore.write_funding(store, exchange_id, symbol, pd.concat(pending, ignore_index=True))
+    stored = len(fstore.read_funding(store, exchange_id, symbol)) if fstore.has_funding(store, exchange_id, symbol) else 0
+    return added, stored

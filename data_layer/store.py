@@ -405,6 +405,8 @@ class CandleStore:
             try:
                 pf = pq.ParquetFile(path)
                 meta = _file_meta(pf.schema_arrow)
+                if meta.get("kind") == "funding":  # funding events (data_layer/funding.py), not candles
+                    continue
                 timeframe = meta.get("timeframe", path.stem)
                 ts = pf.read(columns=["timestamp"]).column(0).to_numpy()
             except (pa.ArrowException, OSError, KeyError) as exc:

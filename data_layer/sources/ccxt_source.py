@@ -18,8 +18,11 @@ What :class:`CcxtSource` guarantees about what it returns:
 
 ``base_url`` is the testing hook: every host in ``exchange.urls['api']`` is replaced by it, so a
 real ccxt exchange class talks to a loopback fake. For Binance, markets are loaded from spot only
-(``options['fetchMarkets'] = {'types': ['spot']}``) and currencies and margin pairs are not fetched
+(``options['fetchMarkets'] = {'types': ['spot']}``; ``market_types`` adds ``linear``/``inverse``
+for perpetuals such as ``BTC/USDT:USDT``) and currencies and margin pairs are not fetched
 (signed calls once keys are set; candles need neither), unless ``api_options['options']`` says otherwise.
+
+Funding rates of swap markets: ``sources/ccxt_funding.py``, through this class's retries.
 """
 
 from __future__ import annotations
@@ -113,6 +116,8 @@ class CcxtSource:
         sleep: called with each backoff delay in seconds (inject a recorder in tests).
         seed: seed of the jitter RNG.
         markets: saved ``load_markets`` output; skips the markets request.
+        market_types: Binance only: market kinds to load (default ``("spot",)``; add ``"linear"``
+            / ``"inverse"`` for USD-M / coin-M perpetuals); see ``ccxt_funding.market_types_for``.
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class CcxtSource:
         sleep: Callable[[float], None] = time.sleep,
         seed: int | None = None,
         markets: dict | None = None,
+        market_types: tuple[str, ...] = ("spot",),
     ) -> None:
         try:
             import ccxt
@@ -147,7 +153,7 @@ class CcxtSource:
         if exchange_id == "binance":  # spot markets only; no private currencies call when keys are set
             user = config.get("options", {})
             if "fetchMarkets" not in user:
-                self.exchange.options["fetchMarkets"] = {"types": ["spot"]}
+                self.exchange.options["fetchMarkets"] = {"types": list(market_types)}
             for key in ("fetchCurrencies", "fetchMargins"):  # signed sapi calls once keys are set
                 if key not in user:
                     self.exchange.options[key] = False

@@ -33,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "inspect",
         help="summarise a saved factor tensor",
         description="Print shape, time range, symbols, features with their statistics, NaN count, "
-                    "untradable share and hashes of a saved FactorTensor (memory-mapped, not loaded whole).",
+                    "untradable share, hashes and funding (perpetuals: charged bars and mean rate per "
+                    "symbol; 'none' for spot) of a saved FactorTensor (memory-mapped, not loaded whole).",
         formatter_class=HelpFormatter,
     )
     i.add_argument("dir", help="folder written by `factorgym build`")
@@ -63,8 +64,26 @@ def summary(tensor) -> str:
         f"normalise    {(meta.get('normalisation') or {}).get('method', '-')}",
         f"factor set   {str(meta.get('factor_set_hash', '-'))[:16]}",
         f"content hash {str(meta.get('content_hash', '-'))[:16]}",
+        funding_summary(tensor),
     ]
     return "\n".join(lines)
+
+
+def funding_summary(tensor) -> str:
+    """One line: ``none (spot)`` or per symbol the charged bars and the mean rate per charge."""
+    import numpy as np
+
+    if tensor.funding is None:
+        return "funding      none (spot tensor)"
+    f = np.asarray(tensor.funding)
+    info = tensor.meta.get("funding") or {}
+    per = []
+    for a, s in enumerate(tensor.symbols):
+        charged = f[:, a][f[:, a] != 0]
+        mean = f"{100 * charged.mean():+.4f}%" if charged.size else "-"
+        per.append(f"{s} {charged.size} charges, mean {mean}")
+    return (f"funding      source {info.get('source', '-')}, hash {str(info.get('hash', '-'))[:16]}; "
+            + "; ".join(per))
 
 
 def run_build(args: argparse.Namespace) -> int:
