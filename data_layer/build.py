@@ -15,7 +15,12 @@ Alignment rules (documented in ``tensor.py`` too):
   can be valued -- never a future price; before the first bar prices are NaN (untradable);
 * features on untradable rows are 0 (the env masks them by ``tradable``); a non-finite feature on
   a tradable row is set to 0 and counted in ``meta['nan_count']``;
-* the tensor starts at the first row where some asset has finished its warm-up.
+* the tensor starts at the first row where some asset has finished its warm-up;
+* funding (perpetuals): each symbol's stored funding events go on the grid by
+  :func:`~factorgym.data_layer.funding.funding_on_grid` (an event is charged at the close of the
+  bar containing it, summed per bar, 0 where none); ``data.funding``: ``auto`` (default: a funding
+  array when any symbol has stored funding; then every swap symbol -- ``BASE/QUOTE:SETTLE`` --
+  must have it, spot symbols get 0), ``true`` (every symbol must have it) or ``false`` (none).
 
 ``meta['content_hash']`` is added by :meth:`FactorTensor.save` (hashing 50 MB costs a third of a
 build; call ``tensor.content_hash()`` for an in-memory tensor).
@@ -35,13 +40,14 @@ import pandas as pd
 from factorgym.data_layer.factors.base import CandlePanel
 from factorgym.data_layer.factors.factor_set import FactorSet, load_factor_set, resolve_config_path
 from factorgym.data_layer.factors.normalise import fit_train_stats, normalise_offline
-from factorgym.data_layer.tensor import FactorTensor
+from factorgym.data_layer.funding import funding_on_grid, validate_funding
+from factorgym.data_layer.tensor import FactorTensor, funding_hash
 from factorgym.data_layer.timeframes import ms_to_iso, timeframe_to_ms
 from factorgym.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
-_DATA_KEYS = {"store", "source", "symbols", "timeframe", "start", "end"}
+_DATA_KEYS = {"store", "source", "symbols", "timeframe", "start", "end", "funding"}
 
 
 def align_candles(candles: dict[str, pd.DataFrame], timeframe: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,8 +123,12 @@ def build_tensor_from_candles(
     source: str = "memory",
     rules: dict[str, dict] | None = None,
     progress: bool = False,
+    funding: dict[str, pd.DataFrame] | None = None,
 ) -> FactorTensor:
-    """Build from in-memory candle frames ``{symbol: DataFrame}`` (layout of ``candles.py``)."""
+    """Build from in-memory candle frames ``{symbol: DataFrame}`` (layout of ``candles.py``).
+
+    ``funding``: optional funding events per symbol (``timestamp``, ``funding_rate``; a symbol left
+    out gets 0) -> ``tensor.funding``; None builds a spot tensor (``tensor.funding is None``)."""
     t0 = time.perf_counter()
     fs = factor_set if isinstance(factor_set, FactorSet) else load_factor_set(factor_set)
     symbols = list(candles)
@@ -177,12 +187,63 @@ def build_tensor_from_candles(
         "untradable_share": float(1.0 - tradable.mean()) if tradable.size else 1.0,
         "version": _version(),
     }
-    tensor = FactorTensor(features, prices, timestamps[start:].copy(), symbols, fs.names, tradable, meta)
+    rates = None
+    if funding is not None:
+        rates = _funding_grid(funding, symbols, timestamps, timeframe)[start:]
+        meta["funding"] = _funding_meta(funding, symbols, source)
+    tensor = FactorTensor(features, prices, timestamps[start:].copy(), symbols, fs.names, tradable, meta, rates)
+    if rates is not None:
+        tensor.meta["funding"]["hash"] = funding_hash(rates)
     tensor.meta["build_seconds"] = round(time.perf_counter() - t0, 4)
     if bar is not None:
         bar.update(1)
         bar.close()
     return tensor
+
+
+def _funding_grid(funding: dict[str, pd.DataFrame], symbols: list[str], timestamps: np.ndarray, timeframe: str) -> np.ndarray:
+    unknown = sorted(set(funding) - set(symbols))
+    if unknown:
+        raise DataValidationError(f"funding given for symbol(s) {unknown} that are not in the tensor {symbols}")
+    out = np.zeros((len(timestamps), len(symbols)))
+    for a, sym in enumerate(symbols):
+        if sym in funding:
+            out[:, a] = funding_on_grid(validate_funding(funding[sym], f"{sym} funding"), timestamps, timeframe)
+    return out
+
+
+def _funding_meta(funding: dict[str, pd.DataFrame], symbols: list[str], source: str) -> dict[str, Any]:
+    per = {}
+    for sym in symbols:
+        ev = funding.get(sym)
+        n = 0 if ev is None else len(ev)
+        ts = None if not n else np.asarray(ev["timestamp"], dtype=np.int64)
+        per[sym] = {"events": n, "first": None if ts is None else int(ts.min()), "last": None if ts is None else int(ts.max())}
+    return {"source": source, "rule": "event at tau charged at the close of the bar containing tau", "symbols": per}
+
+
+def _stored_funding(store: Any, source: str, symbols: list[str], mode: Any, lo: int | None,
+                    hi: int | None, timeframe: str) -> dict[str, pd.DataFrame] | None:
+    """Funding events to build with, by ``data.funding`` (see the module docstring)."""
+    from factorgym.data_layer import funding as fstore
+
+    if mode not in ("auto", True, False):
+        raise ConfigError(f"data.funding must be auto, true or false, got {mode!r}")
+    if mode is False:
+        return None
+    have = [s for s in symbols if fstore.has_funding(store, source, s)]
+    if mode == "auto" and not have:
+        return None
+    need = symbols if mode is True else [s for s in symbols if ":" in s]
+    lacking = [s for s in need if s not in have]
+    if lacking:
+        raise DataValidationError(
+            f"no funding rates stored for {lacking} (source {source!r}): download them with "
+            f"`factorgym download --funding`, or set data.funding: false for a tensor without funding"
+        )
+    # events up to the close of the last bar: the bar opening just before ``hi`` still charges them
+    end = None if hi is None else hi + timeframe_to_ms(timeframe)
+    return {s: fstore.read_funding(store, source, s, lo, end) for s in have}
 
 
 def build_tensor(
@@ -195,6 +256,7 @@ def build_tensor(
     end: Any = None,
     *,
     progress: bool = False,
+    funding: Any = "auto",
 ) -> FactorTensor:
     """Read ``symbols`` from a :class:`CandleStore` (``start <= ts < end``) and build the tensor.
 
@@ -202,6 +264,7 @@ def build_tensor(
 
     The range includes the warm-up: the first ``warmup`` bars of each asset feed the factors and
     are dropped. Unknown symbols raise a :class:`DataValidationError` naming them.
+    ``funding``: ``auto``, True or False (see the module docstring).
     """
     if store is None or isinstance(store, (str, Path)):
         from factorgym.data_layer.store import CandleStore
@@ -224,7 +287,9 @@ def build_tensor(
         )
     candles = {s: store.read(source, s, timeframe, lo, hi) for s in symbols}
     rules = {s: store.read_rules(source, s).to_dict() for s in symbols}
-    tensor = build_tensor_from_candles(candles, timeframe, factor_set, source=source, rules=rules, progress=progress)
+    events = _stored_funding(store, source, symbols, funding, lo, hi, timeframe)
+    tensor = build_tensor_from_candles(candles, timeframe, factor_set, source=source, rules=rules, progress=progress,
+                                       funding=events)
     tensor.meta["requested_range"] = [lo, hi]
     return tensor
 
@@ -232,7 +297,7 @@ def build_tensor(
 def load_build_config(config: str | Path | dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | str | Path]:
     """Read a build config: returns (``data`` mapping, factor-set source).
 
-    ``data: {store, source, symbols, timeframe, start, end}`` plus either ``factor_set:`` (path or
+    ``data: {store, source, symbols, timeframe, start, end, funding}`` plus either ``factor_set:`` (path or
     packaged name) or inline ``factors`` / ``normalise`` / ``cross_sectional``.
     """
     import yaml
@@ -281,6 +346,7 @@ def build_from_config(config: str | Path | dict[str, Any], *, store: Any = None,
     return build_tensor(
         store if store is not None else data.get("store"), data["source"], list(data["symbols"]),
         str(data["timeframe"]), fs, data.get("start"), data.get("end"), progress=progress,
+        funding=data.get("funding", "auto"),
     )
 
 

@@ -65,6 +65,27 @@ def validate_funding(events: pd.DataFrame, where: str) -> pd.DataFrame:
     return out.drop_duplicates("timestamp", keep="last").reset_index(drop=True)
 
 
+FILE_COLUMN_KEYS = ("fundingrate", "funding")  # column names, lower case without separators
+
+
+def funding_from_file(df: pd.DataFrame, ts: np.ndarray, where: str) -> pd.DataFrame | None:
+    """Events from a candle file's ``funding_rate`` column (also ``fundingRate``, ``funding``), or
+    None when it has none. A value on a bar's row is the funding charged in that bar: it is stored
+    as an event at the bar's open time, which the grid rule puts back on the same bar. Empty cells
+    are bars without funding; a non-numeric cell is an error naming the file row."""
+    col = next((c for c in df.columns if "".join(ch for ch in str(c).lower() if ch.isalnum()) in FILE_COLUMN_KEYS), None)
+    if col is None:
+        return None
+    raw = df[col]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    unparsed = np.isnan(values) & raw.notna().to_numpy() & (raw.astype(str).str.strip() != "").to_numpy()
+    if unparsed.any():
+        i = int(np.argmax(unparsed))
+        raise DataValidationError(f"{where}: column {col!r} row {i} holds {raw.iloc[i]!r}, not a funding rate")
+    keep = ~np.isnan(values)
+    return validate_funding(pd.DataFrame({"timestamp": np.asarray(ts)[keep], "funding_rate": values[keep]}), where)
+
+
 def funding_on_grid(events: pd.DataFrame | None, timestamps: np.ndarray, timeframe: str) -> np.ndarray:
     """float64 ``[T]``: per bar of the grid ``timestamps`` (bar open times) the sum of the rates of
     the events inside the bar (see the module's grid rule)."""

@@ -16,6 +16,8 @@
 * **Empty rows**: a row whose open/high/low/close/volume are all empty is "no bar" (an asset not
   yet listed in a wide file): dropped and reported, never read as zeros. A partly empty row is an
   error from validation.
+* **Funding** (perpetuals, long layouts): a ``funding_rate`` column is read as the funding charged
+  in each bar (``ImportResult.funding``; see ``data_layer/funding.py``); empty cells are 0.
 
 Every frame then passes :func:`~factorgym.data_layer.validate.validate_candles`; errors name the
 file, the symbol, the file line and the rule.
@@ -34,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from factorgym.data_layer.candles import CANDLE_COLUMNS
+from factorgym.data_layer.funding import funding_from_file
 from factorgym.data_layer.sources.base import MarketRules, default_rules
 from factorgym.data_layer.sources.file_columns import (
     ROLES, SYMBOL_NAMES, find_columns, key, find_wide, normalize_symbol, symbol_from_filename, timeframe_from_ms,
@@ -56,6 +59,7 @@ class ImportResult:
     layout: str
     candles: dict[str, pd.DataFrame]
     reports: dict[str, ValidationReport]
+    funding: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)  # a funding_rate column's events
 
 
 def _head_text(path: Path) -> str:
@@ -302,6 +306,7 @@ def import_candle_file(
             raise DataValidationError(f"{path.name}: too few rows to infer the timeframe: pass --timeframe")
         timeframe = timeframe_from_ms(int(np.median(diffs)), path.name)
     candles, reports = {}, {}
+    funding = {} if wide else {s: funding_from_file(g, t, f"{path.name} [{s}]") for s, (g, t, _) in groups.items()}
     for s, (frame, n_empty) in frames.items():
         if frame.empty:
             continue
@@ -312,7 +317,9 @@ def import_candle_file(
         candles[s], reports[s] = out, rep
     if not candles:
         raise DataValidationError(f"{path.name}: no candles found (every row is empty)")
-    return ImportResult(path=path, timeframe=timeframe, layout=layout, candles=candles, reports=reports)
+    funding = {s: f for s, f in funding.items() if f is not None and s in candles}
+    return ImportResult(path=path, timeframe=timeframe, layout=layout, candles=candles, reports=reports,
+                        funding=funding)
 
 
 def load_candle_file(path: str | Path, **options) -> dict[str, pd.DataFrame]:
