@@ -40,7 +40,7 @@ import pandas as pd
 from factorgym.data_layer.factors.base import CandlePanel
 from factorgym.data_layer.factors.factor_set import FactorSet, load_factor_set, resolve_config_path
 from factorgym.data_layer.factors.normalise import fit_train_stats, normalise_offline
-from factorgym.data_layer.funding import funding_on_grid, validate_funding
+from factorgym.data_layer import funding as fstore
 from factorgym.data_layer.tensor import FactorTensor, funding_hash
 from factorgym.data_layer.timeframes import ms_to_iso, timeframe_to_ms
 from factorgym.errors import ConfigError, DataValidationError
@@ -189,8 +189,8 @@ def build_tensor_from_candles(
     }
     rates = None
     if funding is not None:
-        rates = _funding_grid(funding, symbols, timestamps, timeframe)[start:]
-        meta["funding"] = _funding_meta(funding, symbols, source)
+        rates = fstore.funding_grid(funding, symbols, timestamps, timeframe)[start:]
+        meta["funding"] = fstore.funding_meta(funding, symbols, source)
     tensor = FactorTensor(features, prices, timestamps[start:].copy(), symbols, fs.names, tradable, meta, rates)
     if rates is not None:
         tensor.meta["funding"]["hash"] = funding_hash(rates)
@@ -199,51 +199,6 @@ def build_tensor_from_candles(
         bar.update(1)
         bar.close()
     return tensor
-
-
-def _funding_grid(funding: dict[str, pd.DataFrame], symbols: list[str], timestamps: np.ndarray, timeframe: str) -> np.ndarray:
-    unknown = sorted(set(funding) - set(symbols))
-    if unknown:
-        raise DataValidationError(f"funding given for symbol(s) {unknown} that are not in the tensor {symbols}")
-    out = np.zeros((len(timestamps), len(symbols)))
-    for a, sym in enumerate(symbols):
-        if sym in funding:
-            out[:, a] = funding_on_grid(validate_funding(funding[sym], f"{sym} funding"), timestamps, timeframe)
-    return out
-
-
-def _funding_meta(funding: dict[str, pd.DataFrame], symbols: list[str], source: str) -> dict[str, Any]:
-    per = {}
-    for sym in symbols:
-        ev = funding.get(sym)
-        n = 0 if ev is None else len(ev)
-        ts = None if not n else np.asarray(ev["timestamp"], dtype=np.int64)
-        per[sym] = {"events": n, "first": None if ts is None else int(ts.min()), "last": None if ts is None else int(ts.max())}
-    return {"source": source, "rule": "event at tau charged at the close of the bar containing tau", "symbols": per}
-
-
-def _stored_funding(store: Any, source: str, symbols: list[str], mode: Any, lo: int | None,
-                    hi: int | None, timeframe: str) -> dict[str, pd.DataFrame] | None:
-    """Funding events to build with, by ``data.funding`` (see the module docstring)."""
-    from factorgym.data_layer import funding as fstore
-
-    if mode not in ("auto", True, False):
-        raise ConfigError(f"data.funding must be auto, true or false, got {mode!r}")
-    if mode is False:
-        return None
-    have = [s for s in symbols if fstore.has_funding(store, source, s)]
-    if mode == "auto" and not have:
-        return None
-    need = symbols if mode is True else [s for s in symbols if ":" in s]
-    lacking = [s for s in need if s not in have]
-    if lacking:
-        raise DataValidationError(
-            f"no funding rates stored for {lacking} (source {source!r}): download them with "
-            f"`factorgym download --funding`, or set data.funding: false for a tensor without funding"
-        )
-    # events up to the close of the last bar: the bar opening just before ``hi`` still charges them
-    end = None if hi is None else hi + timeframe_to_ms(timeframe)
-    return {s: fstore.read_funding(store, source, s, lo, end) for s in have}
 
 
 def build_tensor(
@@ -266,6 +221,19 @@ def build_tensor(
     are dropped. Unknown symbols raise a :class:`DataValidationError` naming them.
     ``funding``: ``auto``, True or False (see the module docstring).
     """
+    store, lo, hi = open_inputs(store, source, symbols, timeframe, start, end)
+    candles = {s: store.read(source, s, timeframe, lo, hi) for s in symbols}
+    rules = {s: store.read_rules(source, s).to_dict() for s in symbols}
+    events = fstore.stored_funding(store, source, symbols, funding, lo, hi, timeframe)
+    tensor = build_tensor_from_candles(candles, timeframe, factor_set, source=source, rules=rules, progress=progress,
+                                       funding=events)
+    tensor.meta["requested_range"] = [lo, hi]
+    return tensor
+
+
+def open_inputs(store: Any, source: str, symbols: list[str], timeframe: str, start: Any, end: Any):
+    """``(CandleStore, lo_ms, hi_ms)`` after checking every symbol is stored (shipped samples are
+    loaded on first use); unknown symbols raise a :class:`DataValidationError` naming them."""
     if store is None or isinstance(store, (str, Path)):
         from factorgym.data_layer.store import CandleStore
 
@@ -285,13 +253,7 @@ def build_tensor(
             f"symbol(s) {absent} not in the store for source {source!r}, timeframe {timeframe}; "
             f"stored there: {have or 'none'} (download or import them first)"
         )
-    candles = {s: store.read(source, s, timeframe, lo, hi) for s in symbols}
-    rules = {s: store.read_rules(source, s).to_dict() for s in symbols}
-    events = _stored_funding(store, source, symbols, funding, lo, hi, timeframe)
-    tensor = build_tensor_from_candles(candles, timeframe, factor_set, source=source, rules=rules, progress=progress,
-                                       funding=events)
-    tensor.meta["requested_range"] = [lo, hi]
-    return tensor
+    return store, lo, hi
 
 
 def load_build_config(config: str | Path | dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | str | Path]:

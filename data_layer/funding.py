@@ -21,6 +21,7 @@ grid's first bar or after its last bar's close are not in the tensor; a bar with
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 
 from factorgym.data_layer.tensor import MAX_FUNDING_RATE
 from factorgym.data_layer.timeframes import ms_to_iso, timeframe_to_ms
-from factorgym.errors import DataValidationError
+from factorgym.errors import ConfigError, DataValidationError
 
 FUNDING_COLUMNS = ["timestamp", "funding_rate"]
 FUNDING_FILE = "funding.parquet"
@@ -99,6 +100,52 @@ def funding_on_grid(events: pd.DataFrame | None, timestamps: np.ndarray, timefra
     inside = (rows >= 0) & (tau < timestamps[np.clip(rows, 0, None)] + step)
     np.add.at(out, rows[inside], events["funding_rate"].to_numpy(dtype=np.float64)[inside])
     return out
+
+
+# ---------------------------------------------------------------------------- build
+def funding_grid(funding: dict[str, pd.DataFrame], symbols: list[str], timestamps: np.ndarray, timeframe: str) -> np.ndarray:
+    """float64 ``[T, A]`` of the events per symbol on the grid (a symbol without events: 0)."""
+    unknown = sorted(set(funding) - set(symbols))
+    if unknown:
+        raise DataValidationError(f"funding given for symbol(s) {unknown} that are not in the tensor {symbols}")
+    out = np.zeros((len(timestamps), len(symbols)))
+    for a, sym in enumerate(symbols):
+        if sym in funding:
+            out[:, a] = funding_on_grid(validate_funding(funding[sym], f"{sym} funding"), timestamps, timeframe)
+    return out
+
+
+def funding_meta(funding: dict[str, pd.DataFrame], symbols: list[str], source: str) -> dict[str, Any]:
+    """``meta['funding']`` of a built tensor (the array's hash is added once it exists)."""
+    per = {}
+    for sym in symbols:
+        ev = funding.get(sym)
+        n = 0 if ev is None else len(ev)
+        ts = None if not n else np.asarray(ev["timestamp"], dtype=np.int64)
+        per[sym] = {"events": n, "first": None if ts is None else int(ts.min()), "last": None if ts is None else int(ts.max())}
+    return {"source": source, "rule": "event at tau charged at the close of the bar containing tau", "symbols": per}
+
+
+def stored_funding(store: Any, source: str, symbols: list[str], mode: Any, lo: int | None,
+                   hi: int | None, timeframe: str) -> dict[str, pd.DataFrame] | None:
+    """Funding events to build with, by ``data.funding`` (``data_layer/build.py``'s docstring)."""
+    if mode not in ("auto", True, False):
+        raise ConfigError(f"data.funding must be auto, true or false, got {mode!r}")
+    if mode is False:
+        return None
+    have = [s for s in symbols if has_funding(store, source, s)]
+    if mode == "auto" and not have:
+        return None
+    need = symbols if mode is True else [s for s in symbols if ":" in s]
+    lacking = [s for s in need if s not in have]
+    if lacking:
+        raise DataValidationError(
+            f"no funding rates stored for {lacking} (source {source!r}): download them with "
+            f"`factorgym download --funding`, or set data.funding: false for a tensor without funding"
+        )
+    # events up to the close of the last bar: the bar opening just before ``hi`` still charges them
+    end = None if hi is None else hi + timeframe_to_ms(timeframe)
+    return {s: read_funding(store, source, s, lo, end) for s in have}
 
 
 # ---------------------------------------------------------------------------- store
