@@ -101,3 +101,15 @@ def test_a_factor_that_needs_the_whole_panel_qlib(tmp_path):
     syms = list(frames(x))
     mem = build_tensor(store, "ex", syms, "1h", fs)
     assert_same_tensor(build_tensor_to_disk(store, "ex", syms, "1h", fs, tmp_path / "t", chunk_rows=64), mem)
+
+
+def test_cli_build_out_of_core(tmp_path, capsys):
+    from factorgym.cli import main
+
+    cfg, store = "configs/factors/build_sample_bitstamp.yaml", str(tmp_path / "s")
+    assert main(["build", "--config", cfg, "--out", str(tmp_path / "mem"), "--store", store, "--no-progress"]) == 0
+    assert main(["build", "--config", cfg, "--out", str(tmp_path / "disk"), "--store", store, "--no-progress",
+                 "--out-of-core", "--chunk-rows", "500"]) == 0
+    a, b = FactorTensor.load(tmp_path / "mem"), FactorTensor.load(tmp_path / "disk")
+    assert a.meta["content_hash"] == b.meta["content_hash"] == b.content_hash()
+    assert "saved" in capsys.readouterr().out
