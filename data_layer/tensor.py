@@ -237,6 +237,7 @@ class FactorTensor:
         out = Path(directory)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a tensor folder follows the umask like any other
         try:
             for name in self._array_names():
                 np.save(tmp / f"{name}.npy", np.asarray(getattr(self, name)), allow_pickle=False)
@@ -353,6 +354,12 @@ def _iso(timestamps: np.ndarray, t: int) -> str:
     from factorgym.data_layer.timeframes import ms_to_iso
 
     return ms_to_iso(int(timestamps[t])) if t < len(timestamps) else "?"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _jsonable(obj):

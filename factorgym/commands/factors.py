@@ -8,7 +8,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from factorgym.commands import HelpFormatter
 
@@ -92,7 +91,7 @@ def run_build(args: argparse.Namespace) -> int:
     from factorgym.data_layer.build import build_from_config
 
     t0 = time.perf_counter()
-    tensor = build_from_config(args.config, store=args.store, progress=not args.no_progress and sys.stderr.isatty())
+    tensor = build_from_config(args.config, store=args.store, progress=not args.no_progress)
     out = tensor.save(args.out)
     print(summary(tensor))
     print(f"saved        {out} in {time.perf_counter() - t0:.2f} s")
