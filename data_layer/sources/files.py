@@ -16,6 +16,8 @@
 * **Empty rows**: a row whose open/high/low/close/volume are all empty is "no bar" (an asset not
   yet listed in a wide file): dropped and reported, never read as zeros. A partly empty row is an
   error from validation.
+* **Funding** (perpetuals, long layouts): a ``funding_rate`` column is read as the funding charged
+  in each bar (``ImportResult.funding``; see ``data_layer/funding.py``); empty cells are 0.
 
 Every frame then passes :func:`~factorgym.data_layer.validate.validate_candles`; errors name the
 file, the symbol, the file line and the rule.
@@ -34,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from factorgym.data_layer.candles import CANDLE_COLUMNS
+from factorgym.data_layer.funding import funding_from_file
 from factorgym.data_layer.sources.base import MarketRules, default_rules
 from factorgym.data_layer.sources.file_columns import (
     ROLES, SYMBOL_NAMES, find_columns, key, find_wide, normalize_symbol, symbol_from_filename, timeframe_from_ms,
@@ -58,6 +61,7 @@ class ImportResult:
     candles: dict[str, pd.DataFrame]
     reports: dict[str, ValidationReport]
     notes: list[str] = dataclasses.field(default_factory=list)  # e.g. which volume column was used
+    funding: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)  # a funding_rate column's events
 
 
 def _head_text(path: Path) -> str:
@@ -330,6 +334,7 @@ def import_candle_file(
             raise calendar_error(f"{path.name}: bars 28 to 31 days apart are calendar months")
         timeframe = timeframe_from_ms(int(np.median(diffs)), path.name)
     candles, reports = {}, {}
+    funding = {} if wide else {s: funding_from_file(g, t, f"{path.name} [{s}]") for s, (g, t, _) in groups.items()}
     for s, (frame, n_empty) in frames.items():
         if frame.empty:
             continue
@@ -340,7 +345,9 @@ def import_candle_file(
         candles[s], reports[s] = out, rep
     if not candles:
         raise DataValidationError(f"{path.name}: no candles found (every row is empty)")
-    return ImportResult(path=path, timeframe=timeframe, layout=layout, candles=candles, reports=reports, notes=notes)
+    funding = {s: f for s, f in funding.items() if f is not None and s in candles}
+    return ImportResult(path=path, timeframe=timeframe, layout=layout, candles=candles, reports=reports,
+                        notes=notes, funding=funding)
 
 
 def load_candle_file(path: str | Path, **options) -> dict[str, pd.DataFrame]:

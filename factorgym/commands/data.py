@@ -132,6 +132,10 @@ def run_import(args: argparse.Namespace) -> int:
         report = store.merge(source, sym, res.timeframe, frame, on_conflict=args.on_conflict)
         store.write_rules(source, default_rules(sym))
         print(f"wrote {sym} {res.timeframe} to {store.root} as source {source!r}: {report.summary()}")
+    for sym, events in res.funding.items():  # a funding_rate column: perpetuals
+        from factorgym.data_layer.funding import write_funding
+
+        print(f"wrote {sym} funding: {write_funding(store, source, sym, events)} new event(s)")
     return 0
 
 
