@@ -43,12 +43,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from factorgym.fsutil import temp_dir_beside
 from factorgym.errors import DataValidationError
 
 FORMAT_VERSION = 1
@@ -236,8 +236,7 @@ class FactorTensor:
         """
         out = Path(directory)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a tensor folder follows the umask like any other
+        tmp = temp_dir_beside(out)  # follows the umask like any mkdir
         try:
             for name in self._array_names():
                 np.save(tmp / f"{name}.npy", np.asarray(getattr(self, name)), allow_pickle=False)
@@ -354,12 +353,6 @@ def _iso(timestamps: np.ndarray, t: int) -> str:
     from factorgym.data_layer.timeframes import ms_to_iso
 
     return ms_to_iso(int(timestamps[t])) if t < len(timestamps) else "?"
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _jsonable(obj):

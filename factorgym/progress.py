@@ -79,15 +79,16 @@ def stderr_is_terminal() -> bool:
 
 
 def progress_bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it",
-                 enabled: bool = True, leave: bool = False):
+                 enabled: bool = True, leave: bool = False, initial: int = 0):
     """A tqdm bar on a terminal, a :class:`LineProgress` elsewhere, a silent one when disabled."""
-    if not enabled:
-        return LineProgress(iterable, total=total, desc=desc, unit=unit, quiet=True)
-    if not stderr_is_terminal():
-        return LineProgress(iterable, total=total, desc=desc, unit=unit)
+    if not enabled or not stderr_is_terminal():
+        bar = LineProgress(iterable, total=total, desc=desc, unit=unit, quiet=not enabled)
+        bar.n = int(initial)
+        return bar
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr, dynamic_ncols=True,
+                initial=initial, unit_scale=unit == "step")
 
 
 @contextlib.contextmanager

@@ -103,6 +103,13 @@ def test_tensor_folder_follows_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o755
+    from factorgym.fsutil import temp_dir_beside  # what every atomic folder write uses (tensors, bundles)
+
+    old = os.umask(0o027)
+    try:
+        assert temp_dir_beside(tmp_path / "bundle").stat().st_mode & 0o777 == 0o750
+    finally:
+        os.umask(old)
 
 
 def _subparsers(parser: argparse.ArgumentParser, path=("factorgym",)):
