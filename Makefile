@@ -11,12 +11,16 @@ STAMP := $(VENV)/.installed
 .PHONY: install quickstart test test-all bench constraints clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
-	@echo "installing into $(VENV) (torch: $(TORCH_SPEC); pinned by $(CONSTRAINTS))" >&2
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) in 3 steps; a few minutes on a fresh machine (versions pinned by $(CONSTRAINTS))" >&2
+	@test -x $(BIN)/python || { echo "  creating the virtual environment $(VENV)" >&2; $(PYTHON) -m venv $(VENV); }
+	@echo "  [1/3] upgrading pip" >&2
 	@$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1" >&2
+	@echo "  [2/3] installing $(TORCH_SPEC) (CPU build unless TORCH_SPEC says otherwise; the largest download)" >&2
 	@$(BIN)/python -m pip install --quiet $(TORCH_SPEC) >&2
+	@echo "  [3/3] installing factorgym and its dependencies (gymnasium, stable-baselines3, ccxt, TA-Lib, pyqlib, ...)" >&2
 	@$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]' >&2
 	@touch $(STAMP)
+	@echo "installed: $(BIN)/factorgym --help lists the commands" >&2
 
 install: $(STAMP)
 

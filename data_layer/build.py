@@ -328,9 +328,9 @@ def _load_sample(store: Any, source: str) -> None:
 def _progress(enabled: bool, total: int):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from factorgym.progress import progress_bar
 
-    return tqdm(total=total, desc="factors", unit="step", leave=False)
+    return progress_bar(total=total, desc="factors", unit="step")
 
 
 def _version() -> str:
