@@ -246,12 +246,16 @@ def block_bootstrap_ci(returns, statistic=None, *, block: int | None = None, n_b
     """Percentile confidence interval of ``statistic(returns)`` by the circular moving-block bootstrap.
 
     Resamples ``ceil(T / block)`` blocks of ``block`` consecutive bars (wrapping at the end) with
-    replacement and cuts the result to T bars, keeping short-range serial dependence. ``block``
-    defaults to ``round(T ** (1/3))``; ``statistic`` defaults to the per-period Sharpe ratio
-    (``mean / std``, ddof=1). Returns ``(low, high)``; ``(nan, nan)`` with fewer than 3 bars.
+    replacement and cuts the result to T bars, keeping short-range serial dependence. ``returns`` is
+    ``[T]`` or ``[T, S]`` (e.g. one column per seed; rows are resampled together). ``block``
+    defaults to ``round(T ** (1/3))``; ``statistic`` (called on each resampled array) defaults to the
+    per-period Sharpe ratio ``mean / std`` (ddof=1), averaged over columns for ``[T, S]``.
+    Returns ``(low, high)``; ``(nan, nan)`` with fewer than 3 bars.
     """
-    r = np.asarray(returns, dtype=np.float64).reshape(-1)
-    T = r.size
+    r = np.asarray(returns, dtype=np.float64)
+    if r.ndim not in (1, 2):
+        raise ConfigError(f"returns must be [T] or [T, S], got shape {r.shape}")
+    T = r.shape[0]
     if not 0 < level < 1:
         raise ConfigError(f"level={level!r}: expected a probability in (0, 1), e.g. 0.95")
     if T < 3:
@@ -263,10 +267,12 @@ def block_bootstrap_ci(returns, statistic=None, *, block: int | None = None, n_b
     n_blk = -(-T // b)
     starts = rng.integers(0, T, size=(n_boot, n_blk))
     idx = ((starts[:, :, None] + np.arange(b)) % T).reshape(n_boot, -1)[:, :T]
-    sample = r[idx]
+    sample = r[idx]  # [n_boot, T] or [n_boot, T, S]
     if statistic is None:
         sd = sample.std(axis=1, ddof=1)
-        stats = np.where(sd > 1e-12, sample.mean(axis=1) / np.where(sd > 1e-12, sd, 1.0), np.nan)
+        ok = sd > 1e-12
+        sr = np.where(ok, sample.mean(axis=1) / np.where(ok, sd, 1.0), np.nan)
+        stats = sr if sr.ndim == 1 else sr.mean(axis=1)  # a flat column makes that resample nan (dropped)
     else:
         stats = np.array([statistic(s) for s in sample], dtype=np.float64)
     stats = stats[np.isfinite(stats)]

@@ -186,3 +186,12 @@ def test_block_bootstrap_ci_is_seeded_and_handles_short_series():
     lo, hi = block_bootstrap_ci(r, np.mean, block=10, seed=1)
     assert lo < r.mean() < hi
     assert all(math.isnan(x) for x in block_bootstrap_ci([0.1, 0.2]))
+
+
+def test_block_bootstrap_ci_of_several_seeds_resamples_rows_together():
+    rng = np.random.default_rng(7)
+    base = rng.normal(0.001, 0.01, 500)
+    two = np.column_stack([base, base])  # identical columns: the mean Sharpe equals the one-column Sharpe
+    assert block_bootstrap_ci(two, seed=3, n_boot=300) == pytest.approx(block_bootstrap_ci(base, seed=3, n_boot=300))
+    with pytest.raises(ConfigError, match="shape"):
+        block_bootstrap_ci(np.zeros((3, 3, 3)))
