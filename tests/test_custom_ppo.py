@@ -12,8 +12,8 @@ import torch
 from factorgym.agents.bundle import load_policy, read_bundle
 from factorgym.agents.custom import ppo
 from factorgym.agents.custom.planted import planted_market
+from factorgym.agents.policy_backtest import backtest_policy, backtest_run
 from factorgym.data_layer.splits import split_fractions
-from factorgym.envs.backtest import backtest
 from factorgym.envs.config import ExecutionConfig
 from factorgym.errors import ConfigError
 
@@ -99,8 +99,7 @@ def test_tiny_run_writes_a_bundle_that_loads_and_backtests_through_the_same_code
     obs = np.random.default_rng(0).normal(size=(5, result.venv.single_observation_space.shape[0])).astype(np.float32)
     np.testing.assert_array_equal(policy(obs), result.policy()(obs))  # the loaded model acts as the trained one
     np.testing.assert_allclose(np.stack([policy(o) for o in obs]), policy(obs), atol=1e-6)  # one obs or a batch
-    kw = policy.spec.env_kwargs()
-    res = backtest(parts["validation"], policy, window=kw.pop("window"), mapping=kw.pop("mapping", None), env_kwargs=kw, name="ppo")
+    res = backtest_policy(policy, parts["validation"], name="ppo")  # what `factorgym backtest --run` does
     assert res.info["status"] == "ok" and len(res.equity) == parts["validation"].n_bars - 2
     with pytest.raises(ConfigError, match="observation of length 11; the policy was trained on 23"):
         policy(np.zeros(11, dtype=np.float32))
@@ -147,3 +146,5 @@ def test_cli_help_documents_every_field_and_main_trains_and_saves(market, tmp_pa
     printed = capsys.readouterr().out
     assert "buy_and_hold" in printed and "ppo" in printed and "bundle:" in printed
     assert load_policy(out).spec.extra["args"]["total_timesteps"] == 256
+    results, files = backtest_run(out, tensor_dir=tmp_path / "t", split="test")  # `factorgym backtest --run`
+    assert results["agent"].info["status"] == "ok" and "buy_and_hold" in results and files["report"].is_file()

@@ -134,3 +134,12 @@ def test_sb3_ppo_trains_with_each_extractor_selected_by_name():
         assert env.action_space.contains(action.astype(np.float32))
     assert isinstance(FlattenObs(env.observation_space), FlattenObs)
     assert policy_kwargs("asset_gru", env)["features_extractor_kwargs"] == {"window": 6, "n_assets": 3}
+
+
+def test_module_example_runs():
+    import doctest
+
+    from factorgym.agents import extractors
+
+    result = doctest.testmod(extractors, verbose=False)
+    assert result.attempted > 0 and result.failed == 0

@@ -460,8 +460,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from factorgym.data_layer.splits import split_fractions
     from factorgym.data_layer.tensor import FactorTensor
-    from factorgym.envs.backtest import backtest
-    from factorgym.envs.baselines import format_table, run_baselines
+    from factorgym.agents.policy_backtest import beside_baselines
+    from factorgym.envs.baselines import format_table
 
     args = parse_args(argv)
     if not args.tensor:
@@ -475,11 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         f"steps {s['env_steps']:>9,}  {s['sps']:>8,.0f} steps/s  mean reward {s['mean_reward']:+.2e}", file=sys.stderr)
     result = train(args, parts["train"], on_update=report)
     policy = result.policy(spec_of(result, tensor))
-    kw = policy.spec.env_kwargs()  # the training env's observation, actions, execution and reward
-    results = {"ppo": backtest(parts["validation"], policy, window=kw.pop("window"), mapping=kw.pop("mapping", None),
-                               env_kwargs=kw, name="ppo")}
-    results.update(run_baselines(parts["validation"], names=("buy_and_hold", "cash"), window=args.window,
-                                 execution=kw["execution"]))
+    results = beside_baselines(policy, parts["validation"], name="ppo", baselines=("buy_and_hold", "cash"))
     print(format_table(results, keys=("total_return", "sharpe", "max_drawdown", "turnover", "n_trades")))
     if args.out:
         print(f"bundle: {save(result, args.out, tensor)}")
