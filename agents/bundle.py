@@ -215,7 +215,7 @@ def _single_env(env: Any) -> Any:
     """The ``CryptoTradingEnv`` behind an env, a vector env or the SB3 view of one."""
     from factorgym.envs import CryptoTradingEnv
 
-    for _ in range(4):
+    for _ in range(12):
         if isinstance(env, CryptoTradingEnv):
             return env
         nxt = getattr(env, "venv", None) or getattr(env, "_proto", None) or getattr(env, "unwrapped", None)

@@ -1,8 +1,9 @@
 """Resumable candle downloads from a ccxt exchange into the candle store.
 
 For each symbol, :func:`download` starts after the newest stored bar (or at ``since`` when nothing
-is stored), writes validated pages to the store in batches (atomic writes, at least every
-``FLUSH_SECONDS``: a kill loses at most the batch in flight, refetched on resume), stores the market rules, then validates the whole stored series with the
+is stored), writes validated pages to the store in batches (atomic writes, see :class:`_Batcher`: a
+kill loses at most the batch in flight, refetched on resume), stores the market rules, then
+validates the whole stored series with the
 ``drop`` gap policy and reports its gaps. Raw candles are stored; gaps are reported, never filled.
 Running it again with the same arguments fetches nothing new and changes nothing.
 
@@ -27,8 +28,40 @@ from factorgym.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 2.0  # longest time fetched pages wait in memory before an atomic store write
-FLUSH_ROWS = 20_000  # or this many buffered bars
+FLUSH_SECONDS = 2.0  # fetched pages wait in memory at most this long before an atomic store write...
+FLUSH_ROWS = 20_000  # ...or until this many bars are buffered...
+WRITE_SHARE = 0.1  # ...but never sooner than 1/WRITE_SHARE times the last write took after it
+
+
+class _Batcher:
+    """When to write buffered pages to the store. A store write costs time that grows with the
+    stored series (today each write rewrites the series' file), so batches are due after
+    ``FLUSH_SECONDS`` or ``FLUSH_ROWS`` bars, but at the earliest ``1 / WRITE_SHARE`` times the
+    duration of the previous write after it: writes stay under about ``WRITE_SHARE`` of the run
+    and a download of years of minute bars keeps its throughput (``benchmarks/scale.py``). A kill
+    loses at most ``max(FLUSH_SECONDS, last write / WRITE_SHARE)`` of fetched pages."""
+
+    def __init__(self, write) -> None:
+        self._write = write
+        self.pending: list[pd.DataFrame] = []
+        self.rows = 0
+        self.since = time.monotonic()
+        self.last_write_s = 0.0
+        self.added = 0
+
+    def add(self, frame: pd.DataFrame) -> None:
+        self.pending.append(frame)
+        self.rows += len(frame)
+        waited = time.monotonic() - self.since
+        if (self.rows >= FLUSH_ROWS or waited >= FLUSH_SECONDS) and waited >= self.last_write_s / WRITE_SHARE:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            t = time.monotonic()
+            self.added += self._write(pd.concat(self.pending, ignore_index=True))
+            self.last_write_s = time.monotonic() - t
+        self.pending, self.rows, self.since = [], 0, time.monotonic()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,17 +171,12 @@ def download(
         last = store.last_timestamp(exchange_id, sym, timeframe)
         if last is not None and last + tf_ms > start:
             start = last + tf_ms  # resume after the newest stored (closed) bar
-        added, pending, flushed_at = 0, [], time.monotonic()
+        batch = _Batcher(lambda frame, sym=sym: store.write(exchange_id, sym, timeframe, frame))
         for page in source.iter_pages(sym, timeframe, start, until_ms):
             clean, _ = validate_candles(page, timeframe, name=where, gap_policy="drop", now_ms=source.last_now_ms)
-            pending.append(clean)
-            # Each store write rewrites the file atomically; batching pages keeps a long download
-            # linear while a kill still loses at most FLUSH_SECONDS of pages (refetched on resume).
-            if sum(len(p) for p in pending) >= FLUSH_ROWS or time.monotonic() - flushed_at >= FLUSH_SECONDS:
-                added += store.write(exchange_id, sym, timeframe, pd.concat(pending, ignore_index=True))
-                pending, flushed_at = [], time.monotonic()
-        if pending:
-            added += store.write(exchange_id, sym, timeframe, pd.concat(pending, ignore_index=True))
+            batch.add(clean)
+        batch.flush()
+        added = batch.added
         if store.has(exchange_id, sym, timeframe):
             stored = store.read(exchange_id, sym, timeframe)
             _, report = validate_candles(stored, timeframe, name=where, gap_policy="drop",
@@ -177,13 +205,10 @@ def _download_funding(source: CcxtSource, store, exchange_id: str, symbol: str, 
 
     last = fstore.last_funding_time(store, exchange_id, symbol)
     start = since_ms if last is None or last < since_ms else last + 1
-    added, pending, flushed_at = 0, [], time.monotonic()
+    batch = _Batcher(lambda frame: fstore.write_funding(store, exchange_id, symbol, frame))
     for page in iter_funding(source, symbol, start, until_ms):
-        pending.append(page)
-        if sum(len(p) for p in pending) >= FLUSH_ROWS or time.monotonic() - flushed_at >= FLUSH_SECONDS:
-            added += fstore.write_funding(store, exchange_id, symbol, pd.concat(pending, ignore_index=True))
-            pending, flushed_at = [], time.monotonic()
-    if pending:
-        added += fstore.write_funding(store, exchange_id, symbol, pd.concat(pending, ignore_index=True))
+        batch.add(page)
+    batch.flush()
+    added = batch.added
     stored = len(fstore.read_funding(store, exchange_id, symbol)) if fstore.has_funding(store, exchange_id, symbol) else 0
     return added, stored

@@ -21,6 +21,7 @@ grid's first bar or after its last bar's close are not in the tensor; a bar with
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 
 from factorgym.data_layer.tensor import MAX_FUNDING_RATE
 from factorgym.data_layer.timeframes import ms_to_iso, timeframe_to_ms
-from factorgym.errors import DataValidationError
+from factorgym.errors import ConfigError, DataValidationError
 
 FUNDING_COLUMNS = ["timestamp", "funding_rate"]
 FUNDING_FILE = "funding.parquet"
@@ -65,6 +66,27 @@ def validate_funding(events: pd.DataFrame, where: str) -> pd.DataFrame:
     return out.drop_duplicates("timestamp", keep="last").reset_index(drop=True)
 
 
+FILE_COLUMN_KEYS = ("fundingrate", "funding")  # column names, lower case without separators
+
+
+def funding_from_file(df: pd.DataFrame, ts: np.ndarray, where: str) -> pd.DataFrame | None:
+    """Events from a candle file's ``funding_rate`` column (also ``fundingRate``, ``funding``), or
+    None when it has none. A value on a bar's row is the funding charged in that bar: it is stored
+    as an event at the bar's open time, which the grid rule puts back on the same bar. Empty cells
+    are bars without funding; a non-numeric cell is an error naming the file row."""
+    col = next((c for c in df.columns if "".join(ch for ch in str(c).lower() if ch.isalnum()) in FILE_COLUMN_KEYS), None)
+    if col is None:
+        return None
+    raw = df[col]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    unparsed = np.isnan(values) & raw.notna().to_numpy() & (raw.astype(str).str.strip() != "").to_numpy()
+    if unparsed.any():
+        i = int(np.argmax(unparsed))
+        raise DataValidationError(f"{where}: column {col!r} row {i} holds {raw.iloc[i]!r}, not a funding rate")
+    keep = ~np.isnan(values)
+    return validate_funding(pd.DataFrame({"timestamp": np.asarray(ts)[keep], "funding_rate": values[keep]}), where)
+
+
 def funding_on_grid(events: pd.DataFrame | None, timestamps: np.ndarray, timeframe: str) -> np.ndarray:
     """float64 ``[T]``: per bar of the grid ``timestamps`` (bar open times) the sum of the rates of
     the events inside the bar (see the module's grid rule)."""
@@ -78,6 +100,52 @@ def funding_on_grid(events: pd.DataFrame | None, timestamps: np.ndarray, timefra
     inside = (rows >= 0) & (tau < timestamps[np.clip(rows, 0, None)] + step)
     np.add.at(out, rows[inside], events["funding_rate"].to_numpy(dtype=np.float64)[inside])
     return out
+
+
+# ---------------------------------------------------------------------------- build
+def funding_grid(funding: dict[str, pd.DataFrame], symbols: list[str], timestamps: np.ndarray, timeframe: str) -> np.ndarray:
+    """float64 ``[T, A]`` of the events per symbol on the grid (a symbol without events: 0)."""
+    unknown = sorted(set(funding) - set(symbols))
+    if unknown:
+        raise DataValidationError(f"funding given for symbol(s) {unknown} that are not in the tensor {symbols}")
+    out = np.zeros((len(timestamps), len(symbols)))
+    for a, sym in enumerate(symbols):
+        if sym in funding:
+            out[:, a] = funding_on_grid(validate_funding(funding[sym], f"{sym} funding"), timestamps, timeframe)
+    return out
+
+
+def funding_meta(funding: dict[str, pd.DataFrame], symbols: list[str], source: str) -> dict[str, Any]:
+    """``meta['funding']`` of a built tensor (the array's hash is added once it exists)."""
+    per = {}
+    for sym in symbols:
+        ev = funding.get(sym)
+        n = 0 if ev is None else len(ev)
+        ts = None if not n else np.asarray(ev["timestamp"], dtype=np.int64)
+        per[sym] = {"events": n, "first": None if ts is None else int(ts.min()), "last": None if ts is None else int(ts.max())}
+    return {"source": source, "rule": "event at tau charged at the close of the bar containing tau", "symbols": per}
+
+
+def stored_funding(store: Any, source: str, symbols: list[str], mode: Any, lo: int | None,
+                   hi: int | None, timeframe: str) -> dict[str, pd.DataFrame] | None:
+    """Funding events to build with, by ``data.funding`` (``data_layer/build.py``'s docstring)."""
+    if mode not in ("auto", True, False):
+        raise ConfigError(f"data.funding must be auto, true or false, got {mode!r}")
+    if mode is False:
+        return None
+    have = [s for s in symbols if has_funding(store, source, s)]
+    if mode == "auto" and not have:
+        return None
+    need = symbols if mode is True else [s for s in symbols if ":" in s]
+    lacking = [s for s in need if s not in have]
+    if lacking:
+        raise DataValidationError(
+            f"no funding rates stored for {lacking} (source {source!r}): download them with "
+            f"`factorgym download --funding`, or set data.funding: false for a tensor without funding"
+        )
+    # events up to the close of the last bar: the bar opening just before ``hi`` still charges them
+    end = None if hi is None else hi + timeframe_to_ms(timeframe)
+    return {s: read_funding(store, source, s, lo, end) for s in have}
 
 
 # ---------------------------------------------------------------------------- store

@@ -11,7 +11,7 @@ from factorgym import __version__
 from factorgym.errors import FactorgymError
 
 # Modules under factorgym.commands, each adding one or more subcommands, in --help order.
-COMMAND_MODULES = ["download", "data", "factors", "backtest", "quickstart", "runs", "evaluate"]
+COMMAND_MODULES = ["download", "data", "factors", "train", "backtest", "quickstart", "runs", "evaluate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -132,3 +132,21 @@ def test_cli_download_funding_flag(fx, tmp_path, capsys):
     assert "ETH/USDT:USDT: +19 bars" in out and "funding +60 events, 60 stored" in out
     # the funding file is not a candle series in the store's listing
     assert [(e.symbol, e.timeframe) for e in CandleStore(tmp_path).entries()] == [("ETH/USDT:USDT", "1d")]
+
+
+def test_downloaded_funding_lands_on_the_built_tensor(fx, tmp_path):
+    from factorgym.data_layer.build import build_from_config
+
+    start = fx.now_ms - 40 * 24 * HOUR_MS
+    download("binance", ["BTC/USDT:USDT", "ETH/USDT"], "1h", start, store=tmp_path, source=fast_source(fx))
+    download("binance", ["BTC/USDT:USDT"], "1h", start, store=tmp_path, source=fast_source(fx), funding=True)
+    cfg = {"data": {"source": "binance", "symbols": ["BTC/USDT:USDT", "ETH/USDT"], "timeframe": "1h"},
+           "factor_set": "custom_example"}
+    t = build_from_config(cfg, store=tmp_path)
+    ts = np.asarray(t.timestamps)
+    on_event = ts % FUNDING_INTERVAL_MS == 0  # the fake settles at 00:00, 08:00, 16:00: the bar opening then
+    m = MARKETS["BTC/USDT"]
+    np.testing.assert_array_equal(t.funding[on_event, 0], [funding_rate(m, int(x)) for x in ts[on_event]])
+    assert (t.funding[~on_event] == 0).all() and (t.funding[:, 1] == 0).all()  # spot ETH/USDT: none
+    assert t.meta["funding"]["source"] == "binance"
+    assert build_from_config({**cfg, "data": {**cfg["data"], "funding": False}}, store=tmp_path).funding is None

@@ -41,7 +41,7 @@ import pandas as pd
 
 from factorgym.data_layer.candles import candles_from_rows, empty_candles
 from factorgym.data_layer.sources.base import MarketRules
-from factorgym.data_layer.timeframes import ms_to_iso, timeframe_to_ms
+from factorgym.data_layer.timeframes import grid_phase, ms_to_iso, timeframe_to_ms
 from factorgym.errors import ConfigError, FactorgymError, MissingExtraError
 
 log = logging.getLogger(__name__)
@@ -352,8 +352,9 @@ class CcxtSource:
             raise BadPage(f"row at {int(raw[:, 0].min())} is before the requested start {start}")
         arr = cls._as_array(rows, "parsed page")
         ts = arr[:, 0]
-        if (ts % tf_ms != 0).any():
-            raise BadPage(f"row time {int(ts[np.argmax(ts % tf_ms != 0)])} is off the {tf_ms} ms grid")
+        off = (ts - (grid_phase(int(ts[0]), tf_ms) if len(ts) else 0)) % tf_ms != 0  # 1w bars open on Monday
+        if off.any():
+            raise BadPage(f"row time {int(ts[np.argmax(off)])} is off the {tf_ms} ms grid")
         if (ts < start).any() or (np.diff(ts) <= 0).any():
             raise BadPage("row times out of order, duplicated or before the requested start")
         return arr

@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jump-threshold", type=float, default=0.5,
                    help="warn when |log(close/previous close)| exceeds this")
     p.add_argument("--dry-run", action="store_true", help="validate and report only; write nothing")
+    p.add_argument("--on-conflict", choices=("error", "replace", "keep"), default="error",
+                   help="bars already stored with different values: error = stop and name the first one; "
+                        "replace = the file's values win; keep = the stored values stay (counted either way)")
     g = p.add_argument_group("layout options (all auto-detected by default)")
     for role in _COLS:
         g.add_argument(f"--{role}-col", default=None, metavar="NAME",
@@ -55,11 +58,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_import)
 
     v = sub.add_parser("validate", help="validate the candles a store holds (exit 1 on a hard failure)",
-                       formatter_class=HelpFormatter)
+                       description="Re-check every stored series (or those selected) with the import rules. "
+                                   "Repairable faults (rows out of order, identical duplicates, a bar still "
+                                   "forming) are reported as 'would repair' and written back only with --repair "
+                                   "(atomically).", formatter_class=HelpFormatter)
     _store_arg(v)
     _filter_args(v)
     v.add_argument("--jump-threshold", type=float, default=0.5,
                    help="warn when |log(close/previous close)| exceeds this")
+    v.add_argument("--repair", action="store_true",
+                   help="write the repaired series back to the store (atomic replace); without it nothing is written")
     v.set_defaults(func=run_validate)
 
     d = sub.add_parser("data", help="inspect the candle store", formatter_class=HelpFormatter)
@@ -98,6 +106,8 @@ def run_import(args: argparse.Namespace) -> int:
     )
     source = args.source or f"file:{args.file.stem.split('.')[0]}"
     print(f"{args.file.name}: {res.layout} layout, {res.timeframe} bars, {len(res.candles)} symbol(s)")
+    for note in res.notes:
+        print(note)
     for rep in res.reports.values():
         print(rep.summary())
     if args.dry_run:
@@ -107,9 +117,13 @@ def run_import(args: argparse.Namespace) -> int:
     items = tqdm(res.candles.items(), desc="writing", unit="symbol", file=sys.stderr,
                  disable=len(res.candles) < 2)
     for sym, frame in items:
-        added = store.write(source, sym, res.timeframe, frame)
+        report = store.merge(source, sym, res.timeframe, frame, on_conflict=args.on_conflict)
         store.write_rules(source, default_rules(sym))
-        print(f"wrote {sym} {res.timeframe} to {store.root} as source {source!r}: {added} new bar(s)")
+        print(f"wrote {sym} {res.timeframe} to {store.root} as source {source!r}: {report.summary()}")
+    for sym, events in res.funding.items():  # a funding_rate column: perpetuals
+        from factorgym.data_layer.funding import write_funding
+
+        print(f"wrote {sym} funding: {write_funding(store, source, sym, events)} new event(s)")
     return 0
 
 
@@ -138,19 +152,28 @@ def run_validate(args: argparse.Namespace) -> int:
     if not chosen:
         raise ConfigError(f"no stored series match the filters; the store holds "
                           f"{sorted({(e.source, e.symbol, e.timeframe) for e in entries})}")
-    failed = 0
+    failed = pending = 0
     for e in chosen:
         name = f"{e.source} {e.symbol} {e.timeframe}"
         try:
             frame = store.read(e.source, e.symbol, e.timeframe)
-            _, rep = validate_candles(frame, e.timeframe, name=name, gap_policy="drop",
+            repaired, rep = validate_candles(frame, e.timeframe, name=name, gap_policy="drop",
                                       jump_threshold=args.jump_threshold)
         except DataValidationError as exc:
             failed += 1
             print(f"FAIL {exc}")
             continue
-        print(rep.summary())
+        if rep.repairs and args.repair:
+            store.replace_series(e.source, e.symbol, e.timeframe, repaired)
+            print(rep.summary())
+        elif rep.repairs:
+            print(rep.summary(repaired="would repair"))
+            pending += 1
+        else:
+            print(rep.summary())
     print(f"{len(chosen) - failed} of {len(chosen)} series passed" + (f", {failed} FAILED" if failed else ""))
+    if pending:
+        print(f"{pending} series would be repaired: run again with --repair to write the repairs")
     return 1 if failed else 0
 
 

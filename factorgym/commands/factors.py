@@ -26,6 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "see configs/factors/build_sample_bitfinex.yaml")
     b.add_argument("--out", required=True, help="output folder of the tensor (replaced atomically if it exists)")
     b.add_argument("--store", default=None, help="candle store folder, overriding data.store of the config")
+    b.add_argument("--out-of-core", action="store_true",
+                   help="compute factors asset by asset and normalise in time chunks, writing into --out as it "
+                        "goes: memory bounded by one asset's work, not by bars x assets x features; the same "
+                        "tensor bit for bit (for minute bars over years)")
+    b.add_argument("--chunk-rows", type=int, default=None,
+                   help="with --out-of-core: bars per time chunk (default: about 32 MB of float64 features)")
     b.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     b.set_defaults(func=run_build)
 
@@ -92,8 +98,16 @@ def run_build(args: argparse.Namespace) -> int:
     from factorgym.data_layer.build import build_from_config
 
     t0 = time.perf_counter()
-    tensor = build_from_config(args.config, store=args.store, progress=not args.no_progress and sys.stderr.isatty())
-    out = tensor.save(args.out)
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.out_of_core:
+        from factorgym.data_layer.build_disk import build_from_config_to_disk
+
+        tensor = build_from_config_to_disk(args.config, args.out, store=args.store, chunk_rows=args.chunk_rows,
+                                           progress=progress)
+        out = args.out
+    else:
+        tensor = build_from_config(args.config, store=args.store, progress=progress)
+        out = tensor.save(args.out)
     print(summary(tensor))
     print(f"saved        {out} in {time.perf_counter() - t0:.2f} s")
     return 0
