@@ -148,8 +148,21 @@ class EntryPointTrainer:
         bundle = getattr(result, "best_bundle_path", None) or result.bundle_path
         policy = load_policy(bundle)
         metrics = dict(getattr(result, "validation", None) or getattr(result, "validation_metrics", None) or {})
-        return FoldModel(policy, policy.spec.env_kwargs(), checkpoint=Path(str(bundle)).name, validation=metrics,
+        return FoldModel(policy, policy.spec.env_kwargs(), checkpoint=_best_step(result, bundle), validation=metrics,
                          info={"bundle": str(bundle), "run_dir": str(getattr(result, "run_dir", ""))})
+
+
+def _best_step(result, bundle) -> str:
+    """``best@<step>`` from the run's eval.jsonl (the validation backtest with the best Sharpe), else the bundle's name."""
+    import json
+
+    name = Path(str(bundle)).name
+    path = Path(str(getattr(result, "run_dir", ""))) / "eval.jsonl"
+    if name != "best" or not path.is_file():
+        return name
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if isinstance(r.get("eval/sharpe"), (int, float))]
+    return f"best@{max(rows, key=lambda r: r['eval/sharpe'])['step']}" if rows else name
 
 
 def _load_config_dict(config: Any) -> dict:
