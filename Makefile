@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 CONSTRAINTS ?= constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test test-all bench constraints clean
+.PHONY: install quickstart test test-all bench constraints clean evaluate-demo
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "installing into $(VENV) in 3 steps; a few minutes on a fresh machine (versions pinned by $(CONSTRAINTS))" >&2
@@ -28,6 +28,10 @@ install: $(STAMP)
 quickstart: install
 	$(BIN)/factorgym quickstart
 
+## evaluate-demo: walk-forward (3 folds x 2 seeds, PPO) on the shipped hourly data; report in runs/evaluate/demo
+evaluate-demo: install
+	$(BIN)/factorgym evaluate --config configs/evaluate/demo.yaml --out runs/evaluate/demo --runs-dir runs
+
 ## test: install, then run the default (not slow) tests; no test reaches the internet
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -38,7 +42,7 @@ test-all: install
 
 ## bench: every speed/memory benchmark, one JSON line per figure
 bench: install
-	@for f in benchmarks/ingest.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/scale.py benchmarks/train.py; do \
+	@for f in benchmarks/ingest.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/scale.py benchmarks/train.py benchmarks/evaluate.py; do \
 		test -f $$f && $(BIN)/python $$f || exit $$?; \
 	done
 
