@@ -175,3 +175,10 @@ def test_pages_are_checked_before_use():
     ]:
         with pytest.raises(BadPage, match=match):
             check_page([], bad, sym, 10, 100, 5)
+
+
+def test_binance_market_kinds_follow_the_symbols():
+    from factorgym.data_layer.sources.ccxt_funding import market_types_for
+
+    assert market_types_for(["BTC/USDT", "ETH/BTC"]) == ("spot",)  # spot downloads load spot markets only
+    assert market_types_for(["BTC/USDT:USDT", "BTC/USD:BTC", "ETH/USDT"]) == ("spot", "linear", "inverse")
