@@ -36,12 +36,12 @@ import numpy as np
 
 from factorgym.fsutil import temp_dir_beside
 from factorgym.data_layer import funding as fstore
-from factorgym.data_layer.build import _version, align_candles, open_inputs
+from factorgym.data_layer.build import align_candles, open_inputs, tensor_meta
 from factorgym.data_layer.factors.base import CandlePanel
 from factorgym.data_layer.factors.factor_set import FactorSet, load_factor_set
 from factorgym.data_layer.factors.normalise import _State, fit_train_stats, normalise_offline
 from factorgym.data_layer.factors.transforms import cross_sectional
-from factorgym.data_layer.tensor import FORMAT_VERSION, FactorTensor, _jsonable, funding_hash
+from factorgym.data_layer.tensor import FORMAT_VERSION, FactorTensor, funding_hash, replace_folder, write_meta
 from factorgym.data_layer.timeframes import timeframe_to_ms
 from factorgym.errors import ConfigError, DataValidationError
 
@@ -222,16 +222,8 @@ def build_tensor_to_disk(
         shutil.rmtree(scratch.dir)
         meta["requested_range"] = [lo, hi]
         meta["build_seconds"] = round(time.perf_counter() - t_start, 4)
-        (tmp / "meta.json").write_text(json.dumps(_jsonable(meta), indent=1, sort_keys=True))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        write_meta(tmp, meta)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -337,20 +329,7 @@ def _build(fs, store, source, symbols, timeframe, lo, hi, rules, events, scratch
         content.update(np.ascontiguousarray(arr).tobytes())
     content.update(json.dumps([symbols, fs.names]).encode())
 
-    meta = {
-        "timeframe": timeframe,
-        "source": source,
-        "data_hash": data.hexdigest(),
-        "factor_set_hash": fs.hash(),
-        "factor_set": fs.config,
-        "normalisation": {**fs.config["normalise"], "stats": stats},
-        "market_rules": rules or {},
-        "warmup_bars": W,
-        "dropped_warmup_rows": start,
-        "nan_count": nan_count,
-        "untradable_share": float(1.0 - tradable.mean()) if tradable.size else 1.0,
-        "version": _version(),
-    }
+    meta = tensor_meta(fs, timeframe, source, data.hexdigest(), stats, rules, start, nan_count, tradable)
     if rates is not None:
         meta["funding"] = {**fstore.funding_meta(events, symbols, source), "hash": funding_hash(rates)}
     meta.update(format_version=FORMAT_VERSION, symbols=symbols, feature_names=fs.names, shape=[Tn, A, F],
