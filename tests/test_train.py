@@ -176,3 +176,17 @@ def test_cli_train_then_backtest_and_mismatch(tmp_path, tensors, capsys):
     other = _tensor(A=3).save(tmp_path / "three")
     msg = _cli_error(capsys, "backtest", "--run", str(run), "--tensor", str(other))
     assert "symbols differ" in msg
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (__import__("pathlib").Path(__file__).parents[1] / "configs" / "train").glob("*.yaml")
+                                          if p.name != "quickstart_build.yaml"))
+def test_presets_validate(preset, tensors):
+    from pathlib import Path
+
+    from factorgym.agents.train import build_config, check_data, load_tensor, make_splits
+
+    path = Path(__file__).parents[1] / "configs" / "train" / preset
+    cfg = build_config(path, tensor_dir=tensors["one"], overrides={"episode_length": 32, "embargo": 2})
+    tensor, _ = load_tensor(cfg)
+    check_data(cfg, make_splits(tensor, cfg))
+    assert cfg["torch_threads"] == 1 and cfg["name"]
