@@ -87,6 +87,10 @@ class SB3Policy:
         self._box = act.__class__.__name__ == "Box"
         self._squash = bool(getattr(model.policy, "squash_output", False))
         self._act_shape = act.shape
+        from stable_baselines3.common.distributions import DiagGaussianDistribution
+        from stable_baselines3.common.policies import ActorCriticPolicy
+
+        self._gaussian = isinstance(model.policy, ActorCriticPolicy) and type(model.policy.action_dist) is DiagGaussianDistribution
         self.reset()
 
     def reset(self) -> None:
@@ -117,7 +121,15 @@ class SB3Policy:
         if policy.training:
             policy.set_training_mode(False)
         with torch.no_grad():
-            a = policy._predict(torch.as_tensor(x[None] if single else x), deterministic=True).numpy()
+            t = torch.as_tensor(x[None] if single else x)
+            if self._gaussian:  # the mode of a diagonal Gaussian is its mean: skip building the distribution
+                from stable_baselines3.common.policies import ActorCriticPolicy
+
+                feats = super(ActorCriticPolicy, policy).extract_features(t, policy.pi_features_extractor)
+                latent = policy.mlp_extractor.forward_actor(feats)
+                a = policy.action_net(latent).numpy()
+            else:
+                a = policy._predict(t, deterministic=True).numpy()
         if self._box:
             a = a.reshape((-1, *self._act_shape))
             space = self.model.action_space
