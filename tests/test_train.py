@@ -34,7 +34,7 @@ def tensors(tmp_path_factory):
 def _backtests(run_dir, tensor_dir):
     from factorgym.agents.policy_backtest import backtest_run
 
-    results, files = backtest_run(run_dir, tensor_dir=tensor_dir, split="test")
+    results, files = backtest_run(run_dir, tensor_dir=tensor_dir, split="test", report=False)
     assert set(results) >= {"agent", "buy_and_hold", "cash"}
     assert len(results["agent"].equity) == len(results["buy_and_hold"].equity) > 10
     assert json.loads(files["metrics"].read_text())["agent"]["final_equity"] > 0
