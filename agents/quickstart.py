@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 BUILD_CONFIG = "train/quickstart_build.yaml"
 TRAIN_PRESET = "train/ppo_fast.yaml"
 #: env steps of the quickstart's training: a few minutes on 2 cores with the fast preset
-QUICKSTART_STEPS = 300_000
+QUICKSTART_STEPS = 500_000
 
 
 def packaged_config(rel: str) -> Path:

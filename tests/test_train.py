@@ -190,3 +190,12 @@ def test_presets_validate(preset, tensors):
     tensor, _ = load_tensor(cfg)
     check_data(cfg, make_splits(tensor, cfg))
     assert cfg["torch_threads"] == 1 and cfg["name"]
+
+
+def test_preset_by_name(tensors):
+    from factorgym.agents.train import build_config
+    from factorgym.errors import ConfigError
+
+    assert build_config("ppo_fast", tensor_dir=tensors["two"])["name"] == "ppo_fast"
+    with pytest.raises(ConfigError, match="did you mean 'ppo_fast'"):
+        build_config("ppo_fats", tensor_dir=tensors["two"])
