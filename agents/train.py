@@ -32,6 +32,7 @@ from factorgym.errors import ConfigError
 
 log = logging.getLogger(__name__)
 OFF_POLICY = ("SAC", "TD3", "DDPG", "DQN", "TQC")
+IN_MEMORY = "(in memory)"  # config value of `tensor` while a FactorTensor passed to train() is not saved yet
 
 
 @dataclasses.dataclass
@@ -278,7 +279,8 @@ def train(config: str | Path | Mapping | None = None, *, tensor_dir=None, run_di
           total_timesteps: int | None = None, seed: int | None = None, resume=None, progress: bool = False) -> TrainResult:
     """Train as ``config`` says (a YAML path or a mapping); see the module docstring for the run directory.
 
-    ``tensor_dir`` replaces the config's data (its split fractions and embargo apply); ``overrides``
+    ``tensor_dir`` replaces the config's data (its split fractions and embargo apply); it may also be a
+    ``FactorTensor`` in memory (e.g. a walk-forward fold), saved into the run directory; ``overrides``
     (``{key: value}`` or ``["key=value"]``) are type-checked like the file; ``resume`` continues a run
     directory from its newest checkpoint (``overrides``/``total_timesteps`` may change it, e.g. a
     larger total). Raises ConfigError (one line) before anything runs if the config is wrong.
@@ -291,8 +293,15 @@ def train(config: str | Path | Mapping | None = None, *, tensor_dir=None, run_di
                                             TradingEpisodeMonitor, ValidationCallback, find_wrapper)
     from factorgym.agents.sb3_policy import algorithm_class
 
+    from factorgym.data_layer.tensor import FactorTensor
+
     state: dict = {}
     ckpt = None
+    in_memory = tensor_dir if isinstance(tensor_dir, FactorTensor) else None
+    if in_memory is not None:
+        tensor_dir = None
+        items = list(overrides.items()) if isinstance(overrides, Mapping) else list(overrides or [])
+        overrides = items + [("tensor", IN_MEMORY), ("build", None)]
     if resume is not None:
         d = Path(resume)
         raw = C.load_yaml(d / "config.yaml") if (d / "config.yaml").is_file() else None
@@ -305,7 +314,7 @@ def train(config: str | Path | Mapping | None = None, *, tensor_dir=None, run_di
         state = json.loads((ckpt / "state.json").read_text())
     else:
         cfg = build_config(config, tensor_dir=tensor_dir, overrides=overrides, total_timesteps=total_timesteps, seed=seed)
-    tensor, tdir = load_tensor(cfg)
+    tensor, tdir = (in_memory, None) if in_memory is not None else load_tensor(cfg)
     parts = make_splits(tensor, cfg)
     if "validation" not in parts:
         raise ConfigError("split: a validation part is required (the best model is chosen on it)")

@@ -199,3 +199,12 @@ def test_preset_by_name(tensors):
     assert build_config("ppo_fast", tensor_dir=tensors["two"])["name"] == "ppo_fast"
     with pytest.raises(ConfigError, match="did you mean 'ppo_fast'"):
         build_config("ppo_fats", tensor_dir=tensors["two"])
+
+
+def test_train_on_a_tensor_in_memory(tmp_path):
+    t = _tensor(seed=3)
+    res = train({**TINY, **ON_POLICY, "total_timesteps": 64}, tensor_dir=t, run_dir=tmp_path / "run",
+                overrides={"seed": 1})
+    saved = FactorTensor.load(tmp_path / "run" / "tensor")
+    assert saved.content_hash() == t.content_hash() and res.config["tensor"] == str((tmp_path / "run" / "tensor").resolve())
+    load_policy(res.run_dir, tensor=saved)
