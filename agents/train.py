@@ -375,10 +375,14 @@ def train(config: str | Path | Mapping | None = None, *, tensor_dir=None, run_di
                     model.num_timesteps, ck, d)
     best = d / "bundles" / "best"
     venv.close()
-    return TrainResult(run_dir=d, bundle_path=final, best_bundle_path=best if best.is_dir() else None,
-                       validation=dict(run.last_eval), best_validation_sharpe=run.best if math.isfinite(run.best) else math.nan,
-                       num_timesteps=int(model.num_timesteps), env_steps_per_s=float(rate), interrupted=interrupted,
-                       config=cfg)
+    result = TrainResult(run_dir=d, bundle_path=final, best_bundle_path=best if best.is_dir() else None,
+                         validation=dict(run.last_eval), best_validation_sharpe=run.best if math.isfinite(run.best) else math.nan,
+                         num_timesteps=int(model.num_timesteps), env_steps_per_s=float(rate), interrupted=interrupted,
+                         config=cfg)
+    from factorgym.agents.ledger import record_training_run  # every run is a trial the DSR counts
+
+    record_training_run(result, tensor, validation=parts["validation"])
+    return result
 
 
 def summary(result: TrainResult) -> str:
