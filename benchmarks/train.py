@@ -6,7 +6,8 @@ Market: :data:`factorgym.agents.custom.planted.LEARNABLE` (2 assets, 1 signal + 
 
 Settings:
 * **fast**: 64 envs x 32 steps per rollout, minibatches of 2048, 4 epochs (MLP 64-64, separate
-  actor and critic), as train's ``ppo_fast`` preset; the custom PPO runs with the same numbers.
+  actor and critic): the optimizer steps per env step of train's ``ppo_fast`` preset (which takes
+  128 steps per env and 4 minibatches); the custom PPO runs with the same numbers.
 * **default**: SB3's PPO defaults: 1 env, n_steps 2048, batch 64, 10 epochs.
 
 Figures (one JSON line each; env-steps/s are the best of ``--repeats`` interleaved runs):
