@@ -2,8 +2,9 @@
 with the signal shuffled in time (same distribution, no information) it does not.
 
 Market and target: :data:`factorgym.agents.custom.planted.LEARNABLE` and ``SHARPE_MARGIN``. The fast
-setting is SB3 PPO with 64 envs, 32 steps each, minibatches of 2048, 4 epochs (train's preset
-``configs/train/ppo_fast.yaml`` names the same numbers); the custom PPO runs with the same numbers.
+setting is SB3 PPO with 64 envs, 32 steps each, minibatches of 2048, 4 epochs: the same optimizer
+steps per env step as train's ``configs/train/ppo_fast.yaml`` (128 steps, 4 minibatches of 2048),
+with window 1 and no VecNormalize; the custom PPO runs with the same numbers.
 """
 
 from __future__ import annotations

@@ -324,22 +324,24 @@ def train(args: Args, tensor: Any, *, on_update: Callable[[dict[str, float]], No
 
     raw, _ = venv.reset(seed=args.seed)
     norm.update(raw)
-    start, env_seconds, history = time.perf_counter(), 0.0, []
+    start, env_seconds, update_seconds, history = time.perf_counter(), 0.0, 0.0, []
     for update in range(1, n_updates + 1):
         if args.anneal_lr:
             opt.param_groups[0]["lr"] = args.learning_rate * (1.0 - (update - 1) / n_updates)
 
         # ---- rollout: T steps of N envs with the current policy
         with torch.no_grad():
+            std = net.log_std.exp()
+            logp_at_mean = -(net.log_std.sum() + 0.5 * K * math.log(2 * math.pi))  # log density at the mean
             for t in range(T):
                 raw_buf[t] = raw
-                x = torch.from_numpy(norm(raw))
-                mean, value = net(x)
-                action = mean + torch.exp(net.log_std) * torch.randn(mean.shape, generator=noise)
-                obs_buf[t], act_buf[t], val_buf[t] = x, action, value
-                logp_buf[t] = net.log_prob(mean, action)
+                obs_buf[t].numpy()[:] = norm(raw)  # (a view: written in place)
+                mean, value = net(obs_buf[t])
+                eps = torch.randn((N, K), generator=noise)
+                act_buf[t], val_buf[t] = mean + std * eps, value
+                logp_buf[t] = logp_at_mean - 0.5 * (eps * eps).sum(-1)  # = net.log_prob(mean, action)
                 t0 = time.perf_counter()
-                raw, reward, terminated, truncated, infos = venv.step(np.clip(action.numpy(), low, high))
+                raw, reward, terminated, truncated, infos = venv.step(np.clip(act_buf[t].numpy(), low, high))
                 env_seconds += time.perf_counter() - t0
                 rew_buf[t] = torch.from_numpy(np.asarray(reward, dtype=np.float32))
                 ended = terminated | truncated
@@ -355,6 +357,7 @@ def train(args: Args, tensor: Any, *, on_update: Callable[[dict[str, float]], No
         norm.update(raw_buf)  # after the rollout: the stored observations stay as acted on
 
         # ---- update: update_epochs passes of shuffled minibatches
+        t_update = time.perf_counter()
         b_obs, b_act, b_logp = obs_buf.reshape(-1, D), act_buf.reshape(-1, K), logp_buf.reshape(-1)
         b_adv, b_ret, b_val = adv.reshape(-1), returns.reshape(-1), val_buf.reshape(-1)
         clipped, kl = [], 0.0
@@ -383,8 +386,10 @@ def train(args: Args, tensor: Any, *, on_update: Callable[[dict[str, float]], No
                 break
 
         # ---- bookkeeping
+        update_seconds += time.perf_counter() - t_update
         elapsed = time.perf_counter() - start
         stats = {"update": update, "env_steps": update * batch, "seconds": elapsed, "sps": update * batch / elapsed,
+                 "env_seconds": env_seconds, "update_seconds": update_seconds,
                  "policy_loss": float(pg_loss.detach()), "value_loss": float(v_loss.detach()), "approx_kl": kl,
                  "clip_fraction": float(np.mean(clipped)), "std": float(net.log_std.detach().exp().mean()),
                  "mean_reward": float(rew_buf.mean())}
