@@ -39,15 +39,12 @@ def execution_from(cfg: dict | None):
 
 
 def _validation_sharpe(policy, data: FoldData, env_kwargs: dict) -> dict[str, float]:
-    from factorgym.envs.backtest import backtest
+    from factorgym.agents.walk_forward import backtest_frozen
 
-    kw = dict(env_kwargs)
-    window = int(kw.pop("window", 1))
+    window = int(env_kwargs.get("window", 1))
     val = data.validation(window)
-    bt = {k: kw.pop(k) for k in ("action_scheme", "mapping", "execution", "initial_cash") if k in kw}
-    kw.pop("episode_length", None)
     start = data.val_rows[0] - max(0, data.val_rows[0] - (window - 1))  # the first validation bar in ``val``
-    res = backtest(val, policy, window=window, start=max(start, window - 1), env_kwargs=kw, name="validation", **bt)
+    res = backtest_frozen(val, policy, env_kwargs, start=max(start, window - 1), name="validation")
     return {k: res.metrics[k] for k in ("sharpe", "total_return", "max_drawdown", "n_trades")}
 
 
