@@ -42,12 +42,14 @@ from factorgym.data_layer.factors.factor_set import FactorSet, load_factor_set, 
 from factorgym.data_layer.factors.normalise import fit_train_stats, normalise_offline
 from factorgym.data_layer import funding as fstore
 from factorgym.data_layer.tensor import FactorTensor, funding_hash
-from factorgym.data_layer.timeframes import ms_to_iso, timeframe_to_ms
+from factorgym.data_layer.timeframes import grid_phase, ms_to_iso, timeframe_to_ms
+from factorgym.config_keys import check_keys
 from factorgym.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
 _DATA_KEYS = {"store", "source", "symbols", "timeframe", "start", "end", "funding"}
+_BUILD_KEYS = {"data", "factor_set", "factors", "normalise", "cross_sectional"}
 
 
 def align_candles(candles: dict[str, pd.DataFrame], timeframe: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,6 +59,8 @@ def align_candles(candles: dict[str, pd.DataFrame], timeframe: str) -> tuple[np.
     ``store_tradable`` bool [T, A] (False where there is no bar or the store marked it untradable).
     """
     step = timeframe_to_ms(timeframe)
+    firsts = [int(df["timestamp"].iloc[0]) for df in candles.values() if "timestamp" in df.columns and len(df)]
+    phase = grid_phase(min(firsts), step) if firsts else 0  # Monday-open weeks share one phase
     series: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
     for sym, df in candles.items():
         missing = [c for c in ("timestamp", "open", "high", "low", "close", "volume") if c not in df.columns]
@@ -66,7 +70,7 @@ def align_candles(candles: dict[str, pd.DataFrame], timeframe: str) -> tuple[np.
         if len(ts) and np.any(np.diff(ts) <= 0):
             i = int(np.argmax(np.diff(ts) <= 0)) + 1
             raise DataValidationError(f"{sym}: timestamps must strictly increase; row {i} ({ms_to_iso(int(ts[i]))}) does not")
-        off = ts % step != 0
+        off = (ts - phase) % step != 0
         if off.any():
             raise DataValidationError(
                 f"{sym}: bar {ms_to_iso(int(ts[np.argmax(off)]))} is not on the {timeframe} grid; resample or check the timeframe"
@@ -285,12 +289,11 @@ def load_build_config(config: str | Path | dict[str, Any]) -> tuple[dict[str, An
         where = str(path)
         if not isinstance(cfg, dict):
             raise ConfigError(f"{where}: expected a mapping with 'data' and 'factors'")
+    check_keys(cfg, _BUILD_KEYS, where)
     data = cfg.get("data")
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: needs a 'data' mapping with keys {sorted(_DATA_KEYS)}")
-    bad = sorted(set(data) - _DATA_KEYS)
-    if bad:
-        raise ConfigError(f"{where}: data has unknown key {bad[0]!r}; allowed: {sorted(_DATA_KEYS)}")
+    check_keys(data, _DATA_KEYS, f"{where}: data")
     for k in ("source", "symbols", "timeframe"):
         if not data.get(k):
             raise ConfigError(f"{where}: data.{k} is required")
@@ -332,9 +335,9 @@ def _load_sample(store: Any, source: str) -> None:
 def _progress(enabled: bool, total: int):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from factorgym.progress import progress_bar
 
-    return tqdm(total=total, desc="factors", unit="step", leave=False)
+    return progress_bar(total=total, desc="factors", unit="step")
 
 
 def _version() -> str:

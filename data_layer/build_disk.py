@@ -28,13 +28,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from factorgym.fsutil import temp_dir_beside
 from factorgym.data_layer import funding as fstore
 from factorgym.data_layer.build import align_candles, open_inputs, tensor_meta
 from factorgym.data_layer.factors.base import CandlePanel
@@ -214,7 +214,7 @@ def build_tensor_to_disk(
     events = fstore.stored_funding(store, source, symbols, funding, lo, hi, timeframe)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)  # follows the umask like any mkdir
     try:
         scratch = _Scratch(tmp / "scratch", len(symbols))
         scratch.dir.mkdir()
@@ -253,9 +253,9 @@ def _build(fs, store, source, symbols, timeframe, lo, hi, rules, events, scratch
         )
     bar = None
     if progress:
-        from tqdm import tqdm
+        from factorgym.progress import progress_bar
 
-        bar = tqdm(total=A, desc="factors (per asset)", unit="asset", leave=False)
+        bar = progress_bar(total=A, desc="factors (per asset)", unit="asset")
     cols, whole = _factor_pass(fs, symbols, timestamps, timeframe, scratch, bar)
     if bar is not None:
         bar.close()

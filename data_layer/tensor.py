@@ -43,12 +43,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from factorgym.fsutil import temp_dir_beside
 from factorgym.errors import DataValidationError
 
 FORMAT_VERSION = 1
@@ -236,7 +236,7 @@ class FactorTensor:
         """
         out = Path(directory)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        tmp = temp_dir_beside(out)  # follows the umask like any mkdir
         try:
             for name in self._array_names():
                 np.save(tmp / f"{name}.npy", np.asarray(getattr(self, name)), allow_pickle=False)
