@@ -266,17 +266,47 @@ def _build(fs, store, source, symbols, timeframe, lo, hi, rules, events, scratch
     def gather(t0: int, t1: int) -> np.ndarray:
         return _gather(fs, scratch, cols, whole, A, t0, t1)
 
+    tradable_all = ready & store_ok
+    start = int(np.argmax(ready.any(axis=1)))
+    content = hashlib.sha256()
+    stats, nan_count = _features_pass(fs, gather, timestamps, tradable_all, fit_valid, start, n, folder, content)
+
+    data_hash = _prices_pass(scratch, timestamps, store_ok, symbols, start, n, folder, content)
+    Tn = T - start
+
+    tradable = tradable_all[start:]
+    ts_out = timestamps[start:].copy()
+    arrays: dict[str, np.ndarray] = {"timestamps": ts_out, "tradable": tradable}
+    rates = None
+    if events is not None:
+        rates = fstore.funding_grid(events, symbols, timestamps, timeframe)[start:]
+        arrays["funding"] = rates
+    for name, arr in arrays.items():
+        np.save(folder / f"{name}.npy", arr, allow_pickle=False)
+        content.update(f"{name}{arr.shape}{arr.dtype}".encode())
+        content.update(np.ascontiguousarray(arr).tobytes())
+    content.update(json.dumps([symbols, fs.names]).encode())
+
+    meta = tensor_meta(fs, timeframe, source, data_hash, stats, rules, start, nan_count, tradable)
+    if rates is not None:
+        meta["funding"] = {**fstore.funding_meta(events, symbols, source), "hash": funding_hash(rates)}
+    meta.update(format_version=FORMAT_VERSION, symbols=symbols, feature_names=fs.names, shape=[Tn, A, F],
+                content_hash=content.hexdigest())
+    return meta
+
+
+def _features_pass(fs: FactorSet, gather, timestamps, tradable_all, fit_valid, start: int, n: int, folder: Path,
+                   content) -> tuple[dict | None, int]:
+    """Pass 3: chunks of ``n`` rows gathered, normalised (running state carried), cast, sanitised and
+    appended to ``features.npy``; returns the train statistics (or None) and the NaN count."""
+    T, A = tradable_all.shape
     cfg, mask = fs.normalise, fs.normalise_mask
     normalising = bool(mask.any()) and cfg.method != "none"
     stats = None
     if normalising and cfg.method == "train":
         stats = fit_train_stats(_FitRows(gather, mask), timestamps, fit_valid, cfg)
     state = _State(A * int(mask.sum()), cfg) if normalising and cfg.method != "train" else None
-    tradable_all = ready & store_ok
-    start = int(np.argmax(ready.any(axis=1)))
-    Tn = T - start
-    content = hashlib.sha256()
-    writer = _NpyWriter(folder / "features.npy", (Tn, A, F), np.float32, content)
+    writer = _NpyWriter(folder / "features.npy", (T - start, A, len(fs.names)), np.float32, content)
     nan_count = 0
     for t0 in range(0, T, n):
         t1 = min(T, t0 + n)
@@ -301,9 +331,15 @@ def _build(fs, store, source, symbols, timeframe, lo, hi, rules, events, scratch
             writer.write(part)
         del feats
     writer.close()
+    return stats, nan_count
 
+
+def _prices_pass(scratch: _Scratch, timestamps, store_ok, symbols, start: int, n: int, folder: Path, content) -> str:
+    """Pass 4: prices in chunks of ``n`` rows (last close carried across chunks) appended to
+    ``prices.npy``; returns the data hash (``build._data_hash`` over the aligned candles)."""
+    T, A = store_ok.shape
     data = hashlib.sha256(np.ascontiguousarray(timestamps).tobytes())
-    writer = _NpyWriter(folder / "prices.npy", (Tn, A, 5), np.float64, content)
+    writer = _NpyWriter(folder / "prices.npy", (T - start, A, 5), np.float64, content)
     last_close = np.full(A, np.nan)
     for t0 in range(0, T, n):
         t1 = min(T, t0 + n)
@@ -315,26 +351,7 @@ def _build(fs, store, source, symbols, timeframe, lo, hi, rules, events, scratch
     writer.close()
     data.update(np.ascontiguousarray(store_ok).tobytes())
     data.update("|".join(symbols).encode())
-
-    tradable = tradable_all[start:]
-    ts_out = timestamps[start:].copy()
-    arrays: dict[str, np.ndarray] = {"timestamps": ts_out, "tradable": tradable}
-    rates = None
-    if events is not None:
-        rates = fstore.funding_grid(events, symbols, timestamps, timeframe)[start:]
-        arrays["funding"] = rates
-    for name, arr in arrays.items():
-        np.save(folder / f"{name}.npy", arr, allow_pickle=False)
-        content.update(f"{name}{arr.shape}{arr.dtype}".encode())
-        content.update(np.ascontiguousarray(arr).tobytes())
-    content.update(json.dumps([symbols, fs.names]).encode())
-
-    meta = tensor_meta(fs, timeframe, source, data.hexdigest(), stats, rules, start, nan_count, tradable)
-    if rates is not None:
-        meta["funding"] = {**fstore.funding_meta(events, symbols, source), "hash": funding_hash(rates)}
-    meta.update(format_version=FORMAT_VERSION, symbols=symbols, feature_names=fs.names, shape=[Tn, A, F],
-                content_hash=content.hexdigest())
-    return meta
+    return data.hexdigest()
 
 
 def _carry(ohlcv: np.ndarray, last_close: np.ndarray) -> np.ndarray:
