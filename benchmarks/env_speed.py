@@ -32,6 +32,9 @@ against the previous *target* (no drift), one close-to-close return, features on
 observation, no portfolio part, no reward. Its figures are printed in each line's ``reference``
 as ``minimal_*`` for comparison; the goals use the faithful loop.
 
+Funding: the vector env at window 1, long/short (signed mapping, 2x), over the same tensor without
+and with a funding rate per bar (``vector_w1_signed_funding_off`` / ``_on``; goal: on >= 0.9x off).
+
 Each figure is the best of ``--repeats`` interleaved runs (the machine is shared).
 
 Prints one JSON line per figure:
@@ -48,6 +51,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
@@ -64,7 +68,8 @@ FULL = ExecutionConfig(taker_fee=0.001, slippage_bps=2.0, half_spread_bps=1.0, i
                        lot_step=1e-5, min_notional=5.0, price_step=0.01)
 
 
-def make_tensor(seed: int = 0) -> FactorTensor:
+def make_tensor(seed: int = 0, funding: bool = False) -> FactorTensor:
+    """The benchmark's tensor; ``funding``: with a per-bar funding rate (a perpetual swap's)."""
     rng = np.random.default_rng(seed)
     logret = rng.normal(0.0, 0.01, (T, A))
     close = 100.0 * np.exp(np.cumsum(logret, axis=0))
@@ -72,8 +77,9 @@ def make_tensor(seed: int = 0) -> FactorTensor:
     prices = np.stack([open_, np.maximum(open_, close) * 1.002, np.minimum(open_, close) * 0.998, close,
                        rng.lognormal(8.0, 0.5, (T, A))], axis=-1)
     feats = rng.normal(size=(T, A, F)).astype(np.float32)
+    rates = np.random.default_rng(seed + 1).normal(1e-5, 1e-4, (T, A)) if funding else None
     return FactorTensor.from_arrays(feats, prices, np.arange(T, dtype=np.int64) * 3_600_000,
-                                    symbols=[f"S{i}/USDT" for i in range(A)])
+                                    symbols=[f"S{i}/USDT" for i in range(A)], funding=rates)
 
 
 # ---------------------------------------------------------------------- bare numpy references
@@ -213,12 +219,12 @@ def env_loop(tensor: FactorTensor, actions: np.ndarray, window: int, make: bool 
 
 
 def vec_loop(tensor: FactorTensor, actions: np.ndarray, window: int, n_envs: int, n_steps: int,
-             parallel: bool = False) -> float:
+             parallel: bool = False, **env_kwargs) -> float:
     """Env-steps/s of the vector env. Episodes of T / 2 bars from random start bars, as in training
     and as :func:`bare_batched` draws them: every env reads its own bars (with one shared start the
     bar rows would sit in L1 for all envs, ~10% faster); no episode ends within the timed steps."""
-    venv = CryptoTradingVectorEnv(tensor, n_envs, window=window, execution=FULL, episode_length=T // 2,
-                                  parallel=parallel)
+    venv = CryptoTradingVectorEnv(tensor, n_envs, window=window, execution=env_kwargs.pop("execution", FULL),
+                                  episode_length=T // 2, parallel=parallel, **env_kwargs)
     venv.reset(seed=0)
     step = venv.step
     t0 = time.perf_counter()
@@ -342,6 +348,21 @@ def main(argv: list[str] | None = None) -> int:
          vref(vbest["vector_w1_parallel"], threads))
     emit("vector_w32_parallel", "env_steps_per_s", vbest["vector_w32_parallel"], None, None,
          vref(vbest["vector_w32_parallel"], threads))
+
+    # funding on and off: long/short (signed mapping, 2x leverage, borrow), the same tensor with and
+    # without a funding rate per bar
+    funded = make_tensor(funding=True)
+    perp = dict(mapping="signed", execution=dataclasses.replace(FULL, max_leverage=2.0, borrow_rate_per_bar=1e-6))
+    sa = np.ascontiguousarray(va[..., :A])
+    for tens in (tensor, funded):
+        vec_loop(tens, sa[:2], 1, n_envs, 2, **dict(perp))
+    fbest: dict[str, float] = {}
+    for _ in range(args.repeats):
+        for key, tens in (("off", tensor), ("on", funded)):
+            fbest[key] = max(fbest.get(key, 0.0), vec_loop(tens, sa, 1, n_envs, n_steps, **dict(perp)))
+    emit("vector_w1_signed_funding_off", "env_steps_per_s", fbest["off"], None, None, vref(fbest["off"]))
+    emit_ratio("vector_w1_signed_funding_on", "env_steps_per_s", fbest["on"], 0.9, fbest["off"],
+               vref(fbest["on"], {"funding_off_env_steps_per_s": round(fbest["off"], 1)}))
 
     if not args.skip_ppo:
         res = ppo_env_share(tensor, 2048 * (1 if args.quick else 3))

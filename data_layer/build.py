@@ -15,7 +15,12 @@ Alignment rules (documented in ``tensor.py`` too):
   can be valued -- never a future price; before the first bar prices are NaN (untradable);
 * features on untradable rows are 0 (the env masks them by ``tradable``); a non-finite feature on
   a tradable row is set to 0 and counted in ``meta['nan_count']``;
-* the tensor starts at the first row where some asset has finished its warm-up.
+* the tensor starts at the first row where some asset has finished its warm-up;
+* funding (perpetuals): each symbol's stored funding events go on the grid by
+  :func:`~factorgym.data_layer.funding.funding_on_grid` (an event is charged at the close of the
+  bar containing it, summed per bar, 0 where none); ``data.funding``: ``auto`` (default: a funding
+  array when any symbol has stored funding; then every swap symbol -- ``BASE/QUOTE:SETTLE`` --
+  must have it, spot symbols get 0), ``true`` (every symbol must have it) or ``false`` (none).
 
 ``meta['content_hash']`` is added by :meth:`FactorTensor.save` (hashing 50 MB costs a third of a
 build; call ``tensor.content_hash()`` for an in-memory tensor).
@@ -35,13 +40,16 @@ import pandas as pd
 from factorgym.data_layer.factors.base import CandlePanel
 from factorgym.data_layer.factors.factor_set import FactorSet, load_factor_set, resolve_config_path
 from factorgym.data_layer.factors.normalise import fit_train_stats, normalise_offline
-from factorgym.data_layer.tensor import FactorTensor
-from factorgym.data_layer.timeframes import ms_to_iso, timeframe_to_ms
+from factorgym.data_layer import funding as fstore
+from factorgym.data_layer.tensor import FactorTensor, funding_hash
+from factorgym.data_layer.timeframes import grid_phase, ms_to_iso, timeframe_to_ms
+from factorgym.config_keys import check_keys
 from factorgym.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
-_DATA_KEYS = {"store", "source", "symbols", "timeframe", "start", "end"}
+_DATA_KEYS = {"store", "source", "symbols", "timeframe", "start", "end", "funding"}
+_BUILD_KEYS = {"data", "factor_set", "factors", "normalise", "cross_sectional"}
 
 
 def align_candles(candles: dict[str, pd.DataFrame], timeframe: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -51,6 +59,8 @@ def align_candles(candles: dict[str, pd.DataFrame], timeframe: str) -> tuple[np.
     ``store_tradable`` bool [T, A] (False where there is no bar or the store marked it untradable).
     """
     step = timeframe_to_ms(timeframe)
+    firsts = [int(df["timestamp"].iloc[0]) for df in candles.values() if "timestamp" in df.columns and len(df)]
+    phase = grid_phase(min(firsts), step) if firsts else 0  # Monday-open weeks share one phase
     series: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
     for sym, df in candles.items():
         missing = [c for c in ("timestamp", "open", "high", "low", "close", "volume") if c not in df.columns]
@@ -60,7 +70,7 @@ def align_candles(candles: dict[str, pd.DataFrame], timeframe: str) -> tuple[np.
         if len(ts) and np.any(np.diff(ts) <= 0):
             i = int(np.argmax(np.diff(ts) <= 0)) + 1
             raise DataValidationError(f"{sym}: timestamps must strictly increase; row {i} ({ms_to_iso(int(ts[i]))}) does not")
-        off = ts % step != 0
+        off = (ts - phase) % step != 0
         if off.any():
             raise DataValidationError(
                 f"{sym}: bar {ms_to_iso(int(ts[np.argmax(off)]))} is not on the {timeframe} grid; resample or check the timeframe"
@@ -117,8 +127,12 @@ def build_tensor_from_candles(
     source: str = "memory",
     rules: dict[str, dict] | None = None,
     progress: bool = False,
+    funding: dict[str, pd.DataFrame] | None = None,
 ) -> FactorTensor:
-    """Build from in-memory candle frames ``{symbol: DataFrame}`` (layout of ``candles.py``)."""
+    """Build from in-memory candle frames ``{symbol: DataFrame}`` (layout of ``candles.py``).
+
+    ``funding``: optional funding events per symbol (``timestamp``, ``funding_rate``; a symbol left
+    out gets 0) -> ``tensor.funding``; None builds a spot tensor (``tensor.funding is None``)."""
     t0 = time.perf_counter()
     fs = factor_set if isinstance(factor_set, FactorSet) else load_factor_set(factor_set)
     symbols = list(candles)
@@ -163,21 +177,15 @@ def build_tensor_from_candles(
     features[~tradable] = 0.0
     del bad
     prices = _carry_prices(ohlcv)[start:]
-    meta = {
-        "timeframe": timeframe,
-        "source": source,
-        "data_hash": _data_hash(timestamps, ohlcv, store_ok, symbols),
-        "factor_set_hash": fs.hash(),
-        "factor_set": fs.config,
-        "normalisation": {**fs.config["normalise"], "stats": stats},
-        "market_rules": rules or {},
-        "warmup_bars": W,
-        "dropped_warmup_rows": start,
-        "nan_count": nan_count,
-        "untradable_share": float(1.0 - tradable.mean()) if tradable.size else 1.0,
-        "version": _version(),
-    }
-    tensor = FactorTensor(features, prices, timestamps[start:].copy(), symbols, fs.names, tradable, meta)
+    data_hash = _data_hash(timestamps, ohlcv, store_ok, symbols)
+    meta = tensor_meta(fs, timeframe, source, data_hash, stats, rules, start, nan_count, tradable)
+    rates = None
+    if funding is not None:
+        rates = fstore.funding_grid(funding, symbols, timestamps, timeframe)[start:]
+        meta["funding"] = fstore.funding_meta(funding, symbols, source)
+    tensor = FactorTensor(features, prices, timestamps[start:].copy(), symbols, fs.names, tradable, meta, rates)
+    if rates is not None:
+        tensor.meta["funding"]["hash"] = funding_hash(rates)
     tensor.meta["build_seconds"] = round(time.perf_counter() - t0, 4)
     if bar is not None:
         bar.update(1)
@@ -195,6 +203,7 @@ def build_tensor(
     end: Any = None,
     *,
     progress: bool = False,
+    funding: Any = "auto",
 ) -> FactorTensor:
     """Read ``symbols`` from a :class:`CandleStore` (``start <= ts < end``) and build the tensor.
 
@@ -202,7 +211,40 @@ def build_tensor(
 
     The range includes the warm-up: the first ``warmup`` bars of each asset feed the factors and
     are dropped. Unknown symbols raise a :class:`DataValidationError` naming them.
+    ``funding``: ``auto``, True or False (see the module docstring).
     """
+    store, lo, hi = open_inputs(store, source, symbols, timeframe, start, end)
+    candles = {s: store.read(source, s, timeframe, lo, hi) for s in symbols}
+    rules = {s: store.read_rules(source, s).to_dict() for s in symbols}
+    events = fstore.stored_funding(store, source, symbols, funding, lo, hi, timeframe)
+    tensor = build_tensor_from_candles(candles, timeframe, factor_set, source=source, rules=rules, progress=progress,
+                                       funding=events)
+    tensor.meta["requested_range"] = [lo, hi]
+    return tensor
+
+
+def tensor_meta(fs: FactorSet, timeframe: str, source: str, data_hash: str, stats, rules, start: int,
+                nan_count: int, tradable: np.ndarray) -> dict[str, Any]:
+    """The builder's meta (module docstring of ``tensor.py``), shared by the out-of-core build."""
+    return {
+        "timeframe": timeframe,
+        "source": source,
+        "data_hash": data_hash,
+        "factor_set_hash": fs.hash(),
+        "factor_set": fs.config,
+        "normalisation": {**fs.config["normalise"], "stats": stats},
+        "market_rules": rules or {},
+        "warmup_bars": fs.warmup,
+        "dropped_warmup_rows": start,
+        "nan_count": nan_count,
+        "untradable_share": float(1.0 - tradable.mean()) if tradable.size else 1.0,
+        "version": _version(),
+    }
+
+
+def open_inputs(store: Any, source: str, symbols: list[str], timeframe: str, start: Any, end: Any):
+    """``(CandleStore, lo_ms, hi_ms)`` after checking every symbol is stored (shipped samples are
+    loaded on first use); unknown symbols raise a :class:`DataValidationError` naming them."""
     if store is None or isinstance(store, (str, Path)):
         from factorgym.data_layer.store import CandleStore
 
@@ -222,17 +264,13 @@ def build_tensor(
             f"symbol(s) {absent} not in the store for source {source!r}, timeframe {timeframe}; "
             f"stored there: {have or 'none'} (download or import them first)"
         )
-    candles = {s: store.read(source, s, timeframe, lo, hi) for s in symbols}
-    rules = {s: store.read_rules(source, s).to_dict() for s in symbols}
-    tensor = build_tensor_from_candles(candles, timeframe, factor_set, source=source, rules=rules, progress=progress)
-    tensor.meta["requested_range"] = [lo, hi]
-    return tensor
+    return store, lo, hi
 
 
 def load_build_config(config: str | Path | dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | str | Path]:
     """Read a build config: returns (``data`` mapping, factor-set source).
 
-    ``data: {store, source, symbols, timeframe, start, end}`` plus either ``factor_set:`` (path or
+    ``data: {store, source, symbols, timeframe, start, end, funding}`` plus either ``factor_set:`` (path or
     packaged name) or inline ``factors`` / ``normalise`` / ``cross_sectional``.
     """
     import yaml
@@ -251,12 +289,11 @@ def load_build_config(config: str | Path | dict[str, Any]) -> tuple[dict[str, An
         where = str(path)
         if not isinstance(cfg, dict):
             raise ConfigError(f"{where}: expected a mapping with 'data' and 'factors'")
+    check_keys(cfg, _BUILD_KEYS, where)
     data = cfg.get("data")
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: needs a 'data' mapping with keys {sorted(_DATA_KEYS)}")
-    bad = sorted(set(data) - _DATA_KEYS)
-    if bad:
-        raise ConfigError(f"{where}: data has unknown key {bad[0]!r}; allowed: {sorted(_DATA_KEYS)}")
+    check_keys(data, _DATA_KEYS, f"{where}: data")
     for k in ("source", "symbols", "timeframe"):
         if not data.get(k):
             raise ConfigError(f"{where}: data.{k} is required")
@@ -281,6 +318,7 @@ def build_from_config(config: str | Path | dict[str, Any], *, store: Any = None,
     return build_tensor(
         store if store is not None else data.get("store"), data["source"], list(data["symbols"]),
         str(data["timeframe"]), fs, data.get("start"), data.get("end"), progress=progress,
+        funding=data.get("funding", "auto"),
     )
 
 
@@ -297,9 +335,9 @@ def _load_sample(store: Any, source: str) -> None:
 def _progress(enabled: bool, total: int):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from factorgym.progress import progress_bar
 
-    return tqdm(total=total, desc="factors", unit="step", leave=False)
+    return progress_bar(total=total, desc="factors", unit="step")
 
 
 def _version() -> str:

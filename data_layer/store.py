@@ -14,6 +14,14 @@ a hash suffix on the second folder, so they never share a file.
 Every write goes to a temp file in the same folder, is fsync'ed and then ``os.replace``'d over the
 old file: a crash leaves the old file or the new one, never half of one. Writers of the same file
 also take an advisory ``fcntl`` lock (where the platform has one) so concurrent appends are not lost.
+A temp file left by a killed writer (its name carries the writer's pid) is removed by the next
+write of the same file.
+
+Bars already stored are never changed silently: a write whose bars overlap stored bars with
+different values raises by default (``on_conflict="error"``) naming the first bar and both values;
+``"replace"`` lets the new values win, ``"keep"`` keeps the stored ones, and :class:`WriteReport`
+counts what was replaced or kept. A stored gap placeholder (``tradable=False``) is filled by a real
+bar without asking, and a placeholder never overwrites a real bar.
 
 Files are written in row groups of :data:`ROW_GROUP_ROWS` with min/max statistics on ``timestamp``;
 ``read(start, end)`` decodes only the row groups whose range overlaps the request.
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import hashlib
 import json
 import logging
@@ -38,6 +47,9 @@ import pyarrow.parquet as pq
 
 from factorgym.data_layer.candles import CANDLE_COLUMNS
 from factorgym.data_layer.sources.base import MarketRules, default_rules
+from factorgym.data_layer.store_merge import (  # noqa: F401 - merge_tables and WriteReport are public here too
+    CONFLICT_POLICIES, WriteReport, _last_per_timestamp, _with_tradable, merge_tables, resolve_conflicts,
+)
 from factorgym.data_layer.timeframes import timeframe_to_ms
 from factorgym.errors import ConfigError, DataValidationError
 
@@ -98,10 +110,38 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours (EPERM)
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Delete ``path``'s temp files (``.<name>.<pid>.<id>.tmp``) whose writer process is gone (killed
+    mid-write); a live writer's temp file is left alone. Returns how many were removed."""
+    removed = 0
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+                log.info("removed %s, left by a killed writer", tmp)
+    return removed
+
+
 def _atomic_write(path: Path, write_fn) -> None:
     """Call ``write_fn(tmp_path)``, fsync, then ``os.replace`` onto ``path``; the temp file is removed
-    on any failure, so a crash leaves the old file untouched."""
+    on any failure, so a crash leaves the old file untouched. Temp files of killed writers of the
+    same file are removed first."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write_fn(tmp)
@@ -190,28 +230,6 @@ def _to_table(candles: pd.DataFrame, what: str) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _with_tradable(table: pa.Table) -> pa.Table:
-    if "tradable" in table.column_names:
-        return table
-    return table.append_column(pa.field("tradable", pa.bool_()), pa.array(np.ones(table.num_rows, dtype=bool)))
-
-
-def merge_tables(old: pa.Table | None, new: pa.Table) -> tuple[pa.Table, int]:
-    """Union of ``old`` and ``new`` sorted by timestamp, one row per timestamp; on a clash the row
-    from ``new`` wins (and within ``new`` the later row). Returns ``(merged, n_new_timestamps)``."""
-    n_old = 0 if old is None else old.num_rows
-    if old is not None and ("tradable" in old.column_names) != ("tradable" in new.column_names):
-        old, new = _with_tradable(old), _with_tradable(new)
-    combined = new if old is None else pa.concat_tables([old, new.select(old.column_names)])
-    ts = combined.column("timestamp").to_numpy()
-    order = np.argsort(ts, kind="stable")  # stable: among equal timestamps the newest stays last
-    ts_sorted = ts[order]
-    keep_last = np.ones(len(ts_sorted), dtype=bool)
-    keep_last[:-1] = ts_sorted[1:] != ts_sorted[:-1]
-    merged = combined.take(pa.array(order[keep_last]))
-    return merged, merged.num_rows - n_old
-
-
 class CandleStore:
     """Parquet candle store under ``root``; see the module docstring for layout and guarantees."""
 
@@ -286,14 +304,26 @@ class CandleStore:
         return path, pf
 
     # ---------------------------------------------------------------- candles
-    def write(self, source: str, symbol: str, timeframe: str, candles: pd.DataFrame) -> int:
-        """Merge ``candles`` into the stored series (new rows win on equal timestamps), sort, and
-        replace the file atomically. Returns how many timestamps were not stored before."""
+    def write(self, source: str, symbol: str, timeframe: str, candles: pd.DataFrame, *,
+              on_conflict: str = "error") -> int:
+        """Merge ``candles`` into the stored series, sort, and replace the file atomically. Returns
+        how many timestamps were not stored before; see :meth:`merge` for ``on_conflict``."""
+        return self.merge(source, symbol, timeframe, candles, on_conflict=on_conflict).added
+
+    def merge(self, source: str, symbol: str, timeframe: str, candles: pd.DataFrame, *,
+              on_conflict: str = "error") -> WriteReport:
+        """Merge ``candles`` into the stored series and replace the file atomically.
+
+        Bars already stored with different values: ``on_conflict="error"`` raises naming the first
+        one and both values; ``"replace"``: the new values win; ``"keep"``: the stored ones stay.
+        """
         where = self._where(source, symbol, timeframe)
         new = _to_table(candles, where)
         path = self._series_path(source, symbol, timeframe)
+        if on_conflict not in CONFLICT_POLICIES:
+            raise ConfigError(f"on_conflict {on_conflict!r} is not one of {', '.join(CONFLICT_POLICIES)}")
         if new.num_rows == 0:
-            return 0
+            return WriteReport(0)
         with _locked(path.parent / f".{timeframe}.lock"):
             old = None
             if path.exists():
@@ -303,6 +333,9 @@ class CandleStore:
                 except (pa.ArrowException, OSError) as exc:
                     raise self._unreadable(where, path, exc) from exc
                 old = old.replace_schema_metadata(None)
+            if old is not None and ("tradable" in old.column_names) != ("tradable" in new.column_names):
+                old, new = _with_tradable(old), _with_tradable(new)
+            new, report = resolve_conflicts(old, new, on_conflict, where)
             merged, added = merge_tables(old, new)
             meta = {"source": source, "symbol": symbol, "timeframe": timeframe, "version": FORMAT_VERSION}
             merged = merged.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
@@ -313,7 +346,19 @@ class CandleStore:
                 ),
             )
         self._register(source, path.parent.parent, symbol, path.parent.name)
-        return added
+        return dataclasses.replace(report, added=added)
+
+    def replace_series(self, source: str, symbol: str, timeframe: str, candles: pd.DataFrame) -> None:
+        """Replace a stored series by ``candles`` as a whole, atomically (``factorgym validate
+        --repair``)."""
+        where = self._where(source, symbol, timeframe)
+        table = _last_per_timestamp(_to_table(candles, where))
+        path, _ = self._open(source, symbol, timeframe)
+        meta = {"source": source, "symbol": symbol, "timeframe": timeframe, "version": FORMAT_VERSION}
+        table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
+        with _locked(path.parent / f".{timeframe}.lock"):
+            _atomic_write(path, lambda tmp: pq.write_table(
+                table, tmp, row_group_size=ROW_GROUP_ROWS, compression="zstd", write_statistics=True))
 
     def read(
         self, source: str, symbol: str, timeframe: str, start: int | None = None, end: int | None = None
@@ -370,6 +415,30 @@ class CandleStore:
         """Whether a file is stored for this series."""
         return self._series_path(source, symbol, timeframe).exists()
 
+    def remove(self, source: str, symbol: str, timeframe: str | None = None) -> list[Path]:
+        """Delete the stored series of ``symbol`` from ``source`` (one timeframe, or all of them when
+        None); returns the files removed. The symbol's index entry and empty folder go with its
+        last file; its market rules stay (they belong to the source's markets)."""
+        removed = []
+        for e in self.entries():
+            if e.source == source and e.symbol == symbol and timeframe in (None, e.timeframe):
+                with _locked(e.path.parent / f".{e.timeframe}.lock"):
+                    e.path.unlink()
+                    remove_stale_temps(e.path)
+                removed.append(e.path)
+        for folder in {p.parent for p in removed}:
+            if not any(folder.glob("*.parquet")):
+                for leftover in folder.glob(".*.lock"):
+                    leftover.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+                sdir = folder.parent
+                with _locked(sdir / ".index.lock"):
+                    index = _read_json(sdir / "index.json", "store index")
+                    if index.get("symbols", {}).pop(folder.name, None) is not None:
+                        _atomic_write_json(sdir / "index.json", index)
+        return removed
+
     # ---------------------------------------------------------------- market rules
     def write_rules(self, source: str, rules: MarketRules) -> None:
         """Store (or replace) ``rules`` for ``rules.symbol`` in ``<source>/markets.json``, atomically."""
@@ -405,6 +474,8 @@ class CandleStore:
             try:
                 pf = pq.ParquetFile(path)
                 meta = _file_meta(pf.schema_arrow)
+                if meta.get("kind") == "funding":  # funding events (data_layer/funding.py), not candles
+                    continue
                 timeframe = meta.get("timeframe", path.stem)
                 ts = pf.read(columns=["timestamp"]).column(0).to_numpy()
             except (pa.ArrowException, OSError, KeyError) as exc:

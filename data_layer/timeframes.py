@@ -16,17 +16,41 @@ _TF_RE = re.compile(r"^(\d+)([smhdw])$")
 MS_PER_YEAR = 365 * 86_400_000  # crypto trades 24/7: annualise on calendar time
 
 
-def timeframe_to_ms(timeframe: str) -> int:
-    """Length of one bar in milliseconds (``"1h"`` -> 3_600_000).
+_CALENDAR_RE = re.compile(r"^(\d+)([My])$")
+_DAY_MS = 86_400_000
 
-    Months (``1M``) are not on a fixed grid and are refused.
+
+def calendar_error(what: str) -> ConfigError:
+    """The one message for calendar-month/year bars, wherever they are met."""
+    return ConfigError(
+        f"{what}: monthly and yearly bars (ccxt's 1M, 1y) are not supported: factorgym needs bars of "
+        f"one fixed length and months run 28 to 31 days; use 1d or 1w bars (1w opens on Monday, as ccxt's)"
+    )
+
+
+def timeframe_to_ms(timeframe: str) -> int:
+    """Length of one bar in milliseconds (``"1h"`` -> 3_600_000; ``1w`` is 7 days).
+
+    Calendar months and years (``1M``, ``1y``) have no fixed length and are refused with a message
+    that says so.
     """
+    if _CALENDAR_RE.match(str(timeframe).strip()):
+        raise calendar_error(f"timeframe {timeframe!r}")
     m = _TF_RE.match(str(timeframe).strip())
     if not m or int(m.group(1)) <= 0:
         raise ConfigError(
             f"timeframe {timeframe!r} is not understood: use ccxt's form, e.g. 1m, 5m, 1h, 4h, 1d, 1w"
         )
     return int(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+def grid_phase(first_ms: int, timeframe_ms: int) -> int:
+    """Offset of a series' bar grid from the epoch grid: bars longer than a day may open at any
+    whole-day phase (ccxt's ``1w`` bars open on Monday, the epoch was a Thursday); shorter bars and
+    bars not opening at midnight UTC have phase 0."""
+    if timeframe_ms > _DAY_MS and first_ms % _DAY_MS == 0:
+        return int(first_ms % timeframe_ms)
+    return 0
 
 
 def bars_per_year(timeframe: str) -> float:

@@ -36,11 +36,10 @@ import numpy as np
 import pandas as pd
 
 from factorgym.data_layer.candles import CANDLE_COLUMNS, PRICE_COLUMNS
-from factorgym.data_layer.timeframes import ms_to_iso, timeframe_to_ms
+from factorgym.data_layer.timeframes import grid_phase, ms_to_iso, timeframe_to_ms
 from factorgym.errors import ConfigError, DataValidationError
 
 GAP_POLICIES = ("mark", "drop")
-_DAY_MS = 86_400_000
 _MAX_LISTED = 5  # examples listed per warning
 
 
@@ -61,8 +60,9 @@ class ValidationReport:
     def missing_bars(self) -> int:
         return int(sum(n for _, n in self.gaps))
 
-    def summary(self) -> str:
-        """Readable multi-line report."""
+    def summary(self, repaired: str = "repaired") -> str:
+        """Readable multi-line report; ``repaired`` is the word before each repair (``factorgym
+        validate`` says ``would repair`` when it writes nothing)."""
         lines = [
             f"{self.name} [{self.timeframe}]: {self.rows} bars, "
             f"{ms_to_iso(self.first)} .. {ms_to_iso(self.last)} UTC",
@@ -72,7 +72,7 @@ class ValidationReport:
             lines.append(f"    from {ms_to_iso(ts)}: {n} bar(s)")
         if len(self.gaps) > _MAX_LISTED:
             lines.append(f"    ... {len(self.gaps) - _MAX_LISTED} more")
-        lines += [f"  repaired: {r}" for r in self.repairs]
+        lines += [f"  {repaired}: {r}" for r in self.repairs]
         lines += [f"  warning: {w}" for w in self.warnings]
         if not self.repairs and not self.warnings and not self.gaps:
             lines.append("  ok: no repairs, no warnings")
@@ -265,7 +265,7 @@ def validate_candles(
 
     # Grid: bars open at multiples of the timeframe (weeks etc. may carry a whole-day phase).
     if len(ts):
-        phase = int(ts[0] % tf_ms) if tf_ms > _DAY_MS and ts[0] % _DAY_MS == 0 else 0
+        phase = grid_phase(int(ts[0]), tf_ms)
         off = np.flatnonzero((ts - phase) % tf_ms != 0)
         if len(off):
             p = int(off[0])

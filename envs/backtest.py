@@ -56,22 +56,38 @@ METRIC_FORMATS: dict[str, tuple[str, str]] = {
     "hit_rate": ("hit rate", "pct"),
     "n_trades": ("trades", "int"),
     "final_equity": ("final equity", "money"),
+    "span_days": ("span", "days"),
 }
+SHORT_MARK = "\u2020"  # dagger after an annualised figure of a run shorter than a year
 
 
-def format_metric(key: str, value: float) -> str:
-    """One metric as display text (``12.34%``, ``1.23``, ``nan``, ``inf``)."""
+def format_metric(key: str, value: float, *, short_span: bool = False) -> str:
+    """One metric as display text (``12.34%``, ``1.23``, ``n/a`` for undefined, ``inf``). With
+    ``short_span`` an annualised figure gets a dagger (see :func:`span_note`)."""
     kind = METRIC_FORMATS.get(key, ("", "num"))[1]
     v = float(value)
     if not math.isfinite(v):
-        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return "n/a" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    mark = SHORT_MARK if short_span and key in _metrics.ANNUALISED_KEYS else ""
     if kind == "pct":
-        return f"{100 * v:.2f}%"
+        return f"{100 * v:.2f}%{mark}"
     if kind == "int":
         return f"{int(round(v))}"
     if kind == "money":
         return f"{v:,.2f}"
-    return f"{v:.3f}"
+    if kind == "days":
+        return f"{v:.0f} d" if v >= 2 else f"{v * 24:.0f} h"
+    return f"{v:.3f}{mark}"
+
+
+def span_note(metrics_list) -> str | None:
+    """The footnote for runs shorter than a year, or None: annualised figures of a part-year are
+    extrapolations (a 108-day run that gains 10 % shows a CAGR of about 38 %)."""
+    short = [m.get("span_days", math.nan) for m in metrics_list if _metrics.is_short_span(m)]
+    if not short:
+        return None
+    return (f"{SHORT_MARK} annualised from a span of {min(short):.0f} days (< {_metrics.MIN_ANNUALISE_DAYS:.0f}): "
+            f"an extrapolation of a part-year, not a yearly figure; compare total returns instead")
 
 
 @dataclass
@@ -135,9 +151,11 @@ class BacktestResult:
 
         span = f"{ms_to_iso(int(self.timestamps[0]))} .. {ms_to_iso(int(self.timestamps[-1]))}" if len(self.timestamps) else "-"
         lines = [f"backtest {self.name}: {', '.join(self.symbols)} {self.timeframe}, {span} ({len(self.equity)} bars)"]
+        short = _metrics.is_short_span(self.metrics)
         for key, (label, _) in METRIC_FORMATS.items():
-            lines.append(f"  {label:<16} {format_metric(key, self.metrics.get(key, math.nan)):>14}")
-        return "\n".join(lines)
+            lines.append(f"  {label:<16} {format_metric(key, self.metrics.get(key, math.nan), short_span=short):>14}")
+        note = span_note([self.metrics])
+        return "\n".join(lines + ([f"  {note}"] if note else []))
 
     def plot(self, path: str | Path | None = None):
         """Equity, drawdown and weights in three panels (matplotlib, Agg backend).

@@ -12,7 +12,12 @@ Conventions (read these before comparing with another library):
 * **Ruin**: the account cannot be worth less than nothing. Values ``<= 0`` are ruin: the curve is cut
   at the first such bar (its return is -100 %) and the later bars are ignored; ``ruined`` reports it.
 * Undefined values are ``nan`` (too few bars, 0/0); a positive number over zero is ``inf``, a
-  negative one ``-inf``. Nothing here emits a numpy ``RuntimeWarning``.
+  negative one ``-inf``. Nothing here emits a numpy ``RuntimeWarning``. Displays print ``nan`` as
+  ``n/a`` (the Sharpe of a flat cash line is undefined, not a number).
+* **Short spans.** Every result states the calendar span it covers (``span_days``, ``years``).
+  Below :data:`MIN_ANNUALISE_DAYS` (365) the annualised figures (CAGR, volatility, Sharpe, Sortino,
+  Calmar, turnover per year) are extrapolations of a part-year: the values are kept, and every
+  display marks them with a dagger and a footnote naming the span (:func:`is_short_span`).
 """
 
 from __future__ import annotations
@@ -22,13 +27,23 @@ import math
 import numpy as np
 
 MS_PER_YEAR = 365 * 86_400_000
+MIN_ANNUALISE_DAYS = 365.0  # below this span annualised figures are flagged as extrapolated
+# figures scaled to a year: flagged on short spans
+ANNUALISED_KEYS = ("cagr", "ann_volatility", "sharpe", "sortino", "calmar", "turnover")
 _ZERO_VOL = 1e-12  # a per-bar std below this is float noise on a constant return series
 
 METRIC_KEYS = (
     "total_return", "cagr", "ann_volatility", "sharpe", "sortino", "max_drawdown", "calmar",
     "turnover", "total_turnover", "fees", "fees_frac", "exposure", "hit_rate",
-    "n_bars", "n_trades", "years", "initial_equity", "final_equity", "ruined",
+    "n_bars", "n_trades", "years", "span_days", "initial_equity", "final_equity", "ruined",
 )
+
+
+def is_short_span(metrics: dict) -> bool:
+    """True when the run covers less than :data:`MIN_ANNUALISE_DAYS` of calendar time, so its
+    annualised figures are extrapolated from a part-year."""
+    days = metrics.get("span_days", math.nan)
+    return bool(days == days and days < MIN_ANNUALISE_DAYS)
 
 
 def bars_per_year_from_ms(timeframe_ms: int | float) -> float:
@@ -192,7 +207,8 @@ def compute_metrics(
         turnover (mean per-bar turnover x bars_per_year: multiples of equity traded per year),
         total_turnover (sum of per-bar turnover), fees (quote ccy), fees_frac (fees / initial equity),
         exposure (mean gross exposure over the bars after the first), hit_rate (share of exposed
-        bars with a positive return), n_bars (returns counted), n_trades, years, initial_equity,
+        bars with a positive return), n_bars (returns counted), n_trades, years and span_days (the
+        calendar span covered; see :func:`is_short_span`), initial_equity,
         final_equity, ruined (1.0 if equity reached <= 0, else 0.0).
     Arrays are cut at ruin like ``equity``; missing optional arrays give nan for their metrics.
     """
@@ -239,6 +255,7 @@ def compute_metrics(
         "n_bars": float(r.size),
         "n_trades": float(n_trades) if n_trades is not None else math.nan,
         "years": years,
+        "span_days": years * 365.0,
         "initial_equity": initial,
         "final_equity": float(eq[-1]) if T else math.nan,
         "ruined": 1.0 if ruined else 0.0,

@@ -144,6 +144,7 @@ class CryptoTradingEnv(gym.Env):
         self.window, self.episode_length, self.random_start = int(window), episode_length, bool(random_start)
         self.initial_cash, self.execution, self.reward_config, self.scheme = float(initial_cash), execution, reward_cfg, scheme
         self.tensor_symbols = core.symbols
+        self.levels, self.level_size = lv, size  # (discrete scheme: target levels and the weight per level)
         self.action_space = action_space(scheme, self.long_only, A, lv, execution.max_leverage)
         self.observation_space = observation_space(observation, window, A, core.n_features)
         self._dict_obs = observation == "dict"

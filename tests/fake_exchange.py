@@ -1,6 +1,7 @@
-"""A loopback fake of Binance's public spot REST API, with seeded fault injection.
+"""A loopback fake of Binance's public spot and USD-M futures REST API, with seeded fault injection.
 
-Serves what ``ccxt.binance`` calls to load markets, read the server time and page through candles:
+Serves what ``ccxt.binance`` calls to load markets, read the server time, page through candles and
+page through the funding-rate history of perpetual swaps:
 
 * ``GET /api/v3/exchangeInfo`` — spot markets with realistic filters (PRICE_FILTER tickSize,
   LOT_SIZE stepSize/minQty, NOTIONAL minNotional) for :data:`MARKETS`.
@@ -10,12 +11,19 @@ Serves what ``ccxt.binance`` calls to load markets, read the server time and pag
   ``startTime``; bars exist from the symbol's listing time up to the bar containing "now", which is
   returned still forming (its close and volume are those of the moment "now").
 * ``GET /api/v3/time`` — the controllable "now" (:attr:`FakeExchange.now_ms`).
+* ``GET /fapi/v1/exchangeInfo`` — USD-M perpetuals (:data:`SWAP_MARKETS`, ccxt ``BTC/USDT:USDT``);
+  ccxt asks for it when ``options['fetchMarkets']['types']`` holds ``linear``.
+* ``GET /fapi/v1/klines`` — perpetual candles, same semantics and rows as the spot ones.
+* ``GET /fapi/v1/fundingRate`` — funding events every 8 hours (00:00, 08:00, 16:00 UTC) from the
+  listing up to "now"; event ``t`` is a pure function of ``(symbol, t)`` (:func:`funding_row`).
+  Binance semantics: the first ``limit`` (default 100, max 1000) events with ``startTime <= t <=
+  endTime``, the newest ``limit`` when no ``startTime``.
 
 Faults (seeded RNG, ``fault_rate`` of requests in every bag of 20, kinds taken in turn so every
 kind shows up once enough faults are drawn): ``429`` and ``418`` with ``Retry-After``, ``500`` (Binance JSON -1000),
 ``502``/``503`` (HTML proxy pages), ``504``, ``timeout`` (sleeps past the client timeout),
 ``truncated`` (a 200 JSON body cut mid-way), ``html`` (a 200 with an HTML body), ``nulls`` (a 200
-candle page with one row of nulls; candle requests only) and ``disconnect`` (connection dropped
+candle or funding page with one row of nulls; those requests only) and ``disconnect`` (connection dropped
 mid-body). Counts per fault kind and per path are kept in :attr:`FakeExchange.fault_counts` and
 :attr:`FakeExchange.path_counts`.
 
@@ -46,6 +54,7 @@ INTERVALS_MS = {
 }  # 1s and 1M are left out on purpose: requests for them get Binance's "Invalid interval." error
 DEFAULT_NOW_MS = 1_683_000_000_000 + 1_800_000  # 2023-05-02 04:30 UTC: 30 minutes into an hour bar
 FAULT_BAG = 20  # requests per shuffled bag of fault decisions
+FUNDING_INTERVAL_MS = 8 * HOUR_MS
 FAULT_KINDS = ("429", "418", "500", "502", "503", "504", "timeout", "truncated", "html", "nulls", "disconnect")
 
 
@@ -73,6 +82,28 @@ MARKETS = {
     "NEW/USDT": FakeMarket("NEWUSDT", "NEW", "USDT", "0.00010000", "0.10000000", "0.10000000", "1.00000000", 3.0,
                            listed_ms=1_680_000_000_000),
 }
+
+
+# USD-M perpetuals: the same price paths as the spot markets of the same Binance id
+SWAP_MARKETS = {
+    "BTC/USDT:USDT": MARKETS["BTC/USDT"],
+    "ETH/USDT:USDT": MARKETS["ETH/USDT"],
+    "NEW/USDT:USDT": MARKETS["NEW/USDT"],
+}
+_PAGED = ("/klines", "/fundingRate")  # paths whose pages can carry a row of nulls, and forced faults
+
+
+def funding_rate(market: FakeMarket, t: int) -> float:
+    """Deterministic funding rate of the event at ``t``: mostly around +0.01%, sometimes negative."""
+    phase = (zlib.crc32(market.symbol_id.encode()) % 997) / 997.0 * 2 * math.pi
+    x = t / FUNDING_INTERVAL_MS
+    return round(1e-4 + 3e-4 * math.sin(x / 5.0 + phase) + 1e-4 * math.sin(x * 1.7), 8)
+
+
+def funding_row(market: FakeMarket, t: int) -> dict:
+    """Binance's funding-history row of the event at ``t`` (decimal strings, like Binance)."""
+    return {"symbol": market.symbol_id, "fundingTime": t, "fundingRate": f"{funding_rate(market, t):.8f}",
+            "markPrice": f"{_price(market, t / HOUR_MS):.8f}"}
 
 
 def _decimals(step: str) -> int:
@@ -124,6 +155,29 @@ def _exchange_info(now_ms: int) -> dict:
             "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
         })
     return {"timezone": "UTC", "serverTime": now_ms, "rateLimits": [], "exchangeFilters": [], "symbols": symbols}
+
+
+def _futures_info(now_ms: int) -> dict:
+    symbols = []
+    for m in SWAP_MARKETS.values():
+        symbols.append({
+            "symbol": m.symbol_id, "pair": m.symbol_id, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
+            "onboardDate": m.listed_ms, "status": "TRADING", "maintMarginPercent": "2.5000",
+            "requiredMarginPercent": "5.0000", "baseAsset": m.base, "quoteAsset": m.quote, "marginAsset": m.quote,
+            "pricePrecision": _decimals(m.tick_size), "quantityPrecision": _decimals(m.step_size),
+            "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN", "underlyingSubType": [],
+            "triggerProtect": "0.0500", "liquidationFee": "0.012500", "marketTakeBound": "0.05",
+            "filters": [
+                {"filterType": "PRICE_FILTER", "minPrice": m.tick_size, "maxPrice": "1000000", "tickSize": m.tick_size},
+                {"filterType": "LOT_SIZE", "minQty": m.min_qty, "maxQty": "1000", "stepSize": m.step_size},
+                {"filterType": "MARKET_LOT_SIZE", "minQty": m.min_qty, "maxQty": "120", "stepSize": m.step_size},
+                {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                {"filterType": "MIN_NOTIONAL", "notional": "100"},
+            ],
+            "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET"], "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+        })
+    return {"timezone": "UTC", "serverTime": now_ms, "rateLimits": [], "exchangeFilters": [], "assets": [],
+            "symbols": symbols}
 
 
 class FakeExchange:
@@ -185,7 +239,7 @@ class FakeExchange:
             self.arrivals.clear()
 
     def force_faults(self, kinds: list[str]) -> None:
-        """Answer the next ``len(kinds)`` candle requests with these faults, in order."""
+        """Answer the next ``len(kinds)`` candle or funding requests with these faults, in order."""
         unknown = set(kinds) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}")
@@ -204,11 +258,11 @@ class FakeExchange:
             kind = None
             if not can_fail:  # an error answer (bad symbol...) is never replaced by a fault
                 pass
-            elif self._forced and path.endswith("/klines"):
+            elif self._forced and path.endswith(_PAGED):
                 kind = self._forced.pop(0)
                 self.fault_counts[kind] += 1
             elif self.fault_rate > 0 and self._next_is_fault():
-                allowed = [k for k in self.fault_kinds if k != "nulls" or path.endswith("/klines")]
+                allowed = [k for k in self.fault_kinds if k != "nulls" or path.endswith(_PAGED)]
                 if allowed:
                     kind = allowed[self._turn % len(allowed)]
                     self._turn += 1
@@ -227,10 +281,49 @@ class FakeExchange:
             self._bag_rate = self.fault_rate
         return self._bag.pop()
 
-    def klines(self, query: dict) -> tuple[int, object]:
+    def funding_requests(self) -> list[dict]:
+        """Query dicts of the funding-history requests answered without a fault."""
+        with self._lock:
+            return [q for p, q, f in self.requests if p.endswith("/fundingRate") and f is None]
+
+    def funding(self, query: dict) -> tuple[int, object]:
+        """(HTTP status, JSON body) of a funding-history request, with Binance's semantics."""
+        found = [(s, m) for s, m in SWAP_MARKETS.items() if m.symbol_id == query.get("symbol")]
+        if not found:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        unified, market = found[0]
+        try:
+            limit = min(int(query.get("limit", 100)), 1000, self.max_limit)
+            start = int(query["startTime"]) if "startTime" in query else None
+            end = int(query["endTime"]) if "endTime" in query else None
+        except ValueError:
+            return 400, {"code": -1100, "msg": "Illegal characters found in a parameter."}
+        step = FUNDING_INTERVAL_MS
+        hi = self.now_ms if end is None else min(self.now_ms, end)
+        hi = (hi // step) * step  # the newest settled event
+        first = -(-market.listed_ms // step) * step
+        gaps = self.gaps.get(unified, [])
+        times: list[int] = []
+        t = max(first, -(-start // step) * step) if start is not None else None
+        if t is not None:
+            while t <= hi and len(times) < limit:
+                if not any(a <= t < b for a, b in gaps):
+                    times.append(t)
+                t += step
+        else:
+            t = hi
+            while t >= first and len(times) < limit:
+                if not any(a <= t < b for a, b in gaps):
+                    times.append(t)
+                t -= step
+            times.reverse()
+        return 200, [funding_row(market, t) for t in times]
+
+    def klines(self, query: dict, markets: dict | None = None) -> tuple[int, object]:
         """(HTTP status, JSON body) of a klines request, with Binance's semantics and errors."""
+        markets = MARKETS if markets is None else markets
         symbol_id = query.get("symbol")
-        market = next((m for m in MARKETS.values() if m.symbol_id == symbol_id), None)
+        market = next((m for m in markets.values() if m.symbol_id == symbol_id), None)
         if market is None:
             return 400, {"code": -1121, "msg": "Invalid symbol."}
         interval_ms = INTERVALS_MS.get(query.get("interval", ""))
@@ -246,7 +339,7 @@ class FakeExchange:
         last_open = (now // interval_ms) * interval_ms  # the forming bar
         hi = last_open if end is None else min(last_open, (end // interval_ms) * interval_ms)
         first_listed = -(-market.listed_ms // interval_ms) * interval_ms
-        gaps = [(a, b) for a, b in self.gaps.get(next(s for s, m in MARKETS.items() if m is market), [])]
+        gaps = [(a, b) for a, b in self.gaps.get(next(s for s, m in markets.items() if m is market), [])]
 
         def exists(t: int) -> bool:
             return not any(a <= t < b for a, b in gaps)
@@ -299,6 +392,12 @@ def _make_handler(fx: FakeExchange):
                 status, payload = 200, _exchange_info(fx.now_ms)
             elif path == "/api/v3/klines":
                 status, payload = fx.klines(query)
+            elif path == "/fapi/v1/exchangeInfo":
+                status, payload = 200, _futures_info(fx.now_ms)
+            elif path == "/fapi/v1/klines":
+                status, payload = fx.klines(query, SWAP_MARKETS)
+            elif path == "/fapi/v1/fundingRate":
+                status, payload = fx.funding(query)
             else:
                 status, payload = 404, None
             fault = fx._draw_fault(path, query, can_fail=status == 200)
@@ -339,7 +438,8 @@ def _make_handler(fx: FakeExchange):
             elif fault == "nulls":
                 rows = list(payload) if isinstance(payload, list) else []
                 if rows:
-                    rows[len(rows) // 2] = [None] * 12
+                    null = dict.fromkeys(rows[0]) if isinstance(rows[0], dict) else [None] * 12
+                    rows[len(rows) // 2] = null
                 self._send(200, json.dumps(rows).encode())
             elif fault == "disconnect":
                 body = json.dumps(payload).encode()
@@ -352,7 +452,7 @@ def _make_handler(fx: FakeExchange):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Loopback fake Binance spot API with fault injection.",
+    p = argparse.ArgumentParser(description="Loopback fake Binance spot and USD-M futures API with fault injection.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (keep it loopback)")
     p.add_argument("--port", type=int, default=0, help="port (0 = pick a free one)")

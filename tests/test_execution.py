@@ -17,13 +17,14 @@ from factorgym.envs.layouts import COUNTER, N_FILL, STATE, STATE_POSITIONS
 HOUR = 3_600_000
 
 
-def tensor_from(open_, close, volume=None, tradable=None, features=None, symbols=None) -> FactorTensor:
+def tensor_from(open_, close, volume=None, tradable=None, features=None, symbols=None, funding=None) -> FactorTensor:
     open_, close = np.asarray(open_, float), np.asarray(close, float)
     T, A = close.shape
     volume = np.full((T, A), 1000.0) if volume is None else np.asarray(volume, float)
     prices = np.stack([open_, np.maximum(open_, close), np.minimum(open_, close), close, volume], axis=-1)
     feats = np.zeros((T, A, 1), np.float32) if features is None else features
-    return FactorTensor.from_arrays(feats, prices, np.arange(T) * HOUR, symbols=symbols, tradable=tradable)
+    return FactorTensor.from_arrays(feats, prices, np.arange(T) * HOUR, symbols=symbols, tradable=tradable,
+                                    funding=funding)
 
 
 # ---------------------------------------------------------------------- fills (process_order)
@@ -164,8 +165,9 @@ def test_sells_fill_before_buys_and_long_only_buys_are_scaled_to_cash():
 # ---------------------------------------------------------------------- invariants (hypothesis)
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), fee=st.sampled_from([0.0, 0.001, 0.0075]), lot=st.sampled_from([0.0, 0.01, 1.0]),
-       mapping=st.sampled_from(["simplex", "signed"]))
-def test_equity_is_cash_plus_marked_positions_and_fees_are_nonnegative(seed, fee, lot, mapping):
+       mapping=st.sampled_from(["simplex", "signed"]),
+       actions=st.lists(st.lists(st.floats(-1, 1, width=32), min_size=4, max_size=4), min_size=38, max_size=38))
+def test_equity_is_cash_plus_marked_positions_and_fees_are_nonnegative(seed, fee, lot, mapping, actions):
     rng = np.random.default_rng(seed)
     T, A = 40, 3
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.03, (T, A)), axis=0))
@@ -180,8 +182,9 @@ def test_equity_is_cash_plus_marked_positions_and_fees_are_nonnegative(seed, fee
     mark = t.prices[..., 3].copy()
     for j in range(1, T):  # last tradable close carried forward
         mark[j] = np.where(tradable[j], mark[j], mark[j - 1])
-    for _ in range(T - 2):
-        _, r, terminated, truncated, info = env.step(env.action_space.sample())
+    K = env.action_space.shape[0]
+    for a in actions:  # drawn by hypothesis: a failure replays and shrinks
+        _, r, terminated, truncated, info = env.step(np.asarray(a[:K], dtype=np.float32))
         k = env.core.counters[0, COUNTER.bar]
         assert info["equity"] == pytest.approx(info["cash"] + float(info["positions"] @ mark[k]), rel=1e-12, abs=1e-9)
         assert info["fees"] >= 0 and info["slippage_cost"] >= 0 and info["borrow_cost"] >= 0
@@ -351,8 +354,8 @@ def test_intrabar_liquidation_at_the_breach_price_on_the_way_to_the_adverse_extr
 
 def test_funding_is_charged_at_the_close_on_the_notional_and_reported():
     flat = [[100.0]] * 5
-    tensor = tensor_from(flat, [[100.0], [100.0], [110.0], [110.0], [110.0]])
-    tensor.funding = np.array([[0.0], [0.001], [-0.002], [0.0], [0.0]])
+    tensor = tensor_from(flat, [[100.0], [100.0], [110.0], [110.0], [110.0]],
+                         funding=np.array([[0.0], [0.001], [-0.002], [0.0], [0.0]]))
     for weight, sign in ((1.0, 1.0), (-1.0, -1.0)):
         env = CryptoTradingEnv(tensor, window=1, mapping="signed", initial_cash=1000.0, random_start=False,
                                execution=ExecutionConfig.frictionless())

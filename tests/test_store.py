@@ -53,17 +53,17 @@ def test_round_trip_and_return_counts(tmp_path):
     assert store.write("binance", "BTC/USDT", "1h", candles([])) == 0
 
 
-def test_new_rows_win_and_unsorted_input_is_sorted(tmp_path):
+def test_new_rows_win_when_asked_and_unsorted_input_is_sorted(tmp_path):
     store = CandleStore(tmp_path)
     store.write("x", "A/B", "1h", candles(grid(10)))
     update = candles(grid(5, T0 + 7 * H), salt=50.0).iloc[::-1]  # reversed, overlaps 3 stored bars
-    assert store.write("x", "A/B", "1h", update) == 2
+    assert store.write("x", "A/B", "1h", update, on_conflict="replace") == 2
     out = store.read("x", "A/B", "1h")
     expected = pd.concat([candles(grid(7)), candles(grid(5, T0 + 7 * H), salt=50.0)], ignore_index=True)
     pd.testing.assert_frame_equal(out, expected)
     # duplicates inside one write: the later row wins
     dup = pd.concat([candles([T0], salt=1.0), candles([T0], salt=2.0)], ignore_index=True)
-    store.write("x", "A/B", "1h", dup)
+    store.write("x", "A/B", "1h", dup, on_conflict="replace")
     assert store.read("x", "A/B", "1h", T0, T0 + H)["open"].iloc[0] == candles([T0], salt=2.0)["open"].iloc[0]
 
 
@@ -101,7 +101,7 @@ def test_crash_at_rename_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch
 
     monkeypatch.setattr(store_mod.os, "replace", crash)
     with pytest.raises(OSError, match="power cut"):
-        store.write("b", "BTC/USDT", "1h", candles(grid(200), salt=9.0))
+        store.write("b", "BTC/USDT", "1h", candles(grid(200), salt=9.0), on_conflict="replace")
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert _leftovers(tmp_path) == []

@@ -240,9 +240,9 @@ _LAZY_MODULES = {"talib": "talib_factors", "custom": "custom"}
 
 def check_keys(config: dict[str, Any], allowed: set[str], what: str) -> None:
     """Refuse a factor entry with a key its kind does not take (a typo must not be ignored)."""
-    unknown = sorted(set(config) - allowed)
-    if unknown:
-        raise ConfigError(f"{what}: unknown key {unknown[0]!r}; allowed: {sorted(allowed)}")
+    from factorgym.config_keys import check_keys as _check
+
+    _check(config, allowed, what)
 
 
 def register_factor(kind: str) -> Callable[[FactorBuilder], FactorBuilder]:

@@ -19,6 +19,7 @@ one (``warmup`` is required there unless the function was decorated).
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ class CustomFactor:
                  outputs: list[str] | None = None, alias: str | None = None) -> None:
         self.spec = spec
         self.params = dict(params or {})
+        _check_params(spec, self.params)
         w = spec.warmup(self.params) if callable(spec.warmup) else spec.warmup
         if not isinstance(w, (int, np.integer)) or isinstance(w, bool) or w < 0:
             raise ConfigError(f"custom factor {spec.name!r}: warmup must be a whole number of bars >= 0, got {w!r}")
@@ -147,6 +149,19 @@ class CustomFactor:
 
     def __repr__(self) -> str:
         return f"CustomFactor({self.names}, warmup={self.warmup})"
+
+
+def _check_params(spec: CustomSpec, params: dict[str, Any]) -> None:
+    """A parameter the function does not take is a config error (a typo must not be ignored)."""
+    try:
+        sig = inspect.signature(spec.func)
+    except (TypeError, ValueError):  # builtins without a signature: the call itself will tell
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    taken = [n for n, p in sig.parameters.items() if n not in FIELDS
+             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    check_keys(params, taken, f"custom factor {spec.name!r} params")
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:

@@ -30,6 +30,7 @@ from factorgym.data_layer.factors.base import CandlePanel, Factor, factor_from_c
 from factorgym.data_layer.factors.normalise import NormaliseConfig
 from factorgym.data_layer.factors.transforms import METHODS as CS_METHODS
 from factorgym.data_layer.factors.transforms import cross_sectional
+from factorgym.config_keys import check_keys
 from factorgym.errors import ConfigError
 
 _SET_KEYS = {"factors", "normalise", "cross_sectional", "description"}
@@ -123,9 +124,9 @@ def load_factor_set(source: str | Path | dict[str, Any]) -> FactorSet:
     else:
         path = resolve_config_path(source)
         data, where = _read_yaml(path), str(path)
-    bad = sorted(set(data) - _SET_KEYS - {"data", "factor_set", "output"})
-    if bad:
-        raise ConfigError(f"{where}: unknown key {bad[0]!r}; a factor set has {sorted(_SET_KEYS)}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with 'factors', got {type(data).__name__}")
+    check_keys(data, _SET_KEYS | ({"data", "factor_set"} if "data" in data else set()), where)
     entries = data.get("factors")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{where}: 'factors' must be a non-empty list of factor entries")

@@ -28,6 +28,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from factorgym.config_keys import check_keys
 from factorgym.errors import ConfigError
 
 METHODS = ("none", "expanding", "rolling", "train")
@@ -70,9 +71,7 @@ class NormaliseConfig:
         if "method" not in d and d:
             raise ConfigError(f"normalise needs 'method' (one of {METHODS}); got keys {sorted(d)}")
         known = {f.name for f in dataclasses.fields(cls)}
-        bad = sorted(set(d) - known)
-        if bad:
-            raise ConfigError(f"normalise: unknown key {bad[0]!r}; allowed: {sorted(known)}")
+        check_keys(d, known, "normalise")
         for k in ("fit_start", "fit_end"):
             if d.get(k) is not None:
                 d[k] = to_utc_ms(d[k])

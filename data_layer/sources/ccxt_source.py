@@ -18,8 +18,11 @@ What :class:`CcxtSource` guarantees about what it returns:
 
 ``base_url`` is the testing hook: every host in ``exchange.urls['api']`` is replaced by it, so a
 real ccxt exchange class talks to a loopback fake. For Binance, markets are loaded from spot only
-(``options['fetchMarkets'] = {'types': ['spot']}``) and currencies and margin pairs are not fetched
+(``options['fetchMarkets'] = {'types': ['spot']}``; ``market_types`` adds ``linear``/``inverse``
+for perpetuals such as ``BTC/USDT:USDT``) and currencies and margin pairs are not fetched
 (signed calls once keys are set; candles need neither), unless ``api_options['options']`` says otherwise.
+
+Funding rates of swap markets: ``sources/ccxt_funding.py``, through this class's retries.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import pandas as pd
 
 from factorgym.data_layer.candles import candles_from_rows, empty_candles
 from factorgym.data_layer.sources.base import MarketRules
-from factorgym.data_layer.timeframes import ms_to_iso, timeframe_to_ms
+from factorgym.data_layer.timeframes import grid_phase, ms_to_iso, timeframe_to_ms
 from factorgym.errors import ConfigError, FactorgymError, MissingExtraError
 
 log = logging.getLogger(__name__)
@@ -109,10 +112,13 @@ class CcxtSource:
             environment for private calls; public candles need none). Never logged.
         max_retries, backoff_base, backoff_cap: see :class:`RetryPolicy` (seconds).
         page_limit: candles per request (default: the exchange's maximum from ``exchange.features``).
-        progress: show a tqdm bar (stderr) of bars fetched / expected.
+        progress: show the bars fetched / expected (a tqdm bar on a terminal, log lines elsewhere;
+            see :mod:`factorgym.progress`).
         sleep: called with each backoff delay in seconds (inject a recorder in tests).
         seed: seed of the jitter RNG.
         markets: saved ``load_markets`` output; skips the markets request.
+        market_types: Binance only: market kinds to load (default ``("spot",)``; add ``"linear"``
+            / ``"inverse"`` for USD-M / coin-M perpetuals); see ``ccxt_funding.market_types_for``.
     """
 
     def __init__(
@@ -129,6 +135,7 @@ class CcxtSource:
         sleep: Callable[[float], None] = time.sleep,
         seed: int | None = None,
         markets: dict | None = None,
+        market_types: tuple[str, ...] = ("spot",),
     ) -> None:
         try:
             import ccxt
@@ -147,7 +154,7 @@ class CcxtSource:
         if exchange_id == "binance":  # spot markets only; no private currencies call when keys are set
             user = config.get("options", {})
             if "fetchMarkets" not in user:
-                self.exchange.options["fetchMarkets"] = {"types": ["spot"]}
+                self.exchange.options["fetchMarkets"] = {"types": list(market_types)}
             for key in ("fetchCurrencies", "fetchMargins"):  # signed sapi calls once keys are set
                 if key not in user:
                     self.exchange.options[key] = False
@@ -346,8 +353,9 @@ class CcxtSource:
             raise BadPage(f"row at {int(raw[:, 0].min())} is before the requested start {start}")
         arr = cls._as_array(rows, "parsed page")
         ts = arr[:, 0]
-        if (ts % tf_ms != 0).any():
-            raise BadPage(f"row time {int(ts[np.argmax(ts % tf_ms != 0)])} is off the {tf_ms} ms grid")
+        off = (ts - (grid_phase(int(ts[0]), tf_ms) if len(ts) else 0)) % tf_ms != 0  # 1w bars open on Monday
+        if off.any():
+            raise BadPage(f"row time {int(ts[np.argmax(off)])} is off the {tf_ms} ms grid")
         if (ts < start).any() or (np.diff(ts) <= 0).any():
             raise BadPage("row times out of order, duplicated or before the requested start")
         return arr
@@ -357,7 +365,7 @@ class CcxtSource:
     ) -> Iterator[pd.DataFrame]:
         """Closed candles with ``since <= timestamp < until`` (UTC ms; None = up to the forming bar),
         one validated frame per exchange page, oldest first. Sets :attr:`last_now_ms`."""
-        from tqdm.auto import tqdm
+        from factorgym.progress import progress_bar
 
         self.check(symbol, timeframe)
         tf_ms = timeframe_to_ms(timeframe)
@@ -368,8 +376,8 @@ class CcxtSource:
         page_start = -(-int(since) // tf_ms) * tf_ms
         if page_start >= stop:
             return
-        bar = tqdm(total=(stop - page_start) // tf_ms, unit="bar", desc=f"{self.name} {symbol} {timeframe}",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar = progress_bar(total=(stop - page_start) // tf_ms, unit="bar", desc=f"{self.name} {symbol} {timeframe}",
+                           enabled=self.progress)
         try:
             while page_start < stop:
                 want = min(self.page_limit, (stop - page_start) // tf_ms)

@@ -31,6 +31,8 @@ _NAMES = {
 SYMBOL_NAMES = set(_NAMES["symbol"])
 # Recognised so they are never mistaken for base volume; not kept.
 QUOTE_VOLUME_NAMES = {"volumeto", "quotevolume", "quoteassetvolume", "volumequote", "quotevol", "turnover"}
+BASE_VOLUME_NAMES = {"volumefrom", "basevolume", "volumebase", "baseassetvolume", "volbase"}
+PLAIN_VOLUME_NAMES = {"volume", "v", "vol"}
 QUOTES = ["USDT", "USDC", "BUSD", "FDUSD", "TUSD", "USDP", "DAI", "USD", "EUR", "GBP", "JPY", "AUD", "CAD",
           "CHF", "TRY", "BRL", "KRW", "BTC", "ETH", "BNB", "XBT"]
 _FIAT_STABLE = {"USDT", "USDC", "BUSD", "FDUSD", "TUSD", "USDP", "DAI", "USD", "EUR", "GBP", "JPY", "AUD",
@@ -108,17 +110,16 @@ def timeframe_from_ms(ms: int, where: str) -> str:
 
 
 def find_wide(columns) -> dict[str, dict[str, str]]:
-    """Wide groups ``{asset: {role: column}}`` for assets that have all of OHLC (+ volume)."""
+    """Wide groups ``{asset: {role: column}}``. Empty unless some asset has all of OHLC; then every
+    asset with a price field is returned, complete or not (the caller refuses incomplete ones)."""
     groups: dict[str, dict[str, str]] = {}
     for c in columns:
         m = _WIDE.match(str(c).strip())
         if m:
             groups.setdefault(m["asset"], {})[m["field"].lower()] = c
-    out = {a: g for a, g in groups.items() if {"open", "high", "low", "close"} <= set(g)}
-    for a, g in out.items():
-        if "volume" not in g:
-            raise DataValidationError(f"wide columns of {a} have open/high/low/close but no {a}:volume column")
-    return out
+    if not any({"open", "high", "low", "close"} <= set(g) for g in groups.values()):
+        return {}
+    return {a: g for a, g in groups.items() if set(g) & {"open", "high", "low", "close"}}
 
 
 def wide_symbols(assets: list[str], quote: str | None, path: Path, columns) -> dict[str, str]:
@@ -141,8 +142,56 @@ def wide_symbols(assets: list[str], quote: str | None, path: Path, columns) -> d
     return out
 
 
-def find_columns(columns, explicit: dict[str, str], where: str, *, need_ohlcv: bool, base: str | None = None) -> dict:
-    """Role -> column name; explicit names win, else the first known name per role."""
+def _volume_kind(k: str, base: str | None) -> str:
+    """``base``, ``quote`` or ``plain`` (the name does not say) for a volume column key, else ``""``."""
+    if k in BASE_VOLUME_NAMES:
+        return "base"
+    if k in QUOTE_VOLUME_NAMES:
+        return "quote"
+    if k in PLAIN_VOLUME_NAMES:
+        return "plain"
+    if k.startswith("volume") and len(k) > 6 and k[6:].isalpha():
+        cur = k[6:].upper()
+        cur = _ALIASES.get(cur, cur)
+        if base:
+            return "base" if cur == base else "quote"
+        return "quote" if cur in _FIAT_STABLE else "base"
+    return ""
+
+
+def pick_volume(cols: list[str], base: str | None, where: str) -> tuple[str, str] | None:
+    """The base-currency volume column (ccxt's convention, as the downloader stores) and a note saying
+    which column was used and which were passed over; None when the file has no volume column.
+
+    A column named for the base currency (``Volume BTC`` for BTC/USD, ``VolumeFrom``, ``base_volume``)
+    wins over a plain ``volume``, which may hold either; a plain column beside columns named as quote
+    volume (``quote_asset_volume``, ``VolumeTo``) is the base one. A plain column beside a column in
+    another currency (``Volume USD``) cannot be told apart: that asks for ``--volume-col``.
+    """
+    kinds = {c: _volume_kind(key(c), base) for c in cols}
+    vols = {c: k for c, k in kinds.items() if k}
+    based = [c for c, k in vols.items() if k == "base"]
+    plain = [c for c, k in vols.items() if k == "plain"]
+    others = [c for c in vols if c not in based[:1]]
+    if len(based) == 1:
+        note = f"volume: column {based[0]!r} (base currency)" + (f"; not {others}" if others else "")
+        return based[0], note if others else ""
+    named_quote = [c for c, k in vols.items() if k == "quote" and key(c) in QUOTE_VOLUME_NAMES]
+    other_ccy = [c for c, k in vols.items() if k == "quote" and key(c) not in QUOTE_VOLUME_NAMES]
+    if len(based) == 0 and len(plain) == 1 and not other_ccy:
+        return plain[0], (f"volume: column {plain[0]!r} (base currency); not {named_quote}" if named_quote else "")
+    if not based and not plain:
+        return None
+    raise DataValidationError(
+        f"{where}: cannot tell which volume column is in the base currency{f' ({base})' if base else ''} among "
+        f"{list(vols)}: pass --volume-col NAME (the volume counted in the base asset, as ccxt stores it)"
+    )
+
+
+def find_columns(columns, explicit: dict[str, str], where: str, *, need_ohlcv: bool, base: str | None = None,
+                 notes: list[str] | None = None) -> dict:
+    """Role -> column name; explicit names win, else the first known name per role. The volume
+    column is chosen by :func:`pick_volume`; what it decided is appended to ``notes``."""
     cols = [str(c) for c in columns]
     by_key: dict[str, str] = {}
     for c in cols:
@@ -164,13 +213,13 @@ def find_columns(columns, explicit: dict[str, str], where: str, *, need_ohlcv: b
         out["timestamp"] = cols[0]  # a time index written without a name (pandas' to_csv)
     if "timestamp" in out and "clock" not in out and key(out["timestamp"]) == "date" and "time" in by_key:
         out["clock"] = by_key["time"]  # separate date and time columns (combined if time is a clock)
-    if need_ohlcv and "volume" not in out:
-        pref = [(k[6:].upper(), c) for k, c in by_key.items() if k.startswith("volume") and len(k) > 6
-                and k not in QUOTE_VOLUME_NAMES]
-        pick = [c for cur, c in pref if base and _ALIASES.get(cur, cur) == base]
-        pick = pick or [c for cur, c in pref if cur not in _FIAT_STABLE]
-        if len(pick) == 1:
-            out["volume"] = pick[0]
+    if need_ohlcv and "volume" not in (explicit or {}):
+        out.pop("volume", None)
+        picked = pick_volume(cols, base, where)
+        if picked:
+            out["volume"] = picked[0]
+            if notes is not None and picked[1]:
+                notes.append(picked[1])
     if "timestamp" not in out:
         raise DataValidationError(f"{where}: no time column found among {cols}: pass --time-col NAME")
     if need_ohlcv:

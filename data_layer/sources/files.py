@@ -16,6 +16,8 @@
 * **Empty rows**: a row whose open/high/low/close/volume are all empty is "no bar" (an asset not
   yet listed in a wide file): dropped and reported, never read as zeros. A partly empty row is an
   error from validation.
+* **Funding** (perpetuals, long layouts): a ``funding_rate`` column is read as the funding charged
+  in each bar (``ImportResult.funding``; see ``data_layer/funding.py``); empty cells are 0.
 
 Every frame then passes :func:`~factorgym.data_layer.validate.validate_candles`; errors name the
 file, the symbol, the file line and the rule.
@@ -34,11 +36,13 @@ import numpy as np
 import pandas as pd
 
 from factorgym.data_layer.candles import CANDLE_COLUMNS
+from factorgym.data_layer.funding import funding_from_file
 from factorgym.data_layer.sources.base import MarketRules, default_rules
 from factorgym.data_layer.sources.file_columns import (
     ROLES, SYMBOL_NAMES, find_columns, key, find_wide, normalize_symbol, symbol_from_filename, timeframe_from_ms,
     to_utc_ms, wide_symbols,
 )
+from factorgym.data_layer.timeframes import calendar_error
 from factorgym.data_layer.validate import ValidationReport, validate_candles
 from factorgym.errors import ConfigError, DataValidationError
 
@@ -56,6 +60,8 @@ class ImportResult:
     layout: str
     candles: dict[str, pd.DataFrame]
     reports: dict[str, ValidationReport]
+    notes: list[str] = dataclasses.field(default_factory=list)  # e.g. which volume column was used
+    funding: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)  # a funding_rate column's events
 
 
 def _head_text(path: Path) -> str:
@@ -207,6 +213,26 @@ def _guess_base(df: pd.DataFrame, wanted: list[str] | None, path: Path) -> str |
         return None
 
 
+def _complete_wide(wide: dict[str, dict[str, str]], wanted: list[str] | None, quote: str | None, path: Path,
+                   columns) -> dict[str, dict[str, str]]:
+    """The wide groups, refusing an asset that lacks a field (``ETH:low``) unless ``--symbol`` leaves
+    it out: an incomplete asset is never dropped without a word."""
+    needed = ("open", "high", "low", "close", "volume")
+    incomplete = {a: [f for f in needed if f not in g] for a, g in wide.items() if any(f not in g for f in needed)}
+    if not incomplete:
+        return wide
+    names = wide_symbols(list(wide), quote, path, columns)
+    keep = {normalize_symbol(w) for w in wanted} if wanted else None
+    for asset, lacking in incomplete.items():
+        if keep is None or names[asset] in keep:
+            cols = ", ".join(f"{asset}:{f}" for f in lacking)
+            raise DataValidationError(
+                f"{path.name}: wide columns of {names[asset]} lack {cols}; add the column(s), or leave "
+                f"{names[asset]} out by naming the symbols to import with --symbol"
+            )
+    return {a: g for a, g in wide.items() if a not in incomplete}
+
+
 def import_candle_file(
     path: str | Path,
     *,
@@ -259,8 +285,11 @@ def import_candle_file(
         raise DataValidationError(f"{path.name}: no wide column groups like BTC:open, BTC:high found")
     layout = "wide" if wide else ("long" if layout == "auto" else layout)
     wanted = None if symbol is None else [symbol] if isinstance(symbol, str) else list(symbol)
+    notes: list[str] = []
+    if wide:
+        wide = _complete_wide(wide, wanted, quote, path, df.columns)
     cols = find_columns(df.columns, columns or {}, path.name, need_ohlcv=not wide,
-                        base=None if wide else _guess_base(df, wanted, path))
+                        base=None if wide else _guess_base(df, wanted, path), notes=notes)
     ts = to_utc_ms(df, cols, unit=timestamp_unit, tz=tz, date_format=date_format, where=path.name)
 
     groups: dict[str, tuple[pd.DataFrame, np.ndarray, dict[str, str]]] = {}
@@ -300,8 +329,12 @@ def import_candle_file(
         diffs = diffs[diffs > 0]
         if not len(diffs):
             raise DataValidationError(f"{path.name}: too few rows to infer the timeframe: pass --timeframe")
+        days = diffs / 86_400_000
+        if np.all((days >= 28) & (days <= 31)) and len(np.unique(diffs)) > 1:
+            raise calendar_error(f"{path.name}: bars 28 to 31 days apart are calendar months")
         timeframe = timeframe_from_ms(int(np.median(diffs)), path.name)
     candles, reports = {}, {}
+    funding = {} if wide else {s: funding_from_file(g, t, f"{path.name} [{s}]") for s, (g, t, _) in groups.items()}
     for s, (frame, n_empty) in frames.items():
         if frame.empty:
             continue
@@ -312,7 +345,9 @@ def import_candle_file(
         candles[s], reports[s] = out, rep
     if not candles:
         raise DataValidationError(f"{path.name}: no candles found (every row is empty)")
-    return ImportResult(path=path, timeframe=timeframe, layout=layout, candles=candles, reports=reports)
+    funding = {s: f for s, f in funding.items() if f is not None and s in candles}
+    return ImportResult(path=path, timeframe=timeframe, layout=layout, candles=candles, reports=reports,
+                        notes=notes, funding=funding)
 
 
 def load_candle_file(path: str | Path, **options) -> dict[str, pd.DataFrame]:

@@ -4,8 +4,12 @@ Public candles need no API key. Each page is checked and written as it arrives; 
 killed picks up after the newest stored bar when started again. Network faults are retried with
 capped backoff; an exchange refusal (unknown symbol, unsupported timeframe) stops at once.
 
-Example:
+Perpetual swaps use ccxt's unified contract symbols (BTC/USDT:USDT); --funding also downloads their
+funding-rate history, which `factorgym build` puts on the tensor's time grid (tensor.funding).
+
+Examples:
   factorgym download --exchange binance --symbols BTC/USDT,ETH/USDT --timeframe 1h --since 2023-01-01
+  factorgym download --exchange binance --symbols BTC/USDT:USDT --timeframe 1h --since 2023-01-01 --funding
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="candles per request (default: the exchange's maximum)")
     p.add_argument("--timeout", type=int, default=None,
                    help="HTTP timeout per request in milliseconds (default: ccxt's, 10000)")
+    p.add_argument("--funding", action="store_true",
+                   help="also download the funding-rate history of every symbol (perpetual swaps only, "
+                        "e.g. BTC/USDT:USDT), resumable like the candles")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=run)
 
@@ -55,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     summary = download(
         args.exchange, args.symbols, args.timeframe, args.since, until=args.until, store=args.store,
         base_url=args.base_url, progress=not args.no_progress, max_retries=args.max_retries,
-        page_limit=args.page_limit, api_options=api_options,
+        page_limit=args.page_limit, api_options=api_options, funding=args.funding,
     )
     print("\n".join(summary.lines()))
     return 0

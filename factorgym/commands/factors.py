@@ -8,7 +8,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from factorgym.commands import HelpFormatter
 
@@ -26,6 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "see configs/factors/build_sample_bitfinex.yaml")
     b.add_argument("--out", required=True, help="output folder of the tensor (replaced atomically if it exists)")
     b.add_argument("--store", default=None, help="candle store folder, overriding data.store of the config")
+    b.add_argument("--out-of-core", action="store_true",
+                   help="compute factors asset by asset and normalise in time chunks, writing into --out as it "
+                        "goes: memory bounded by one asset's work, not by bars x assets x features; the same "
+                        "tensor bit for bit (for minute bars over years)")
+    b.add_argument("--chunk-rows", type=int, default=None,
+                   help="with --out-of-core: bars per time chunk (default: about 32 MB of float64 features)")
     b.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     b.set_defaults(func=run_build)
 
@@ -33,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "inspect",
         help="summarise a saved factor tensor",
         description="Print shape, time range, symbols, features with their statistics, NaN count, "
-                    "untradable share and hashes of a saved FactorTensor (memory-mapped, not loaded whole).",
+                    "untradable share, hashes and funding (perpetuals: charged bars and mean rate per "
+                    "symbol; 'none' for spot) of a saved FactorTensor (memory-mapped, not loaded whole).",
         formatter_class=HelpFormatter,
     )
     i.add_argument("dir", help="folder written by `factorgym build`")
@@ -63,8 +69,26 @@ def summary(tensor) -> str:
         f"normalise    {(meta.get('normalisation') or {}).get('method', '-')}",
         f"factor set   {str(meta.get('factor_set_hash', '-'))[:16]}",
         f"content hash {str(meta.get('content_hash', '-'))[:16]}",
+        funding_summary(tensor),
     ]
     return "\n".join(lines)
+
+
+def funding_summary(tensor) -> str:
+    """One line: ``none (spot)`` or per symbol the charged bars and the mean rate per charge."""
+    import numpy as np
+
+    if tensor.funding is None:
+        return "funding      none (spot tensor)"
+    f = np.asarray(tensor.funding)
+    info = tensor.meta.get("funding") or {}
+    per = []
+    for a, s in enumerate(tensor.symbols):
+        charged = f[:, a][f[:, a] != 0]
+        mean = f"{100 * charged.mean():+.4f}%" if charged.size else "-"
+        per.append(f"{s} {charged.size} charges, mean {mean}")
+    return (f"funding      source {info.get('source', '-')}, hash {str(info.get('hash', '-'))[:16]}; "
+            + "; ".join(per))
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -73,8 +97,16 @@ def run_build(args: argparse.Namespace) -> int:
     from factorgym.data_layer.build import build_from_config
 
     t0 = time.perf_counter()
-    tensor = build_from_config(args.config, store=args.store, progress=not args.no_progress and sys.stderr.isatty())
-    out = tensor.save(args.out)
+    progress = not args.no_progress  # a bar on a terminal, log lines elsewhere (factorgym.progress)
+    if args.out_of_core:
+        from factorgym.data_layer.build_disk import build_from_config_to_disk
+
+        tensor = build_from_config_to_disk(args.config, args.out, store=args.store, chunk_rows=args.chunk_rows,
+                                           progress=progress)
+        out = args.out
+    else:
+        tensor = build_from_config(args.config, store=args.store, progress=progress)
+        out = tensor.save(args.out)
     print(summary(tensor))
     print(f"saved        {out} in {time.perf_counter() - t0:.2f} s")
     return 0

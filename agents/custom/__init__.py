@@ -1,0 +1,1 @@
+"""Algorithms written here rather than taken from a library (``ppo``: a single-file PPO)."""
