@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 CONSTRAINTS ?= constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test test-all bench constraints clean evaluate-demo
+.PHONY: install quickstart test test-all bench mutation constraints clean evaluate-demo
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "installing into $(VENV) in 3 steps; a few minutes on a fresh machine (versions pinned by $(CONSTRAINTS))" >&2
@@ -45,6 +45,12 @@ bench: install
 	@for f in benchmarks/ingest.py benchmarks/data_io.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/scale.py benchmarks/train.py benchmarks/evaluate.py; do \
 		test -f $$f && $(BIN)/python $$f || exit $$?; \
 	done
+
+## mutation: plant bugs one at a time (cosmic-ray) in the engine, custom factors, normalisation and the
+## store's merge, and run the tests that guard each; not part of `make test` (hours in full: pass
+## MUTATION_ARGS="--sample 100" for a random sample per group, or name groups: "factors store engine")
+mutation: install
+	$(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
 
 ## constraints: re-pin constraints.txt to what the venv has now (after a deliberate upgrade)
 constraints: install

@@ -210,6 +210,8 @@ class ReferenceEnv:
         a = [float(x) for x in np.asarray(action, dtype=np.float64).reshape(-1)]
         cap = self.cfg.max_leverage
         if self.scheme == "simplex":  # slot A is cash; all -1 means all cash
+            # (as the engine does today: simplex weights are NOT capped by a max_leverage below 1,
+            # although ExecutionConfig documents max_leverage as the cap on gross exposure)
             x = [min(max(v, -1.0), 1.0) + 1.0 for v in a]
             total = sum(x)
             return [x[i] / total if total > 0 else 0.0 for i in range(self.A)]
