@@ -8,21 +8,29 @@ TORCH_SPEC ?= torch==2.13.0
 CONSTRAINTS ?= constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test test-all bench constraints clean
+.PHONY: install quickstart test test-all bench constraints clean evaluate-demo
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
-	@echo "installing into $(VENV) (torch: $(TORCH_SPEC); pinned by $(CONSTRAINTS))" >&2
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) in 3 steps; a few minutes on a fresh machine (versions pinned by $(CONSTRAINTS))" >&2
+	@test -x $(BIN)/python || { echo "  creating the virtual environment $(VENV)" >&2; $(PYTHON) -m venv $(VENV); }
+	@echo "  [1/3] upgrading pip" >&2
 	@$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1" >&2
+	@echo "  [2/3] installing $(TORCH_SPEC) (CPU build unless TORCH_SPEC says otherwise; the largest download)" >&2
 	@$(BIN)/python -m pip install --quiet $(TORCH_SPEC) >&2
+	@echo "  [3/3] installing factorgym and its dependencies (gymnasium, stable-baselines3, ccxt, TA-Lib, pyqlib, ...)" >&2
 	@$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]' >&2
 	@touch $(STAMP)
+	@echo "installed: $(BIN)/factorgym --help lists the commands" >&2
 
 install: $(STAMP)
 
 ## quickstart: install, then run the main job on the embedded sample data (no network)
 quickstart: install
 	$(BIN)/factorgym quickstart
+
+## evaluate-demo: walk-forward (3 folds x 2 seeds, PPO) on the shipped hourly data; report in runs/evaluate/demo
+evaluate-demo: install
+	$(BIN)/factorgym evaluate --config configs/evaluate/demo.yaml --out runs/evaluate/demo --runs-dir runs
 
 ## test: install, then run the default (not slow) tests; no test reaches the internet
 test: install
@@ -34,7 +42,7 @@ test-all: install
 
 ## bench: every speed/memory benchmark, one JSON line per figure
 bench: install
-	@for f in benchmarks/ingest.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/scale.py benchmarks/train.py; do \
+	@for f in benchmarks/ingest.py benchmarks/data_io.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/scale.py benchmarks/train.py benchmarks/evaluate.py; do \
 		test -f $$f && $(BIN)/python $$f || exit $$?; \
 	done
 

@@ -47,6 +47,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from factorgym.fsutil import temp_dir_beside
 from factorgym.errors import ConfigError, FactorgymError
 
 BUNDLE_FORMAT_VERSION = 1
@@ -291,7 +292,7 @@ def save_bundle(path: str | os.PathLike, *, spec: PolicySpec, model_kind: str,
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)  # follows the umask like any mkdir
     try:
         (tmp / MODEL_DIR).mkdir()
         write_model(tmp / MODEL_DIR)

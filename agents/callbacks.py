@@ -191,10 +191,9 @@ class ProgressCallback(BaseCallback):
         self.bar = None
 
     def _on_training_start(self) -> None:
-        from tqdm import tqdm
+        from factorgym.progress import progress_bar  # a bar on a terminal, log lines elsewhere
 
-        self.bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", unit_scale=True,
-                        dynamic_ncols=True, desc="train")
+        self.bar = progress_bar(total=self.total, initial=self.num_timesteps, unit="step", desc="train")
         self._t0, self._n0, self._shown = time.perf_counter(), self.num_timesteps, self.num_timesteps
 
     def set_sharpe(self, value: float) -> None:

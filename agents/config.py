@@ -179,9 +179,11 @@ def _looks_numeric(s: str) -> bool:
 
 
 def apply_overrides(raw: dict, overrides: Mapping[str, Any] | list[str] | None) -> dict:
-    """``raw`` with overrides applied (``{key: value}`` or ``["key=value", ...]``; dotted keys reach into mappings)."""
+    """``raw`` with overrides applied (``{key: value}``, ``["key=value", ...]`` or ``[(key, value), ...]``;
+    dotted keys reach into mappings)."""
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    items = [parse_set(s) for s in overrides] if isinstance(overrides, list) else list((overrides or {}).items())
+    items = ([parse_set(s) if isinstance(s, str) else tuple(s) for s in overrides] if isinstance(overrides, list)
+             else list((overrides or {}).items()))
     for key, value in items:
         if "." in key:
             head, sub = key.split(".", 1)

@@ -240,13 +240,16 @@ class Ledger:
             out[key] = (ts[keep], r[keep])
         return out
 
-    def trial_stats(self, **filters) -> TrialStats:
-        """Number of trials and the variance of their per-period Sharpe ratios (stitched returns),
-        over the rows matching ``filters`` (those of :meth:`trial_returns`)."""
-        sharpes = {k: sample_moments(r)[0] for k, (_, r) in self.trial_returns(**filters).items()}
+    def trial_stats(self, *, data_hash: str | None = None, factor_set_hash: str | None = None,
+                    kinds: Iterable[str] = ("train", "fold", "tuning"), study: str | None = None) -> TrialStats:
+        """Number of trials (every ``(config hash, seed)`` among the matching rows, with or without
+        returns) and the variance of the per-period Sharpe ratios of those with returns (stitched)."""
+        f = dict(data_hash=data_hash, factor_set_hash=factor_set_hash, kinds=tuple(kinds), study=study)
+        keys = {(r.config_hash, r.seed) for r in self.runs(**f)}
+        sharpes = {k: sample_moments(r)[0] for k, (_, r) in self.trial_returns(**f).items()}
         vals = np.array([v for v in sharpes.values() if math.isfinite(v)])
         var = float(np.var(vals, ddof=1)) if vals.size > 1 else 0.0
-        return TrialStats(n_trials=len(sharpes), sr_variance=var, sharpes=sharpes)
+        return TrialStats(n_trials=len(keys), sr_variance=var, sharpes=sharpes)
 
     def returns_matrix(self, **filters) -> tuple[np.ndarray, np.ndarray, list[tuple[str, int | None]]]:
         """``(timestamps [T], returns [T, N], trial keys [N])`` on the bars every trial shares, for PBO."""
@@ -259,3 +262,43 @@ class Ledger:
             common = np.intersect1d(common, trials[k][0], assume_unique=True)
         cols = [trials[k][1][np.searchsorted(trials[k][0], common)] for k in keys]
         return common, np.column_stack(cols) if cols else np.zeros((common.size, 0)), keys
+
+
+#: keys of a training config that name the run or its data rather than the strategy tried
+RUN_ONLY_KEYS = ("name", "seed", "tensor", "build", "resume")
+
+
+def record_training_run(result, tensor, *, validation=None, runs_dir: str | Path | None = None) -> int | None:
+    """Record a finished ``factorgym.agents.train.train`` run (kind ``train``) in the ledger of its
+    runs folder (``runs_dir``, default the run directory's parent).
+
+    The trial's config hash leaves out :data:`RUN_ONLY_KEYS` (so seeds of one config are one config
+    tried several times). With the ``validation`` split, the run's best bundle (else the final one)
+    is backtested on it and those per-bar returns are stored as the run's out-of-sample returns.
+    A ledger that cannot be written is logged, never raised: the trained run stays intact.
+    """
+    import logging
+
+    log = logging.getLogger(__name__)
+    cfg = dict(getattr(result, "config", None) or {})
+    strategy = {k: v for k, v in cfg.items() if k not in RUN_ONLY_KEYS}
+    returns = timestamps = None
+    try:
+        if validation is not None:
+            from factorgym.agents.bundle import load_policy
+            from factorgym.agents.policy_backtest import backtest_policy
+            from factorgym.envs.metrics import simple_returns
+
+            res = backtest_policy(load_policy(result.best_bundle_path or result.bundle_path), validation, name="validation")
+            returns = simple_returns(res.equity)
+            timestamps = res.timestamps[1:1 + returns.size]
+        meta = getattr(tensor, "meta", {}) or {}
+        metrics = {k: v for k, v in (getattr(result, "validation", None) or {}).items() if isinstance(v, (int, float))}
+        metrics["best_validation_sharpe"] = getattr(result, "best_validation_sharpe", math.nan)
+        return Ledger(runs_dir if runs_dir is not None else Path(result.run_dir).parent).record(
+            kind="train", config=strategy, seed=cfg.get("seed"), study=cfg.get("name"), run_dir=result.run_dir,
+            data_hash=meta.get("data_hash") or tensor.content_hash()[:16], factor_set_hash=meta.get("factor_set_hash"),
+            metrics=metrics, returns=returns, timestamps=timestamps)
+    except (sqlite3.Error, OSError, ConfigError) as exc:
+        log.warning("the run %s was not recorded in the ledger: %s", result.run_dir, exc)
+        return None

@@ -62,8 +62,9 @@ def run_split(run_dir: Path | None, tensor: Any, split: str) -> tuple[Any, Any, 
 
 
 def backtest_run(path: str | Path, *, tensor_dir: str | Path | None = None, split: str = "test", seed: int = 0,
-                 out_dir: str | Path | None = None) -> tuple[dict, dict[str, Path]]:
-    """Backtest a run's bundle (or any bundle) beside the baselines; returns (results, written files)."""
+                 out_dir: str | Path | None = None, report: bool = True) -> tuple[dict, dict[str, Path]]:
+    """Backtest a run's bundle (or any bundle) beside the baselines; returns (results, written files).
+    ``report=False`` skips the HTML report (its plots take longer than the backtests)."""
     from factorgym.data_layer.tensor import FactorTensor
     from factorgym.envs.report import write_html_report
 
@@ -83,8 +84,9 @@ def backtest_run(path: str | Path, *, tensor_dir: str | Path | None = None, spli
     results = beside_baselines(policy, part, start=start, end=end, seed=seed)
     out = Path(out_dir) if out_dir is not None else (run_dir or bundle) / "backtest" / label
     out.mkdir(parents=True, exist_ok=True)
-    files = {"report": write_html_report(out / "report.html", results), "metrics": out / "metrics.json",
-             "trades": out / "trades.csv"}
+    files = {"metrics": out / "metrics.json", "trades": out / "trades.csv"}
+    if report:
+        files["report"] = write_html_report(out / "report.html", results)
     files["metrics"].write_text(json.dumps(metrics_json(results), indent=1))
     results["agent"].trades.to_csv(files["trades"], index=False)
     return results, files

@@ -81,6 +81,16 @@ class SB3Policy:
         self.model, self.spec = model, spec
         self.normalise = ObsNormaliser(spec.obs_normaliser)
         self.recurrent = hasattr(model.policy, "lstm_actor")
+        space, act = model.observation_space, model.action_space
+        # a direct forward pass for flat observations (SB3's predict adds ~3x overhead per call)
+        self._fast = not self.recurrent and space.__class__.__name__ == "Box"
+        self._box = act.__class__.__name__ == "Box"
+        self._squash = bool(getattr(model.policy, "squash_output", False))
+        self._act_shape = act.shape
+        from stable_baselines3.common.distributions import DiagGaussianDistribution
+        from stable_baselines3.common.policies import ActorCriticPolicy
+
+        self._gaussian = isinstance(model.policy, ActorCriticPolicy) and type(model.policy.action_dist) is DiagGaussianDistribution
         self.reset()
 
     def reset(self) -> None:
@@ -89,6 +99,8 @@ class SB3Policy:
 
     def __call__(self, obs: Any) -> np.ndarray:
         x = self.normalise(obs)
+        if self._fast:
+            return self._forward(x)
         if not self.recurrent:
             action, _ = self.model.predict(x, deterministic=True)
             return action
@@ -98,6 +110,31 @@ class SB3Policy:
         action, self._state = self.model.predict(x, state=self._state, episode_start=self._start, deterministic=True)
         self._start = np.zeros(n, dtype=bool)
         return action
+
+    def _forward(self, x: Any) -> np.ndarray:
+        """What ``model.predict(x, deterministic=True)`` returns, without its per-call bookkeeping."""
+        import torch
+
+        x = np.asarray(x, dtype=np.float32)
+        single = x.ndim == 1
+        policy = self.model.policy
+        if policy.training:
+            policy.set_training_mode(False)
+        with torch.no_grad():
+            t = torch.as_tensor(x[None] if single else x)
+            if self._gaussian:  # the mode of a diagonal Gaussian is its mean: skip building the distribution
+                from stable_baselines3.common.policies import ActorCriticPolicy
+
+                feats = super(ActorCriticPolicy, policy).extract_features(t, policy.pi_features_extractor)
+                latent = policy.mlp_extractor.forward_actor(feats)
+                a = policy.action_net(latent).numpy()
+            else:
+                a = policy._predict(t, deterministic=True).numpy()
+        if self._box:
+            a = a.reshape((-1, *self._act_shape))
+            space = self.model.action_space
+            a = policy.unscale_action(a) if self._squash else np.clip(a, space.low, space.high)
+        return a[0] if single else a
 
     def _is_single(self, x: Any) -> bool:
         space = self.model.observation_space

@@ -266,15 +266,26 @@ def block_bootstrap_ci(returns, statistic=None, *, block: int | None = None, n_b
     rng = np.random.default_rng(seed)
     n_blk = -(-T // b)
     starts = rng.integers(0, T, size=(n_boot, n_blk))
-    idx = ((starts[:, :, None] + np.arange(b)) % T).reshape(n_boot, -1)[:, :T]
-    sample = r[idx]  # [n_boot, T] or [n_boot, T, S]
     if statistic is None:
-        sd = sample.std(axis=1, ddof=1)
+        # Sharpe from the sums of r and r² over the picked blocks: each block's sums come from circular
+        # cumulative sums, so no [n_boot, T] resample is built; the last block is cut to T bars.
+        R = r if r.ndim == 2 else r[:, None]
+        wrap = np.concatenate([R, R[:b]], axis=0)
+        c1 = np.concatenate([np.zeros((1, R.shape[1])), np.cumsum(wrap, axis=0)])
+        c2 = np.concatenate([np.zeros((1, R.shape[1])), np.cumsum(wrap * wrap, axis=0)])
+        tail = T - (n_blk - 1) * b  # bars taken from the last block
+        full, last = starts[:, :-1], starts[:, -1]
+        s1 = (c1[full + b] - c1[full]).sum(axis=1) + c1[last + tail] - c1[last]
+        s2 = (c2[full + b] - c2[full]).sum(axis=1) + c2[last + tail] - c2[last]
+        mean = s1 / T
+        var = np.maximum(s2 - T * mean * mean, 0.0) / (T - 1)
+        sd = np.sqrt(var)
         ok = sd > 1e-12
-        sr = np.where(ok, sample.mean(axis=1) / np.where(ok, sd, 1.0), np.nan)
-        stats = sr if sr.ndim == 1 else sr.mean(axis=1)  # a flat column makes that resample nan (dropped)
+        sr = np.where(ok, mean / np.where(ok, sd, 1.0), np.nan)  # [n_boot, S]
+        stats = sr.mean(axis=1)  # a flat column makes that resample nan (dropped)
     else:
-        stats = np.array([statistic(s) for s in sample], dtype=np.float64)
+        idx = ((starts[:, :, None] + np.arange(b)) % T).reshape(n_boot, -1)[:, :T]
+        stats = np.array([statistic(x) for x in r[idx]], dtype=np.float64)
     stats = stats[np.isfinite(stats)]
     if stats.size == 0:
         return math.nan, math.nan

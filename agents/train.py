@@ -32,6 +32,7 @@ from factorgym.errors import ConfigError
 
 log = logging.getLogger(__name__)
 OFF_POLICY = ("SAC", "TD3", "DDPG", "DQN", "TQC")
+IN_MEMORY = "(in memory)"  # config value of `tensor` while a FactorTensor passed to train() is not saved yet
 
 
 @dataclasses.dataclass
@@ -67,6 +68,7 @@ def build_config(config: str | Path | Mapping | None, *, tensor_dir=None, overri
     elif isinstance(config, Mapping):
         raw = dict(config)
     else:
+        config = preset_path(config)
         raw = C.load_yaml(config)
         base_dir = Path(config).resolve().parent
         raw.setdefault("name", Path(config).stem)
@@ -82,7 +84,22 @@ def build_config(config: str | Path | Mapping | None, *, tensor_dir=None, overri
     return cfg
 
 
-def load_tensor(cfg: dict, run_dir: Path | None = None):
+def preset_path(config: str | Path) -> Path:
+    """``config`` if it is a file, else the packaged preset of that name (``ppo_fast`` -> configs/train/ppo_fast.yaml)."""
+    p = Path(config)
+    if p.is_file() or p.suffix or len(p.parts) > 1:
+        return p
+    from importlib import resources
+
+    packaged = Path(str(resources.files("factorgym.configs").joinpath("train", f"{p.name}.yaml")))
+    if not packaged.is_file():
+        names = sorted(x.stem for x in packaged.parent.glob("*.yaml") if x.stem != "quickstart_build")
+        raise ConfigError(f"config {config!r} is neither a file nor a preset{C._suggest(p.name, names)}; presets: {', '.join(names)}")
+    return packaged
+
+
+def load_tensor(cfg: dict):
+    """``(tensor, folder)``: the saved tensor, or one built from ``build`` (folder None: not saved yet)."""
     from factorgym.data_layer.tensor import FactorTensor
 
     if cfg["tensor"] is not None:
@@ -93,9 +110,9 @@ def load_tensor(cfg: dict, run_dir: Path | None = None):
         return FactorTensor.load(d), d
     from factorgym.data_layer.build import build_from_config
 
-    tensor = build_from_config(cfg["build"])
-    out = (run_dir or Path("runs")) / "tensor"
-    return tensor, tensor.save(out)
+    if not Path(cfg["build"]).is_file():
+        raise ConfigError(f"build: {cfg['build']} does not exist")
+    return build_from_config(cfg["build"]), None
 
 
 def make_splits(tensor, cfg: dict) -> dict:
@@ -262,7 +279,8 @@ def train(config: str | Path | Mapping | None = None, *, tensor_dir=None, run_di
           total_timesteps: int | None = None, seed: int | None = None, resume=None, progress: bool = False) -> TrainResult:
     """Train as ``config`` says (a YAML path or a mapping); see the module docstring for the run directory.
 
-    ``tensor_dir`` replaces the config's data (its split fractions and embargo apply); ``overrides``
+    ``tensor_dir`` replaces the config's data (its split fractions and embargo apply); it may also be a
+    ``FactorTensor`` in memory (e.g. a walk-forward fold), saved into the run directory; ``overrides``
     (``{key: value}`` or ``["key=value"]``) are type-checked like the file; ``resume`` continues a run
     directory from its newest checkpoint (``overrides``/``total_timesteps`` may change it, e.g. a
     larger total). Raises ConfigError (one line) before anything runs if the config is wrong.
@@ -275,8 +293,15 @@ def train(config: str | Path | Mapping | None = None, *, tensor_dir=None, run_di
                                             TradingEpisodeMonitor, ValidationCallback, find_wrapper)
     from factorgym.agents.sb3_policy import algorithm_class
 
+    from factorgym.data_layer.tensor import FactorTensor
+
     state: dict = {}
     ckpt = None
+    in_memory = tensor_dir if isinstance(tensor_dir, FactorTensor) else None
+    if in_memory is not None:
+        tensor_dir = None
+        items = list(overrides.items()) if isinstance(overrides, Mapping) else list(overrides or [])
+        overrides = items + [("tensor", IN_MEMORY), ("build", None)]
     if resume is not None:
         d = Path(resume)
         raw = C.load_yaml(d / "config.yaml") if (d / "config.yaml").is_file() else None
@@ -289,7 +314,7 @@ def train(config: str | Path | Mapping | None = None, *, tensor_dir=None, run_di
         state = json.loads((ckpt / "state.json").read_text())
     else:
         cfg = build_config(config, tensor_dir=tensor_dir, overrides=overrides, total_timesteps=total_timesteps, seed=seed)
-    tensor, tdir = load_tensor(cfg, None)
+    tensor, tdir = (in_memory, None) if in_memory is not None else load_tensor(cfg)
     parts = make_splits(tensor, cfg)
     if "validation" not in parts:
         raise ConfigError("split: a validation part is required (the best model is chosen on it)")
@@ -300,6 +325,9 @@ def train(config: str | Path | Mapping | None = None, *, tensor_dir=None, run_di
     torch.set_num_threads(cfg["torch_threads"])
 
     d = Path(resume) if resume is not None else new_run_dir(cfg, run_dir)
+    if tdir is None:  # built from `build`: the run keeps its tensor, and a resume reads it back
+        tdir = tensor.save(d / "tensor")
+        cfg = {**cfg, "tensor": str(tdir.resolve())}  # `tensor` wins over `build` when both are set
     if resume is None:
         _write_run_files(d, cfg, tensor, tdir, parts)
     else:
@@ -347,10 +375,14 @@ def train(config: str | Path | Mapping | None = None, *, tensor_dir=None, run_di
                     model.num_timesteps, ck, d)
     best = d / "bundles" / "best"
     venv.close()
-    return TrainResult(run_dir=d, bundle_path=final, best_bundle_path=best if best.is_dir() else None,
-                       validation=dict(run.last_eval), best_validation_sharpe=run.best if math.isfinite(run.best) else math.nan,
-                       num_timesteps=int(model.num_timesteps), env_steps_per_s=float(rate), interrupted=interrupted,
-                       config=cfg)
+    result = TrainResult(run_dir=d, bundle_path=final, best_bundle_path=best if best.is_dir() else None,
+                         validation=dict(run.last_eval), best_validation_sharpe=run.best if math.isfinite(run.best) else math.nan,
+                         num_timesteps=int(model.num_timesteps), env_steps_per_s=float(rate), interrupted=interrupted,
+                         config=cfg)
+    from factorgym.agents.ledger import record_training_run  # every run is a trial the DSR counts
+
+    record_training_run(result, tensor, validation=parts["validation"])
+    return result
 
 
 def summary(result: TrainResult) -> str:

@@ -174,20 +174,27 @@ class Trainer(Protocol):
     def __call__(self, data: FoldData) -> FoldModel: ...
 
 
-def backtest_test_block(tensor: FactorTensor, plan: FoldPlan, model: FoldModel, *, name: str = "policy"):
-    """Run the frozen policy over the fold's test block (decisions from the close of ``test_lo - 1``)."""
+def backtest_frozen(tensor: FactorTensor, policy, env_kwargs: dict[str, Any], *, start: int, name: str = "policy"):
+    """Backtest ``policy`` over ``tensor`` from decision bar ``start`` in the env ``env_kwargs`` describe
+    (``CryptoTradingEnv`` arguments; training-only ones such as ``episode_length`` are dropped)."""
     from factorgym.envs.backtest import backtest
 
-    kw = dict(model.env_kwargs)
+    kw = dict(env_kwargs)
     window = int(kw.pop("window", 1))
-    lo, hi = plan.test
-    start = lo - 1 - (window - 1)
-    if start < 0:
-        raise ConfigError(f"fold {plan.index}: the window of {window} bars reaches before the tensor's first bar")
     bt = {k: kw.pop(k) for k in ("action_scheme", "mapping", "execution", "initial_cash") if k in kw}
-    kw.pop("episode_length", None)
-    kw.pop("random_start", None)
-    return backtest(tensor.slice_bars(start, hi), model.policy, window=window, env_kwargs=kw, name=name, **bt)
+    for k in ("episode_length", "random_start"):
+        kw.pop(k, None)
+    return backtest(tensor, policy, window=window, start=start, env_kwargs=kw, name=name, **bt)
+
+
+def backtest_test_block(tensor: FactorTensor, plan: FoldPlan, model: FoldModel, *, name: str = "policy"):
+    """Run the frozen policy over the fold's test block (decisions from the close of ``test_lo - 1``)."""
+    window = int(model.env_kwargs.get("window", 1))
+    lo, hi = plan.test
+    first = lo - 1 - (window - 1)
+    if first < 0:
+        raise ConfigError(f"fold {plan.index}: the window of {window} bars reaches before the tensor's first bar")
+    return backtest_frozen(tensor.slice_bars(first, hi), model.policy, model.env_kwargs, start=window - 1, name=name)
 
 
 def fold_returns(result, n_bars: int) -> np.ndarray:

@@ -191,6 +191,10 @@ def _rel(path: str, root: Path) -> str:
     return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
 
+def _g(v) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.4g}"
+
+
 def _fmt(v, kind="num") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-" if v is None or math.isnan(v) else ("inf" if v > 0 else "-inf")
@@ -261,9 +265,9 @@ def write_report(ev: Evaluation, tensor: FactorTensor) -> Path:
         f"a year), simple returns, risk-free 0; each fold starts from the initial cash.</p>",
         "<h2>Out of sample</h2>", _table(head, rows),
         "<h2>Overfitting statistics</h2>",
-        f"<p>DSR = <b>{_fmt(d['dsr'])}</b> for the mean per-bar Sharpe {_fmt(d['sharpe_per_bar'])} over {d['n_obs']} bars, "
+        f"<p>DSR = <b>{_fmt(d['dsr'])}</b> for the mean per-bar Sharpe {_g(d['sharpe_per_bar'])} over {d['n_obs']} bars, "
         f"counting <b>{d['n_trials']} trials</b> (config x seed) in the ledger for this data and factor set, variance of their "
-        f"per-bar Sharpe ratios {d['sr_variance_per_bar']:.3g} (expected maximum by luck {_fmt(d['expected_max_sharpe_per_bar'])}); "
+        f"per-bar Sharpe ratios {_g(d['sr_variance_per_bar'])} (expected maximum by luck {_g(d['expected_max_sharpe_per_bar'])}); "
         f"PSR(0) = {_fmt(d['psr'])}; skew {_fmt(d['skew'])}, kurtosis {_fmt(d['kurtosis'])}.</p>",
         f"<p>{pbo_text}.</p>",
         "<h2>Against the benchmark</h2>",

@@ -39,15 +39,12 @@ def execution_from(cfg: dict | None):
 
 
 def _validation_sharpe(policy, data: FoldData, env_kwargs: dict) -> dict[str, float]:
-    from factorgym.envs.backtest import backtest
+    from factorgym.agents.walk_forward import backtest_frozen
 
-    kw = dict(env_kwargs)
-    window = int(kw.pop("window", 1))
+    window = int(env_kwargs.get("window", 1))
     val = data.validation(window)
-    bt = {k: kw.pop(k) for k in ("action_scheme", "mapping", "execution", "initial_cash") if k in kw}
-    kw.pop("episode_length", None)
     start = data.val_rows[0] - max(0, data.val_rows[0] - (window - 1))  # the first validation bar in ``val``
-    res = backtest(val, policy, window=window, start=max(start, window - 1), env_kwargs=kw, name="validation", **bt)
+    res = backtest_frozen(val, policy, env_kwargs, start=max(start, window - 1), name="validation")
     return {k: res.metrics[k] for k in ("sharpe", "total_return", "max_drawdown", "n_trades")}
 
 
@@ -122,8 +119,9 @@ class EntryPointTrainer:
     """The training entry point ``factorgym.agents.train.train`` on the fold's history.
 
     The fold's history is saved under ``<run_dir>/tensor``; ``train`` gets its training and
-    validation rows as the ``overrides`` ``split.train`` / ``split.validation`` (UTC ms ranges) and
-    must choose its best checkpoint on that validation range.
+    validation rows as the override ``split: {train: [start, end], validation: [start, end]}`` (UTC ms,
+    half-open; the embargo is already in the gap between them) and chooses its best bundle on that
+    validation range.
     """
 
     def __init__(self, config: Any, total_timesteps: int | None = None) -> None:
@@ -140,15 +138,28 @@ class EntryPointTrainer:
         tensor_dir = data.history.save(data.run_dir / "tensor")
         ts = data.history.timestamps
         end = lambda i: int(ts[i]) if i < len(ts) else int(ts[-1]) + 1  # noqa: E731
-        overrides = {"split.train": [int(ts[data.train_rows[0]]), end(data.train_rows[1])],
-                     "split.validation": [int(ts[data.val_rows[0]]), end(data.val_rows[1])], "split.embargo": 0}
+        overrides = {"split": {"train": [int(ts[data.train_rows[0]]), end(data.train_rows[1])],
+                               "validation": [int(ts[data.val_rows[0]]), end(data.val_rows[1])]}, "embargo": 0}
         result = self._train(self.source, tensor_dir=tensor_dir, run_dir=data.run_dir / "run", overrides=overrides,
                              total_timesteps=self.total_timesteps, seed=data.seed)
         bundle = getattr(result, "best_bundle_path", None) or result.bundle_path
         policy = load_policy(bundle)
         metrics = dict(getattr(result, "validation", None) or getattr(result, "validation_metrics", None) or {})
-        return FoldModel(policy, policy.spec.env_kwargs(), checkpoint=Path(str(bundle)).name, validation=metrics,
+        return FoldModel(policy, policy.spec.env_kwargs(), checkpoint=_best_step(result, bundle), validation=metrics,
                          info={"bundle": str(bundle), "run_dir": str(getattr(result, "run_dir", ""))})
+
+
+def _best_step(result, bundle) -> str:
+    """``best@<step>`` from the run's eval.jsonl (the validation backtest with the best Sharpe), else the bundle's name."""
+    import json
+
+    name = Path(str(bundle)).name
+    path = Path(str(getattr(result, "run_dir", ""))) / "eval.jsonl"
+    if name != "best" or not path.is_file():
+        return name
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if isinstance(r.get("eval/sharpe"), (int, float))]
+    return f"best@{max(rows, key=lambda r: r['eval/sharpe'])['step']}" if rows else name
 
 
 def _load_config_dict(config: Any) -> dict:

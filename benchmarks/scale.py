@@ -127,13 +127,16 @@ def bench_download(days: int) -> None:
     from factorgym.data_layer.store import CandleStore
 
     class TimedStore(CandleStore):
-        """Records when each store write ends (the last one closes the run)."""
+        """Records when each store write ends (the last one closes the run) and how long it took."""
 
         ends: list[float] = []
+        spent: list[float] = []
 
         def write(self, *args, **kwargs):
+            t = time.monotonic()
             n = super().write(*args, **kwargs)
             self.ends.append(time.monotonic())
+            self.spent.append(self.ends[-1] - t)
             return n
 
     with FakeExchange(fault_rate=0.0) as fx, tempfile.TemporaryDirectory(prefix="scale_dl_") as tmp:
@@ -156,7 +159,9 @@ def bench_download(days: int) -> None:
         emit(f"download_1m_2x{days}d", "last_tenth_over_first_tenth_bars_per_s", last / first, goal=0.8,
              reference={"first_tenth_bars_per_s": round(first), "last_tenth_bars_per_s": round(last),
                         "bars": summary.new_bars, "seconds": round(total, 2), "requests": n,
-                        "store_writes": len(store.ends), "bars_per_s": round(summary.new_bars / total)})
+                        "store_writes": len(store.ends), "store_write_share": round(sum(store.spent) / total, 3),
+                        "longest_store_write_s": round(max(store.spent), 3),
+                        "bars_per_s": round(summary.new_bars / total)})
 
 
 def main(argv=None) -> int:

@@ -177,20 +177,8 @@ def build_tensor_from_candles(
     features[~tradable] = 0.0
     del bad
     prices = _carry_prices(ohlcv)[start:]
-    meta = {
-        "timeframe": timeframe,
-        "source": source,
-        "data_hash": _data_hash(timestamps, ohlcv, store_ok, symbols),
-        "factor_set_hash": fs.hash(),
-        "factor_set": fs.config,
-        "normalisation": {**fs.config["normalise"], "stats": stats},
-        "market_rules": rules or {},
-        "warmup_bars": W,
-        "dropped_warmup_rows": start,
-        "nan_count": nan_count,
-        "untradable_share": float(1.0 - tradable.mean()) if tradable.size else 1.0,
-        "version": _version(),
-    }
+    data_hash = _data_hash(timestamps, ohlcv, store_ok, symbols)
+    meta = tensor_meta(fs, timeframe, source, data_hash, stats, rules, start, nan_count, tradable)
     rates = None
     if funding is not None:
         rates = fstore.funding_grid(funding, symbols, timestamps, timeframe)[start:]
@@ -233,6 +221,25 @@ def build_tensor(
                                        funding=events)
     tensor.meta["requested_range"] = [lo, hi]
     return tensor
+
+
+def tensor_meta(fs: FactorSet, timeframe: str, source: str, data_hash: str, stats, rules, start: int,
+                nan_count: int, tradable: np.ndarray) -> dict[str, Any]:
+    """The builder's meta (module docstring of ``tensor.py``), shared by the out-of-core build."""
+    return {
+        "timeframe": timeframe,
+        "source": source,
+        "data_hash": data_hash,
+        "factor_set_hash": fs.hash(),
+        "factor_set": fs.config,
+        "normalisation": {**fs.config["normalise"], "stats": stats},
+        "market_rules": rules or {},
+        "warmup_bars": fs.warmup,
+        "dropped_warmup_rows": start,
+        "nan_count": nan_count,
+        "untradable_share": float(1.0 - tradable.mean()) if tradable.size else 1.0,
+        "version": _version(),
+    }
 
 
 def open_inputs(store: Any, source: str, symbols: list[str], timeframe: str, start: Any, end: Any):
@@ -328,9 +335,9 @@ def _load_sample(store: Any, source: str) -> None:
 def _progress(enabled: bool, total: int):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from factorgym.progress import progress_bar
 
-    return tqdm(total=total, desc="factors", unit="step", leave=False)
+    return progress_bar(total=total, desc="factors", unit="step")
 
 
 def _version() -> str:

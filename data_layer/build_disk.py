@@ -28,20 +28,20 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from factorgym.fsutil import temp_dir_beside
 from factorgym.data_layer import funding as fstore
-from factorgym.data_layer.build import _version, align_candles, open_inputs
+from factorgym.data_layer.build import align_candles, open_inputs, tensor_meta
 from factorgym.data_layer.factors.base import CandlePanel
 from factorgym.data_layer.factors.factor_set import FactorSet, load_factor_set
 from factorgym.data_layer.factors.normalise import _State, fit_train_stats, normalise_offline
 from factorgym.data_layer.factors.transforms import cross_sectional
-from factorgym.data_layer.tensor import FORMAT_VERSION, FactorTensor, _jsonable, funding_hash
+from factorgym.data_layer.tensor import FORMAT_VERSION, FactorTensor, funding_hash, replace_folder, write_meta
 from factorgym.data_layer.timeframes import timeframe_to_ms
 from factorgym.errors import ConfigError, DataValidationError
 
@@ -214,7 +214,7 @@ def build_tensor_to_disk(
     events = fstore.stored_funding(store, source, symbols, funding, lo, hi, timeframe)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)  # follows the umask like any mkdir
     try:
         scratch = _Scratch(tmp / "scratch", len(symbols))
         scratch.dir.mkdir()
@@ -222,16 +222,8 @@ def build_tensor_to_disk(
         shutil.rmtree(scratch.dir)
         meta["requested_range"] = [lo, hi]
         meta["build_seconds"] = round(time.perf_counter() - t_start, 4)
-        (tmp / "meta.json").write_text(json.dumps(_jsonable(meta), indent=1, sort_keys=True))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        write_meta(tmp, meta)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -261,9 +253,9 @@ def _build(fs, store, source, symbols, timeframe, lo, hi, rules, events, scratch
         )
     bar = None
     if progress:
-        from tqdm import tqdm
+        from factorgym.progress import progress_bar
 
-        bar = tqdm(total=A, desc="factors (per asset)", unit="asset", leave=False)
+        bar = progress_bar(total=A, desc="factors (per asset)", unit="asset")
     cols, whole = _factor_pass(fs, symbols, timestamps, timeframe, scratch, bar)
     if bar is not None:
         bar.close()
@@ -274,17 +266,47 @@ def _build(fs, store, source, symbols, timeframe, lo, hi, rules, events, scratch
     def gather(t0: int, t1: int) -> np.ndarray:
         return _gather(fs, scratch, cols, whole, A, t0, t1)
 
+    tradable_all = ready & store_ok
+    start = int(np.argmax(ready.any(axis=1)))
+    content = hashlib.sha256()
+    stats, nan_count = _features_pass(fs, gather, timestamps, tradable_all, fit_valid, start, n, folder, content)
+
+    data_hash = _prices_pass(scratch, timestamps, store_ok, symbols, start, n, folder, content)
+    Tn = T - start
+
+    tradable = tradable_all[start:]
+    ts_out = timestamps[start:].copy()
+    arrays: dict[str, np.ndarray] = {"timestamps": ts_out, "tradable": tradable}
+    rates = None
+    if events is not None:
+        rates = fstore.funding_grid(events, symbols, timestamps, timeframe)[start:]
+        arrays["funding"] = rates
+    for name, arr in arrays.items():
+        np.save(folder / f"{name}.npy", arr, allow_pickle=False)
+        content.update(f"{name}{arr.shape}{arr.dtype}".encode())
+        content.update(np.ascontiguousarray(arr).tobytes())
+    content.update(json.dumps([symbols, fs.names]).encode())
+
+    meta = tensor_meta(fs, timeframe, source, data_hash, stats, rules, start, nan_count, tradable)
+    if rates is not None:
+        meta["funding"] = {**fstore.funding_meta(events, symbols, source), "hash": funding_hash(rates)}
+    meta.update(format_version=FORMAT_VERSION, symbols=symbols, feature_names=fs.names, shape=[Tn, A, F],
+                content_hash=content.hexdigest())
+    return meta
+
+
+def _features_pass(fs: FactorSet, gather, timestamps, tradable_all, fit_valid, start: int, n: int, folder: Path,
+                   content) -> tuple[dict | None, int]:
+    """Pass 3: chunks of ``n`` rows gathered, normalised (running state carried), cast, sanitised and
+    appended to ``features.npy``; returns the train statistics (or None) and the NaN count."""
+    T, A = tradable_all.shape
     cfg, mask = fs.normalise, fs.normalise_mask
     normalising = bool(mask.any()) and cfg.method != "none"
     stats = None
     if normalising and cfg.method == "train":
         stats = fit_train_stats(_FitRows(gather, mask), timestamps, fit_valid, cfg)
     state = _State(A * int(mask.sum()), cfg) if normalising and cfg.method != "train" else None
-    tradable_all = ready & store_ok
-    start = int(np.argmax(ready.any(axis=1)))
-    Tn = T - start
-    content = hashlib.sha256()
-    writer = _NpyWriter(folder / "features.npy", (Tn, A, F), np.float32, content)
+    writer = _NpyWriter(folder / "features.npy", (T - start, A, len(fs.names)), np.float32, content)
     nan_count = 0
     for t0 in range(0, T, n):
         t1 = min(T, t0 + n)
@@ -309,9 +331,15 @@ def _build(fs, store, source, symbols, timeframe, lo, hi, rules, events, scratch
             writer.write(part)
         del feats
     writer.close()
+    return stats, nan_count
 
+
+def _prices_pass(scratch: _Scratch, timestamps, store_ok, symbols, start: int, n: int, folder: Path, content) -> str:
+    """Pass 4: prices in chunks of ``n`` rows (last close carried across chunks) appended to
+    ``prices.npy``; returns the data hash (``build._data_hash`` over the aligned candles)."""
+    T, A = store_ok.shape
     data = hashlib.sha256(np.ascontiguousarray(timestamps).tobytes())
-    writer = _NpyWriter(folder / "prices.npy", (Tn, A, 5), np.float64, content)
+    writer = _NpyWriter(folder / "prices.npy", (T - start, A, 5), np.float64, content)
     last_close = np.full(A, np.nan)
     for t0 in range(0, T, n):
         t1 = min(T, t0 + n)
@@ -323,39 +351,7 @@ def _build(fs, store, source, symbols, timeframe, lo, hi, rules, events, scratch
     writer.close()
     data.update(np.ascontiguousarray(store_ok).tobytes())
     data.update("|".join(symbols).encode())
-
-    tradable = tradable_all[start:]
-    ts_out = timestamps[start:].copy()
-    arrays: dict[str, np.ndarray] = {"timestamps": ts_out, "tradable": tradable}
-    rates = None
-    if events is not None:
-        rates = fstore.funding_grid(events, symbols, timestamps, timeframe)[start:]
-        arrays["funding"] = rates
-    for name, arr in arrays.items():
-        np.save(folder / f"{name}.npy", arr, allow_pickle=False)
-        content.update(f"{name}{arr.shape}{arr.dtype}".encode())
-        content.update(np.ascontiguousarray(arr).tobytes())
-    content.update(json.dumps([symbols, fs.names]).encode())
-
-    meta = {
-        "timeframe": timeframe,
-        "source": source,
-        "data_hash": data.hexdigest(),
-        "factor_set_hash": fs.hash(),
-        "factor_set": fs.config,
-        "normalisation": {**fs.config["normalise"], "stats": stats},
-        "market_rules": rules or {},
-        "warmup_bars": W,
-        "dropped_warmup_rows": start,
-        "nan_count": nan_count,
-        "untradable_share": float(1.0 - tradable.mean()) if tradable.size else 1.0,
-        "version": _version(),
-    }
-    if rates is not None:
-        meta["funding"] = {**fstore.funding_meta(events, symbols, source), "hash": funding_hash(rates)}
-    meta.update(format_version=FORMAT_VERSION, symbols=symbols, feature_names=fs.names, shape=[Tn, A, F],
-                content_hash=content.hexdigest())
-    return meta
+    return data.hexdigest()
 
 
 def _carry(ohlcv: np.ndarray, last_close: np.ndarray) -> np.ndarray:

@@ -415,6 +415,30 @@ class CandleStore:
         """Whether a file is stored for this series."""
         return self._series_path(source, symbol, timeframe).exists()
 
+    def remove(self, source: str, symbol: str, timeframe: str | None = None) -> list[Path]:
+        """Delete the stored series of ``symbol`` from ``source`` (one timeframe, or all of them when
+        None); returns the files removed. The symbol's index entry and empty folder go with its
+        last file; its market rules stay (they belong to the source's markets)."""
+        removed = []
+        for e in self.entries():
+            if e.source == source and e.symbol == symbol and timeframe in (None, e.timeframe):
+                with _locked(e.path.parent / f".{e.timeframe}.lock"):
+                    e.path.unlink()
+                    remove_stale_temps(e.path)
+                removed.append(e.path)
+        for folder in {p.parent for p in removed}:
+            if not any(folder.glob("*.parquet")):
+                for leftover in folder.glob(".*.lock"):
+                    leftover.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+                sdir = folder.parent
+                with _locked(sdir / ".index.lock"):
+                    index = _read_json(sdir / "index.json", "store index")
+                    if index.get("symbols", {}).pop(folder.name, None) is not None:
+                        _atomic_write_json(sdir / "index.json", index)
+        return removed
+
     # ---------------------------------------------------------------- market rules
     def write_rules(self, source: str, rules: MarketRules) -> None:
         """Store (or replace) ``rules`` for ``rules.symbol`` in ``<source>/markets.json``, atomically."""

@@ -43,12 +43,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from factorgym.fsutil import temp_dir_beside
 from factorgym.errors import DataValidationError
 
 FORMAT_VERSION = 1
@@ -236,7 +236,7 @@ class FactorTensor:
         """
         out = Path(directory)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        tmp = temp_dir_beside(out)  # follows the umask like any mkdir
         try:
             for name in self._array_names():
                 np.save(tmp / f"{name}.npy", np.asarray(getattr(self, name)), allow_pickle=False)
@@ -251,16 +251,8 @@ class FactorTensor:
             }
             meta.setdefault("content_hash", self.content_hash())
             self.meta["content_hash"] = meta["content_hash"]  # the saved arrays are these: same hash
-            (tmp / "meta.json").write_text(json.dumps(_jsonable(meta), indent=1, sort_keys=True))
-            if out.exists():
-                old = out.with_name(f".{out.name}.old")
-                if old.exists():
-                    shutil.rmtree(old)
-                out.rename(old)
-                tmp.rename(out)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(out)
+            write_meta(tmp, meta)
+            replace_folder(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -307,6 +299,23 @@ class FactorTensor:
         if self.funding is not None:
             data["funding"] = np.asarray(self.funding).reshape(-1)
         return pd.DataFrame(data, index=idx)
+
+
+def write_meta(folder: Path, meta: dict) -> None:
+    (folder / "meta.json").write_text(json.dumps(_jsonable(meta), indent=1, sort_keys=True))
+
+
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` to ``out``, replacing an existing ``out`` by renames only."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
 
 
 def funding_hash(funding: np.ndarray) -> str:

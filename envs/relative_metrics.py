@@ -244,20 +244,22 @@ def pnl_attribution(result, tensor, *, borrow_rate_per_bar: float = 0.0) -> pd.D
     return pd.concat([frame, extra])
 
 
-def diagnostics(result, tensor, *, benchmark: str = "equal_weight", rolling_window: int | None = None,
+def diagnostics(result, tensor=None, *, benchmark: str = "equal_weight", rolling_window: int | None = None,
                 borrow_rate_per_bar: float = 0.0) -> dict[str, Any]:
     """Every metric of this module for one backtest: ``{"relative": {...}, "rolling_sharpe": array,
     "monthly": DataFrame, "exposure": DataFrame, "holding": DataFrame, "attribution": DataFrame}``.
+    Without the ``tensor`` the backtest ran on, ``relative`` and ``attribution`` are None.
     ``rolling_window`` defaults to 30 days of bars (at least 2)."""
     from factorgym.envs.metrics import simple_returns
 
     bpy = float(result.info.get("bars_per_year") or 365.0)
     lo = int(result.info.get("start_bar", 0))
     r = simple_returns(result.equity)
-    b = benchmark_returns(tensor, lo, lo + len(result.equity), benchmark)[: r.size]
     window = rolling_window or max(2, int(round(bpy * 30 / 365)))
-    rel = relative_metrics(r, b, bpy)
-    rel["benchmark"] = benchmark
+    rel = None
+    if tensor is not None:
+        b = benchmark_returns(tensor, lo, lo + len(result.equity), benchmark)[: r.size]
+        rel = {**relative_metrics(r, b, bpy), "benchmark": benchmark}
     return {
         "relative": rel,
         "rolling_sharpe": rolling_sharpe(r, window, bpy) if r.size >= window else np.full(r.size, np.nan),
@@ -265,5 +267,40 @@ def diagnostics(result, tensor, *, benchmark: str = "equal_weight", rolling_wind
         "monthly": monthly_returns(result.equity, result.timestamps),
         "exposure": exposure_frame(result.weights, result.timestamps),
         "holding": holding_periods(result.positions, result.symbols),
-        "attribution": pnl_attribution(result, tensor, borrow_rate_per_bar=borrow_rate_per_bar),
+        "attribution": None if tensor is None else pnl_attribution(result, tensor, borrow_rate_per_bar=borrow_rate_per_bar),
     }
+
+
+def diagnostics_html(result, tensor=None, **kwargs) -> str:
+    """The diagnostics of one backtest as an HTML fragment (tables and one figure) for the report."""
+    import html as _html
+
+    from factorgym.envs.report import _png_base64, _pyplot
+
+    d = diagnostics(result, tensor, **kwargs)
+    pct = lambda v: "" if not np.isfinite(v) else f"{100 * v:.2f}%"  # noqa: E731
+    parts = ["<h3>Diagnostics</h3>"]
+    if d["relative"] is not None:
+        rel = d["relative"]
+        parts.append(f"<p>against {_html.escape(str(rel['benchmark']))}: alpha {pct(rel['alpha'])} a year, beta {rel['beta']:.3f}, "
+                     f"information ratio {rel['information_ratio']:.3f}, tracking error {pct(rel['tracking_error'])}, "
+                     f"correlation {rel['correlation']:.3f}</p>")
+        parts.append("<p>P&amp;L attribution (quote currency)</p>" + d["attribution"].round(2).to_html())
+    parts.append("<p>Monthly returns</p>" + d["monthly"].map(pct).to_html())
+    parts.append("<p>Holding spells (bars)</p>" + d["holding"].round(2).to_html())
+    plt = _pyplot()
+    t = pd.to_datetime(result.timestamps, unit="ms", utc=True)
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 4.5), sharex=True)
+    ex = d["exposure"]
+    ax.fill_between(t, 0, ex["long"].to_numpy(), color="tab:green", alpha=0.4, lw=0, label="long")
+    ax.fill_between(t, 0, ex["short"].to_numpy(), color="tab:red", alpha=0.4, lw=0, label="short")
+    ax.plot(t, ex["net"].to_numpy(), color="black", lw=0.8, label="net")
+    ax.set_ylabel("exposure")
+    ax.legend(loc="upper left", fontsize="small")
+    ax2.plot(t[1:], d["rolling_sharpe"], lw=0.9)
+    ax2.set_ylabel(f"rolling Sharpe ({d['rolling_window']} bars)")
+    for a in (ax, ax2):
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    parts.append(f"<img alt='exposure and rolling Sharpe' src='data:image/png;base64,{_png_base64(fig)}'/>")
+    return "\n".join(parts)

@@ -130,8 +130,12 @@ def _anchor(name: str) -> str:
     return "run-" + "".join(c if c.isalnum() else "-" for c in name)
 
 
-def write_html_report(path: str | Path, results: dict[str, BacktestResult], max_trades: int = 500) -> Path:
-    """One HTML file for one or several runs (see the module docstring for what it holds)."""
+def write_html_report(path: str | Path, results: dict[str, BacktestResult], max_trades: int = 500, tensor=None) -> Path:
+    """One HTML file for one or several runs (see the module docstring for what it holds); given the
+    ``tensor`` the runs were backtested on, also each run's diagnostics (``envs/relative_metrics.py``:
+    alpha/beta, P&L attribution, monthly returns, holding spells, exposure and rolling Sharpe)."""
+    from factorgym.envs.relative_metrics import diagnostics_html
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = [
@@ -180,6 +184,8 @@ def write_html_report(path: str | Path, results: dict[str, BacktestResult], max_
         n = len(r.trades)
         parts.append(f"<h3>Trades ({n}{', first ' + str(max_trades) + ' shown' if n > max_trades else ''})</h3>")
         parts.append(r.trades.head(max_trades).to_html(index=False, escape=True) if n else "<p>no trades</p>")
+        if tensor is not None:
+            parts.append(diagnostics_html(r, tensor))
         parts.append("</details>")
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")

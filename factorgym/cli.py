@@ -9,6 +9,7 @@ import sys
 
 from factorgym import __version__
 from factorgym.errors import FactorgymError
+from factorgym.progress import logs_above_bars
 
 # Modules under factorgym.commands, each adding one or more subcommands, in --help order.
 COMMAND_MODULES = ["download", "data", "factors", "train", "backtest", "quickstart", "runs", "evaluate"]
@@ -31,7 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.add_parser(sub)
+    _describe(sub)
     return parser
+
+
+def _describe(sub: argparse._SubParsersAction) -> None:
+    """Every subcommand's ``--help`` opens with a description: its one-line help where none was
+    written (recursively, for sub-subcommands too)."""
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    for name, parser in sub.choices.items():
+        if not parser.description and helps.get(name):
+            parser.description = helps[name][0].upper() + helps[name][1:] + "."
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _describe(action)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with logs_above_bars():  # a log line never lands inside a progress bar
+            return int(args.func(args) or 0)
     except FactorgymError as exc:  # one clear line, no traceback
         print(f"factorgym {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -1,5 +1,13 @@
 """Shared fixtures. The network guard: pytest-socket (configured in pyproject.toml) allows only
-loopback inside the test process; ``subprocess_env`` gives child processes the same guard."""
+loopback inside the test process; ``subprocess_env`` gives child processes the same guard.
+
+Hypothesis profiles (``HYPOTHESIS_PROFILE``): ``default`` (the tests' own settings), ``mutation``
+(``make mutation``: no shrinking and a fixed seed, so a planted bug is reported in seconds and the
+same examples run for every mutant).
+
+``shared_data`` (and :func:`require_shared_data`): the real exchange files beside the checkout;
+missing, the tests that need them skip, except under ``CI`` (any non-empty value), where a missing
+folder is a failure with a clear message, not a silent pass."""
 
 from __future__ import annotations
 
@@ -8,6 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
+
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], derandomize=True,
+                          database=None, print_blob=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -23,12 +36,22 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def require_shared_data(name: str | None = None) -> Path:
+    """``../shared/data`` (or the file ``name`` in it). Missing: a skip on a developer's machine, a
+    failure under ``CI`` (there the data must be provided, or the tests it guards would pass unseen)."""
+    path = SHARED_DATA / name if name else SHARED_DATA
+    if not path.exists():
+        msg = f"{path} not present (the real exchange files are expected beside the checkout, in ../shared/data)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set and {msg}; provide the folder or unset CI to skip these tests", pytrace=False)
+        pytest.skip(msg)
+    return path
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """Folder of the real exchange candles shipped beside the repository (``../shared/data``)."""
-    if not SHARED_DATA.exists():
-        pytest.skip(f"{SHARED_DATA} not present")
-    return SHARED_DATA
+    return require_shared_data()
 
 
 PYTHON = sys.executable

@@ -12,7 +12,6 @@ from factorgym.data_layer.tensor import FactorTensor
 from factorgym.envs.backtest import BacktestResult, backtest
 from factorgym.envs.report import write_html_report
 from factorgym.envs.config import ExecutionConfig
-from factorgym.envs.metrics import compute_metrics
 from factorgym.errors import ConfigError
 
 HOUR = 3_600_000
@@ -202,13 +201,33 @@ def test_annualisation_hourly_vs_daily():
     assert h.metrics["turnover"] / d.metrics["turnover"] == pytest.approx(24)
 
 
-def test_metrics_match_recomputation_from_the_arrays():
+def test_metrics_against_values_computed_from_the_arrays_with_pandas():
     res = backtest(make_tensor(), random_policy(2, 3), mapping="direct", execution=FEES)
-    again = compute_metrics(res.equity, bars_per_year=8760, timestamps=res.timestamps, turnover=res.turnover,
-                            fees=res.fees, gross_exposure=np.abs(res.weights).sum(axis=1), n_trades=len(res.trades))
-    assert again == res.metrics
-    r = pd.Series(res.equity).pct_change().dropna()
-    assert res.metrics["sharpe"] == pytest.approx(r.mean() / r.std() * math.sqrt(8760))
+    m, eq = res.metrics, pd.Series(res.equity)
+    r = eq.pct_change().dropna()
+    years = (res.timestamps[-1] - res.timestamps[0]) / (365 * 86_400_000)
+    gross = np.abs(res.weights).sum(axis=1)
+    want = {
+        "total_return": eq.iloc[-1] / eq.iloc[0] - 1,
+        "cagr": (eq.iloc[-1] / eq.iloc[0]) ** (1 / years) - 1,
+        "ann_volatility": r.std() * math.sqrt(8760),
+        "sharpe": r.mean() / r.std() * math.sqrt(8760),
+        "sortino": r.mean() / math.sqrt((r.clip(upper=0) ** 2).mean()) * math.sqrt(8760),
+        "max_drawdown": (1 - eq / eq.cummax()).max(),
+        "turnover": res.turnover[1:].mean() * 8760,
+        "total_turnover": res.turnover.sum(),
+        "fees": res.trades["fee"].sum(),  # the per-bar fees add up to the trade log's
+        "exposure": gross[1:].mean(),
+        "hit_rate": (r[gross[1:] > 0] > 0).mean(),
+        "n_trades": len(res.trades),
+        "final_equity": eq.iloc[-1],
+        "years": years,
+    }
+    want["calmar"] = want["cagr"] / want["max_drawdown"]
+    want["fees_frac"] = want["fees"] / 10_000
+    for key, value in want.items():
+        assert m[key] == pytest.approx(value, rel=1e-9), key
+    assert m["n_bars"] == len(res.equity) - 1 and m["ruined"] == 0.0 and m["initial_equity"] == 10_000
 
 
 def test_frame_summary_plot_and_html_report(tmp_path):

@@ -87,6 +87,42 @@ def test_hard_cases_bit_for_bit(tmp_path, name):
     assert mem.funding is not None and np.count_nonzero(mem.funding)
 
 
+class MarketReturn:
+    """A factor that reads every asset at once (no ``compute_series``): the mean 1-bar log return."""
+
+    names = ["market_return"]
+    warmup = 1
+
+    def compute(self, panel):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.log(panel.close[1:] / panel.close[:-1])
+        m = np.nanmean(np.where(np.isfinite(r), r, np.nan), axis=1) if r.size else r
+        out = np.full((panel.n_bars, panel.n_assets, 1), np.nan)
+        out[1:, :, 0] = m[:, None]
+        return out
+
+    def online(self, symbols):  # pragma: no cover - not used by builds
+        raise NotImplementedError
+
+
+def test_a_factor_that_needs_the_whole_panel(tmp_path):
+    from factorgym.data_layer.factors.base import register_factor
+
+    register_factor("test_market_return")(lambda config: MarketReturn())
+    fs = {"factors": [{"kind": "talib", "name": "RSI"}, {"kind": "test_market_return"},
+                      {"kind": "custom", "name": "log_return", "params": {"periods": 2}, "cross_sectional": "zscore"}],
+          "normalise": {"method": "expanding", "min_periods": 20}}
+    x = random_ohlcv(300, 3, seed=6)
+    x[:40, 2] = np.nan
+    store = CandleStore(tmp_path / "s")
+    for sym, frame in frames(x).items():
+        store.write("ex", sym, "1h", frame)
+    syms = list(frames(x))
+    mem = build_tensor(store, "ex", syms, "1h", fs)
+    assert_same_tensor(build_tensor_to_disk(store, "ex", syms, "1h", fs, tmp_path / "t", chunk_rows=33), mem)
+
+
+@pytest.mark.slow
 def test_a_factor_that_needs_the_whole_panel_qlib(tmp_path):
     pytest.importorskip("qlib")
     fs = {"factors": [{"kind": "qlib", "expr": "$close/Ref($close, 5) - 1", "name": "ret_5"},

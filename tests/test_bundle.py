@@ -153,3 +153,22 @@ def test_docstring_example_runs():
 
     result = doctest.testmod(bundle, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("algorithm, kwargs", [("A2C", {"n_steps": 8}), ("SAC", {"learning_starts": 8, "buffer_size": 200}),
+                                               ("PPO", {"n_steps": 16, "batch_size": 16, "policy_kwargs": {"share_features_extractor": False}})])
+def test_policy_forward_equals_predict(algorithm, kwargs):
+    """SB3Policy's direct forward pass gives exactly model.predict(obs, deterministic=True)."""
+    from factorgym.agents.bundle import PolicySpec
+    from factorgym.agents.sb3_policy import SB3Policy, algorithm_class
+    from factorgym.agents.sb3_vec import make_vec_env
+
+    t = _tensor(T=80)
+    venv = make_vec_env(t, 2, seed=0, window=4, episode_length=20)
+    model = algorithm_class(algorithm)("MlpPolicy", venv, seed=0, device="cpu", **kwargs)
+    model.learn(32)
+    policy = SB3Policy(model, PolicySpec.from_env(venv, t))
+    obs = np.random.default_rng(0).normal(size=(5, venv.observation_space.shape[0])).astype(np.float32) * 3
+    for o in obs:
+        assert np.array_equal(policy(o), model.predict(o, deterministic=True)[0])
+    assert np.array_equal(policy(obs), model.predict(obs, deterministic=True)[0])

@@ -74,6 +74,7 @@ def test_registered_with_gymnasium_make():
     env = gymnasium.make("factorgym/CryptoTrading-v0", tensor=make_tensor(), window=3)
     obs, _ = env.reset(seed=1)
     assert obs.shape == env.observation_space.shape
+    env.action_space.seed(1)
     env.step(env.action_space.sample())
 
 
@@ -104,6 +105,7 @@ def test_random_start_range_and_truncation():
         starts.add(info["start"])
     assert len(starts) > 5
     env.reset(seed=0, options={"start": 4})
+    env.action_space.seed(0)
     for k in range(10):
         _, _, term, trunc, info = env.step(env.action_space.sample())
     assert trunc and not term and info["timestamp"] == 14 * HOUR

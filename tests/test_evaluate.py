@@ -116,3 +116,26 @@ def test_cli_evaluate_refuses_a_bad_config(tmp_path, capsys):
     cfg.write_text("tensr: x\n")
     assert main(["evaluate", "--config", str(cfg)]) == 1
     assert "unknown keys ['tensr']" in capsys.readouterr().err
+
+
+def test_cli_evaluate_through_the_training_entry_point(tmp_path, capsys):
+    tensor = _market(T=400)
+    tensor.save(tmp_path / "t")
+    (tmp_path / "train.yaml").write_text(
+        "algorithm: PPO\ntotal_timesteps: 64\nn_envs: 2\nwindow: 4\nepisode_length: 32\neval_freq: 32\ncheckpoint_freq: 0\n"
+        "n_steps: 16\nbatch_size: 32\nn_epochs: 1\npolicy_kwargs: {net_arch: [16]}\n")
+    cfg = tmp_path / "ev.yaml"
+    cfg.write_text("tensor: t\ntrainer: entry_point\ntrain_config: train.yaml\n"
+                   "evaluate: {folds: 2, seeds: 2, embargo: 2, test_bars: 40, val_bars: 40}\n")
+    assert main(["evaluate", "--config", str(cfg), "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--json"]) == 0
+    head = json.loads(capsys.readouterr().out)
+    assert head["dsr_trials"] == 2 and head["pbo_trials"] == 2
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    fold = tmp_path / "out" / "folds" / "fold1_seed1"
+    assert (fold / "run" / "bundles" / "final").is_dir() and (fold / "tensor" / "meta.json").is_file()
+    # the fold's training run saw only its history: its tensor ends before the test block minus the embargo
+    saved = FactorTensor.load(fold / "tensor")
+    assert saved.timestamps[-1] < tensor.timestamps[m["folds"][-1]["test_rows"][0] - 2]
+    # train's own hook wrote the fold's run into the fold's folder, not the evaluation's ledger
+    assert len(Ledger(tmp_path / "runs").runs(kind="train")) == 0
+    assert len(Ledger(fold).runs(kind="train")) == 1

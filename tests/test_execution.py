@@ -155,8 +155,9 @@ def test_sells_fill_before_buys_and_long_only_buys_are_scaled_to_cash():
 # ---------------------------------------------------------------------- invariants (hypothesis)
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), fee=st.sampled_from([0.0, 0.001, 0.0075]), lot=st.sampled_from([0.0, 0.01, 1.0]),
-       mapping=st.sampled_from(["simplex", "signed"]))
-def test_equity_is_cash_plus_marked_positions_and_fees_are_nonnegative(seed, fee, lot, mapping):
+       mapping=st.sampled_from(["simplex", "signed"]),
+       actions=st.lists(st.lists(st.floats(-1, 1, width=32), min_size=4, max_size=4), min_size=38, max_size=38))
+def test_equity_is_cash_plus_marked_positions_and_fees_are_nonnegative(seed, fee, lot, mapping, actions):
     rng = np.random.default_rng(seed)
     T, A = 40, 3
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.03, (T, A)), axis=0))
@@ -171,8 +172,9 @@ def test_equity_is_cash_plus_marked_positions_and_fees_are_nonnegative(seed, fee
     mark = t.prices[..., 3].copy()
     for j in range(1, T):  # last tradable close carried forward
         mark[j] = np.where(tradable[j], mark[j], mark[j - 1])
-    for _ in range(T - 2):
-        _, r, terminated, truncated, info = env.step(env.action_space.sample())
+    K = env.action_space.shape[0]
+    for a in actions:  # drawn by hypothesis: a failure replays and shrinks
+        _, r, terminated, truncated, info = env.step(np.asarray(a[:K], dtype=np.float32))
         k = env.core.ist[0, ex.I_T]
         assert info["equity"] == pytest.approx(info["cash"] + float(info["positions"] @ mark[k]), rel=1e-12, abs=1e-9)
         assert info["fees"] >= 0 and info["slippage_cost"] >= 0 and info["borrow_cost"] >= 0

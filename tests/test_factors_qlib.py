@@ -66,12 +66,10 @@ def _panel(T=400, A=3, seed=0, gaps=False, timeframe="1h") -> CandlePanel:
 
 def _btc() -> tuple[CandlePanel, np.ndarray]:
     """The shared Bitfinex BTC/USD hourly file on its grid (newest row first in the file); the test
-    is skipped where ``../shared/data`` is not beside the checkout."""
-    from conftest import SHARED_DATA
+    is skipped where ``../shared/data`` is not beside the checkout (a failure under CI)."""
+    from conftest import require_shared_data
 
-    path = SHARED_DATA / "bitfinex_btcusd_1h.csv"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    path = require_shared_data("bitfinex_btcusd_1h.csv")
     df = pd.read_csv(path)
     df["ts"] = pd.to_datetime(df["Date"], utc=True).dt.as_unit("ms").astype("int64")
     df = df.drop_duplicates("ts").sort_values("ts")

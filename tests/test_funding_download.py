@@ -150,3 +150,35 @@ def test_downloaded_funding_lands_on_the_built_tensor(fx, tmp_path):
     assert (t.funding[~on_event] == 0).all() and (t.funding[:, 1] == 0).all()  # spot ETH/USDT: none
     assert t.meta["funding"]["source"] == "binance"
     assert build_from_config({**cfg, "data": {**cfg["data"], "funding": False}}, store=tmp_path).funding is None
+
+
+def test_pages_are_checked_before_use():
+    from factorgym.data_layer.sources.ccxt_funding import check_page
+    from factorgym.data_layer.sources.ccxt_source import BadPage
+
+    def seen(*rows):
+        return {"ok_container": True, "container": "list", "rows": [
+            {"timestamp": t, "fundingRate": r, "symbol": s, "info": {}} for t, r, s in rows]}
+
+    sym = "BTC/USDT:USDT"
+    ok = check_page([], seen((10, 1e-4, sym), (20, -2e-4, sym)), sym, 10, 100, 5)
+    np.testing.assert_array_equal(ok, [[10, 1e-4], [20, -2e-4]])
+    for bad, match in [
+        (seen((10, None, sym)), "missing or non-numeric"),
+        (seen((None, 1e-4, sym)), "missing or non-numeric"),
+        (seen((10, float("nan"), sym)), "non-finite"),
+        (seen((10, 1e-4, "ETH/USDT:USDT")), "in a page for"),
+        (seen((20, 1e-4, sym), (20, 1e-4, sym)), "out of order, duplicated"),
+        (seen((5, 1e-4, sym)), "before the requested start"),
+        (seen(*[(10 + i, 0.0, sym) for i in range(6)]), "6 funding rows for a limit of 5"),
+        ({"ok_container": False, "container": "str", "rows": []}, "not a JSON list"),
+    ]:
+        with pytest.raises(BadPage, match=match):
+            check_page([], bad, sym, 10, 100, 5)
+
+
+def test_binance_market_kinds_follow_the_symbols():
+    from factorgym.data_layer.sources.ccxt_funding import market_types_for
+
+    assert market_types_for(["BTC/USDT", "ETH/BTC"]) == ("spot",)  # spot downloads load spot markets only
+    assert market_types_for(["BTC/USDT:USDT", "BTC/USD:BTC", "ETH/USDT"]) == ("spot", "linear", "inverse")

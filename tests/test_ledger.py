@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sqlite3
 
 import numpy as np
@@ -112,3 +111,35 @@ def test_module_example_runs():
     import factorgym.agents.ledger as mod
 
     assert doctest.testmod(mod).failed == 0
+
+
+def test_every_training_run_lands_in_the_ledger(tmp_path):
+    from factorgym.agents.train import train
+    from factorgym.data_layer.tensor import FactorTensor
+
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (300, 2)), axis=0))
+    tdir = FactorTensor.from_arrays(rng.normal(size=(300, 2, 3)), close, np.arange(300) * H,
+                                    meta={"data_hash": "D0", "factor_set_hash": "F0"}).save(tmp_path / "t")
+    cfg = {"n_envs": 2, "window": 4, "episode_length": 32, "eval_freq": 0, "checkpoint_freq": 0, "torch_threads": 1,
+           "policy_kwargs": {"net_arch": [16]}, "algorithm": "PPO", "total_timesteps": 64, "n_steps": 16, "batch_size": 32,
+           "n_epochs": 1}
+    r0 = train(cfg, tensor_dir=tdir, run_dir=tmp_path / "runs" / "a", seed=0)
+    train(cfg, tensor_dir=tdir, run_dir=tmp_path / "runs" / "b", seed=1)
+    led = Ledger(tmp_path / "runs")
+    rows = led.runs(kind="train")
+    assert [r.seed for r in rows] == [0, 1] and rows[0].config_hash == rows[1].config_hash
+    assert rows[0].run_dir == str(r0.run_dir) and rows[0].data_hash == "D0" and rows[0].factor_set_hash == "F0"
+    # the out-of-sample returns are the best bundle's on the validation split (15 % of 300 bars, window 4)
+    ts, r = led.returns(rows[0].id)
+    assert r.size > 20 and np.all(np.diff(ts) > 0)
+    st = led.trial_stats(data_hash="D0", factor_set_hash="F0")
+    assert st.n_trials == 2 and st.sr_variance >= 0
+
+
+def test_trials_without_returns_still_count(tmp_path):
+    led = Ledger(tmp_path)
+    led.record(kind="tuning", config={"lr": 1}, seed=0, data_hash="D")
+    led.record(kind="tuning", config={"lr": 2}, seed=0, data_hash="D", returns=[0.1, -0.1, 0.2], timestamps=[1, 2, 3])
+    st = led.trial_stats(data_hash="D")
+    assert st.n_trials == 2 and len(st.sharpes) == 1 and st.sr_variance == 0.0

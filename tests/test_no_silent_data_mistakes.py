@@ -210,3 +210,28 @@ def test_temp_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path, sub
     cs.write("s", "A/B", "1h", frame.assign(timestamp=frame["timestamp"] + 5 * H))
     assert temps() == [live]
     assert len(cs.read("s", "A/B", "1h")) == 10
+
+
+# ---------------------------------------------------------------- data rm (issue 11, item 4)
+def test_data_rm_removes_one_series_and_its_index_entry(tmp_path, capsys):
+    cs = CandleStore(tmp_path)
+    t0 = 1_704_067_200_000
+    frame = pd.DataFrame({"timestamp": t0 + H * np.arange(5), "open": 10.0, "high": 11.0, "low": 9.0,
+                          "close": 10.5, "volume": 1.0})
+    for sym in ("BTC/USD", "ETH/USD"):
+        cs.write("file:x", sym, "1h", frame)
+    cs.write("file:x", "BTC/USD", "4h", frame.assign(timestamp=t0 + 4 * H * np.arange(5)))
+    assert main(["data", "rm", "--store", str(tmp_path), "--source", "file:x", "--symbol", "btcusd", "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("would remove") == 2 and len(cs.entries()) == 3
+    assert main(["data", "rm", "--store", str(tmp_path), "--source", "file:x", "--symbol", "BTC/USD",
+                 "--timeframe", "4h"]) == 0
+    assert [(e.symbol, e.timeframe) for e in cs.entries()] == [("BTC/USD", "1h"), ("ETH/USD", "1h")]
+    assert main(["data", "rm", "--store", str(tmp_path), "--source", "file:x", "--symbol", "BTC/USD"]) == 0
+    assert [e.symbol for e in cs.entries()] == ["ETH/USD"] and not cs.has("file:x", "BTC/USD", "1h")
+    index = (tmp_path / "file_x" / "index.json").read_text()
+    assert "BTC/USD" not in index and "ETH/USD" in index and not (tmp_path / "file_x" / "BTC_USD").exists()
+    capsys.readouterr()
+    assert main(["data", "rm", "--store", str(tmp_path), "--source", "file:x", "--symbol", "BTC/USD"]) == 1
+    assert "no stored series file:x BTC/USD" in capsys.readouterr().err
+    cs.write("file:x", "BTC/USD", "1h", frame)  # and it can be stored again
+    assert len(cs.read("file:x", "BTC/USD", "1h")) == 5

@@ -25,12 +25,9 @@ def _replay(tensor: FactorTensor, candles) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def btc_hourly():
-    from pathlib import Path
+    from conftest import require_shared_data
 
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "bitfinex_btcusd_1h.csv"
-    if not path.exists():
-        pytest.skip("shared data not present")
-    return load_candle_file(path)
+    return load_candle_file(require_shared_data("bitfinex_btcusd_1h.csv"))
 
 
 @pytest.mark.parametrize("factor_set", ["talib_default", "custom_example"])

@@ -155,3 +155,16 @@ def test_diagnostics_bundle_on_a_backtest():
     assert len(d["exposure"]) == len(res.equity)
     assert d["holding"].loc["all", "spells"] >= 2
     assert d["attribution"].loc["total", "net"] == pytest.approx(res.equity[-1] - res.equity[0])
+
+
+def test_html_report_shows_the_diagnostics(tmp_path):
+    from factorgym.envs.report import write_html_report
+
+    rng = np.random.default_rng(1)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, size=(200, 2)), axis=0))
+    t = _tensor(close)
+    res = backtest(t, lambda obs: np.array([0.7, 0.3]), mapping="direct")
+    page = write_html_report(tmp_path / "r.html", {"policy": res}, tensor=t).read_text()
+    assert "Diagnostics" in page and "P&amp;L attribution" in page and "against equal_weight" in page
+    page = write_html_report(tmp_path / "r2.html", {"policy": res}).read_text()
+    assert "Diagnostics" not in page  # opt-in: the page stays as it was without the tensor

@@ -34,7 +34,7 @@ def tensors(tmp_path_factory):
 def _backtests(run_dir, tensor_dir):
     from factorgym.agents.policy_backtest import backtest_run
 
-    results, files = backtest_run(run_dir, tensor_dir=tensor_dir, split="test")
+    results, files = backtest_run(run_dir, tensor_dir=tensor_dir, split="test", report=False)
     assert set(results) >= {"agent", "buy_and_hold", "cash"}
     assert len(results["agent"].equity) == len(results["buy_and_hold"].equity) > 10
     assert json.loads(files["metrics"].read_text())["agent"]["final_equity"] > 0
@@ -176,3 +176,35 @@ def test_cli_train_then_backtest_and_mismatch(tmp_path, tensors, capsys):
     other = _tensor(A=3).save(tmp_path / "three")
     msg = _cli_error(capsys, "backtest", "--run", str(run), "--tensor", str(other))
     assert "symbols differ" in msg
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (__import__("pathlib").Path(__file__).parents[1] / "configs" / "train").glob("*.yaml")
+                                          if p.name != "quickstart_build.yaml"))
+def test_presets_validate(preset, tensors):
+    from pathlib import Path
+
+    from factorgym.agents.train import build_config, check_data, load_tensor, make_splits
+
+    path = Path(__file__).parents[1] / "configs" / "train" / preset
+    cfg = build_config(path, tensor_dir=tensors["one"], overrides={"episode_length": 32, "embargo": 2})
+    tensor, _ = load_tensor(cfg)
+    check_data(cfg, make_splits(tensor, cfg))
+    assert cfg["torch_threads"] == 1 and cfg["name"]
+
+
+def test_preset_by_name(tensors):
+    from factorgym.agents.train import build_config
+    from factorgym.errors import ConfigError
+
+    assert build_config("ppo_fast", tensor_dir=tensors["two"])["name"] == "ppo_fast"
+    with pytest.raises(ConfigError, match="did you mean 'ppo_fast'"):
+        build_config("ppo_fats", tensor_dir=tensors["two"])
+
+
+def test_train_on_a_tensor_in_memory(tmp_path):
+    t = _tensor(seed=3)
+    res = train({**TINY, **ON_POLICY, "total_timesteps": 64}, tensor_dir=t, run_dir=tmp_path / "run",
+                overrides={"seed": 1})
+    saved = FactorTensor.load(tmp_path / "run" / "tensor")
+    assert saved.content_hash() == t.content_hash() and res.config["tensor"] == str((tmp_path / "run" / "tensor").resolve())
+    load_policy(res.run_dir, tensor=saved)

@@ -239,12 +239,11 @@ def test_property_order_free_and_full_grid(keep, seed, policy):
         pd.testing.assert_frame_equal(a, df)
 
 
-def test_large_frame_is_fast():
-    import time
-
-    df = make(500_000)
-    df = df.drop(index=np.arange(10, 500_000, 1000)).iloc[::-1].reset_index(drop=True)
-    t = time.perf_counter()
+def test_large_reversed_frame_with_gaps():
+    """(Its speed is a figure of benchmarks/data_io.py, not an assertion here.)"""
+    df = make(100_000)
+    df = df.drop(index=np.arange(10, 100_000, 1000)).iloc[::-1].reset_index(drop=True)
     out, rep = validate_candles(df, "1h", name="x", now_ms=10**14)
-    assert time.perf_counter() - t < 5.0  # vectorised: ~0.2 s; a row loop would take far longer
-    assert len(out) == 500_000 and len(rep.gaps) == 500
+    assert len(out) == 100_000 and len(rep.gaps) == 100
+    np.testing.assert_array_equal(out["timestamp"], T0 + H * np.arange(100_000))
+    assert (~out["tradable"]).sum() == 100  # the gap rows, filled and marked untradable

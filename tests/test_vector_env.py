@@ -87,6 +87,7 @@ def test_same_step_autoreset_and_final_obs():
     t = make_tensor()
     venv = CryptoTradingVectorEnv(t, 3, window=2, episode_length=5)
     obs, info = venv.reset(seed=1)
+    venv.action_space.seed(1)
     for k in range(5):
         prev = obs
         obs, rew, term, trunc, info = venv.step(venv.action_space.sample())
@@ -116,6 +117,7 @@ def test_sb3_vec_env_adapter_terminal_observation_and_ppo_smoke():
     venv = make_vec_env(make_tensor(), 2, window=3, episode_length=4, seed=0)
     assert isinstance(venv, VecEnv)
     obs = venv.reset()
+    venv.action_space.seed(0)
     assert obs.shape == (2, venv.observation_space.shape[0])
     for _ in range(4):
         obs, rew, dones, infos = venv.step(np.stack([venv.action_space.sample() for _ in range(2)]))
@@ -134,6 +136,7 @@ def test_returned_rewards_and_infos_are_not_changed_by_later_steps():
     copy: a later step (with or without autoresets) must not change what an earlier one returned."""
     venv = CryptoTradingVectorEnv(make_tensor(), 4, execution=FULL, episode_length=3)
     venv.reset(seed=2)
+    venv.action_space.seed(2)
     kept = []
     for _ in range(7):  # resets at steps 3 and 6
         _, rew, term, trunc, info = venv.step(venv.action_space.sample())

@@ -7,7 +7,8 @@ first page shorter than the page limit. Requests go through :class:`CcxtSource`'
 ``ExchangeError`` fails at once). Each page is checked before it is used: a JSON list (an HTML or
 cut body is retried, never read as "no events"), every row an object with an integer time and a
 finite numeric rate of the asked symbol -- seen before ccxt's own filter, which silently drops rows
-without a time -- times strictly increasing inside ``[start, until)``, no more rows than asked for.
+without a time -- times strictly increasing from ``start``, no more rows than asked for. Events at or
+after ``until`` are dropped (an exchange may ignore the end time).
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ def check_page(rows, seen: dict, symbol: str, start: int, stop: int, want: int) 
     if not np.isfinite(out[:, 1]).all():
         raise BadPage("funding row with a non-finite rate")
     ts = out[:, 0]
-    if len(ts) and ((ts < start).any() or (ts >= stop).any() or (np.diff(ts) <= 0).any()):
-        raise BadPage(f"funding times out of order, duplicated or outside [{start}, {stop})")
+    if len(ts) and ((ts < start).any() or (np.diff(ts) <= 0).any()):
+        raise BadPage(f"funding times out of order, duplicated or before the requested start {start}")
     return out
 
 
@@ -138,8 +139,9 @@ def iter_funding(source: CcxtSource, symbol: str, since: int, until: int | None 
     start = int(since)
     while start < stop:
         rows = fetch_page(source, symbol, start, stop, source.page_limit)
-        if len(rows):
-            yield pd.DataFrame({"timestamp": rows[:, 0].astype(np.int64), "funding_rate": rows[:, 1]})
-        if len(rows) < source.page_limit:
+        keep = rows[rows[:, 0] < stop]  # an exchange that ignores the end time
+        if len(keep):
+            yield pd.DataFrame({"timestamp": keep[:, 0].astype(np.int64), "funding_rate": keep[:, 1]})
+        if len(rows) < source.page_limit or len(keep) < len(rows):
             break  # the exchange has no more events before ``stop``
         start = int(rows[-1, 0]) + 1

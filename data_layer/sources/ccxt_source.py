@@ -112,7 +112,8 @@ class CcxtSource:
             environment for private calls; public candles need none). Never logged.
         max_retries, backoff_base, backoff_cap: see :class:`RetryPolicy` (seconds).
         page_limit: candles per request (default: the exchange's maximum from ``exchange.features``).
-        progress: show a tqdm bar (stderr) of bars fetched / expected.
+        progress: show the bars fetched / expected (a tqdm bar on a terminal, log lines elsewhere;
+            see :mod:`factorgym.progress`).
         sleep: called with each backoff delay in seconds (inject a recorder in tests).
         seed: seed of the jitter RNG.
         markets: saved ``load_markets`` output; skips the markets request.
@@ -364,7 +365,7 @@ class CcxtSource:
     ) -> Iterator[pd.DataFrame]:
         """Closed candles with ``since <= timestamp < until`` (UTC ms; None = up to the forming bar),
         one validated frame per exchange page, oldest first. Sets :attr:`last_now_ms`."""
-        from tqdm.auto import tqdm
+        from factorgym.progress import progress_bar
 
         self.check(symbol, timeframe)
         tf_ms = timeframe_to_ms(timeframe)
@@ -375,8 +376,8 @@ class CcxtSource:
         page_start = -(-int(since) // tf_ms) * tf_ms
         if page_start >= stop:
             return
-        bar = tqdm(total=(stop - page_start) // tf_ms, unit="bar", desc=f"{self.name} {symbol} {timeframe}",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar = progress_bar(total=(stop - page_start) // tf_ms, unit="bar", desc=f"{self.name} {symbol} {timeframe}",
+                           enabled=self.progress)
         try:
             while page_start < stop:
                 want = min(self.page_limit, (stop - page_start) // tf_ms)

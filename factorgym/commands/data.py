@@ -1,5 +1,5 @@
-"""``factorgym import``, ``factorgym validate`` and ``factorgym data list``: candle files into the store,
-checked.
+"""``factorgym import``, ``factorgym validate``, ``factorgym data list`` and ``factorgym data rm``:
+candle files into the store, checked, listed and removed.
 
 Examples::
 
@@ -9,16 +9,17 @@ Examples::
     factorgym import prices.csv --sep ';' --tz Europe/Berlin --time-col Datum --volume-col Menge
     factorgym validate --store store --symbol BTC/USD
     factorgym data list --store store
+    factorgym data rm --source file:Bitfinex_BTCUSD_1h --symbol BTC/USD --store store
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from factorgym.commands import HelpFormatter
+from factorgym.progress import progress_bar
 
 _COLS = ("time", "open", "high", "low", "close", "volume", "symbol")
 
@@ -70,13 +71,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="write the repaired series back to the store (atomic replace); without it nothing is written")
     v.set_defaults(func=run_validate)
 
-    d = sub.add_parser("data", help="inspect the candle store", formatter_class=HelpFormatter)
+    d = sub.add_parser("data", help="list or remove what the candle store holds", formatter_class=HelpFormatter,
+                       description="Inspect and tidy the candle store: `data list` shows every series, "
+                                   "`data rm` removes one.")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     lst = dsub.add_parser("list", help="table of stored series: source, symbol, timeframe, rows, range, gaps",
+                          description="One row per stored series: source, symbol, timeframe, rows, first and "
+                                      "last bar (UTC) and gaps (missing bars, absent or marked untradable).",
                           formatter_class=HelpFormatter)
     _store_arg(lst)
     lst.add_argument("--json", action="store_true", help="one JSON object per series instead of a table")
     lst.set_defaults(func=run_list)
+    rm = dsub.add_parser("rm", help="remove a stored series", formatter_class=HelpFormatter,
+                         description="Delete the candles of one symbol from one source (one timeframe, or all). "
+                                     "See `factorgym data list` for what is stored.\n\n"
+                                     "Example:\n  factorgym data rm --source file:bitfinex_btcusd_1h --symbol BTC/USD")
+    _store_arg(rm)
+    rm.add_argument("--source", required=True, help="store source, as `factorgym data list` shows it")
+    rm.add_argument("--symbol", required=True, help="unified symbol, e.g. BTC/USD")
+    rm.add_argument("--timeframe", default=None, help="only this timeframe (default: every timeframe of the symbol)")
+    rm.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
+    rm.set_defaults(func=run_rm)
 
 
 def _store_arg(p: argparse.ArgumentParser) -> None:
@@ -90,8 +105,6 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from factorgym.data_layer.sources.base import default_rules
     from factorgym.data_layer.sources.files import import_candle_file
     from factorgym.data_layer.store import CandleStore
@@ -114,8 +127,7 @@ def run_import(args: argparse.Namespace) -> int:
         print("dry run: nothing written")
         return 0
     store = CandleStore(args.store)
-    items = tqdm(res.candles.items(), desc="writing", unit="symbol", file=sys.stderr,
-                 disable=len(res.candles) < 2)
+    items = progress_bar(list(res.candles.items()), desc="writing", unit="symbol", enabled=len(res.candles) > 1)
     for sym, frame in items:
         report = store.merge(source, sym, res.timeframe, frame, on_conflict=args.on_conflict)
         store.write_rules(source, default_rules(sym))
@@ -212,4 +224,26 @@ def run_list(args: argparse.Namespace) -> int:
     for t in table:
         print("  ".join(c.rjust(w) if i == 3 or i == 6 else c.ljust(w) for i, (c, w) in enumerate(zip(t, widths))))
     print(f"{len(rows)} series in {store.root}; gaps = missing bars (absent + marked untradable), UTC times")
+    return 0
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    from factorgym.data_layer.sources.file_columns import normalize_symbol
+    from factorgym.data_layer.store import CandleStore
+    from factorgym.errors import ConfigError
+
+    store = CandleStore(args.store)
+    symbol = normalize_symbol(args.symbol)
+    chosen = [e for e in store.entries() if e.source == args.source and e.symbol == symbol
+              and args.timeframe in (None, e.timeframe)]
+    if not chosen:
+        held = sorted({(e.source, e.symbol, e.timeframe) for e in store.entries()})
+        raise ConfigError(f"no stored series {args.source} {symbol}{' ' + args.timeframe if args.timeframe else ''} "
+                          f"in {store.root}; it holds {held or 'nothing'}")
+    if args.dry_run:
+        for e in chosen:
+            print(f"would remove {e.source} {e.symbol} {e.timeframe} ({e.rows} bars): {e.path}")
+        return 0
+    for path in store.remove(args.source, symbol, args.timeframe):
+        print(f"removed {path}")
     return 0

@@ -93,7 +93,7 @@ def _tensor(cfg: dict, args, out: Path):
         build = packaged_config(cfg["build"].split("configs/", 1)[-1])
     if (out / "tensor" / "meta.json").exists():
         return FactorTensor.load(out / "tensor")
-    tensor = build_from_config(build, progress=False)
+    tensor = build_from_config(build, store=out / "store", progress=False)
     tensor.save(out / "tensor")
     return tensor
 

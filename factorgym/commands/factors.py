@@ -8,7 +8,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from factorgym.commands import HelpFormatter
 
@@ -98,7 +97,7 @@ def run_build(args: argparse.Namespace) -> int:
     from factorgym.data_layer.build import build_from_config
 
     t0 = time.perf_counter()
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = not args.no_progress  # a bar on a terminal, log lines elsewhere (factorgym.progress)
     if args.out_of_core:
         from factorgym.data_layer.build_disk import build_from_config_to_disk
 

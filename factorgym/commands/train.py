@@ -15,15 +15,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train an RL agent from a YAML run config (SB3 PPO, A2C, SAC, TD3, DDPG, DQN; RecurrentPPO, TQC)",
-        description="Train an agent on a saved FactorTensor's train split, validate it on the validation split, "
-        "and write a run directory (runs/<name>-<UTC time>/): the resolved config, TensorBoard logs (SB3's "
-        "scalars, rollout/ and eval/ trading metrics), checkpoints, the best bundle by validation Sharpe and the "
-        "final bundle. Presets: configs/train/*.yaml. Ctrl-C saves a checkpoint; --resume continues it.\n\n"
-        "example:\n  factorgym train --config configs/train/ppo_fast.yaml --tensor tensors/btc_1h --set learning_rate=1e-4",
+        description="Train an agent on a saved FactorTensor's train split, validate it on the validation\n"
+        "split, and write a run directory (runs/<name>-<UTC time>/): the resolved config, TensorBoard\n"
+        "logs (SB3's scalars, rollout/ and eval/ trading metrics), checkpoints, the best bundle by\n"
+        "validation Sharpe and the final bundle. Presets: configs/train/*.yaml (or just their name,\n"
+        "e.g. --config ppo_fast). Ctrl-C saves a checkpoint; --resume continues the run.\n\n"
+        "examples:\n"
+        "  factorgym train --config ppo_fast --tensor tensors/btc_1h --set learning_rate=1e-4\n"
+        "  factorgym train --resume runs/ppo_fast-20260101T120000Z --total-timesteps 2000000",
         formatter_class=HelpFormatter,
     )
     p.add_argument("--config", metavar="YAML", default=None,
-                   help="run config (configs/train/*.yaml); required unless --resume")
+                   help="run config file, or a packaged preset's name (ppo_fast, a2c_fast, sac_fast, "
+                        "recurrent_ppo_fast, dqn_single); required unless --resume")
     p.add_argument("--tensor", metavar="DIR", default=None,
                    help="saved tensor to train on, replacing the config's data (its split fractions and embargo apply)")
     p.add_argument("--total-timesteps", type=int, default=None, metavar="N", help="env steps to train for (overrides the config)")
