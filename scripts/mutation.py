@@ -17,7 +17,9 @@ Usage::
     python scripts/mutation.py --report GROUP                         # the report of a finished run
 
 Sessions live in runs/mutation/<group>.sqlite (ignored by git). cosmic-ray edits the module files in
-place while it runs and restores them after each mutant: do not edit them meanwhile.
+place while it runs and restores them after each mutant: do not edit them meanwhile (and after an
+interrupted run, ``git checkout`` them: the mutant in progress stays applied). A run refuses to start
+while the modules have uncommitted changes.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ GROUPS: dict[str, dict] = {
     },
     "store": {
         "modules": ["data_layer/store.py"],
-        "tests": ["tests/test_store.py"],
+        "tests": ["tests/test_store.py", "-k", "round_trip or new_rows or overlapping or tradable_column or concurrent"],
         "functions": {"merge_tables", "write"},
         "timeout": 120,
     },
@@ -124,6 +126,9 @@ def _skip(db_path: Path, keep) -> int:
 
 def start(group: str, sample: int | None, seed: int) -> None:
     g = GROUPS[group]
+    if subprocess.run(["git", "diff", "--quiet", "--", *g["modules"]], cwd=REPO).returncode != 0:
+        sys.exit(f"{group}: {g['modules']} have uncommitted changes (a mutant left by an interrupted run?); "
+                 f"commit or `git checkout` them first")
     cfg = _config(group)
     db = OUT / f"{group}.sqlite"
     db.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ def assert_same_reset(obs, infos, i, single_obs, single_info, where):
         assert np.array_equal(infos[key][i], single_info[key]), f"{where}: info[{key!r}] {infos[key][i]} != {single_info[key]}"
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data(), random_start=st.booleans())
 def test_each_autoreset_episode_equals_a_single_env_reset_at_its_start_bar(data, random_start):
     case = data.draw(cases(schemes=("signed", "simplex")))

@@ -6,6 +6,7 @@ slippage cost, borrow, status, order statuses, the trade list and the observatio
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from gymnasium.utils.seeding import np_random
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -15,8 +16,10 @@ from _reference_cases import (SCHEMES, assert_info_matches, assert_obs_matches, 
 from factorgym.envs import CryptoTradingEnv, CryptoTradingVectorEnv
 from factorgym.envs.backtest import backtest
 
+# example counts sized so the module runs in ~15 s warm; the ``slow`` variants at the end run 20x more
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-STEPS = 22  # bars of a 24-bar market after a window of up to 3
+VECTOR_INFO_KEYS = ("timestamp", "equity", "cash", "fees", "slippage_cost", "borrow_cost", "turnover", "weights",
+                    "positions", "status")
 
 
 def note_paths(info) -> None:
@@ -54,7 +57,7 @@ def run_single(case, actions, start):
     return len(actions)
 
 
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=30, **SETTINGS)
 @given(data=st.data())
 def test_single_env_matches_the_reference_step_by_step(data):
     case = data.draw(cases())
@@ -63,7 +66,7 @@ def test_single_env_matches_the_reference_step_by_step(data):
     run_single(case, actions, start)
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=12, **SETTINGS)
 @given(data=st.data())
 def test_each_env_of_a_vector_env_matches_the_reference_across_autoresets(data):
     """Five envs with their own start bars and actions; short episodes, so each env autoresets
@@ -92,7 +95,7 @@ def test_each_env_of_a_vector_env_matches_the_reference_across_autoresets(data):
             assert (term[i], trunc[i]) == (ref_term, ref_trunc), where
             assert_reward_matches(rewards[i], ref_reward, where)
             step_info = infos["final_info"] if ref.done else infos
-            assert_info_matches({key: v[i] for key, v in step_info.items()}, ref_info, where)
+            assert_info_matches({key: step_info[key][i] for key in VECTOR_INFO_KEYS}, ref_info, where)
             assert step_info["n_trades"][i] == len(ref_info.trades), where
             if ref.done:
                 assert_obs_matches(infos["final_obs"][i], ref_obs, where + " final obs")
@@ -118,7 +121,7 @@ def split_kwargs(case):
     return named, kw
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=12, **SETTINGS)
 @given(data=st.data())
 def test_backtest_matches_the_reference_bar_by_bar(data):
     case = data.draw(cases(T=26))
@@ -160,3 +163,12 @@ def test_backtest_matches_the_reference_bar_by_bar(data):
         assert (row.quantity, row.price, row.fee, row.slippage_cost) == (f.qty, f.price, f.fee, f.slippage_cost) or \
             np.allclose([row.quantity, row.price, row.fee, row.slippage_cost], [f.qty, f.price, f.fee, f.slippage_cost],
                         rtol=1e-12, atol=0)
+
+
+# the same properties with 20x the examples (``make test-all``)
+test_single_env_thorough = pytest.mark.slow(settings(max_examples=600, **SETTINGS)(given(data=st.data())(
+    test_single_env_matches_the_reference_step_by_step.hypothesis.inner_test)))
+test_vector_env_thorough = pytest.mark.slow(settings(max_examples=240, **SETTINGS)(given(data=st.data())(
+    test_each_env_of_a_vector_env_matches_the_reference_across_autoresets.hypothesis.inner_test)))
+test_backtest_thorough = pytest.mark.slow(settings(max_examples=240, **SETTINGS)(given(data=st.data())(
+    test_backtest_matches_the_reference_bar_by_bar.hypothesis.inner_test)))
