@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --config or --resume, not both (a resumed run keeps its config.yaml; use --set to change it)")
     result = train(args.config, tensor_dir=args.tensor, run_dir=args.run_dir, overrides=list(args.overrides),
                    total_timesteps=args.total_timesteps, seed=args.seed, resume=args.resume,
-                   progress=not args.no_progress and sys.stderr.isatty())
+                   progress=not args.no_progress)  # a bar on a terminal, periodic log lines elsewhere
     print(summary(result))
     if result.interrupted:
         print(f"interrupted: continue with `factorgym train --resume {result.run_dir}`", file=sys.stderr)
