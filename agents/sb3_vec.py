@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
+from factorgym.envs.layouts import INFO_SCALARS
 from factorgym.envs.vector_env import CryptoTradingVectorEnv
 
 #: the per-env info keys (and ``weights``)
-INFO_KEYS = ("timestamp", "equity", "cash", "fees", "slippage_cost", "borrow_cost", "funding", "turnover")
+INFO_KEYS = ("timestamp", *INFO_SCALARS)
 
 
 class SB3VecEnv(VecEnv):

@@ -17,8 +17,8 @@ from factorgym.envs import execution as ex
 from factorgym.envs.config import ExecutionConfig, RewardConfig, resolve_per_symbol
 from factorgym.envs.kernels import reset_batch_nb, step_batch_nb, step_batch_par_nb
 from factorgym.envs.layouts import (
-    CONFIG, COUNTER, INFO_SCALARS, N_FILL, OUT, OUT_WEIGHTS, PRICE, RULE, block_size, inverse, out_shape,
-    work_offsets, work_shape,
+    CONFIG, COUNTER, INFO_SCALARS, N_FILL, OUT, OUT_WEIGHTS, RULE, block_size, inverse, out_shape,
+    price_records, work_offsets, work_shape,
 )
 from factorgym.envs.trades import Trades
 from factorgym.errors import ConfigError, DataValidationError
@@ -124,8 +124,7 @@ class PortfolioCore:
 
         tradable = np.ascontiguousarray(tensor.tradable, dtype=bool)
         self.tradable = tradable
-        self.prices = _price_records(tensor, tradable)
-        self.has_funding = bool(np.any(self.prices[..., PRICE.funding] != 0.0))
+        self.prices = price_records(tensor, tradable)
         feats = np.asarray(tensor.features, dtype=np.float32)
         finite = np.isfinite(feats)
         n_bad = int((~finite & tradable[..., None]).sum())
@@ -149,7 +148,7 @@ class PortfolioCore:
             "long_only": float(long_only), "close_untradable": float(execution.on_untradable == "close"),
             "scheme": SCHEMES[scheme], "reward": REWARDS[reward.kind], "drawdown_penalty": reward.drawdown_penalty,
             "turnover_penalty": reward.turnover_penalty, "sharpe_eta": reward.sharpe_eta, "reward_scale": reward.scale,
-            "window": window, "level_size": level_size, "n_levels": len(levels), "has_funding": float(self.has_funding),
+            "window": window, "level_size": level_size, "n_levels": len(levels),
         }
         self.config = np.concatenate([[settings[name] for name in CONFIG._fields],
                                       np.stack([rules[name] for name in RULE._fields]).reshape(-1), levels])
@@ -248,37 +247,3 @@ class PortfolioCore:
         """Status name of each asset's order in env ``n``'s last step."""
         A = self.n_assets
         return [ex.ORDER_STATUS[int(c)] for c in self.out[n, OUT_WEIGHTS + 2 * A: OUT_WEIGHTS + 3 * A]]
-
-
-def _ffill(a: np.ndarray) -> np.ndarray:
-    """Forward-fill NaNs along axis 0 (only the past is used); leading NaNs become 0."""
-    T = a.shape[0]
-    idx = np.where(np.isfinite(a), np.arange(T)[:, None], 0)
-    np.maximum.accumulate(idx, axis=0, out=idx)
-    out = np.take_along_axis(a, idx, axis=0)
-    return np.where(np.isfinite(out), out, 0.0)
-
-
-def _price_records(tensor: Any, tradable: np.ndarray) -> np.ndarray:
-    """float64 [T, A, len(PRICE)]: the ``PRICE`` record of every bar and asset (see layouts.py).
-    Untradable bars: open, low and high are the mark (the last tradable close), no volume, no
-    funding. The adverse extremes include the open and the close (a low above either is bad data)."""
-    prices = np.asarray(tensor.prices, dtype=np.float64)
-    T, A = tradable.shape
-    close = np.where(tradable, prices[..., 3], np.nan)
-    mark = _ffill(close)  # last tradable close, carried forward; 0 before the first listing
-    open_ = np.where(tradable, prices[..., 0], mark)
-    records = np.zeros((T, A, len(PRICE)))
-    records[..., PRICE.open] = open_
-    records[..., PRICE.mark] = mark
-    records[..., PRICE.inv_volume] = inverse(np.where(tradable, prices[..., 4], 0.0))  # 0 = no impact term
-    records[..., PRICE.tradable] = tradable
-    records[..., PRICE.low] = np.where(tradable, np.fmin(np.fmin(prices[..., 2], open_), mark), mark)
-    records[..., PRICE.high] = np.where(tradable, np.fmax(np.fmax(prices[..., 1], open_), mark), mark)
-    funding = getattr(tensor, "funding", None)
-    if funding is not None:
-        funding = np.asarray(funding, dtype=np.float64)
-        if funding.shape != (T, A):
-            raise DataValidationError(f"tensor.funding must be [T, A] = {(T, A)}, got {funding.shape}")
-        records[..., PRICE.funding] = np.where(tradable & np.isfinite(funding), funding, 0.0)
-    return records

@@ -50,7 +50,6 @@ stack_block_nb = stack_block_intrinsic(lambda A, K, B: block_rows(A, K).size * B
 stack_totals_nb = stack_block_intrinsic(lambda A, K, B: len(TOTALS) * B)
 stack_rules_nb = stack_block_intrinsic(lambda A, K, B: N_RULE * A * B)
 PAR_CHUNK = 8  # blocks per task of the parallel kernel (each task sets up its own stack block)
-ALWAYS_LOADED = (PRICE.open, PRICE.mark, PRICE.inv_volume, PRICE.tradable)
 
 
 @numba.njit(inline="always", **JIT)
@@ -85,19 +84,12 @@ def _load_block(lo, N, work, act, prices, config, block, rows, A, K, B):
         for k in range(K):
             block[lane(rows.actions + k, j, B)] = act[n * K + k]
         block[lane(rows.temps + TEMP.liquidate, j, B)] = 0.0
-    extremes = config[CONFIG.long_only] == 0.0  # (only liquidation reads the lows and highs)
-    funding = config[CONFIG.has_funding] > 0.0
     for j in range(B):
         done = block[lane(rows.counters + COUNTER.done, j, B)] != 0.0
         f = select_nb(done, 0, int(block[lane(rows.counters + COUNTER.bar, j, B)]) + 1)
         for i in range(A):
-            for c in ALWAYS_LOADED:
+            for c in range(PRICE.pad):  # (every field but the padding)
                 block[lane(rows.prices + c * A + i, j, B)] = prices[f, i, c]
-            if extremes:
-                block[lane(rows.prices + PRICE.low * A + i, j, B)] = prices[f, i, PRICE.low]
-                block[lane(rows.prices + PRICE.high * A + i, j, B)] = prices[f, i, PRICE.high]
-            if funding:
-                block[lane(rows.prices + PRICE.funding * A + i, j, B)] = prices[f, i, PRICE.funding]
 
 
 @numba.njit(inline="always", **JIT)
@@ -142,7 +134,7 @@ def _finish(config, block, rows, A, B):
         inv_equity = select_nb(equity > 0.0, 1.0 / equity, 0.0)
         block[lane(out + OUT.equity, j, B)] = select_nb(live, equity, 0.0)
         block[lane(out + OUT.cash, j, B)] = select_nb(live, cash, 0.0)
-        for c in (OUT.fees, OUT.slippage_cost, OUT.borrow_cost, OUT.funding, OUT.n_trades):
+        for c in (OUT.fees, OUT.slippage_cost, OUT.n_trades):  # (the charges are 0 there already)
             block[lane(out + c, j, B)] = select_nb(live, block[lane(out + c, j, B)], 0.0)
         equity_open = block[lane(rows.temps + TEMP.equity_open, j, B)]
         inv_equity_open = select_nb(equity_open > 0.0, 1.0 / equity_open, 0.0)

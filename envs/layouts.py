@@ -6,7 +6,8 @@ constant there). Blocks of per-asset values follow a layout's named fields at ``
 
 | array  | dtype, shape                 | layout                                                        |
 | ------ | ---------------------------- | ------------------------------------------------------------- |
-| prices | float64 [T, A, len(PRICE)]   | ``PRICE`` per bar and asset: one 64-byte record               |
+| prices | float64 [T, A, len(PRICE)]   | ``PRICE`` per bar and asset (one 64-byte record), made by     |
+|        |                              | :func:`price_records` from the tensor                         |
 | data   | float32 [T*A*F + T*A]        | feature rows [T, A, F] (0 where untradable), then the mask    |
 | config | float64                      | ``CONFIG`` scalars, then ``RULE`` x A rules (row-major        |
 |        |                              | [len(RULE), A]), then the discrete action levels              |
@@ -25,9 +26,12 @@ that no store address depends on earlier fills; they are listed in fill order by
 from __future__ import annotations
 
 from collections import namedtuple
+from typing import Any
 
 import numpy as np
 from numba.extending import register_jitable
+
+from factorgym.errors import DataValidationError
 
 
 def fields(name: str, names: str):
@@ -44,7 +48,7 @@ PRICE = fields("Price", "open mark inv_volume tradable low high funding pad")
 # the scalar settings
 CONFIG = fields("Config", "fixed_slippage impact impact_exponent borrow_rate max_leverage maintenance_margin "
                           "initial_cash long_only close_untradable scheme reward drawdown_penalty turnover_penalty "
-                          "sharpe_eta reward_scale window level_size n_levels has_funding")
+                          "sharpe_eta reward_scale window level_size n_levels")
 # the market rules of one symbol (inv_* = 1 / step, or 0 where the step is 0)
 RULE = fields("Rule", "fee lot_step inv_lot_step min_amount min_notional price_step inv_price_step")
 # the state of one env that persists between steps (positions [A] follow); sharpe_* are the
@@ -129,3 +133,37 @@ def block_rows(A: int, K: int) -> BlockRows:
     temps = actions + K
     return BlockRows(counters, fills, out + OUT_WEIGHTS, out + OUT_WEIGHTS + A, out + OUT_WEIGHTS + 2 * A, out,
                      prices, actions, temps, temps + len(TEMP))
+
+
+def price_records(tensor: Any, tradable: np.ndarray) -> np.ndarray:
+    """float64 [T, A, len(PRICE)]: the ``PRICE`` record of every bar and asset (see layouts.py).
+    Untradable bars: open, low and high are the mark (the last tradable close), no volume, no
+    funding. The adverse extremes include the open and the close (a low above either is bad data)."""
+    prices = np.asarray(tensor.prices, dtype=np.float64)
+    T, A = tradable.shape
+    close = np.where(tradable, prices[..., 3], np.nan)
+    mark = _ffill(close)  # last tradable close, carried forward; 0 before the first listing
+    open_ = np.where(tradable, prices[..., 0], mark)
+    records = np.zeros((T, A, len(PRICE)))
+    records[..., PRICE.open] = open_
+    records[..., PRICE.mark] = mark
+    records[..., PRICE.inv_volume] = inverse(np.where(tradable, prices[..., 4], 0.0))  # 0 = no impact term
+    records[..., PRICE.tradable] = tradable
+    records[..., PRICE.low] = np.where(tradable, np.fmin(np.fmin(prices[..., 2], open_), mark), mark)
+    records[..., PRICE.high] = np.where(tradable, np.fmax(np.fmax(prices[..., 1], open_), mark), mark)
+    funding = getattr(tensor, "funding", None)
+    if funding is not None:
+        funding = np.asarray(funding, dtype=np.float64)
+        if funding.shape != (T, A):
+            raise DataValidationError(f"tensor.funding must be [T, A] = {(T, A)}, got {funding.shape}")
+        records[..., PRICE.funding] = np.where(tradable & np.isfinite(funding), funding, 0.0)
+    return records
+
+
+def _ffill(a: np.ndarray) -> np.ndarray:
+    """Forward-fill NaNs along axis 0 (only the past is used); leading NaNs become 0."""
+    T = a.shape[0]
+    idx = np.where(np.isfinite(a), np.arange(T)[:, None], 0)
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    out = np.take_along_axis(a, idx, axis=0)
+    return np.where(np.isfinite(out), out, 0.0)

@@ -243,7 +243,6 @@ def charges_and_mark_nb(config, block, rows, A, B):
     """Borrow and funding at the close of the fill bar (step 8), mark to market (step 9), and flag
     the envs whose margin is breached at the close."""
     long_only = config[CONFIG.long_only] > 0.0
-    has_funding = config[CONFIG.has_funding] > 0.0
     rate = config[CONFIG.borrow_rate]
     maintenance = config[CONFIG.maintenance_margin]
     mark, funding_row = rows.prices + PRICE.mark * A, rows.prices + PRICE.funding * A
@@ -257,12 +256,11 @@ def charges_and_mark_nb(config, block, rows, A, B):
         borrow = select_nb(live, borrow_charge_nb(rate, short, cash), 0.0)
         cash -= borrow
         funding = 0.0
-        if has_funding:  # (the same for every lane)
-            for i in range(A):
-                funding += funding_charge_nb(block[lane(funding_row + i, j, B)], block[lane(POS + i, j, B)],
-                                             block[lane(mark + i, j, B)])
-            funding = select_nb(live, funding, 0.0)
-            cash -= funding
+        for i in range(A):
+            funding += funding_charge_nb(block[lane(funding_row + i, j, B)], block[lane(POS + i, j, B)],
+                                         block[lane(mark + i, j, B)])
+        funding = select_nb(live, funding, 0.0)
+        cash -= funding
         equity = cash
         gross = 0.0
         for i in range(A):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -20,6 +21,7 @@ from factorgym.errors import ConfigError
 _ndarray, _empty = np.ndarray, np.empty
 _F32, _F64 = F32, F64
 _STATUS = {float(k): v for k, v in ex.ENV_STATUS.items()}  # keyed by the float the results row holds
+_info_values = operator.itemgetter(*(getattr(OUT, key) for key in INFO_SCALARS))
 
 #: ``reward_fn(prev_equity, equity, turnover, fees, drawdown) -> float``; equities and fees in quote
 #: units, turnover and drawdown as fractions. The vector env passes float64 arrays [N] instead.
@@ -205,12 +207,12 @@ class CryptoTradingEnv(gym.Env):
         truncated = row[OUT.truncated] == 1.0
         self._done = terminated or truncated
         n_trades = row[OUT.n_trades]
-        info = {"timestamp": ts, "equity": row[OUT.equity], "cash": row[OUT.cash], "fees": row[OUT.fees],
-                "slippage_cost": row[OUT.slippage_cost], "borrow_cost": row[OUT.borrow_cost],
-                "funding": row[OUT.funding], "turnover": row[OUT.turnover],
-                "weights": self._w.copy(), "positions": self._q.copy(),
-                "trades": Trades(self._fills.copy(), int(n_trades), ts, self.tensor_symbols) if n_trades else [],
-                "status": _STATUS[status]}
+        info = dict(zip(INFO_SCALARS, _info_values(row)))  # (by name: INFO_SCALARS are fields of OUT)
+        info["timestamp"] = ts
+        info["weights"] = self._w.copy()
+        info["positions"] = self._q.copy()
+        info["trades"] = Trades(self._fills.copy(), int(n_trades), ts, self.tensor_symbols) if n_trades else []
+        info["status"] = _STATUS[status]
         if self._dict_obs:
             obs = self._wrap(obs)
         return obs, reward, terminated, truncated, info

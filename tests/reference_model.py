@@ -96,6 +96,7 @@ class StepInfo:
     trades: list[Fill]
     status: str
     order_status: list[str] = field(default_factory=list)
+    funding: float = 0.0
 
 
 def resolve_rules(cfg: ExecutionConfig, symbols: Sequence[str]) -> list[Rules]:
@@ -173,6 +174,14 @@ class ReferenceEnv:
         self.tradable = [[bool(tradable[t, i]) for i in range(self.A)] for t in range(self.T)]
         self.open = [[float(prices[t, i, 0]) for i in range(self.A)] for t in range(self.T)]
         self.volume = [[float(prices[t, i, 4]) for i in range(self.A)] for t in range(self.T)]
+        # the bar's adverse extremes: a long's low and a short's high (the open and close included)
+        self.low = [[min(float(prices[t, i, 2]), self.open[t][i], float(prices[t, i, 3])) for i in range(self.A)]
+                    for t in range(self.T)]
+        self.high = [[max(float(prices[t, i, 1]), self.open[t][i], float(prices[t, i, 3])) for i in range(self.A)]
+                     for t in range(self.T)]
+        rates = getattr(tensor, "funding", None)
+        self.funding = [[float(rates[t, i]) if rates is not None and self.tradable[t][i] and math.isfinite(rates[t, i])
+                         else 0.0 for i in range(self.A)] for t in range(self.T)]
         # the mark: the last close on a tradable bar (carried over untradable bars), 0 before the first
         self.mark = []
         last = [0.0] * self.A
@@ -321,6 +330,41 @@ class ReferenceEnv:
                     traded += abs(q) * p
                     fills["close"].append(Fill(i, "sell" if q > 0 else "buy", abs(q), p, fee, 0.0, "untradable_close"))
 
+        # intrabar liquidation (long/short): each asset at its adverse extreme of bar f (low for a long,
+        # high for a short; an untradable one stays at its mark), prices moving in a straight line from
+        # the open; if the margin is breached there, every position is closed at the first point of the
+        # line where it is (the open itself after a gap), fee and slippage paid
+        liquidated = False
+        if not self.long_only:
+            extreme = [(self.low[f][i] if acc.positions[i] > 0 else self.high[f][i]) if tradable[i] else self.mark[f][i]
+                       for i in range(A)]
+            surplus = []
+            for prices in (open_, extreme):
+                e, g = acc.cash, 0.0
+                for i in range(A):
+                    e += acc.positions[i] * prices[i]
+                    g += abs(acc.positions[i]) * prices[i]
+                surplus.append(e - cfg.maintenance_margin * g)
+            if g > 0.0 and surplus[1] < 0.0:
+                liquidated = True
+                point = surplus[0] / (surplus[0] - surplus[1]) if surplus[0] > 0.0 else 0.0
+                for i in range(A):
+                    q = acc.positions[i]
+                    if q == 0.0:
+                        continue
+                    if tradable[i]:
+                        o = market_order(-q, open_[i] + point * (extreme[i] - open_[i]), self.volume[f][i],
+                                         Rules(rules[i].fee, 0.0, 0.0, 0.0, rules[i].price_step), cfg, True)
+                    else:
+                        o = Order(FILLED, abs(q), self.mark[f][i], abs(q) * self.mark[f][i] * rules[i].fee, 0.0)
+                    acc.cash += q * o.price - o.fee
+                    acc.positions[i] = 0.0
+                    fees += o.fee
+                    slippage += o.slippage_cost
+                    traded += o.qty * o.price
+                    fills["liq"].append(Fill(i, "sell" if q > 0 else "buy", o.qty, o.price, o.fee, o.slippage_cost,
+                                             "liquidation"))
+
         # borrow on short notional and borrowed cash, at the close of f
         short = 0.0
         for i in range(A):
@@ -328,6 +372,11 @@ class ReferenceEnv:
                 short -= acc.positions[i] * self.mark[f][i]
         borrow = cfg.borrow_rate_per_bar * (short + max(-acc.cash, 0.0))
         acc.cash -= borrow
+        # funding at the close of f on each position's notional (positive rate: longs pay)
+        funding = 0.0
+        for i in range(A):
+            funding += self.funding[f][i] * acc.positions[i] * self.mark[f][i]
+        acc.cash -= funding
 
         # mark to market at the close of f
         equity, gross = acc.cash, 0.0
@@ -338,8 +387,9 @@ class ReferenceEnv:
                 gross += abs(q) * self.mark[f][i]
 
         # liquidation (long/short): every position closed at the close, fee and slippage paid
-        liquidated = not self.long_only and gross > 0.0 and equity < cfg.maintenance_margin * gross
-        if liquidated:
+        at_close = not self.long_only and gross > 0.0 and equity < cfg.maintenance_margin * gross
+        liquidated = liquidated or at_close
+        if at_close:
             for i in range(A):
                 q = acc.positions[i]
                 if q == 0.0:
@@ -373,7 +423,7 @@ class ReferenceEnv:
         weights = [q * self.mark[f][i] / equity if equity > 0 else 0.0 for i, q in enumerate(acc.positions)]
         trades = fills["sell"] + fills["buy"] + fills["close"] + fills["liq"]
         info = StepInfo(self.timestamps[f], equity, acc.cash, weights, list(acc.positions), fees, slippage, borrow,
-                        turnover, trades, env_status, status)
+                        turnover, trades, env_status, status, funding)
         return self.observation(f), reward, terminated, truncated, info
 
     def _reward(self, prev: float, equity: float, turnover: float, drawdown: float) -> float:

@@ -18,8 +18,8 @@ from factorgym.envs.backtest import backtest
 
 # example counts sized so the module runs in ~15 s warm; the ``slow`` variants at the end run 20x more
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-VECTOR_INFO_KEYS = ("timestamp", "equity", "cash", "fees", "slippage_cost", "borrow_cost", "turnover", "weights",
-                    "positions", "status")
+VECTOR_INFO_KEYS = ("timestamp", "equity", "cash", "fees", "slippage_cost", "borrow_cost", "turnover", "funding",
+                    "weights", "positions", "status")
 
 
 def note_paths(info) -> None:
