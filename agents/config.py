@@ -278,8 +278,11 @@ def policy_name(cfg: dict) -> str:
     return f"MultiInput{lstm}Policy" if cfg["observation"] == "dict" else f"Mlp{lstm}Policy"
 
 
-def algorithm_kwargs(cfg: dict) -> dict:
-    """The algorithm's constructor arguments from the config (``policy_kwargs`` resolved to objects)."""
+def algorithm_kwargs(cfg: dict, n_assets: int | None = None) -> dict:
+    """The algorithm's constructor arguments from the config (``policy_kwargs`` resolved to objects).
+
+    A flat observation does not say its window and asset count, so the per-asset extractors get
+    ``window`` (from the config) and ``n_assets`` (from the tensor) unless the config sets them."""
     params = algorithm_params(cfg["algorithm"])
     kw = {k: v for k, v in cfg.items() if k in params and k not in KEYS}
     pk = dict(kw.pop("policy_kwargs", None) or {})
@@ -292,7 +295,11 @@ def algorithm_kwargs(cfg: dict) -> dict:
         pk["activation_fn"] = names[pk["activation_fn"].lower()]
     if cfg["features_extractor"]:
         pk["features_extractor_class"] = _extractor(cfg["features_extractor"])
-        pk["features_extractor_kwargs"] = dict(cfg["features_extractor_kwargs"])
+        fek = dict(cfg["features_extractor_kwargs"])
+        if n_assets is not None and "n_assets" in inspect.signature(pk["features_extractor_class"].__init__).parameters:
+            fek.setdefault("window", cfg["window"])
+            fek.setdefault("n_assets", n_assets)
+        pk["features_extractor_kwargs"] = fek
     if pk:
         kw["policy_kwargs"] = pk
     return kw

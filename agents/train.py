@@ -319,7 +319,7 @@ def train(config: str | Path | Mapping | None = None, *, tensor_dir=None, run_di
     if "validation" not in parts:
         raise ConfigError("split: a validation part is required (the best model is chosen on it)")
     check_data(cfg, parts)
-    algo_kw = C.algorithm_kwargs(cfg)
+    algo_kw = C.algorithm_kwargs(cfg, n_assets=tensor.n_assets)
     if cfg["algorithm"] in OFF_POLICY and "buffer_size" not in algo_kw:
         algo_kw["buffer_size"] = min(1_000_000, cfg["total_timesteps"])  # SB3's 1e6 default can need GBs here
     torch.set_num_threads(cfg["torch_threads"])

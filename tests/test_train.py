@@ -208,3 +208,13 @@ def test_train_on_a_tensor_in_memory(tmp_path):
     saved = FactorTensor.load(tmp_path / "run" / "tensor")
     assert saved.content_hash() == t.content_hash() and res.config["tensor"] == str((tmp_path / "run" / "tensor").resolve())
     load_policy(res.run_dir, tensor=saved)
+
+
+def test_per_asset_extractor_from_the_config(tmp_path, tensors):
+    """`features_extractor: asset_conv` on flat observations: window and n_assets come from the run."""
+    cfg = {**TINY, "algorithm": "PPO", "total_timesteps": 32, **ON_POLICY, "features_extractor": "asset_conv",
+           "features_extractor_kwargs": {"hidden": 8, "embed": 8}}
+    res = train(cfg, tensor_dir=tensors["two"], run_dir=tmp_path / "run")
+    policy = load_policy(res.run_dir)
+    assert type(policy.model.policy.features_extractor).__name__ == "AssetConvExtractor"
+    assert np.isfinite(_backtests(res.run_dir, tensors["two"]).equity).all()
