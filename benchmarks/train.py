@@ -38,6 +38,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
+import factorgym  # noqa: E402,F401  (first: it silences the legacy gym's banner that SB3 would trigger)
 import torch  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402

@@ -46,7 +46,7 @@ def test_each_autoreset_episode_equals_a_single_env_reset_at_its_start_bar(data,
         new = rng.integers(lo, last - L + 1, size=len(done)) if random_start else np.full(len(done), lo)
         for i, s in zip(done, new):
             assert_same_reset(obs, infos, i, *single.reset(options={"start": int(s)}), f"step {k}, env {i} restarted at bar {s}")
-            assert venv.core.ist[i, 0] == s  # the decision bar the new episode is at
+            assert venv.core.counters[i, 0] == s  # the decision bar the new episode is at
             resets += 1
     assert resets >= N  # every env finished at least one episode of at most 5 bars
 

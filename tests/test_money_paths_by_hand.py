@@ -72,18 +72,20 @@ def test_short_untradable_close_and_liquidation_with_fees_and_slippage():
     assert info["turnover"] == pytest.approx(550 / 1047.5, abs=1e-12)  # over the OPENING equity, not 946.35
     assert list(info["positions"]) == pytest.approx([0.0, -10.0], abs=1e-12)
     assert not (term or trunc)
-    # step 3 (bar 3): Y closes at 130: borrow 1.3 -> cash 1545.05, equity 1545.05 - 1300 = 245.05 <
-    # 0.25 x 1300 = 325: liquidated; Y covered at 130 x 1.001 = 130.13 (1301.3, fee 1.3013, slippage 1.3)
-    # -> cash = equity = 1545.05 - 1301.3 - 1.3013 = 242.4487; E_open = 1546.35 - 10 x 60 = 946.35
+    # step 3 (bar 3): Y opens at 60 and reaches 130 (its high, adverse for a short): at 130 the book is
+    # 1546.35 - 1300 = 246.35 < 0.25 x 1300 = 325, so it is liquidated intrabar at the price P* where
+    # 1546.35 - 10 P* = 0.25 x 10 P*: P* = 1546.35 / 12.5 = 123.708; Y covered at 123.708 x 1.001 =
+    # 123.831708 (1238.31708, fee 1.23831708, slippage 1.23708); no close charges (no borrow) after it
+    # -> cash = equity = 1546.35 - 1238.31708 - 1.23831708 = 306.79460292; E_open = 1546.35 - 600 = 946.35
     _, reward, term, trunc, info = e.step(np.array([0.0, np.nan], np.float32))
     assert term and not trunc and info["status"] == "liquidated"
-    assert_trades(info, [("Y", "buy", "liquidation", 10.0, 130.13, 1.30130, 1.3)])
-    assert info["equity"] == pytest.approx(242.4487, abs=1e-9) and info["cash"] == pytest.approx(242.4487, abs=1e-9)
-    assert info["fees"] == pytest.approx(1.3013, abs=1e-12) and info["slippage_cost"] == pytest.approx(1.3, abs=1e-12)
-    assert info["borrow_cost"] == pytest.approx(1.3, abs=1e-12)
-    assert info["turnover"] == pytest.approx(1301.3 / 946.35, abs=1e-12)
+    assert_trades(info, [("Y", "buy", "liquidation", 10.0, 123.831708, 1.23831708, 1.23708)])
+    assert info["equity"] == pytest.approx(306.79460292, abs=1e-9) and info["cash"] == pytest.approx(306.79460292, abs=1e-9)
+    assert info["fees"] == pytest.approx(1.23831708, abs=1e-12) and info["slippage_cost"] == pytest.approx(1.23708, abs=1e-9)
+    assert info["borrow_cost"] == 0.0
+    assert info["turnover"] == pytest.approx(1238.31708 / 946.35, abs=1e-12)
     assert list(info["positions"]) == [0.0, 0.0]
-    assert reward == pytest.approx(math.log(242.4487 / 946.35), abs=1e-12)
+    assert reward == pytest.approx(math.log(306.79460292 / 946.35), abs=1e-12)
 
 
 def test_freeze_keeps_an_untradable_position_at_its_last_close_without_a_fill():
