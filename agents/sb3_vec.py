@@ -26,6 +26,7 @@ from factorgym.envs.vector_env import CryptoTradingVectorEnv
 
 #: the per-env info keys (and ``weights``)
 INFO_KEYS = ("timestamp", *INFO_SCALARS)
+_ROW_KEYS = (*INFO_KEYS, "weights")
 
 
 class SB3VecEnv(VecEnv):
@@ -98,11 +99,9 @@ def make_vec_env(tensor: Any, n_envs: int = 1, *, seed: int | None = None, **env
 
 
 def _split(infos: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per-env info dicts from the vector env's info arrays (one ``.tolist()``; weights are views)."""
-    rows = np.column_stack([infos[key] for key in INFO_KEYS]).tolist()
-    weights = infos["weights"]
-    out = [dict(zip(INFO_KEYS, row)) for row in rows]
-    for i, info in enumerate(out):
-        info["timestamp"] = int(info["timestamp"])
-        info["weights"] = weights[i]
-    return out
+    """Per-env info dicts from the vector env's info arrays: one ``.tolist()`` per column (ints stay
+    ints, floats floats) and ``weights`` as views of the env's array; half the cost of stacking the
+    columns first, which matters at 64 envs (this is most of the adapter's step time)."""
+    columns = [infos[key].tolist() for key in INFO_KEYS]
+    columns.append(list(infos["weights"]))
+    return [dict(zip(_ROW_KEYS, row)) for row in zip(*columns)]
