@@ -12,7 +12,10 @@ from factorgym.errors import FactorgymError
 from factorgym.progress import logs_above_bars
 
 # Modules under factorgym.commands, each adding one or more subcommands, in --help order.
-COMMAND_MODULES = ["download", "data", "factors", "train", "backtest", "quickstart", "runs", "evaluate"]
+COMMAND_MODULES = [
+    "download", "data", "factors", "train", "backtest", "quickstart", "runs", "evaluate",
+    "tune", "paper", "live",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
