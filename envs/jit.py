@@ -16,7 +16,8 @@ from pathlib import Path
 from numba.core import caching
 
 #: the modules the kernels compile from (any function of theirs may be inlined into a kernel)
-ENGINE_MODULES = ("jit.py", "intrinsics.py", "layouts.py", "execution.py", "phases.py", "actions.py", "kernels.py")
+ENGINE_MODULES = ("jit.py", "intrinsics.py", "layouts.py", "execution.py", "phases.py", "actions.py", "kernels.py",
+                  "live/paper_kernel.py")
 _HERE = Path(__file__).resolve().parent
 ENGINE_FILES = tuple(str(_HERE / name) for name in ENGINE_MODULES)
 

@@ -1,0 +1,494 @@
+"""``PaperExchange``: a local exchange that fills through the env's own accounting, event-sourced.
+
+Clock. ``now`` is the open time of the bar new market orders fill at (latency 0). The first
+:meth:`PaperExchange.advance` call sets it; every later ``advance(ts)`` processes each bar from
+``now`` up to (not including) ``ts`` -- bars that have closed by time ``ts`` -- and sets ``now = ts``.
+Processing bar f is the env's step: pending orders fill at f's open (slippage, impact from f's volume,
+fees, lot step, minimums), untradable positions are frozen or closed, long/short accounts are
+checked for liquidation, borrow and funding are charged at f's close and the book is marked there.
+So a loop that, at the close of bar t (time ``ts[t+1]``), calls ``advance(ts[t+1])``, reads the
+balance and then places its orders, sees exactly the env's state at the close of t, and its orders
+fill as the env's action of bar t does.
+
+Orders (ccxt's ``create_order``; type ``"market"`` only):
+
+- ``params={"targetWeight": w}``: the env's own order. Its size is fixed at the fill bar's open from
+  the book's value there, by the env's sizing (weight 0 closes exactly; NaN holds) -- the open is
+  unknown when the decision is made, so a loop that must equal ``backtest()`` sends weights.
+  ``amount`` and ``side`` are the caller's estimate; the order's ``amount`` becomes the filled size.
+- otherwise ``amount`` base units (``params={"closePosition": True}``: the whole position, exactly):
+  filled after the weight orders, sells first, then buys (long-only: scaled down together when their
+  cost exceeds the cash, as the env does), each through ``process_order``; capped at
+  ``participation`` x the bar's volume, the rest kept open (``remainder="keep"``) or cancelled.
+
+Rejections (an ``order_rejected`` event, then the ccxt-named error): unknown symbol (``BadSymbol``),
+a type other than market, an amount that rounds to nothing or is below the minimum
+(``InvalidOrder``), not enough cash or base for an amount order at the last close
+(``InsufficientFunds``). At the fill: below the minimum notional at the open, or the market not
+trading that bar: the order is closed as ``rejected`` with that reason.
+
+Everything is an event of :class:`~factorgym.envs.live.events.EventLog` (``state_dir/events.sqlite``)
+written before the book changes; the book (:class:`~factorgym.envs.live.book.Book`) is the
+projection of the log, rebuilt on start; :meth:`PaperExchange.state_at` rebuilds any past state.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from factorgym.data_layer.timeframes import timeframe_to_ms
+from factorgym.envs.config import ExecutionConfig, resolve_per_symbol
+from factorgym.envs.execution import (
+    FILLED, IGNORED_NO_CHANGE, ORDER_STATUS, REJECTED_UNTRADABLE, Slippage, buy_scale_nb, market_rules, process_order,
+    round_lot_nb,
+)
+from factorgym.envs.layouts import CONFIG, PRICE, RULE, inverse, price_records
+from factorgym.envs.live import paper_kernel as pk
+from factorgym.envs.live.book import Book, iso, order_struct, trade_struct
+from factorgym.envs.live.events import EventLog
+from factorgym.envs.live.exchange import (
+    BadSymbol, ExchangeError, InsufficientFunds, InvalidOrder, NotSupported, OrderNotFound, reason_of,
+)
+from factorgym.errors import ConfigError
+
+FILL_KINDS = ("order", "untradable_close", "liquidation")
+_REASONS = {  # fill status -> (order status, reason)
+    "ignored_lot": "InvalidOrder: amount rounds to 0 at the lot step",
+    "ignored_min_amount": "InvalidOrder: amount below the market's minimum",
+    "ignored_min_notional": "InvalidOrder: notional below the market's minimum at the open",
+    "rejected_untradable": "MarketClosed: the market did not trade that bar",
+}
+
+
+def engine_config(execution: ExecutionConfig, symbols: list[str], meta: dict | None, *, initial_cash: float,
+                  long_only: bool) -> np.ndarray:
+    """The kernels' ``config`` array (``CONFIG`` then ``RULE`` x A), as ``PortfolioCore`` builds it
+    (a test holds the two equal); the reward and action fields are unused here and 0."""
+    per = resolve_per_symbol(execution, symbols, meta)
+    rules = {"fee": per["fee"], "lot_step": per["lot_step"], "inv_lot_step": inverse(per["lot_step"]),
+             "min_amount": per["min_amount"], "min_notional": per["min_notional"], "price_step": per["price_step"],
+             "inv_price_step": inverse(per["price_step"])}
+    settings = dict.fromkeys(CONFIG._fields, 0.0)
+    settings.update({
+        "fixed_slippage": (execution.slippage_bps + execution.half_spread_bps) / 1e4,
+        "impact": execution.impact_coef, "impact_exponent": execution.impact_exponent,
+        "borrow_rate": execution.borrow_rate_per_bar, "max_leverage": execution.max_leverage,
+        "maintenance_margin": execution.maintenance_margin, "initial_cash": initial_cash,
+        "long_only": float(long_only), "close_untradable": float(execution.on_untradable == "close"),
+    })
+    return np.concatenate([[settings[name] for name in CONFIG._fields],
+                           np.stack([rules[name] for name in RULE._fields]).reshape(-1)]).astype(np.float64)
+
+
+class PaperExchange:
+    """A simulated exchange over a candle feed; see the module docstring for the rules.
+
+    Args:
+        candles: a ``FactorTensor`` (or anything with ``prices`` [T, A, 5] o/h/l/c/v, ``timestamps``,
+            ``tradable``, ``symbols``, optional ``funding`` and ``meta``): the bars the exchange fills
+            against, each known once it has closed.
+        symbols: the tensor's symbols by default (unified ``BASE/QUOTE``, one quote currency).
+        timeframe: the tensor's (``meta["timeframe"]``) by default.
+        execution: fees, slippage, lot rules, leverage, borrow (the env's :class:`ExecutionConfig`).
+        initial_cash: quote units at the start of a new run.
+        state_dir: where ``events.sqlite`` lives; an existing log is replayed (the run resumes).
+        run_id: the run's name inside the log.
+        long_only: a spot account (True) or a margin account that may go short and borrow.
+        participation: cap on an amount order's fill, as a fraction of the bar's volume (None: no cap).
+        remainder: ``"cancel"`` or ``"keep"`` the part of an order the cap left unfilled.
+        latency_bars: orders fill this many bars after the one they were placed for.
+        funding: [T, A] funding rates to use instead of ``candles.funding``.
+        durable: commit each event with a full fsync (see :class:`EventLog`).
+    """
+
+    id = "paper"
+
+    def __init__(self, candles: Any, *, symbols: list[str] | None = None, timeframe: str | None = None,
+                 execution: ExecutionConfig | None = None, initial_cash: float = 10_000.0, state_dir: str | Path,
+                 run_id: str = "paper", long_only: bool = True, participation: float | None = None,
+                 remainder: str = "cancel", latency_bars: int = 0, funding: np.ndarray | None = None,
+                 durable: bool = True) -> None:
+        if remainder not in ("cancel", "keep"):
+            raise ConfigError(f"remainder={remainder!r}; expected 'cancel' or 'keep'")
+        if participation is not None and not (0.0 < participation <= 1.0):
+            raise ConfigError(f"participation={participation!r}; expected a fraction in (0, 1] or None")
+        if int(latency_bars) != latency_bars or latency_bars < 0:
+            raise ConfigError(f"latency_bars={latency_bars!r}; expected an integer >= 0")
+        self.symbols = list(symbols if symbols is not None else candles.symbols)
+        if list(candles.symbols) != self.symbols:
+            raise ConfigError(f"symbols {self.symbols} differ from the candles' {list(candles.symbols)}")
+        quotes = {s.split("/")[1].split(":")[0] for s in self.symbols if "/" in s}
+        if len(quotes) > 1:
+            raise ConfigError(f"symbols {self.symbols} have several quote currencies {sorted(quotes)}; expected one")
+        self.quote = quotes.pop() if quotes else "USDT"
+        self.bases = [s.split("/")[0] if "/" in s else s for s in self.symbols]
+        meta = dict(getattr(candles, "meta", None) or {})
+        self.timeframe = timeframe or str(meta.get("timeframe", "1h"))
+        self.tf_ms = timeframe_to_ms(self.timeframe)
+        self.execution = execution or ExecutionConfig()
+        self.long_only = bool(long_only)
+        self.participation, self.remainder, self.latency_bars = participation, remainder, int(latency_bars)
+        self.config = engine_config(self.execution, self.symbols, meta, initial_cash=float(initial_cash),
+                                    long_only=self.long_only)
+        self.rules = [market_rules(*(self.config[len(CONFIG) + RULE._fields.index(k) * len(self.symbols) + i]
+                                     for k in ("fee", "lot_step", "min_amount", "min_notional", "price_step")))
+                      for i in range(len(self.symbols))]
+        self.slippage = Slippage(*(float(self.config[getattr(CONFIG, k)])
+                                   for k in ("fixed_slippage", "impact", "impact_exponent")))
+        # the feed: price records exactly as the env builds them
+        if funding is not None:
+            candles = _WithFunding(candles, np.asarray(funding, dtype=np.float64))
+        self._prices = np.asarray(candles.prices, dtype=np.float64)
+        self._tradable = np.ascontiguousarray(candles.tradable, dtype=bool)
+        self._records = price_records(candles, self._tradable)
+        self._timestamps = np.asarray(candles.timestamps, dtype=np.int64)
+        self._index = {int(t): k for k, t in enumerate(self._timestamps)}
+        self.markets = self._markets()
+        self._block = pk.new_block(len(self.symbols))
+        self.events = EventLog(Path(state_dir) / "events.sqlite", run_id, durable=durable)
+        self.book = self._new_book()
+        for event in self.events:
+            self.book.apply(event)
+        if self.events.last_seq == 0:
+            self._emit("start", 0, initial_cash=float(initial_cash), symbols=self.symbols, quote=self.quote,
+                       timeframe=self.timeframe, long_only=self.long_only, latency_bars=self.latency_bars,
+                       participation=participation, remainder=remainder, config=self.config.tolist())
+        else:
+            self._check_same_run()
+
+    # ------------------------------------------------------------------ ccxt's unified calls
+    def load_markets(self, reload: bool = False) -> dict[str, dict[str, Any]]:
+        return self.markets
+
+    def fetch_ohlcv(self, symbol: str, timeframe: str = "1h", since: int | None = None,
+                    limit: int | None = None) -> list[list[float]]:
+        """Closed candles (open before ``now``) of the bars the market traded, oldest first."""
+        i = self._symbol_index(symbol)
+        if timeframe != self.timeframe:
+            raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
+        now = self.book.now if self.book.now is not None else int(self._timestamps[0])
+        lo = 0 if since is None else int(np.searchsorted(self._timestamps, since))
+        hi = int(np.searchsorted(self._timestamps, now))
+        rows = [[int(self._timestamps[k]), *map(float, self._prices[k, i, :5])]
+                for k in range(lo, hi) if self._tradable[k, i]]
+        return rows if limit is None else rows[:limit]
+
+    def fetch_balance(self) -> dict[str, Any]:
+        return self.book.balance()
+
+    def create_order(self, symbol: str, type: str, side: str, amount: float | None, price: float | None = None,
+                     params: dict[str, Any] | None = None) -> dict[str, Any]:
+        params = dict(params or {})
+        cid = params.get("clientOrderId")
+        if cid is not None and cid in self.book.client_ids:  # idempotent: the first order again
+            order = self.book.orders[self.book.client_ids[cid]]
+            if order["status"] == "rejected":
+                raise _ERRORS.get(order["info"].get("reason", "").split(":")[0], InvalidOrder)(
+                    f"paper: order {cid!r} was rejected: {order['info'].get('reason')}")
+            return _copy(order)
+        if self.book.now is None:
+            raise ExchangeError("paper: the clock has not started; call advance(ts) before placing orders")
+        now = self.book.now
+        oid = f"paper-{len(self.book.orders) + 1}"
+        weight = params.get("targetWeight")
+        info = {"dueTs": now + self.latency_bars * self.tf_ms}
+        if weight is not None:
+            info["targetWeight"] = float(weight)
+        if params.get("closePosition"):
+            info["closePosition"] = True
+        order = order_struct(id=oid, client_id=cid, ts=now, symbol=symbol, type=type, side=side,
+                             amount=None if weight is not None or amount is None else float(amount), quote=self.quote,
+                             info=info)
+        try:
+            self._validate(symbol, type, side, amount, weight, bool(params.get("closePosition")))
+        except ExchangeError as exc:
+            order.update(status="rejected", remaining=0.0)
+            order["info"]["reason"] = f"{reason_of(exc)}: {exc}"
+            self._emit("order_rejected", now, order=order, reason=reason_of(exc), message=str(exc))
+            raise
+        self._emit("order_accepted", now, order=order)
+        return _copy(self.book.orders[oid])
+
+    def fetch_order(self, id: str | None, symbol: str | None = None, params: dict[str, Any] | None = None):
+        cid = (params or {}).get("clientOrderId")
+        if id is None and cid is not None:
+            id = self.book.client_ids.get(cid)
+        if id is None or id not in self.book.orders:
+            raise OrderNotFound(f"paper: no order {id if id is not None else cid!r}")
+        return _copy(self.book.orders[id])
+
+    def fetch_open_orders(self, symbol: str | None = None, since: int | None = None, limit: int | None = None,
+                          params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        out = [_copy(o) for o in self.book.open_orders() if symbol is None or o["symbol"] == symbol]
+        return out if limit is None else out[:limit]
+
+    def fetch_orders(self, symbol: str | None = None, since: int | None = None, limit: int | None = None,
+                     params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        out = [_copy(o) for o in self.book.orders.values() if symbol is None or o["symbol"] == symbol]
+        return out if limit is None else out[:limit]
+
+    def cancel_order(self, id: str, symbol: str | None = None, params: dict[str, Any] | None = None):
+        order = self.fetch_order(id, symbol, params)
+        if order["status"] != "open":
+            raise OrderNotFound(f"paper: order {order['id']!r} is {order['status']}, not open")
+        self._emit("order_done", self.book.now or 0, id=order["id"], status="canceled", reason="canceled by the user")
+        return _copy(self.book.orders[order["id"]])
+
+    def fetch_my_trades(self, symbol: str | None = None, since: int | None = None, limit: int | None = None,
+                        params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        out = [dict(t) for t in self.book.trades if (symbol is None or t["symbol"] == symbol)
+               and (since is None or t["timestamp"] >= since)]
+        return out if limit is None else out[:limit]
+
+    # ------------------------------------------------------------------ the clock and the log
+    def advance(self, ts: int) -> None:
+        """Process every bar from ``now`` up to (not including) ``ts`` and set ``now = ts`` (the
+        first call only sets the clock). ``ts`` must be a bar open time of the feed (or its end)."""
+        ts = int(ts)
+        if (ts - int(self._timestamps[0])) % self.tf_ms:
+            raise ConfigError(f"paper: advance({ts}) is not on the {self.timeframe} bar grid of the feed")
+        if self.book.now is None:
+            self._emit("clock", ts, now=ts)
+            return
+        if ts < self.book.now:
+            raise ConfigError(f"paper: advance({ts}) goes back in time (now is {self.book.now})")
+        while self.book.now < ts:
+            self._process_bar(self.book.now)
+
+    def record_decision(self, bar_ts: int, obs_hash: str, action: Any) -> None:
+        """Log a decision (the bar it was taken at the close of, the observation's hash, the action)."""
+        act = np.asarray(action, dtype=np.float64).tolist() if not isinstance(action, dict) else action
+        self._emit("decision", self.book.now if self.book.now is not None else int(bar_ts), bar_ts=int(bar_ts),
+                   obs_hash=str(obs_hash), action=act)
+
+    def state_at(self, ts: int) -> dict[str, Any]:
+        """The account as it stood at time ``ts`` (UTC ms): the log's events up to it, replayed."""
+        book = self._new_book()
+        for event in self.events.events(until_ts=int(ts)):
+            book.apply(event)
+        return book.summary()
+
+    def status(self) -> dict[str, Any]:
+        """Balances, positions, open orders, equity, last decision and event count now."""
+        return self.book.summary()
+
+    @property
+    def now(self) -> int | None:
+        return self.book.now
+
+    def close(self) -> None:
+        self.events.close()
+
+    # ------------------------------------------------------------------ internals
+    def _emit(self, kind: str, ts: int, /, **data: Any) -> None:
+        """Append the event (committed), then apply it to the book."""
+        self.book.apply(self.events.append(kind, ts, **data))
+
+    def _new_book(self) -> Book:
+        return Book(self.symbols, self.bases, self.quote)
+
+    def _check_same_run(self) -> None:
+        start = next(iter(self.events), None)
+        if start is None or start.kind != "start":
+            raise ConfigError(f"{self.events.path}: run {self.events.run_id!r} has no start event")
+        if start.data["symbols"] != self.symbols or start.data["config"] != self.config.tolist():
+            raise ConfigError(f"{self.events.path}: run {self.events.run_id!r} was started with other symbols or "
+                              f"execution settings; use a new --state folder or the same settings")
+
+    def _symbol_index(self, symbol: str) -> int:
+        try:
+            return self.symbols.index(symbol)
+        except ValueError:
+            raise BadSymbol(f"paper: unknown symbol {symbol!r}; markets are {self.symbols}") from None
+
+    def _validate(self, symbol, type, side, amount, weight, close_position) -> None:
+        i = self._symbol_index(symbol)
+        if type != "market":
+            raise InvalidOrder(f"paper: order type {type!r} is not supported; use 'market'")
+        if side not in ("buy", "sell"):
+            raise InvalidOrder(f"paper: side {side!r}; expected 'buy' or 'sell'")
+        if weight is not None:
+            if not isinstance(weight, (int, float)) or math.isinf(weight):
+                raise InvalidOrder(f"paper: targetWeight {weight!r}; expected a finite number (NaN holds)")
+            return
+        if close_position:
+            return
+        if amount is None or not math.isfinite(amount) or amount <= 0:
+            raise InvalidOrder(f"paper: amount {amount!r} of {symbol}; expected a positive number of base units")
+        rules = self.rules[i]
+        q = round_lot_nb(float(amount), rules.lot_step, rules.inv_lot_step)
+        if q <= 0:
+            raise InvalidOrder(f"paper: amount {amount} of {symbol} rounds to 0 at the lot step {rules.lot_step}")
+        if q < rules.min_amount:
+            raise InvalidOrder(f"paper: amount {q} of {symbol} is below the minimum {rules.min_amount}")
+        mark = self._last_mark(i)
+        if side == "buy" and self.long_only:
+            committed = sum(o["amount"] * self._last_mark(self.symbols.index(o["symbol"]))
+                            for o in self.book.open_orders() if o["side"] == "buy" and o["amount"])
+            cost = q * mark * (1.0 + rules.fee)
+            if cost + committed > self.book.cash:
+                raise InsufficientFunds(f"paper: buying {q} {symbol} costs about {cost:.8g} {self.quote}; "
+                                        f"free cash is {self.book.cash - committed:.8g}")
+        if side == "sell" and self.long_only:
+            held = self.book.positions[i] - sum(o["amount"] for o in self.book.open_orders()
+                                                if o["symbol"] == symbol and o["side"] == "sell" and o["amount"])
+            if q > held * (1 + 1e-12):
+                raise InsufficientFunds(f"paper: selling {q} {symbol} but {max(held, 0.0):.8g} is free")
+
+    def _last_mark(self, i: int) -> float:
+        k = self._index.get(self.book.now, len(self._timestamps)) - 1
+        return float(self._records[max(k, 0), i, PRICE.mark])
+
+    def _markets(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for sym, base, r in zip(self.symbols, self.bases, self.rules):
+            out[sym] = {"id": sym.replace("/", ""), "symbol": sym, "base": base, "quote": self.quote, "type": "spot",
+                        "spot": True, "margin": not self.long_only, "active": True, "taker": r.fee, "maker": r.fee,
+                        "precision": {"amount": r.lot_step or None, "price": r.price_step or None},
+                        "limits": {"amount": {"min": r.min_amount or None, "max": None},
+                                   "cost": {"min": r.min_notional or None, "max": None}}}
+        return out
+
+    def _process_bar(self, f_ts: int) -> None:
+        """The env's step at fill bar ``f_ts``: compute every outcome, log it in one transaction, apply."""
+        k = self._index.get(f_ts)
+        if k is None:
+            raise ConfigError(f"paper: no candles for the bar at {iso(f_ts)}; the feed ends at "
+                              f"{iso(int(self._timestamps[-1]))}")
+        A = len(self.symbols)
+        record = self._records[k]
+        due = [o for o in self.book.open_orders() if o["info"]["dueTs"] <= f_ts]
+        weights = np.full(A, np.nan)
+        weight_orders: dict[int, dict] = {}
+        superseded = []
+        for o in due:
+            if "targetWeight" in o["info"]:
+                i = self.symbols.index(o["symbol"])
+                if i in weight_orders:
+                    superseded.append(weight_orders[i])
+                weight_orders[i], weights[i] = o, o["info"]["targetWeight"]
+        cash0, pos0 = self.book.cash, np.asarray(self.book.positions, dtype=np.float64)
+        pk.orders_nb(self.config, record, cash0, pos0, weights, self._block)
+        fills = pk.fills_of(self._block, A)
+        status = pk.order_status_of(self._block, A)
+        cash, pos = pk.account_of(self._block, A)
+        close_ts = f_ts + self.tf_ms
+        events: list[tuple[str, dict]] = [("order_done", {"id": o["id"], "status": "canceled",
+                                                          "reason": "superseded by a later target"})
+                                          for o in superseded]
+        n_trades = len(self.book.trades)
+
+        def trade(i, q, price, fee, slip, order_id, kind):
+            nonlocal n_trades
+            n_trades += 1
+            t = trade_struct(id=f"t{n_trades}", order_id=order_id, ts=f_ts, symbol=self.symbols[i],
+                             side="buy" if q > 0 else "sell", amount=abs(q), price=price, fee=fee, quote=self.quote,
+                             info={"kind": kind, "slippage_cost": slip, "bar_ts": f_ts})
+            events.append(("fill", {"trade": t, "kind": kind}))
+
+        for i, o in weight_orders.items():
+            q, price, fee, slip = fills[i]
+            if q != 0.0:
+                trade(i, q, price, fee, slip, o["id"], "order")
+            name = ORDER_STATUS[int(status[i])]
+            done = "closed" if status[i] in (FILLED, IGNORED_NO_CHANGE) else "rejected"
+            events.append(("order_done", {"id": o["id"], "status": done, "amount": abs(q),
+                                          "reason": None if done == "closed" else _REASONS.get(name, name)}))
+        cash, pos = self._amount_orders(due, record, cash, pos, trade, events)
+        for i in range(A):  # untradable closes (kind 1)
+            q, price, fee, slip = fills[A + i]
+            if q != 0.0:
+                trade(i, q, price, fee, slip, None, "untradable_close")
+        summary = np.zeros(len(pk.SUMMARY))
+        pk.close_nb(self.config, cash, pos, self._block, summary)
+        liq = pk.fills_of(self._block, A)
+        for i in range(A):
+            q, price, fee, slip = liq[2 * A + i]
+            if summary[3] > 0 and q != 0.0:
+                trade(i, q, price, fee, slip, None, "liquidation")
+        cash, pos = pk.account_of(self._block, A)
+        equity = float(summary[0])
+        state = "liquidated" if summary[3] > 0 else ("bankrupt" if equity <= 0 else "ok")
+        events.append(("bar", {"bar_ts": f_ts, "now": close_ts, "cash": cash, "positions": pos.tolist(),
+                               "equity": equity, "borrow": float(summary[1]), "funding": float(summary[2]),
+                               "status": state}))
+        with self.events.batch() as written:
+            for kind, data in events:
+                self.events.append(kind, close_ts, **data)
+        for event in written:
+            self.book.apply(event)
+
+    def _amount_orders(self, due, record, cash, pos, trade, events):
+        """Fill the due amount orders through ``process_order``: sells, then buys (long-only:
+        scaled together to the cash, as the env does). Returns the new cash and positions."""
+        orders = [o for o in due if "targetWeight" not in o["info"]]
+        if not orders:
+            return cash, pos
+        plans = []
+        for o in orders:
+            i = self.symbols.index(o["symbol"])
+            exact = bool(o["info"].get("closePosition"))
+            want = -pos[i] if exact else (o["remaining"] if o["side"] == "buy" else -o["remaining"])
+            vol = record[i, PRICE.inv_volume]
+            cap = self.participation / vol if (self.participation and vol > 0) else math.inf
+            size = math.copysign(min(abs(want), cap), want) if not exact or abs(want) <= cap else math.copysign(cap, want)
+            plans.append((o, i, size, exact and abs(want) <= cap))
+        sells = [p for p in plans if p[2] < 0]
+        buys = [p for p in plans if p[2] >= 0]
+        scale = 1.0
+        if self.long_only and buys:
+            cost = 0.0
+            for o, i, size, exact in buys:
+                _, _, r = process_order(cash, pos[i], size, *self._fill_args(record, i), exact=exact)
+                cost += r.quantity * r.price + r.fee
+            # (after the sells, whose proceeds pay for the buys)
+            cash_after_sells = cash
+            for o, i, size, exact in sells:
+                cash_after_sells, _, _ = process_order(cash_after_sells, pos[i], size, *self._fill_args(record, i),
+                                                       exact=exact)
+            scale = float(buy_scale_nb(cash_after_sells, cost))
+        for o, i, size, exact in sells + [(o, i, s * scale, e) for o, i, s, e in buys]:
+            cash, pos[i], r = process_order(cash, pos[i], size, *self._fill_args(record, i), exact=exact,
+                                            tradable=bool(record[i, PRICE.tradable] > 0))
+            name = ORDER_STATUS[int(r.status)]
+            if r.status == FILLED:
+                trade(i, r.quantity, r.price, r.fee, r.slippage_cost, o["id"], "order")
+            filled = o["filled"] + abs(r.quantity)
+            left = (o["amount"] - filled) if not o["info"].get("closePosition") else 0.0
+            if r.status not in (FILLED, IGNORED_NO_CHANGE) and filled == 0:
+                events.append(("order_done", {"id": o["id"], "status": "rejected", "reason": _REASONS.get(name, name)}))
+            elif left > 1e-12 * o["amount"] and self.remainder == "keep" and r.status != REJECTED_UNTRADABLE:
+                continue  # stays open, due again at the next bar
+            elif left > 1e-12 * max(o["amount"], 1e-300):
+                events.append(("order_done", {"id": o["id"], "status": "canceled",
+                                              "reason": f"unfilled remainder {left:g} cancelled"}))
+            else:
+                events.append(("order_done", {"id": o["id"], "status": "closed",
+                                              "amount": filled if o["info"].get("closePosition") else None}))
+        return cash, pos
+
+    def _fill_args(self, record, i):
+        return float(record[i, PRICE.open]), float(record[i, PRICE.inv_volume]), self.rules[i], self.slippage
+
+
+_ERRORS = {"InsufficientFunds": InsufficientFunds, "BadSymbol": BadSymbol, "InvalidOrder": InvalidOrder,
+           "NotSupported": NotSupported}
+
+
+def _copy(order: dict) -> dict:
+    import copy
+    return copy.deepcopy(order)
+
+
+class _WithFunding:
+    """The candles with another funding array (for ``price_records``)."""
+
+    def __init__(self, candles: Any, funding: np.ndarray) -> None:
+        self._c, self.funding = candles, funding
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._c, name)

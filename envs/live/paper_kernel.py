@@ -1,0 +1,114 @@
+"""The env's own accounting phases for one paper account and one fill bar.
+
+The paper exchange does not re-implement the env's step: it runs the very phase functions of
+:mod:`factorgym.envs.phases` that the kernels run (:func:`factorgym.envs.kernels.step_blocks_nb`),
+on a block of one lane (B = 1) held in a numpy array, in the kernels' order:
+
+1. :func:`orders_nb`: size the orders from the target weights at the fill bar's open (the env's
+   sizing: ``orders_and_sells_nb``), sells first, the long-only rescale of buys, the buys, the
+   untradable closes; then the paper exchange fills its amount orders (``process_order``);
+2. :func:`close_nb`: long/short intrabar liquidation, borrow and funding at the close, mark to
+   market, liquidation at the close.
+
+Lanes are independent and the per-asset sums run in asset order, so one lane gives the results of
+the env's lane bit for bit (no fast-math: no reassociation).
+
+Block: ``block_rows(A, A)`` rows of one lane; its state rows are ``STATE`` then positions [A].
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from factorgym.envs.jit import JIT
+from factorgym.envs.layouts import (
+    CONFIG, LIQUIDATE_AT_CLOSE, LIQUIDATE_INTRABAR, N_FILL, N_RULE, OUT, PRICE, STATE, STATE_POSITIONS, TEMP, TOTALS,
+    block_rows,
+)
+from factorgym.envs.phases import (
+    buys_and_closes_nb, charges_and_mark_nb, intrabar_check_nb, liquidate_nb, orders_and_sells_nb, rescale_buys_nb,
+)
+
+#: results of :func:`close_nb`, in ``summary``
+SUMMARY = ("equity", "borrow", "funding", "liquidate")
+
+
+def new_block(A: int) -> np.ndarray:
+    """A zeroed one-lane block for A assets (K = A action values)."""
+    return np.zeros(block_rows(A, A).size)
+
+
+@numba.njit(**JIT)
+def orders_nb(config, record, cash, positions, weights, block):
+    """Steps 2-6 of the env's step at one fill bar: load the account (``cash``, ``positions`` [A]),
+    the bar's ``record`` [A, PRICE] and the target ``weights`` [A] (NaN = hold) into ``block``, size
+    and fill the orders, rescale (long-only) and fill the buys, close untradable positions.
+
+    Reads the results from the block afterwards: cash at ``STATE.cash``, positions at
+    ``STATE_POSITIONS + i``, fills (field-major, see ``block_rows``), order status per asset."""
+    A = positions.shape[0]
+    B = 1
+    rows = block_rows(A, A)
+    for c in range(rows.size):
+        block[c] = 0.0
+    block[STATE.cash] = cash
+    for i in range(A):
+        block[STATE_POSITIONS + i] = positions[i]
+        block[rows.weights + i] = weights[i]
+        for c in range(PRICE.pad):
+            block[rows.prices + c * A + i] = record[i, c]
+    block[rows.temps + TEMP.live] = 1.0
+    rules = np.empty(N_RULE * A)
+    for c in range(N_RULE * A):
+        rules[c] = config[len(CONFIG) + c]
+    totals = np.zeros(len(TOTALS))
+    orders_and_sells_nb(config, block, totals, rules, rows, A, B)
+    if config[CONFIG.long_only] > 0.0:
+        rescale_buys_nb(config, block, rules, rows, A, B)
+    buys_and_closes_nb(config, block, totals, rules, rows, A, B)
+
+
+@numba.njit(**JIT)
+def close_nb(config, cash, positions, block, summary):
+    """Steps 7-9 after :func:`orders_nb` (and the paper's amount orders, which set ``cash`` and
+    ``positions``): intrabar liquidation (long/short), borrow and funding at the close, mark to
+    market, liquidation at the close. ``summary`` gets :data:`SUMMARY` (liquidate: 0, or
+    ``LIQUIDATE_INTRABAR`` / ``LIQUIDATE_AT_CLOSE``)."""
+    A = positions.shape[0]
+    B = 1
+    rows = block_rows(A, A)
+    block[STATE.cash] = cash
+    for i in range(A):
+        block[STATE_POSITIONS + i] = positions[i]
+    rules = np.empty(N_RULE * A)
+    for c in range(N_RULE * A):
+        rules[c] = config[len(CONFIG) + c]
+    long_only = config[CONFIG.long_only] > 0.0
+    block[rows.temps + TEMP.liquidate] = 0.0
+    if not long_only:
+        intrabar_check_nb(config, block, rows, A, B)
+        liquidate_nb(config, block, rules, rows, A, LIQUIDATE_INTRABAR, B)
+    charges_and_mark_nb(config, block, rows, A, B)
+    if not long_only:
+        liquidate_nb(config, block, rules, rows, A, LIQUIDATE_AT_CLOSE, B)
+    summary[0] = block[rows.out + OUT.equity]
+    summary[1] = block[rows.out + OUT.borrow_cost]
+    summary[2] = block[rows.out + OUT.funding]
+    summary[3] = block[rows.temps + TEMP.liquidate]
+
+
+def fills_of(block: np.ndarray, A: int) -> np.ndarray:
+    """The block's fill rows as [3A, N_FILL] (row kind x A + asset; quantity 0 = no fill)."""
+    rows = block_rows(A, A)
+    return block[rows.fills: rows.fills + N_FILL * 3 * A].reshape(N_FILL, 3 * A).T.copy()
+
+
+def account_of(block: np.ndarray, A: int) -> tuple[float, np.ndarray]:
+    """(cash, positions [A]) held in the block."""
+    return float(block[STATE.cash]), block[STATE_POSITIONS: STATE_POSITIONS + A].copy()
+
+
+def order_status_of(block: np.ndarray, A: int) -> np.ndarray:
+    rows = block_rows(A, A)
+    return block[rows.order_status: rows.order_status + A].astype(np.int64)
