@@ -111,7 +111,7 @@ class EventLog:
                 self._db.execute("ROLLBACK")
             raise
         self._seq, self._last_checksum = seq, crc
-        event = Event(seq, int(ts), kind, json.loads(payload) if self._secrets else data)
+        event = Event(seq, int(ts), kind, json.loads(payload))  # (what a replay reads, exactly)
         if self._in_batch:
             self._pending.append(event)
         return event

@@ -390,10 +390,12 @@ class PaperExchange:
                              info={"kind": kind, "slippage_cost": slip, "bar_ts": f_ts})
             events.append(("fill", {"trade": t, "kind": kind}))
 
-        for i, o in weight_orders.items():
+        for i in sorted(weight_orders, key=lambda i: (fills[i, 0] > 0, i)):  # fill order: sells, then buys
             q, price, fee, slip = fills[i]
             if q != 0.0:
-                trade(i, q, price, fee, slip, o["id"], "order")
+                trade(i, q, price, fee, slip, weight_orders[i]["id"], "order")
+        for i, o in weight_orders.items():
+            q = fills[i, 0]
             name = ORDER_STATUS[int(status[i])]
             done = "closed" if status[i] in (FILLED, IGNORED_NO_CHANGE) else "rejected"
             events.append(("order_done", {"id": o["id"], "status": done, "amount": abs(q),
@@ -459,6 +461,8 @@ class PaperExchange:
                 trade(i, r.quantity, r.price, r.fee, r.slippage_cost, o["id"], "order")
             filled = o["filled"] + abs(r.quantity)
             left = (o["amount"] - filled) if not o["info"].get("closePosition") else 0.0
+            rules = self.rules[i]
+            left = round_lot_nb(max(left, 0.0), rules.lot_step, rules.inv_lot_step)  # (lot dust is no remainder)
             if r.status not in (FILLED, IGNORED_NO_CHANGE) and filled == 0:
                 events.append(("order_done", {"id": o["id"], "status": "rejected", "reason": _REASONS.get(name, name)}))
             elif left > 1e-12 * o["amount"] and self.remainder == "keep" and r.status != REJECTED_UNTRADABLE:

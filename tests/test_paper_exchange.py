@@ -1,0 +1,270 @@
+"""PaperExchange: fills against hand-worked numbers and ``process_order``, equality with ``backtest()``
+at every bar, idempotent client ids, rejections as events, replay of the log, ccxt's structures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from factorgym.data_layer.tensor import FactorTensor
+from factorgym.envs.backtest import backtest
+from factorgym.envs.config import ExecutionConfig
+from factorgym.envs.execution import Slippage, market_rules, process_order
+from factorgym.envs.live.exchange import BadSymbol, Exchange, InsufficientFunds, InvalidOrder
+from factorgym.envs.live.paper import PaperExchange, engine_config
+
+H = 3_600_000
+SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+
+
+def _tensor(T=80, seed=0, gaps=True, funding=False) -> FactorTensor:
+    rng = np.random.default_rng(seed)
+    A = len(SYMBOLS)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, (T, A)), axis=0)) * np.array([1.0, 0.5, 0.2])
+    open_ = close * np.exp(rng.normal(0, 0.002, (T, A)))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, (T, A)))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, (T, A)))
+    volume = rng.uniform(50, 500, (T, A))
+    prices = np.stack([open_, high, low, close, volume], axis=-1)
+    tradable = np.ones((T, A), bool)
+    if gaps:
+        tradable[20:23, 1] = False  # a gap of three bars in ETH
+        tradable[T - 5, 2] = False
+    rates = rng.normal(0, 1e-4, (T, A)) if funding else None
+    return FactorTensor.from_arrays(rng.normal(size=(T, A, 2)), prices, np.arange(T) * H, symbols=SYMBOLS,
+                                    tradable=tradable, funding=rates)
+
+
+def _weights(T, A, long_only, seed=1):
+    rng = np.random.default_rng(seed)
+    w = rng.dirichlet(np.ones(A + 1), size=T)[:, :A]
+    if not long_only:
+        w = w * rng.choice([-1.5, 1.5], size=(T, A))
+    w[::7] = 0.0  # exact closes
+    w[5::11, 0] = np.nan  # holds
+    return w
+
+
+def _run_paper(tensor, weights, tmp_path, *, execution, long_only, start, initial_cash=10_000.0, **kw):
+    ex = PaperExchange(tensor, execution=execution, initial_cash=initial_cash, state_dir=tmp_path, long_only=long_only,
+                       **kw)
+    ts = tensor.timestamps
+    T = len(ts)
+    equity = [initial_cash]
+    ex.advance(int(ts[start + 1]))
+    for k, t in enumerate(range(start, T - 1)):
+        ex.record_decision(int(ts[t]), f"obs{t}", weights[k])
+        for i, sym in enumerate(tensor.symbols):
+            if not math.isnan(weights[k, i]):
+                ex.create_order(sym, "market", "buy", None, params={"targetWeight": float(weights[k, i]),
+                                                                   "clientOrderId": f"r-{t}-{i}"})
+        ex.advance(int(ts[t + 1]) + H)
+        equity.append(ex.status()["equity"])
+    return ex, np.array(equity)
+
+
+@pytest.mark.parametrize("long_only,funding", [(True, False), (False, True)])
+def test_weight_orders_equal_backtest_at_every_bar(tmp_path, long_only, funding):
+    tensor = _tensor(funding=funding)
+    execution = ExecutionConfig(slippage_bps=2.0, lot_step=0.001, min_notional=5.0, price_step=0.01,
+                                borrow_rate_per_bar=2e-5, max_leverage=1.0 if long_only else 2.0,
+                                maintenance_margin=0.05, on_untradable="close" if funding else "freeze")
+    start = 0
+    w = _weights(tensor.n_bars, 3, long_only)
+    calls = iter(range(10**9))
+
+    def policy(obs):
+        return w[next(calls)]
+
+    res = backtest(tensor, policy, mapping="direct", execution=execution, env_kwargs={"long_only": long_only})
+    ex, equity = _run_paper(tensor, w, tmp_path, execution=execution, long_only=long_only, start=start)
+    assert res.info["status"] == "ok"
+    assert len(equity) == len(res.equity)
+    np.testing.assert_array_equal(equity, res.equity)  # bit for bit (the env's own phase functions)
+    np.testing.assert_array_equal(ex.status()["cash"], res.cash[-1])
+    np.testing.assert_array_equal(list(ex.status()["positions"].values()), res.positions[-1])
+    assert len(ex.fetch_my_trades()) == len(res.trades)
+    trades = res.trades
+    mine = ex.fetch_my_trades()
+    np.testing.assert_array_equal([t["price"] for t in mine], trades["price"].to_numpy())
+    np.testing.assert_array_equal([t["fee"]["cost"] for t in mine], trades["fee"].to_numpy())
+
+
+def test_engine_config_is_the_envs(tmp_path):
+    from factorgym.envs.core import PortfolioCore
+    from factorgym.envs.config import RewardConfig
+    from factorgym.envs.layouts import CONFIG
+    tensor = _tensor()
+    execution = ExecutionConfig(slippage_bps=3.0, lot_step=0.01, min_notional=10.0, borrow_rate_per_bar=1e-5)
+    core = PortfolioCore(tensor, 1, window=1, scheme="direct", execution=execution, reward=RewardConfig(),
+                         initial_cash=5000.0, long_only=False)
+    mine = engine_config(execution, SYMBOLS, tensor.meta, initial_cash=5000.0, long_only=False)
+    used = [CONFIG.fixed_slippage, CONFIG.impact, CONFIG.impact_exponent, CONFIG.borrow_rate, CONFIG.max_leverage,
+            CONFIG.maintenance_margin, CONFIG.initial_cash, CONFIG.long_only, CONFIG.close_untradable]
+    np.testing.assert_array_equal(mine[used], core.config[used])
+    n = len(CONFIG)
+    np.testing.assert_array_equal(mine[n:], core.config[n:n + len(mine) - n])
+
+
+def _one_asset(tmp_path, execution, **kw):
+    T = 6
+    prices = np.zeros((T, 1, 5))
+    prices[..., 0] = [[100.0], [101.0], [102.0], [103.0], [104.0], [105.0]]
+    prices[..., 1] = prices[..., 0] + 2
+    prices[..., 2] = prices[..., 0] - 2
+    prices[..., 3] = prices[..., 0] + 0.5
+    prices[..., 4] = 400.0
+    tensor = FactorTensor.from_arrays(np.zeros((T, 1, 1)), prices, np.arange(T) * H, symbols=["BTC/USDT"])
+    return tensor, PaperExchange(tensor, execution=execution, state_dir=tmp_path, **kw)
+
+
+def test_amount_order_fills_as_worked_by_hand_and_as_process_order(tmp_path):
+    # fee 10 bps, fixed slippage 10 bps + 0 spread, impact 0.01 x sqrt(q / volume), lot 0.001
+    execution = ExecutionConfig(taker_fee=0.001, slippage_bps=10.0, half_spread_bps=0.0, impact_coef=0.01,
+                                lot_step=0.001, use_market_rules=False)
+    tensor, ex = _one_asset(tmp_path, execution)
+    ex.advance(H)  # decision at the close of bar 0; fills at bar 1's open = 101
+    order = ex.create_order("BTC/USDT", "market", "buy", 4.0004, params={"clientOrderId": "x1"})
+    assert order["status"] == "open" and order["amount"] == 4.0004
+    ex.advance(2 * H)
+    q = 4.0  # 4.0004 rounded down to the lot
+    slip = 0.001 + 0.01 * math.sqrt(q / 400.0)  # 0.002
+    price = 101.0 * (1 + slip)  # 101.202
+    fee = q * price * 0.001
+    cash = 10_000.0 - (q * price + fee)
+    assert price == pytest.approx(101.202, rel=1e-12)
+    trade = ex.fetch_my_trades()[0]
+    assert trade["amount"] == q and trade["price"] == pytest.approx(price, rel=1e-15)
+    assert trade["fee"]["cost"] == pytest.approx(fee, rel=1e-15)
+    assert ex.fetch_balance()["USDT"]["total"] == pytest.approx(cash, rel=1e-15)
+    assert ex.fetch_balance()["BTC"]["total"] == q
+    # the same order through process_order called directly: identical floats
+    c, p, r = process_order(10_000.0, 0.0, 4.0004, 101.0, 1 / 400.0, market_rules(0.001, 0.001), Slippage(0.001, 0.01, 0.5))
+    assert (ex.fetch_balance()["USDT"]["total"], ex.fetch_balance()["BTC"]["total"]) == (c, p)
+    assert (trade["price"], trade["fee"]["cost"]) == (r.price, r.fee)
+    done = ex.fetch_order(order["id"])
+    assert done["status"] == "closed" and done["filled"] == q and done["remaining"] == pytest.approx(0.0004)
+    # equity at bar 1's close: cash + q x close
+    assert ex.status()["equity"] == pytest.approx(cash + q * 101.5, rel=1e-15)
+
+
+def test_participation_cap_keeps_or_cancels_the_remainder(tmp_path):
+    execution = ExecutionConfig.frictionless()
+    for remainder, expect, status in (("keep", [40.0, 40.0, 10.0], "closed"), ("cancel", [40.0], "canceled")):
+        tensor, ex = _one_asset(tmp_path / remainder, execution, participation=0.1, remainder=remainder)
+        ex.advance(H)
+        o = ex.create_order("BTC/USDT", "market", "buy", 90.0 if remainder == "keep" else 60.0)
+        ex.advance(5 * H)  # volume 400 a bar: at most 40 a bar
+        assert [t["amount"] for t in ex.fetch_my_trades()] == expect
+        assert ex.fetch_order(o["id"])["status"] == status
+        assert ex.fetch_balance()["BTC"]["total"] == sum(expect)
+
+
+def test_latency_delays_the_fill(tmp_path):
+    tensor, ex = _one_asset(tmp_path, ExecutionConfig.frictionless(), latency_bars=2)
+    ex.advance(H)
+    ex.create_order("BTC/USDT", "market", "buy", 1.0)
+    ex.advance(3 * H)
+    assert ex.fetch_my_trades() == []
+    ex.advance(4 * H)
+    assert [t["price"] for t in ex.fetch_my_trades()] == [103.0]  # the open of bar 3 = 1 + 2 bars late
+
+
+def test_client_order_id_is_idempotent(tmp_path):
+    tensor, ex = _one_asset(tmp_path, ExecutionConfig.frictionless())
+    ex.advance(H)
+    a = ex.create_order("BTC/USDT", "market", "buy", 1.0, params={"clientOrderId": "same"})
+    b = ex.create_order("BTC/USDT", "market", "buy", 1.0, params={"clientOrderId": "same"})
+    assert a["id"] == b["id"] and len(ex.fetch_open_orders()) == 1
+    ex.advance(2 * H)
+    c = ex.create_order("BTC/USDT", "market", "buy", 1.0, params={"clientOrderId": "same"})
+    assert c["id"] == a["id"] and c["status"] == "closed"
+    assert len(ex.fetch_my_trades()) == 1 and ex.fetch_balance()["BTC"]["total"] == 1.0
+
+
+def test_rejections_are_events_with_reasons(tmp_path):
+    execution = ExecutionConfig.frictionless(lot_step=0.01, min_notional=50.0)
+    tensor, ex = _one_asset(tmp_path, execution)
+    ex.advance(H)
+    with pytest.raises(BadSymbol):
+        ex.create_order("DOGE/USDT", "market", "buy", 1.0, params={"clientOrderId": "delisted"})
+    with pytest.raises(InvalidOrder):
+        ex.create_order("BTC/USDT", "market", "buy", 0.001, params={"clientOrderId": "dust"})
+    with pytest.raises(InsufficientFunds):
+        ex.create_order("BTC/USDT", "market", "buy", 1000.0, params={"clientOrderId": "rich"})
+    with pytest.raises(InvalidOrder):
+        ex.create_order("BTC/USDT", "limit", "buy", 1.0, 100.0)
+    with pytest.raises(InsufficientFunds):  # the same client id again: the same answer, no new event
+        ex.create_order("BTC/USDT", "market", "buy", 1000.0, params={"clientOrderId": "rich"})
+    small = ex.create_order("BTC/USDT", "market", "buy", 0.2)  # 0.2 x 101 < 50: refused at the fill
+    ex.advance(2 * H)
+    rejected = [e.data for e in ex.events if e.kind == "order_rejected"]
+    assert [r["reason"] for r in rejected] == ["BadSymbol", "InvalidOrder", "InsufficientFunds", "InvalidOrder"]
+    done = ex.fetch_order(small["id"])
+    assert done["status"] == "rejected" and "min" in done["info"]["reason"]
+    assert ex.fetch_balance()["USDT"]["total"] == 10_000.0
+
+
+def test_replay_of_the_log_gives_identical_state(tmp_path):
+    tensor = _tensor(T=40, funding=True)
+    execution = ExecutionConfig(borrow_rate_per_bar=1e-5, lot_step=0.001, max_leverage=2.0)
+    w = _weights(40, 3, long_only=False)
+    ex, _ = _run_paper(tensor, w, tmp_path, execution=execution, long_only=False, start=0)
+    status, balance, trades = ex.status(), ex.fetch_balance(), ex.fetch_my_trades()
+    orders = ex.fetch_orders()
+    ex.close()
+    again = PaperExchange(tensor, execution=execution, state_dir=tmp_path, long_only=False)
+    import json
+    replayed = again.status()
+    assert json.dumps(replayed.pop("last_decision")) == json.dumps(status.pop("last_decision"))  # (NaN = hold)
+    assert replayed == status
+    assert again.fetch_balance() == balance and again.fetch_my_trades() == trades and again.fetch_orders() == orders
+    # independent check: cash = initial - buys + sells - fees - borrow - funding
+    flows = sum((-1 if t["side"] == "buy" else 1) * t["cost"] - t["fee"]["cost"] for t in trades)
+    assert status["cash"] == pytest.approx(10_000.0 + flows - status["borrow"] - status["funding"], rel=1e-9)
+    # a resumed exchange continues where it stopped
+    assert again.now == ex.now
+
+
+def test_state_at_is_the_time_machine(tmp_path):
+    tensor = _tensor(T=30, gaps=False)
+    w = _weights(30, 3, long_only=True)
+    ex, equity = _run_paper(tensor, w, tmp_path, execution=ExecutionConfig(), long_only=True, start=0)
+    for k in (1, 5, 17):
+        # the state known at time ts[k + 1] is the state at the close of bar k
+        past = ex.state_at(int(tensor.timestamps[k]) + H)
+        assert past["equity"] == equity[k]
+        assert past["time"] == int(tensor.timestamps[k]) + H
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    from factorgym.errors import ConfigError
+    tensor, ex = _one_asset(tmp_path, ExecutionConfig.frictionless())
+    ex.close()
+    with pytest.raises(ConfigError, match="other symbols or execution settings"):
+        PaperExchange(tensor, execution=ExecutionConfig(), state_dir=tmp_path)
+
+
+def test_structures_have_ccxt_shapes(tmp_path):
+    ccxt = pytest.importorskip("ccxt")
+    tensor, ex = _one_asset(tmp_path, ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    assert isinstance(ex, Exchange)
+    ex.advance(H)
+    order = ex.create_order("BTC/USDT", "market", "buy", 2.0, params={"clientOrderId": "c1"})
+    ex.advance(2 * H)
+    order = ex.fetch_order(order["id"])
+    unified = ccxt.Exchange().safe_order(dict(order))
+    assert set(order) <= set(unified) | {"lastUpdateTimestamp"}
+    for key in ("id", "clientOrderId", "symbol", "side", "amount", "filled", "remaining", "cost", "average", "status"):
+        assert unified[key] == order[key], key
+    assert unified["fee"]["cost"] == pytest.approx(order["fee"]["cost"])
+    balance = ex.fetch_balance()
+    raw = {"info": {}, **{c: {"free": balance[c]["free"], "used": balance[c]["used"]} for c in ("USDT", "BTC")}}
+    safe = ccxt.Exchange().safe_balance(raw)
+    for c in ("USDT", "BTC"):
+        assert safe[c] == balance[c] and safe["total"][c] == balance["total"][c]
+    trade = ex.fetch_my_trades()[0]
+    assert set(trade) <= set(ccxt.Exchange().safe_trade(dict(trade)))
+    assert ex.fetch_ohlcv("BTC/USDT", "1h")[-1] == [H, 101.0, 103.0, 99.0, 101.5, 400.0]
