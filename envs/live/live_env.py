@@ -1,0 +1,560 @@
+"""``LiveTradingEnv``: the training env's spaces and accounting, bar by bar, over an ``Exchange``.
+
+One step (the action chosen at the close of bar t):
+
+1. **size** the orders with the env's own kernel: a one-env :class:`CryptoTradingEnv` (the "shadow",
+   over a window of W + 1 bars) is put in the account's state (cash and positions read from the
+   exchange) and stepped once with the fill bar priced at its open (the forming candle's open: the
+   first price after the decision, which is public when the order is sent). Its fills are the orders:
+   the env's target quantities, lot steps, minimums, sells before buys, long-only buy scaling;
+2. **submit** them, sells first then buys, each with a client id from (run, bar, symbol, attempt), so
+   a resent order is never a second order; a rejection (``InsufficientFunds``, ``InvalidOrder``, a
+   delisted symbol) is an event and the loop goes on; wait for fills or time out and cancel;
+3. **wait** for bar t+1 to close (the injected clock), fetch the candles; a bar the exchange never
+   delivers is the store's gap bar (open = high = low = close = last close, volume 0, untradable),
+   so the online feature rows equal the offline tensor's;
+4. **account**: the shadow is stepped again from the same state with the full bar t+1 (the
+   backtest's step exactly: fills, borrow/funding, mark, reward, observation); the exchange is the
+   source of truth: its balances replace the shadow's and any difference is a ``reconcile`` event.
+
+Parity: against :class:`~factorgym.envs.live.paper.PaperExchange` replaying a tensor's candles, the
+observations, actions and equity equal ``backtest()``'s bit for bit when ``impact_coef`` is 0 (or
+no buy is scaled to the cash): the impact term needs the fill bar's volume, which the order sizing
+cannot know; it uses the previous bar's. Funding is not known ahead either: the exchange charges it
+and the reconciliation takes it in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from factorgym.envs.config import ExecutionConfig, resolve_per_symbol
+from factorgym.envs.layouts import FILL, OUT_WEIGHTS, STATE, STATE_POSITIONS, price_records
+from factorgym.envs.spaces import split_obs
+from factorgym.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: ``online(ts, bar [A, 5] float64 OHLCV (NaN = no bar), store_ok bool [A]) -> (row float64 [A, F], tradable bool [A])``
+OnlineRows = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: order errors that reject one order and never stop the loop (ccxt's class names)
+REJECTIONS = ("InsufficientFunds", "InvalidOrder", "BadSymbol", "BadRequest", "NotSupported", "OrderNotFound")
+DONE_STATUSES = ("closed", "canceled", "rejected", "expired")
+
+
+class Clock(Protocol):
+    """When bars close. ``wait_for_close(bar_ts, tf_ms)`` returns once the bar opening at ``bar_ts`` has
+    closed (a replay clock moves the paper exchange instead of sleeping); ``now_ms()`` is wall time."""
+
+    def wait_for_close(self, bar_ts: int, tf_ms: int) -> None: ...
+
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    """Wall-clock bars: sleeps until ``bar_ts + tf_ms + delay_ms`` (exchanges publish a closed candle
+    a moment after the boundary). ``stop`` (a ``threading.Event``) ends a wait early."""
+
+    def __init__(self, delay_ms: int = 2_000, stop: Any = None) -> None:
+        self.delay_ms, self.stop = int(delay_ms), stop
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    def wait_for_close(self, bar_ts: int, tf_ms: int) -> None:
+        due = bar_ts + tf_ms + self.delay_ms
+        while (left := due - self.now_ms()) > 0:
+            if self.stop is not None and self.stop.wait(min(left, 1000) / 1000):
+                raise KeyboardInterrupt("stop requested")
+            if self.stop is None:
+                time.sleep(min(left, 1000) / 1000)
+
+
+class ReplayClock:
+    """Replay: bar ``bar_ts`` has closed once the paper exchange is advanced to the next bar's open."""
+
+    def __init__(self, exchange: Any) -> None:
+        self.exchange = exchange
+
+    def now_ms(self) -> int:
+        now = self.exchange.now
+        if now is None:
+            raise ConfigError("the paper exchange's clock has not started: call exchange.advance(first_open) first")
+        return int(now)
+
+    def wait_for_close(self, bar_ts: int, tf_ms: int) -> None:
+        if self.exchange.now is None or self.exchange.now < bar_ts + tf_ms:
+            self.exchange.advance(bar_ts + tf_ms)
+
+
+def client_order_id(run_id: str, bar_ts: int, symbol: str, attempt: int = 0) -> str:
+    """Deterministic client order id of (run, bar, symbol, attempt): ``fg`` + 22 hex digits (fits every
+    exchange's length and charset limits)."""
+    digest = hashlib.sha256(f"{run_id}|{int(bar_ts)}|{symbol}|{int(attempt)}".encode()).hexdigest()
+    return "fg" + digest[:22]
+
+
+def obs_hash(obs: Any) -> str:
+    """sha256 of an observation's float32 bytes (dict observations: keys in order)."""
+    if isinstance(obs, dict):
+        return hashlib.sha256(b"".join(np.ascontiguousarray(obs[k], np.float32).tobytes() for k in sorted(obs))).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(obs, np.float32).tobytes()).hexdigest()
+
+
+def market_rules_from_markets(markets: dict[str, dict], symbols: list[str]) -> dict[str, dict]:
+    """``tensor.meta['market_rules']``-shaped rules from ccxt markets (precision as steps, limits, fees)."""
+    rules = {}
+    for sym in symbols:
+        m = markets.get(sym) or {}
+        prec, lim = m.get("precision") or {}, m.get("limits") or {}
+        rules[sym] = {"amount_step": prec.get("amount"), "price_step": prec.get("price"),
+                      "min_amount": (lim.get("amount") or {}).get("min"), "min_notional": (lim.get("cost") or {}).get("min"),
+                      "taker_fee": m.get("taker"), "maker_fee": m.get("maker")}
+    return rules
+
+
+class LiveTradingEnv(gym.Env):
+    """A policy's training env, live: same observation and action spaces, same order sizing and
+    accounting, over an :class:`~factorgym.envs.live.exchange.Exchange` (paper or ccxt).
+
+    Args:
+        exchange: the exchange port; ``exchange.events`` (an ``EventLog``), when present, gets the
+            loop's events (decisions, orders, rejections, reconciliations).
+        symbols, feature_names, timeframe, window: the policy's (``PolicySpec``).
+        online: feature rows of one closed bar (the data layer's ``OnlineFactors``, handed in).
+        clock: :class:`SystemClock` live, :class:`ReplayClock` on a paper replay.
+        env_kwargs: the training env's arguments (``PolicySpec.env_kwargs()``).
+        market_rules: ``{symbol: {amount_step, price_step, min_amount, min_notional, taker_fee, ...}}``
+            (``tensor.meta['market_rules']``); default from ``exchange.load_markets()``.
+        run_id: part of every client order id.
+        history: bars of history fed to ``online`` at reset; None = all the exchange has.
+        start_ts: replay: the first decision bar (its open time); default the last closed bar.
+        fill_timeout_s, poll_s: how long to wait for a submitted order to fill, and how often to look.
+        quote: the cash currency (default: the symbols' quote).
+        order_mode: ``"weights"``: one order per tradable asset carrying its target weight
+            (``params["targetWeight"]``), sized by the exchange at the fill bar's open with the env's
+            sizing (the paper exchange: exact parity with ``backtest()``); ``"amounts"``: base-unit
+            market orders sized here (any exchange); ``"auto"``: weights on the paper exchange.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, exchange: Any, *, symbols: list[str], feature_names: list[str], timeframe: str, window: int,
+                 online: OnlineRows, clock: Clock, env_kwargs: dict | None = None, market_rules: dict | None = None,
+                 run_id: str = "live", history: int | None = None, start_ts: int | None = None,
+                 fill_timeout_s: float = 30.0, poll_s: float = 0.5, quote: str | None = None,
+                 order_mode: str = "auto") -> None:
+        from factorgym.data_layer.timeframes import timeframe_to_ms
+
+        self.exchange, self.online, self.clock = exchange, online, clock
+        self.symbols, self.feature_names = list(symbols), list(feature_names)
+        self.timeframe, self.tf_ms, self.window = timeframe, int(timeframe_to_ms(timeframe)), int(window)
+        self.run_id, self.history, self.start_ts = str(run_id), history, start_ts
+        self.fill_timeout_s, self.poll_s = float(fill_timeout_s), float(poll_s)
+        quotes = {s.split("/")[1].split(":")[0] for s in self.symbols if "/" in s}
+        if quote is None and len(quotes) != 1:
+            raise ConfigError(f"symbols {self.symbols} do not share one quote currency; pass quote=")
+        self.quote = quote or quotes.pop()
+        self.bases = [s.split("/")[0] for s in self.symbols]
+        kw = dict(env_kwargs or {})
+        for k in ("episode_length", "random_start", "window"):
+            kw.pop(k, None)
+        kw.setdefault("execution", ExecutionConfig())
+        if market_rules is None:
+            market_rules = market_rules_from_markets(exchange.load_markets(), self.symbols)
+        A, F, W = len(self.symbols), len(self.feature_names), self.window
+        self._meta = {"market_rules": market_rules, "timeframe": timeframe}
+        self._shadow = self._make_shadow(A, F, W, kw)
+        self.initial_cash = self._shadow.initial_cash
+        self.execution = self._shadow.execution
+        self.action_space = self._shadow.action_space
+        self.observation_space = self._shadow.observation_space
+        self._dict_obs = self._shadow._dict_obs
+        self._rows: deque[np.ndarray] = deque(maxlen=W + 1)   # float32 [A, F] feature rows, masked
+        self._masks: deque[np.ndarray] = deque(maxlen=W + 1)  # float32 [A]
+        self._last_close = np.zeros(A)       # the env's mark: last tradable close (0 before the first)
+        self._prev_mark = np.zeros(A)
+        self._last_raw_close = np.zeros(A)   # last delivered close (what a gap bar carries)
+        self._seen = np.zeros(A, dtype=bool) # a bar has been delivered (gaps come after it)
+        self._last_volume = np.zeros(A)
+        self._delivered = np.zeros(A, dtype=bool)
+        self.bar_ts: int | None = None                    # open time of the last closed bar
+        self._forming: dict[int, float] = {}              # asset -> open of the forming bar
+        self._book: dict[str, Any] | None = None
+        self.events = getattr(exchange, "events", None)
+        if order_mode == "auto":
+            order_mode = "weights" if getattr(exchange, "id", None) == "paper" else "amounts"
+        if order_mode not in ("weights", "amounts"):
+            raise ConfigError(f"order_mode={order_mode!r}; expected 'auto', 'weights' or 'amounts'")
+        self.order_mode = order_mode
+        self.last_orders: list[dict] = []
+        self.last_decision_ms = 0.0
+
+    # ------------------------------------------------------------------ shadow env (the env's own code)
+    def _make_shadow(self, A: int, F: int, W: int, kw: dict):
+        from factorgym.envs.trading_env import CryptoTradingEnv
+
+        T = W + 1
+        mini = SimpleNamespace(features=np.zeros((T, A, F), np.float32), prices=np.ones((T, A, 5)),
+                               timestamps=np.arange(T, dtype=np.int64) * self.tf_ms, tradable=np.ones((T, A), bool),
+                               symbols=self.symbols, feature_names=self.feature_names, meta=self._meta)
+        shadow = CryptoTradingEnv(mini, window=W, episode_length=None, random_start=False, **kw)
+        per = resolve_per_symbol(shadow.execution, self.symbols, self._meta)
+        self.fee = per["fee"]
+        return shadow
+
+    def _load_shadow(self, rows: list[np.ndarray], masks: list[np.ndarray], record_prices: np.ndarray,
+                     record_tradable: np.ndarray, fill_ts: int) -> None:
+        """Put W + 1 feature rows (the decision bar's window, then the fill bar's row) in the shadow, and
+        the fill bar's price record made by the env's ``price_records`` from two bars (the decision
+        bar, whose close is the mark carried over an untradable fill bar, and the fill bar)."""
+        core = self._shadow.core
+        T, A, F = len(rows), len(self.symbols), len(self.feature_names)
+        n = T * A * F
+        core.data[:n] = np.stack(rows).reshape(-1)
+        core.data[n:] = np.stack(masks).reshape(-1)
+        two = SimpleNamespace(prices=np.where(record_tradable[..., None], record_prices, np.nan), tradable=record_tradable)
+        core.prices[T - 1] = price_records(two, record_tradable)[1]
+        self._shadow._ts[T - 1] = int(fill_ts)
+
+    def _shadow_step(self, action, book: dict[str, Any]):
+        """Step the shadow from ``book`` (cash, positions, equity, peak, sharpe stats) over its loaded bar."""
+        env, W = self._shadow, self.window
+        env.reset(options={"start": W - 1, "end": W})
+        work = env.core.work
+        work[STATE.cash, 0], work[STATE.equity, 0], work[STATE.peak, 0] = book["cash"], book["equity"], book["peak"]
+        work[STATE.sharpe_mean, 0], work[STATE.sharpe_square, 0] = book["sharpe_mean"], book["sharpe_square"]
+        work[STATE_POSITIONS:STATE_POSITIONS + len(self.symbols), 0] = book["positions"]
+        return env.step(action)
+
+    # ------------------------------------------------------------------ candles
+    def _fetch(self, since: int) -> dict[int, dict[int, list]]:
+        """``{asset: {ts: candle}}`` of every bar the exchange has from ``since`` (paged)."""
+        out: dict[int, dict[int, list]] = {}
+        for i, sym in enumerate(self.symbols):
+            bars: dict[int, list] = {}
+            cursor = int(since)
+            for _ in range(100_000):
+                page = self.exchange.fetch_ohlcv(sym, self.timeframe, since=cursor, limit=1000)
+                new = [c for c in page if int(c[0]) >= cursor and int(c[0]) not in bars]
+                for c in new:
+                    bars[int(c[0])] = c
+                if len(page) < 1000 or not new:
+                    break
+                cursor = int(new[-1][0]) + self.tf_ms
+            out[i] = bars
+        return out
+
+    def _feed(self, ts: int, fetched: dict[int, dict[int, list]]) -> None:
+        """Feed closed bar ``ts`` (a missing bar as the store's gap policy marks it) to the online
+        factors; append its feature row and mask to the window; update the marks."""
+        A = len(self.symbols)
+        bar = np.full((A, 5), np.nan)
+        ok = np.zeros(A, dtype=bool)
+        for i in range(A):
+            c = fetched.get(i, {}).get(ts)
+            if c is not None and all(math.isfinite(float(x)) for x in c[1:6]):
+                bar[i] = [float(x) for x in c[1:6]]
+                ok[i] = True
+                self._seen[i] = True
+                self._last_raw_close[i] = bar[i, 3]
+            elif self._seen[i]:  # a gap: the store's "mark" policy (last close carried, volume 0, untradable)
+                bar[i] = [self._last_raw_close[i]] * 4 + [0.0]
+        row, tradable = self.online(int(ts), bar, ok)
+        tradable = np.asarray(tradable, dtype=bool) & ok
+        feats = np.asarray(row, dtype=np.float64).astype(np.float32)
+        self._rows.append(np.where(np.isfinite(feats) & tradable[:, None], feats, np.float32(0)))
+        self._masks.append(tradable.astype(np.float32))
+        self._prev_mark = self._last_close.copy()
+        self._last_close = np.where(tradable, bar[:, 3], self._last_close)  # the env's mark: last tradable close
+        self._last_volume = np.where(tradable, bar[:, 4], self._last_volume)
+        self._bar, self._tradable, self._delivered = bar, tradable, ok
+        self.bar_ts = int(ts)
+
+    def _catch_up(self, since: int, until: int) -> None:
+        """Feed every closed bar after the last one fed (from ``since`` on the first call) up to
+        ``until`` (open time); remember the forming bar's opens."""
+        fetched = self._fetch(since if self.bar_ts is None else self.bar_ts + self.tf_ms)
+        first = since if self.bar_ts is None else self.bar_ts + self.tf_ms
+        if self.bar_ts is None:
+            starts = [min(b) for b in fetched.values() if b]
+            if not starts:
+                raise ConfigError(f"the exchange returned no candles for {self.symbols} ({self.timeframe}) since {since}")
+            first = max(first, min(starts))
+        for ts in range(int(first), int(until) + 1, self.tf_ms):
+            self._feed(ts, fetched)
+        nxt = int(until) + self.tf_ms
+        self._forming = {i: float(b[nxt][1]) for i, b in fetched.items() if nxt in b}
+
+    def _last_closed(self) -> int:
+        now = int(self.clock.now_ms())
+        return now // self.tf_ms * self.tf_ms - self.tf_ms
+
+    # ------------------------------------------------------------------ account
+    def _balances(self) -> tuple[float, np.ndarray]:
+        bal = self.exchange.fetch_balance()
+        total = bal.get("total") or {}
+        return float(total.get(self.quote, 0.0) or 0.0), np.array([float(total.get(b, 0.0) or 0.0) for b in self.bases])
+
+    def _mark(self, cash: float, positions: np.ndarray) -> float:
+        equity = cash  # (the kernel's sum: cash + q x mark over held assets, in asset order)
+        for q, m in zip(positions.tolist(), self._last_close.tolist()):
+            if q != 0.0:
+                equity += q * m
+        return equity
+
+    def _weights(self) -> np.ndarray:
+        b = self._book
+        inv = 1.0 / b["equity"] if b["equity"] > 0.0 else 0.0
+        return np.array([q * m * inv for q, m in zip(b["positions"].tolist(), self._last_close.tolist())])
+
+    def _window(self, rows: deque, n: int) -> list[np.ndarray]:
+        """The last ``n`` rows (zero rows in front when fewer were fed: outside every observation)."""
+        have = list(rows)[-n:]
+        return [np.zeros_like(have[0])] * (n - len(have)) + have
+
+    def _obs(self) -> Any:
+        """The observation of the last closed bar (the kernel's ``write_obs_nb``, in Python)."""
+        b = self._book
+        A, W = len(self.symbols), self.window
+        equity = b["equity"]
+        inv = 1.0 / equity if equity > 0.0 else 0.0
+        port = np.empty(A + 3, np.float32)
+        for i in range(A):
+            port[i] = b["positions"][i] * self._last_close[i] * inv
+        port[A] = b["cash"] * inv
+        port[A + 1] = equity / b["initial_cash"]
+        port[A + 2] = 1.0 - equity / b["peak"] if b["peak"] > 0.0 else 0.0
+        obs = np.concatenate([np.stack(self._window(self._rows, W)).reshape(-1),
+                              np.stack(self._window(self._masks, W)).reshape(-1), port]).astype(np.float32)
+        return split_obs(obs, W, A, len(self.feature_names)) if self._dict_obs else obs
+
+    def _event(self, kind: str, ts: int, **data: Any) -> None:
+        if self.events is not None:
+            self.events.append(kind, int(ts), **data)
+
+    def book(self) -> dict[str, Any]:
+        """The loop's own state (JSON-able): what a restart passes back as ``reset(options={"book": ...})``."""
+        b = self._book or {}
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in b.items()} | {"bar_ts": self.bar_ts}
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Fetch the history, feed it to the online factors, read the account; the first observation is
+        that of the last closed bar (``start_ts`` on a replay). ``options["book"]`` (from :meth:`book`)
+        restores the loop's peak equity and Sharpe statistics after a restart."""
+        super().reset(seed=seed)
+        options = options or {}
+        until = self.start_ts if self.start_ts is not None else self._last_closed()
+        since = 0 if self.history is None else until - (self.history - 1) * self.tf_ms
+        self.bar_ts = None
+        self._rows.clear()
+        self._masks.clear()
+        self._catch_up(since, until)
+        if len(self._rows) < self.window:
+            raise ConfigError(f"the exchange gave {len(self._rows)} closed bars; the policy's window needs {self.window}")
+        cash, positions = self._balances()
+        equity = self._mark(cash, positions)
+        saved = options.get("book") or {}
+        self._book = {"cash": cash, "positions": positions, "equity": equity,
+                      "peak": float(saved.get("peak", equity)), "initial_cash": float(saved.get("initial_cash", equity)),
+                      "sharpe_mean": float(saved.get("sharpe_mean", 0.0)), "sharpe_square": float(saved.get("sharpe_square", 0.0))}
+        info = {"timestamp": self.bar_ts, "equity": equity, "cash": cash, "positions": positions.copy(),
+                "weights": self._weights(), "fees": 0.0, "slippage_cost": 0.0, "borrow_cost": 0.0, "funding": 0.0,
+                "turnover": 0.0, "trades": [], "status": "ok"}
+        return self._obs(), info
+
+    def plan_orders(self, action) -> list[dict]:
+        """The orders for ``action`` (no exchange call): dicts with symbol, side, amount, exact,
+        clientOrderId (and targetWeight in weights mode); sells first, then buys, each in asset order."""
+        A, W, t = len(self.symbols), self.window, self.bar_ts
+        b = self._book
+        if self.order_mode == "weights":
+            act = self._shadow._to_action(action) if not isinstance(action, np.ndarray) or action.ndim != 1 else action
+            w = target_weights(self._shadow.core.config, np.asarray(act, dtype=np.float64), A)
+            held = self._weights()
+            orders = []
+            for i in range(A):
+                if math.isnan(w[i]) or (self._masks[-1][i] == 0 and self._delivered[i]):
+                    continue  # hold, or still in its warm-up: no order (a gap bar's asset gets its order; the
+                    # exchange rejects it at the fill if that bar does not trade either, as the env does)
+                side = "buy" if w[i] > held[i] else "sell"
+                est = abs(w[i] - held[i]) * b["equity"] / self._last_close[i] if self._last_close[i] > 0 else 0.0
+                orders.append({"asset": i, "symbol": self.symbols[i], "side": side, "amount": est,
+                               "targetWeight": float(w[i]), "exact": bool(w[i] == 0.0),
+                               "clientOrderId": client_order_id(self.run_id, t, self.symbols[i], 0)})
+            return orders
+        tradable = np.array([i in self._forming and self._masks[-1][i] > 0 for i in range(A)])
+        ref = np.array([self._forming.get(i, self._last_close[i]) for i in range(A)])
+        rec = np.zeros((2, A, 5))
+        rec[0, :, :4] = self._last_close[:, None]
+        rec[1, :, :4] = ref[:, None]
+        rec[1, :, 4] = self._last_volume  # (the fill bar's volume is unknown: the last bar's stands in)
+        ok = np.stack([self._last_close > 0, tradable & (ref > 0)])
+        rows = self._window(self._rows, W) + [self._rows[-1]]
+        masks = self._window(self._masks, W) + [self._masks[-1]]
+        self._load_shadow(rows, masks, rec, ok, t + self.tf_ms)
+        self._shadow_step(action, b)
+        fills = self._shadow.core.fills[0]
+        after = self._shadow.core.out[0, OUT_WEIGHTS + A:OUT_WEIGHTS + 2 * A]
+        orders = []
+        for i in range(A):
+            qty = float(fills[i, FILL.quantity])
+            if qty != 0.0:
+                exact = bool(after[i] == 0.0 and qty == -b["positions"][i])
+                orders.append({"asset": i, "symbol": self.symbols[i], "side": "buy" if qty > 0 else "sell",
+                               "amount": abs(qty), "exact": exact,
+                               "clientOrderId": client_order_id(self.run_id, t, self.symbols[i], 0)})
+        orders.sort(key=lambda o: (o["side"] == "buy", o["asset"]))
+        return orders
+
+    def submit(self, orders: list[dict]) -> list[dict]:
+        """Send ``orders`` in order (idempotent: a resent client id never makes a second order); return
+        the final order structures (``{"status": "rejected", "reason": ...}`` for a rejection)."""
+        results = []
+        for o in orders:
+            params = {"clientOrderId": o["clientOrderId"]}
+            if "targetWeight" in o:
+                params["targetWeight"] = o["targetWeight"]
+            elif o["exact"]:
+                params["closePosition"] = True
+            order = None
+            for attempt in range(5):
+                try:
+                    order = self.exchange.create_order(o["symbol"], "market", o["side"], o["amount"], None, params)
+                    break
+                except Exception as exc:  # noqa: BLE001 - classified by ccxt's class names
+                    name = _error_name(exc)
+                    if name in REJECTIONS or name == "AuthenticationError":
+                        self._event("order_rejected", self.bar_ts, symbol=o["symbol"], side=o["side"], amount=o["amount"],
+                                    client_id=o["clientOrderId"], reason=name)
+                        order = {"status": "rejected", "reason": name, "clientOrderId": o["clientOrderId"]}
+                        break
+                    log.warning("create_order %s %s: %s (try %d); resending with the same client id",
+                                o["side"], o["symbol"], name, attempt + 1)
+                    time.sleep(min(self.poll_s * (attempt + 1), 5.0))
+            if order is None:
+                self._event("order_unknown", self.bar_ts, symbol=o["symbol"], client_id=o["clientOrderId"])
+                order = {"status": "unknown", "clientOrderId": o["clientOrderId"]}
+            results.append(order)
+        return results
+
+    def _wait_fill(self, order: dict, o: dict) -> dict:
+        """The order once filled, cancelled or rejected; after ``fill_timeout_s`` it is cancelled."""
+        if order.get("status") == "open" and order.get("id") is not None:
+            try:
+                order = self.exchange.fetch_order(order["id"], o["symbol"])
+            except Exception as exc:  # noqa: BLE001
+                log.warning("fetch_order %s: %s", o["clientOrderId"], _error_name(exc))
+        deadline = time.monotonic() + self.fill_timeout_s
+        while order.get("status") not in DONE_STATUSES + ("unknown",):
+            if time.monotonic() >= deadline:
+                try:
+                    order = self.exchange.cancel_order(order["id"], o["symbol"])
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("cancel %s: %s", o["clientOrderId"], _error_name(exc))
+                self._event("order_timeout", self.bar_ts, symbol=o["symbol"], client_id=o["clientOrderId"])
+                break
+            time.sleep(self.poll_s)
+            try:
+                order = self.exchange.fetch_order(order["id"], o["symbol"])
+            except Exception as exc:  # noqa: BLE001
+                log.warning("fetch_order %s: %s", o["clientOrderId"], _error_name(exc))
+        return order
+
+    def decide(self, action) -> list[dict]:
+        """Record the decision (observation hash, action), plan and submit its orders; the first half
+        of :meth:`step` (a runner that restarts mid-bar calls it again: the client ids repeat)."""
+        t0 = time.perf_counter()
+        act = np.asarray(action, dtype=np.float64).reshape(-1).tolist()
+        h = obs_hash(self._obs())
+        record = getattr(self.exchange, "record_decision", None)
+        if record is not None:
+            record(self.bar_ts, h, act)
+        else:
+            self._event("decision", self.bar_ts, obs_hash=h, action=act)
+        self._before = dict(self._book, positions=self._book["positions"].copy())
+        orders = self.plan_orders(action)
+        self.last_decision_ms = (time.perf_counter() - t0) * 1000
+        self._planned = orders
+        self.last_orders = self.submit(orders)
+        return self.last_orders
+
+    def settle(self, action):
+        """Wait for the fill bar to close and account for it: the second half of :meth:`step`."""
+        A, W = len(self.symbols), self.window
+        fill_ts = self.bar_ts + self.tf_ms
+        self.clock.wait_for_close(fill_ts, self.tf_ms)
+        self.last_orders = [self._wait_fill(order, o) for order, o in zip(self.last_orders, self._planned)]
+        self._catch_up(fill_ts, fill_ts)
+        rec = np.zeros((2, A, 5))
+        rec[0, :, :4] = self._prev_mark[:, None]
+        rec[1] = self._bar
+        ok = np.stack([self._prev_mark > 0, self._tradable])
+        self._load_shadow(self._window(self._rows, W + 1), self._window(self._masks, W + 1), rec, ok, fill_ts)
+        before = self._before
+        obs, reward, terminated, _, info = self._shadow_step(action, before)
+        work = self._shadow.core.work
+        book = {"cash": float(work[STATE.cash, 0]), "positions": work[STATE_POSITIONS:STATE_POSITIONS + A, 0].copy(),
+                "equity": float(work[STATE.equity, 0]), "peak": float(work[STATE.peak, 0]),
+                "initial_cash": before["initial_cash"], "sharpe_mean": float(work[STATE.sharpe_mean, 0]),
+                "sharpe_square": float(work[STATE.sharpe_square, 0])}
+        cash, positions = self._balances()
+        self._book = book
+        if cash != book["cash"] or not np.array_equal(positions, book["positions"]):
+            self._event("reconcile", fill_ts, cash=cash, expected_cash=book["cash"], positions=positions.tolist(),
+                        expected_positions=book["positions"].tolist())
+            equity = self._mark(cash, positions)
+            book.update(cash=cash, positions=positions, equity=equity, peak=max(before["peak"], equity))
+            obs = self._obs()
+            info.update(equity=equity, cash=cash, positions=positions.copy(), weights=self._weights())
+        info["timestamp"] = fill_ts
+        info["orders"] = self.last_orders
+        self._event("loop_book", fill_ts, **self.book())
+        return obs, reward, terminated, False, info
+
+    def step(self, action):
+        if self._book is None:
+            raise RuntimeError("step() before reset()")
+        self.decide(action)
+        return self.settle(action)
+
+    def close(self) -> None:
+        pass
+
+
+def target_weights(config: np.ndarray, action: np.ndarray, n_assets: int) -> np.ndarray:
+    """Target weights [A] of ``action`` (float64 [K]) by the env's own ``map_actions_nb`` on a one-lane
+    block; NaN where a direct-mapping action holds. Raises ``ValueError`` for a malformed action."""
+    from factorgym.envs.actions import map_actions_nb
+    from factorgym.envs.layouts import COUNTER, OUT, block_rows
+
+    A, K = n_assets, len(action)
+    rows = block_rows(A, K)
+    block = np.zeros(rows.size)
+    block[rows.actions:rows.actions + K] = action
+    block[rows.counters + COUNTER.done] = 0.0
+    map_actions_nb(config, block, rows, A, K, 1)
+    if block[rows.out + OUT.status] != 0.0:
+        raise ValueError(f"action {action.tolist()} is not in the action space (NaN, or a bad discrete index)")
+    return block[rows.weights:rows.weights + A].copy()
+
+
+def _error_name(exc: BaseException) -> str:
+    """The ccxt-style class name of an error (the first class in its MRO with a known name)."""
+    known = REJECTIONS + ("NetworkError", "RequestTimeout", "RateLimitExceeded", "ExchangeNotAvailable",
+                          "AuthenticationError", "ExchangeError")
+    for cls in type(exc).__mro__:
+        if cls.__name__ in known:
+            return cls.__name__
+    return type(exc).__name__
