@@ -9,11 +9,11 @@ modules: ``engine`` (the compiled step: execution, actions, phases, kernels), ``
 around it: core, trading_env, vector_env, backtest, metrics), ``factors`` (custom factors and
 normalisation) and ``store`` (the store's merge).
 
-numba: every mutant's test run gets its own ``NUMBA_CACHE_DIR``, a copy of a cache compiled once
-from the unmutated source at the start of the run (which also checks the tests pass there). The
-engine's cache is keyed by the hash of all its sources (envs/jit.py) and numba's own by the source
-file's stamp, so a mutant of a compiled module recompiles what it changes and a mutant of a Python
-module reuses the warm kernels: a mutated kernel is never served from a cache of other source.
+numba: every mutant's test run gets its own ``NUMBA_CACHE_DIR``. A mutant of a module numba compiles
+(:data:`COMPILED`) starts from an empty one, so a mutated kernel can never be served from a cache of
+other source (it would recompile every kernel anyway: the engine's cache is keyed by the hash of all
+its sources, envs/jit.py). A mutant of a Python module gets a copy of a cache compiled once from
+the unmutated source at the start of the run (which also checks the tests pass there).
 ``NUMBA_DISABLE_JIT=1`` is not an option: the kernels call LLVM intrinsics (envs/intrinsics.py)
 that exist only compiled. Hypothesis runs the profile ``mutation`` (fixed examples, no shrinking).
 
@@ -84,6 +84,9 @@ GROUPS: dict[str, list[str]] = {
     "store": ["data_layer/store_merge.py"],
 }
 
+#: modules with numba-compiled functions: their mutants start from an empty numba cache
+COMPILED = {*GROUPS["engine"], "data_layer/factors/normalise.py"}
+
 #: per-mutant timeout (s): a cold compile of the step kernels under load, and the tests
 TIMEOUT = {"engine": 600, "env": 300, "factors": 180, "store": 180}
 
@@ -114,7 +117,7 @@ def run_tests(module: str) -> int:
     hypothesis profile, stop at the first failure."""
     cache = tempfile.mkdtemp(prefix="numba-mutant-")
     try:
-        if WARM_CACHE.exists():
+        if module not in COMPILED and WARM_CACHE.exists():
             shutil.copytree(WARM_CACHE, cache, dirs_exist_ok=True)
         return _pytest(module, cache)
     finally:
