@@ -268,3 +268,19 @@ def test_structures_have_ccxt_shapes(tmp_path):
     trade = ex.fetch_my_trades()[0]
     assert set(trade) <= set(ccxt.Exchange().safe_trade(dict(trade)))
     assert ex.fetch_ohlcv("BTC/USDT", "1h")[-1] == [H, 101.0, 103.0, 99.0, 101.5, 400.0]
+
+
+def test_a_batch_commits_a_bars_orders_together_or_not_at_all(tmp_path):
+    tensor, ex = _one_asset(tmp_path, ExecutionConfig.frictionless())
+    ex.advance(H)
+    with ex.batch():
+        ex.record_decision(0, "h0", [0.5])
+        ex.create_order("BTC/USDT", "market", "buy", 1.0, params={"clientOrderId": "b1"})
+    n = ex.events.last_seq
+    with pytest.raises(RuntimeError):
+        with ex.batch():
+            ex.create_order("BTC/USDT", "market", "buy", 2.0, params={"clientOrderId": "b2"})
+            raise RuntimeError("killed mid-bar")
+    assert ex.events.last_seq == n and [o["clientOrderId"] for o in ex.fetch_open_orders()] == ["b1"]
+    ex.advance(2 * H)
+    assert ex.fetch_balance()["BTC"]["total"] == 1.0

@@ -34,6 +34,7 @@ projection of the log, rebuilt on start; :meth:`PaperExchange.state_at` rebuilds
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from factorgym.envs.execution import (
 )
 from factorgym.envs.layouts import CONFIG, PRICE, RULE, inverse, price_records
 from factorgym.envs.live import paper_kernel as pk
-from factorgym.envs.live.book import Book, iso, order_struct, trade_struct
+from factorgym.envs.live.book import Book, iso
 from factorgym.envs.live.events import EventLog
 from factorgym.envs.live.exchange import (
     BadSymbol, ExchangeError, InsufficientFunds, InvalidOrder, NotSupported, OrderNotFound, reason_of,
@@ -200,14 +201,12 @@ class PaperExchange:
             info["targetWeight"] = float(weight)
         if params.get("closePosition"):
             info["closePosition"] = True
-        order = order_struct(id=oid, client_id=cid, ts=now, symbol=symbol, type=type, side=side,
-                             amount=None if weight is not None or amount is None else float(amount), quote=self.quote,
-                             info=info)
+        order = {"id": oid, "clientOrderId": cid, "symbol": symbol, "type": type, "side": side, "info": info,
+                 "amount": None if weight is not None or amount is None else float(amount)}
         try:
             self._validate(symbol, type, side, amount, weight, bool(params.get("closePosition")))
         except ExchangeError as exc:
-            order.update(status="rejected", remaining=0.0)
-            order["info"]["reason"] = f"{reason_of(exc)}: {exc}"
+            info["reason"] = f"{reason_of(exc)}: {exc}"
             self._emit("order_rejected", now, order=order, reason=reason_of(exc), message=str(exc))
             raise
         self._emit("order_accepted", now, order=order)
@@ -264,6 +263,21 @@ class PaperExchange:
         act = np.asarray(action, dtype=np.float64).tolist() if not isinstance(action, dict) else action
         self._emit("decision", self.book.now if self.book.now is not None else int(bar_ts), bar_ts=int(bar_ts),
                    obs_hash=str(obs_hash), action=act)
+
+    @contextlib.contextmanager
+    def batch(self):
+        """``with exchange.batch(): ...``: the events of the block (a bar's decision and orders) are
+        committed together when it ends (one commit instead of one each). The caller acts on what
+        the block returned only after it ends; a crash inside it leaves none of them (an exception
+        rolls the log back and rebuilds the book from it)."""
+        try:
+            with self.events.batch():
+                yield self
+        except BaseException:
+            self.book = self._new_book()
+            for event in self.events:
+                self.book.apply(event)
+            raise
 
     def state_at(self, ts: int) -> dict[str, Any]:
         """The account as it stood at time ``ts`` (UTC ms): the log's events up to it, replayed."""
@@ -385,10 +399,10 @@ class PaperExchange:
         def trade(i, q, price, fee, slip, order_id, kind):
             nonlocal n_trades
             n_trades += 1
-            t = trade_struct(id=f"t{n_trades}", order_id=order_id, ts=f_ts, symbol=self.symbols[i],
-                             side="buy" if q > 0 else "sell", amount=abs(q), price=price, fee=fee, quote=self.quote,
-                             info={"kind": kind, "slippage_cost": slip, "bar_ts": f_ts})
-            events.append(("fill", {"trade": t, "kind": kind}))
+            t = {"id": f"t{n_trades}", "order": order_id, "ts": f_ts, "symbol": self.symbols[i],
+                 "side": "buy" if q > 0 else "sell", "amount": abs(float(q)), "price": float(price), "fee": float(fee),
+                 "info": {"kind": kind, "slippage_cost": float(slip)}}
+            events.append(("fill", {"trade": t}))
 
         for i in sorted(weight_orders, key=lambda i: (fills[i, 0] > 0, i)):  # fill order: sells, then buys
             q, price, fee, slip = fills[i]
@@ -418,9 +432,8 @@ class PaperExchange:
         events.append(("bar", {"bar_ts": f_ts, "now": close_ts, "cash": cash, "positions": pos.tolist(),
                                "equity": equity, "borrow": float(summary[1]), "funding": float(summary[2]),
                                "status": state}))
-        with self.events.batch() as written:
-            for kind, data in events:
-                self.events.append(kind, close_ts, **data)
+        with self.events.batch():
+            written = [self.events.append(kind, close_ts, **data) for kind, data in events]
         for event in written:
             self.book.apply(event)
 
@@ -484,8 +497,13 @@ _ERRORS = {"InsufficientFunds": InsufficientFunds, "BadSymbol": BadSymbol, "Inva
 
 
 def _copy(order: dict) -> dict:
-    import copy
-    return copy.deepcopy(order)
+    """A copy of an order structure the caller may change (its nested dicts and lists copied too)."""
+    out = dict(order)
+    out["info"], out["fee"] = dict(order["info"]), dict(order["fee"])
+    out["fees"] = [dict(f) for f in order["fees"]]
+    out["trades"] = [{**t, "fee": dict(t["fee"]), "fees": [dict(f) for f in t["fees"]], "info": dict(t["info"])}
+                     for t in order["trades"]]
+    return out
 
 
 class _WithFunding:
