@@ -12,7 +12,7 @@ replayed from its log are the same object built the same way. Event kinds and wh
 | ``order_accepted`` | order (id, clientOrderId, symbol, type, side, amount, info) | order open                 |
 | ``order_rejected`` | order (as accepted), reason, message                    | order kept for idempotency   |
 | ``fill``         | trade (id, order, ts, symbol, side, amount, price, fee, info) | trade; its order's filled |
-| ``order_done``   | id, status (closed, canceled, rejected), reason            | order status                 |
+| ``order_done``   | id, status (closed, canceled, rejected), reason, trade    | (its fill, then) order status |
 | ``bar``          | bar_ts, now, cash, positions, equity, borrow, funding, status | balances after a bar      |
 | ``log_repaired`` | dropped_seq, reason, replayed_to                          | (none: a note)               |
 """
@@ -101,26 +101,10 @@ class Book:
             if order["clientOrderId"] is not None:
                 self.client_ids[order["clientOrderId"]] = order["id"]
         elif kind == "fill":
-            t = d["trade"]  # (compact: id, order, ts, symbol, side, amount, price, fee, info)
-            trade = trade_struct(id=t["id"], order_id=t["order"], ts=t["ts"], symbol=t["symbol"], side=t["side"],
-                                 amount=t["amount"], price=t["price"], fee=t["fee"], quote=self.quote, info=t["info"])
-            self.trades.append(trade)
-            self.fees += trade["fee"]["cost"]
-            order = self.orders.get(trade["order"]) if trade["order"] is not None else None
-            if order is not None:
-                filled = order["filled"] + trade["amount"]
-                cost = order["cost"] + trade["cost"]
-                order["filled"], order["cost"] = filled, cost
-                order["average"] = cost / filled if filled > 0 else None
-                order["price"] = order["average"]
-                if order["amount"] is not None:
-                    order["remaining"] = max(order["amount"] - filled, 0.0)
-                fee = order["fee"]["cost"] + trade["fee"]["cost"]
-                order["fee"] = {"cost": fee, "currency": self.quote}
-                order["fees"] = [dict(order["fee"])]
-                order["trades"].append(trade)
-                order["lastTradeTimestamp"] = order["lastUpdateTimestamp"] = trade["timestamp"]
+            self._trade(d["trade"])
         elif kind == "order_done":
+            if d.get("trade"):  # (a weight order's one fill rides on its order_done event)
+                self._trade(d["trade"])
             order = self.orders[d["id"]]
             self.open.pop(d["id"], None)
             order["status"] = d["status"]
@@ -140,6 +124,28 @@ class Book:
             self.borrow += d["borrow"]
             self.funding += d["funding"]
             self.last_bar = d
+
+    def _trade(self, t: dict[str, Any]) -> None:
+        """A fill (compact: id, order, ts, symbol, side, amount, price, fee, info) into the trades
+        and its order."""
+        trade = trade_struct(id=t["id"], order_id=t["order"], ts=t["ts"], symbol=t["symbol"], side=t["side"],
+                             amount=t["amount"], price=t["price"], fee=t["fee"], quote=self.quote, info=t["info"])
+        self.trades.append(trade)
+        self.fees += trade["fee"]["cost"]
+        order = self.orders.get(trade["order"]) if trade["order"] is not None else None
+        if order is not None:
+            filled = order["filled"] + trade["amount"]
+            cost = order["cost"] + trade["cost"]
+            order["filled"], order["cost"] = filled, cost
+            order["average"] = cost / filled if filled > 0 else None
+            order["price"] = order["average"]
+            if order["amount"] is not None:
+                order["remaining"] = max(order["amount"] - filled, 0.0)
+            fee = order["fee"]["cost"] + trade["fee"]["cost"]
+            order["fee"] = {"cost": fee, "currency": self.quote}
+            order["fees"] = [dict(order["fee"])]
+            order["trades"].append(trade)
+            order["lastTradeTimestamp"] = order["lastUpdateTimestamp"] = trade["timestamp"]
 
     # ---- ccxt structures
     def open_orders(self) -> list[dict[str, Any]]:

@@ -402,30 +402,32 @@ class PaperExchange:
             t = {"id": f"t{n_trades}", "order": order_id, "ts": f_ts, "symbol": self.symbols[i],
                  "side": "buy" if q > 0 else "sell", "amount": abs(float(q)), "price": float(price), "fee": float(fee),
                  "info": {"kind": kind, "slippage_cost": float(slip)}}
-            events.append(("fill", {"trade": t}))
+            return t
 
-        for i in sorted(weight_orders, key=lambda i: (fills[i, 0] > 0, i)):  # fill order: sells, then buys
+        def fill(*args):
+            events.append(("fill", {"trade": trade(*args)}))
+
+        # a weight order fills once: its fill rides on its order_done event; fill order: sells, buys
+        for i in sorted(weight_orders, key=lambda i: (fills[i, 0] >= 0, i)):
+            o = weight_orders[i]
             q, price, fee, slip = fills[i]
-            if q != 0.0:
-                trade(i, q, price, fee, slip, weight_orders[i]["id"], "order")
-        for i, o in weight_orders.items():
-            q = fills[i, 0]
+            t = trade(i, q, price, fee, slip, o["id"], "order") if q != 0.0 else None
             name = ORDER_STATUS[int(status[i])]
             done = "closed" if status[i] in (FILLED, IGNORED_NO_CHANGE) else "rejected"
-            events.append(("order_done", {"id": o["id"], "status": done, "amount": abs(q),
+            events.append(("order_done", {"id": o["id"], "status": done, "amount": abs(float(q)), "trade": t,
                                           "reason": None if done == "closed" else _REASONS.get(name, name)}))
-        cash, pos = self._amount_orders(due, record, cash, pos, trade, events)
+        cash, pos = self._amount_orders(due, record, cash, pos, fill, events)
         for i in range(A):  # untradable closes (kind 1)
             q, price, fee, slip = fills[A + i]
             if q != 0.0:
-                trade(i, q, price, fee, slip, None, "untradable_close")
+                fill(i, q, price, fee, slip, None, "untradable_close")
         summary = np.zeros(len(pk.SUMMARY))
         pk.close_nb(self.config, cash, pos, self._block, summary)
         liq = pk.fills_of(self._block, A)
         for i in range(A):
             q, price, fee, slip = liq[2 * A + i]
             if summary[3] > 0 and q != 0.0:
-                trade(i, q, price, fee, slip, None, "liquidation")
+                fill(i, q, price, fee, slip, None, "liquidation")
         cash, pos = pk.account_of(self._block, A)
         equity = float(summary[0])
         state = "liquidated" if summary[3] > 0 else ("bankrupt" if equity <= 0 else "ok")
@@ -437,7 +439,7 @@ class PaperExchange:
         for event in written:
             self.book.apply(event)
 
-    def _amount_orders(self, due, record, cash, pos, trade, events):
+    def _amount_orders(self, due, record, cash, pos, fill, events):
         """Fill the due amount orders through ``process_order``: sells, then buys (long-only:
         scaled together to the cash, as the env does). Returns the new cash and positions."""
         orders = [o for o in due if "targetWeight" not in o["info"]]
@@ -471,7 +473,7 @@ class PaperExchange:
                                             tradable=bool(record[i, PRICE.tradable] > 0))
             name = ORDER_STATUS[int(r.status)]
             if r.status == FILLED:
-                trade(i, r.quantity, r.price, r.fee, r.slippage_cost, o["id"], "order")
+                fill(i, r.quantity, r.price, r.fee, r.slippage_cost, o["id"], "order")
             filled = o["filled"] + abs(r.quantity)
             left = (o["amount"] - filled) if not o["info"].get("closePosition") else 0.0
             rules = self.rules[i]
