@@ -54,8 +54,7 @@ def test_orders_under_20_percent_faults_are_never_doubled(fake, tmp_path, monkey
         except (InsufficientFunds, InvalidOrder) as exc:
             outcomes[cid] = f"rejected: {type(exc).__name__}"
     fake.fault_rate = 0.0
-    assert sum(fake.fault_counts.values()) >= 10  # the faults did happen
-    assert any(k in fake.fault_counts for k in ("timeout", "disconnect", "500", "503", "504"))
+    assert set(fake.fault_counts) == set(FAULTS)  # every kind of fault did happen (kinds are taken in turn)
     # every intended order ended filled (or rejected with a reason) ...
     assert set(outcomes.values()) <= {"closed", "rejected: InsufficientFunds", "rejected: InvalidOrder"}
     assert list(outcomes.values()).count("closed") == 30

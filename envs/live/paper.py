@@ -34,6 +34,7 @@ projection of the log, rebuilt on start; :meth:`PaperExchange.state_at` rebuilds
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from factorgym.envs.execution import (
 )
 from factorgym.envs.layouts import CONFIG, PRICE, RULE, inverse, price_records
 from factorgym.envs.live import paper_kernel as pk
-from factorgym.envs.live.book import Book, iso, order_struct, trade_struct
+from factorgym.envs.live.book import Book, iso
 from factorgym.envs.live.events import EventLog
 from factorgym.envs.live.exchange import (
     BadSymbol, ExchangeError, InsufficientFunds, InvalidOrder, NotSupported, OrderNotFound, reason_of,
@@ -200,14 +201,12 @@ class PaperExchange:
             info["targetWeight"] = float(weight)
         if params.get("closePosition"):
             info["closePosition"] = True
-        order = order_struct(id=oid, client_id=cid, ts=now, symbol=symbol, type=type, side=side,
-                             amount=None if weight is not None or amount is None else float(amount), quote=self.quote,
-                             info=info)
+        order = {"id": oid, "clientOrderId": cid, "symbol": symbol, "type": type, "side": side, "info": info,
+                 "amount": None if weight is not None or amount is None else float(amount)}
         try:
             self._validate(symbol, type, side, amount, weight, bool(params.get("closePosition")))
         except ExchangeError as exc:
-            order.update(status="rejected", remaining=0.0)
-            order["info"]["reason"] = f"{reason_of(exc)}: {exc}"
+            info["reason"] = f"{reason_of(exc)}: {exc}"
             self._emit("order_rejected", now, order=order, reason=reason_of(exc), message=str(exc))
             raise
         self._emit("order_accepted", now, order=order)
@@ -264,6 +263,21 @@ class PaperExchange:
         act = np.asarray(action, dtype=np.float64).tolist() if not isinstance(action, dict) else action
         self._emit("decision", self.book.now if self.book.now is not None else int(bar_ts), bar_ts=int(bar_ts),
                    obs_hash=str(obs_hash), action=act)
+
+    @contextlib.contextmanager
+    def batch(self):
+        """``with exchange.batch(): ...``: the events of the block (a bar's decision and orders) are
+        committed together when it ends (one commit instead of one each). The caller acts on what
+        the block returned only after it ends; a crash inside it leaves none of them (an exception
+        rolls the log back and rebuilds the book from it)."""
+        try:
+            with self.events.batch():
+                yield self
+        except BaseException:
+            self.book = self._new_book()
+            for event in self.events:
+                self.book.apply(event)
+            raise
 
     def state_at(self, ts: int) -> dict[str, Any]:
         """The account as it stood at time ``ts`` (UTC ms): the log's events up to it, replayed."""
@@ -385,46 +399,47 @@ class PaperExchange:
         def trade(i, q, price, fee, slip, order_id, kind):
             nonlocal n_trades
             n_trades += 1
-            t = trade_struct(id=f"t{n_trades}", order_id=order_id, ts=f_ts, symbol=self.symbols[i],
-                             side="buy" if q > 0 else "sell", amount=abs(q), price=price, fee=fee, quote=self.quote,
-                             info={"kind": kind, "slippage_cost": slip, "bar_ts": f_ts})
-            events.append(("fill", {"trade": t, "kind": kind}))
+            t = {"id": f"t{n_trades}", "order": order_id, "ts": f_ts, "symbol": self.symbols[i],
+                 "side": "buy" if q > 0 else "sell", "amount": abs(float(q)), "price": float(price), "fee": float(fee),
+                 "info": {"kind": kind, "slippage_cost": float(slip)}}
+            return t
 
-        for i in sorted(weight_orders, key=lambda i: (fills[i, 0] > 0, i)):  # fill order: sells, then buys
+        def fill(*args):
+            events.append(("fill", {"trade": trade(*args)}))
+
+        # a weight order fills once: its fill rides on its order_done event; fill order: sells, buys
+        for i in sorted(weight_orders, key=lambda i: (fills[i, 0] >= 0, i)):
+            o = weight_orders[i]
             q, price, fee, slip = fills[i]
-            if q != 0.0:
-                trade(i, q, price, fee, slip, weight_orders[i]["id"], "order")
-        for i, o in weight_orders.items():
-            q = fills[i, 0]
+            t = trade(i, q, price, fee, slip, o["id"], "order") if q != 0.0 else None
             name = ORDER_STATUS[int(status[i])]
             done = "closed" if status[i] in (FILLED, IGNORED_NO_CHANGE) else "rejected"
-            events.append(("order_done", {"id": o["id"], "status": done, "amount": abs(q),
+            events.append(("order_done", {"id": o["id"], "status": done, "amount": abs(float(q)), "trade": t,
                                           "reason": None if done == "closed" else _REASONS.get(name, name)}))
-        cash, pos = self._amount_orders(due, record, cash, pos, trade, events)
+        cash, pos = self._amount_orders(due, record, cash, pos, fill, events)
         for i in range(A):  # untradable closes (kind 1)
             q, price, fee, slip = fills[A + i]
             if q != 0.0:
-                trade(i, q, price, fee, slip, None, "untradable_close")
+                fill(i, q, price, fee, slip, None, "untradable_close")
         summary = np.zeros(len(pk.SUMMARY))
         pk.close_nb(self.config, cash, pos, self._block, summary)
         liq = pk.fills_of(self._block, A)
         for i in range(A):
             q, price, fee, slip = liq[2 * A + i]
             if summary[3] > 0 and q != 0.0:
-                trade(i, q, price, fee, slip, None, "liquidation")
+                fill(i, q, price, fee, slip, None, "liquidation")
         cash, pos = pk.account_of(self._block, A)
         equity = float(summary[0])
         state = "liquidated" if summary[3] > 0 else ("bankrupt" if equity <= 0 else "ok")
         events.append(("bar", {"bar_ts": f_ts, "now": close_ts, "cash": cash, "positions": pos.tolist(),
                                "equity": equity, "borrow": float(summary[1]), "funding": float(summary[2]),
                                "status": state}))
-        with self.events.batch() as written:
-            for kind, data in events:
-                self.events.append(kind, close_ts, **data)
+        with self.events.batch():
+            written = [self.events.append(kind, close_ts, **data) for kind, data in events]
         for event in written:
             self.book.apply(event)
 
-    def _amount_orders(self, due, record, cash, pos, trade, events):
+    def _amount_orders(self, due, record, cash, pos, fill, events):
         """Fill the due amount orders through ``process_order``: sells, then buys (long-only:
         scaled together to the cash, as the env does). Returns the new cash and positions."""
         orders = [o for o in due if "targetWeight" not in o["info"]]
@@ -458,7 +473,7 @@ class PaperExchange:
                                             tradable=bool(record[i, PRICE.tradable] > 0))
             name = ORDER_STATUS[int(r.status)]
             if r.status == FILLED:
-                trade(i, r.quantity, r.price, r.fee, r.slippage_cost, o["id"], "order")
+                fill(i, r.quantity, r.price, r.fee, r.slippage_cost, o["id"], "order")
             filled = o["filled"] + abs(r.quantity)
             left = (o["amount"] - filled) if not o["info"].get("closePosition") else 0.0
             rules = self.rules[i]
@@ -484,8 +499,13 @@ _ERRORS = {"InsufficientFunds": InsufficientFunds, "BadSymbol": BadSymbol, "Inva
 
 
 def _copy(order: dict) -> dict:
-    import copy
-    return copy.deepcopy(order)
+    """A copy of an order structure the caller may change (its nested dicts and lists copied too)."""
+    out = dict(order)
+    out["info"], out["fee"] = dict(order["info"]), dict(order["fee"])
+    out["fees"] = [dict(f) for f in order["fees"]]
+    out["trades"] = [{**t, "fee": dict(t["fee"]), "fees": [dict(f) for f in t["fees"]], "info": dict(t["info"])}
+                     for t in order["trades"]]
+    return out
 
 
 class _WithFunding:
