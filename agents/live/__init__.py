@@ -1,0 +1,1 @@
+"""Paper and live trading on the agents side: the ccxt adapter of the ``Exchange`` port and the runner."""
