@@ -27,6 +27,10 @@ candle or funding page with one row of nulls; those requests only) and ``disconn
 mid-body). Counts per fault kind and per path are kept in :attr:`FakeExchange.fault_counts` and
 :attr:`FakeExchange.path_counts`.
 
+Signed spot-account endpoints (orders, balance, my trades; :mod:`tests.fake_account`) answer once
+:meth:`FakeExchange.open_account` has created the account; faults on order placement come *after*
+the order was booked (the dangerous case), except 429/418, which refuse it.
+
 Use as a context manager in tests (``with FakeExchange() as fx: fx.url``) or as a process:
 ``python tests/fake_exchange.py --port 0 --fault-rate 0.2 --delay 0.05`` prints its URL.
 """
@@ -90,6 +94,7 @@ SWAP_MARKETS = {
     "ETH/USDT:USDT": MARKETS["ETH/USDT"],
     "NEW/USDT:USDT": MARKETS["NEW/USDT"],
 }
+_PRIVATE = ("/api/v3/order", "/api/v3/openOrders", "/api/v3/allOrders", "/api/v3/myTrades", "/api/v3/account")
 _PAGED = ("/klines", "/fundingRate")  # paths whose pages can carry a row of nulls, and forced faults
 
 
@@ -206,6 +211,7 @@ class FakeExchange:
         self._forced: list[str] = []
         self._bag: list[bool] = []
         self._bag_rate = fault_rate
+        self.account = None  # the signed spot account (open_account)
         self._server = ThreadingHTTPServer((host, port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -230,6 +236,12 @@ class FakeExchange:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def open_account(self, *, api_key: str, secret: str, balances: dict[str, float] | None = None):
+        """Serve a signed spot account (:class:`tests.fake_account.FakeAccount`) with these keys."""
+        from tests.fake_account import FakeAccount
+        self.account = FakeAccount(self, api_key=api_key, secret=secret, balances=balances)
+        return self.account
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -378,8 +390,38 @@ def _make_handler(fx: FakeExchange):
             self.end_headers()
             self.wfile.write(body)
 
+        def _private(self, method: str) -> None:
+            """A signed account request: faults other than 429/418 come after the request was served."""
+            parsed = urlparse(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode() if length else ""
+            with fx._lock:
+                fx.arrivals.append((parsed.path, time.monotonic()))
+            if fx.delay:
+                time.sleep(fx.delay)
+            fault = fx._draw_fault(parsed.path, {"method": method}, can_fail=True)
+            if fault in ("429", "418") or fx.account is None:
+                status, payload = (404, None) if fx.account is None else (200, {})
+            else:
+                status, payload, _ = fx.account.handle(method, parsed.path, parsed.query, body, self.headers)
+                if status != 200 and fault is not None:
+                    fault = None  # an error answer is never replaced by a fault (the order was not booked)
+            try:
+                self._answer(status, payload, fault)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._private("POST")
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._private("DELETE")
+
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             parsed = urlparse(self.path)
+            if parsed.path in _PRIVATE:
+                self._private("GET")
+                return
             query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
             path = parsed.path
             with fx._lock:
