@@ -84,10 +84,12 @@ def run(args: argparse.Namespace) -> int:
     if not exact and out is not None:
         print("note: no --store with the tensor's warm-up candles: online features of the first bars differ "
               "from the tensor's", file=out)
+    from factorgym.agents.live.notify import LoopNotifier, notifiers_from_env
+
     t0 = time.monotonic()
     try:
         result = run_loop(env, policy, end_ts=last, max_bars=args.max_bars, speed=speed, out=out,
-                          drawdown_alert=args.drawdown_alert)
+                          notifier=LoopNotifier(notifiers_from_env()), drawdown_alert=args.drawdown_alert)
     finally:
         env.exchange.close()
     info = result.last_info
