@@ -53,9 +53,17 @@ def _span(tensor, n=40):
     return f"{iso(a)}:{iso(b)}", a, b
 
 
+def _env(**extra) -> dict:
+    """Subprocess environment with the loopback-only socket guard preloaded."""
+    env = {**os.environ, **extra}
+    guard = str(REPO / "tests" / "_loopback_guard")
+    env["PYTHONPATH"] = os.pathsep.join([guard, str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
 def _cli(*argv, env=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "factorgym", *argv], capture_output=True, text=True, timeout=timeout,
-                          env=env or os.environ.copy(), cwd=REPO)
+                          env=env or _env(), cwd=REPO)
 
 
 def test_replay_of_a_trained_bundle_equals_backtest(trained, tmp_path):
@@ -156,7 +164,7 @@ def _killed_runs(bundle, tdir, split, state, kills, seed):
     landed = 0
     for _ in range(kills):
         before = _n_events(state)
-        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO, env=_env())
         deadline = time.monotonic() + 120
         while p.poll() is None and _n_events(state) <= before + 1 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -168,7 +176,7 @@ def _killed_runs(bundle, tdir, split, state, kills, seed):
         p.wait()
         p.stderr.close()
         landed += 1
-    r = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300)
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300, env=_env())
     assert r.returncode == 0, r.stderr
     return landed
 
@@ -176,9 +184,11 @@ def _killed_runs(bundle, tdir, split, state, kills, seed):
 def _check_killed_equals_uninterrupted(trained, tmp_path, kills, n_bars):
     tensor, tdir, bundle = trained
     split, a, b = _span(tensor, n_bars)
-    ref = _cli("paper", "--policy", str(bundle), "--state", str(tmp_path / "ref"), "--replay", str(tdir), "--split", split,
-               "--quiet")
-    assert ref.returncode == 0, ref.stderr
+    from factorgym.agents.live.runner import open_paper_replay, run_loop
+
+    env, policy, last, _ = open_paper_replay(bundle, tmp_path / "ref", tdir, split=split)  # uninterrupted, in-process
+    run_loop(env, policy, end_ts=last, out=None)
+    env.exchange.close()
     landed = _killed_runs(bundle, tdir, split, tmp_path / "killed", kills, seed=kills)
     assert landed == kills, f"the run ended after {landed} kills; give it more bars"
     acc_ref, fills_ref, bars_ref = _orders(tmp_path / "ref")
@@ -200,7 +210,7 @@ def _check_killed_equals_uninterrupted(trained, tmp_path, kills, n_bars):
 
 
 def test_sigkill_three_times_then_resume(trained, tmp_path):
-    _check_killed_equals_uninterrupted(trained, tmp_path, kills=3, n_bars=120)
+    _check_killed_equals_uninterrupted(trained, tmp_path, kills=3, n_bars=60)
 
 
 @pytest.mark.slow
@@ -226,3 +236,35 @@ def test_help_explains_every_option(command):
         if s.startswith("--") and "  " not in s and not s.endswith(","):
             # an option on a line of its own has its help on the next line
             continue
+
+
+def test_a_planted_key_appears_nowhere(trained, tmp_path):
+    """``factorgym live`` against the loopback fake Binance with planted keys in the environment: the key
+    and secret are in no output, state file, event, error message or command line; a wrong secret gives
+    a one-line authentication error without them."""
+    from tests.fake_exchange import FakeExchange
+
+    tensor, tdir, bundle = trained
+    key, secret = "PLANTEDKEYcli4Rt7Yu1Io9Pa2Sd5Fg8", "PLANTEDSECRETcli3Hj6Kl9Zx2Cv5Bn8"
+    env = _env(FACTORGYM_BINANCE_API_KEY=key, FACTORGYM_BINANCE_SECRET=secret)
+    with FakeExchange(fault_rate=0.0) as fx:
+        fx.now_ms = int(time.time() * 1000)
+        fx.open_account(api_key=key, secret=secret, balances={"USDT": 50_000})
+        argv = ["live", "--policy", str(bundle), "--state", str(tmp_path / "state"), "--exchange", "binance",
+                "--base-url", fx.url, "--i-understand-real-money", "--max-bars", "0", "--history", "300"]
+        p = subprocess.Popen([sys.executable, "-m", "factorgym", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env, cwd=REPO)
+        cmdline = Path(f"/proc/{p.pid}/cmdline").read_bytes() if Path(f"/proc/{p.pid}").exists() else b""
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        assert "live: 0 bars" in out
+        fx.account.secret = "another-secret"  # the exchange now refuses our signature
+        bad = subprocess.run([sys.executable, "-m", "factorgym", *argv], capture_output=True, text=True, env=env,
+                             cwd=REPO, timeout=300)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    for s in (key, secret):
+        assert s not in out + err + bad.stdout + bad.stderr
+        assert s.encode() not in cmdline
+        for path in tmp_path.rglob("*"):
+            if path.is_file():
+                assert s.encode() not in path.read_bytes(), path
