@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     Path(args.state).mkdir(parents=True, exist_ok=True)
     ex = CcxtExchange(args.exchange, sandbox=args.sandbox, key_file=args.key_file, base_url=args.base_url,
                       run_id=args.run_id or "live", state_dir=args.state)
+    from factorgym.envs.live.exchange import ExchangeError, NetworkError
+    from factorgym.errors import FactorgymError
+
     try:
         env = LiveTradingEnv(ex, symbols=spec.symbols, feature_names=spec.feature_names, timeframe=spec.timeframe,
                              window=spec.window, online=online_rows(spec), clock=SystemClock(),
@@ -74,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
                              fill_timeout_s=args.fill_timeout, order_mode="amounts")
         result = run_loop(env, policy, max_bars=args.max_bars, out=None if args.quiet else sys.stdout,
                           notifier=notifier, drawdown_alert=args.drawdown_alert)
+    except (ExchangeError, NetworkError) as exc:  # (the adapter's messages are already free of keys and URLs)
+        raise FactorgymError(f"{args.exchange}: {type(exc).__name__}: {exc}") from None
     finally:
         ex.close()
     info = result.last_info
