@@ -42,7 +42,7 @@ test-all: install
 
 ## bench: every speed/memory benchmark, one JSON line per figure
 bench: install
-	@for f in benchmarks/ingest.py benchmarks/data_io.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/scale.py benchmarks/train.py benchmarks/evaluate.py; do \
+	@for f in benchmarks/ingest.py benchmarks/data_io.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/scale.py benchmarks/train.py benchmarks/evaluate.py benchmarks/live.py; do \
 		test -f $$f && $(BIN)/python $$f || exit $$?; \
 	done
 

@@ -123,3 +123,63 @@ def test_replay_equals_backtest(market, tmp_path):
     np.testing.assert_allclose(equity, res.equity, rtol=1e-9, atol=0)
     assert ex.events.count("reconcile") == 0
     assert len(res.trades) > 20  # the policy trades
+
+
+# ---------------------------------------------------------------------- the loop on a faulty ccxt exchange
+KEY = "PLANTEDKEYlive7Qw2Er9Ty4Ui0Op3As6"
+SECRET = "PLANTEDSECRETlive1Zx5Cv8Bn2Mm4Ll7"
+
+
+class FakeClock:
+    """Moves the fake exchange's "now" to just after each bar's close instead of sleeping."""
+
+    def __init__(self, fx) -> None:
+        self.fx = fx
+
+    def now_ms(self) -> int:
+        return int(self.fx.now_ms)
+
+    def wait_for_close(self, bar_ts: int, tf_ms: int) -> None:
+        self.fx.now_ms = max(self.fx.now_ms, bar_ts + tf_ms + 60_000)
+
+
+def test_live_loop_under_20_percent_faults_never_doubles_an_order(tmp_path, monkeypatch, caplog):
+    import logging
+
+    pytest.importorskip("ccxt")
+    from factorgym.agents.live.ccxt_exchange import CcxtExchange
+    from factorgym.agents.live.runner import run_loop
+    from factorgym.envs.live.live_env import LiveTradingEnv
+    from tests.fake_exchange import FakeExchange
+
+    symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("FACTORGYM_BINANCE_API_KEY", KEY)
+    monkeypatch.setenv("FACTORGYM_BINANCE_SECRET", SECRET)
+    faults = ("429", "500", "503", "504", "timeout", "disconnect")
+    with FakeExchange(fault_rate=0.0, timeout_sleep=0.6, fault_kinds=faults) as fx:
+        fx.open_account(api_key=KEY, secret=SECRET, balances={"USDT": 100_000})
+        ex = CcxtExchange("binance", base_url=fx.url, run_id="live1", state_dir=tmp_path / "state", timeout_ms=300,
+                          backoff=0.01, retries=8)
+        online = OnlineFactors(FACTOR_SET, symbols)
+        env = LiveTradingEnv(ex, symbols=symbols, feature_names=online.feature_names, timeframe="1h", window=4,
+                             online=lambda ts, bar, ok: (online.update(ts, bar, ok), online.tradable.copy()),
+                             clock=FakeClock(fx), env_kwargs=dict(mapping="simplex", initial_cash=100_000.0),
+                             history=200, fill_timeout_s=2.0, poll_s=0.05)
+        fx.fault_rate = 0.2
+        policy = LinearPolicy(4 * 3 * 3 + 4 * 3 + 6, 4, seed=1)
+        result = run_loop(env, policy, max_bars=12, out=None)
+        fx.fault_rate = 0.0
+        assert result.bars == 12 and sum(fx.fault_counts.values()) > 10
+        book = fx.account.book
+        assert book and all(len(ids) == 1 for ids in book.values())  # no client id booked twice
+        intents = [e.data["client_id"] for e in ex.events if e.kind == "order_intent"]
+        assert sorted(set(intents)) == sorted(book) or set(book) <= set(intents)
+        ends = {e.data["client_id"] for e in ex.events if e.kind in ("order_accepted", "order_rejected", "order_reconciled")}
+        assert set(intents) <= ends  # every intended order ended filled or rejected with a reason
+        ex.close()
+    for secret in (KEY, SECRET):
+        assert secret not in caplog.text
+        for path in tmp_path.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path

@@ -392,7 +392,7 @@ class LiveTradingEnv(gym.Env):
                 est = abs(w[i] - held[i]) * b["equity"] / self._last_close[i] if self._last_close[i] > 0 else 0.0
                 orders.append({"asset": i, "symbol": self.symbols[i], "side": side, "amount": est,
                                "targetWeight": float(w[i]), "exact": bool(w[i] == 0.0),
-                               "clientOrderId": client_order_id(self.run_id, t, self.symbols[i], 0)})
+                               "clientOrderId": self._cid(t, self.symbols[i])})
             return orders
         tradable = np.array([i in self._forming and self._masks[-1][i] > 0 for i in range(A)])
         ref = np.array([self._forming.get(i, self._last_close[i]) for i in range(A)])
@@ -414,9 +414,14 @@ class LiveTradingEnv(gym.Env):
                 exact = bool(after[i] == 0.0 and qty == -b["positions"][i])
                 orders.append({"asset": i, "symbol": self.symbols[i], "side": "buy" if qty > 0 else "sell",
                                "amount": abs(qty), "exact": exact,
-                               "clientOrderId": client_order_id(self.run_id, t, self.symbols[i], 0)})
+                               "clientOrderId": self._cid(t, self.symbols[i])})
         orders.sort(key=lambda o: (o["side"] == "buy", o["asset"]))
         return orders
+
+    def _cid(self, bar_ts: int, symbol: str, attempt: int = 0):
+        """The exchange's own client id form where it has one (``CcxtExchange.client_order_id``)."""
+        own = getattr(self.exchange, "client_order_id", None)
+        return own(bar_ts, symbol, attempt) if callable(own) else client_order_id(self.run_id, bar_ts, symbol, attempt)
 
     def submit(self, orders: list[dict]) -> list[dict]:
         """Send ``orders`` in order (idempotent: a resent client id never makes a second order); return

@@ -1,0 +1,145 @@
+"""``factorgym paper``: run a trained policy against the local paper exchange (a replay of a tensor's
+candles), resumable from its event log; ``factorgym paper status``: the account now or at a past time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from factorgym.commands import HelpFormatter
+from factorgym.errors import ConfigError
+
+
+def add_loop_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``paper`` and ``live``."""
+    p.add_argument("--policy", metavar="RUN_OR_BUNDLE",
+                   help="trained policy: a run directory (its best, else final bundle) or a bundle folder")
+    p.add_argument("--state", required=True, metavar="DIR",
+                   help="state folder: the event log (events.sqlite) and run.json; the same folder resumes a stopped run")
+    p.add_argument("--run-id", default=None, metavar="NAME",
+                   help="run name inside the event log and part of every client order id (default: paper / live)")
+    p.add_argument("--exchange", default=None, metavar="ID", help="ccxt exchange id, e.g. binance")
+    p.add_argument("--symbols", nargs="+", default=None, metavar="SYMBOL",
+                   help="symbols to trade, in the policy's order (default and check: the policy's symbols)")
+    p.add_argument("--base-url", default=None, metavar="URL",
+                   help="send every exchange API call to this URL (a loopback test exchange, a proxy)")
+    p.add_argument("--max-bars", type=int, default=None, metavar="N", help="stop after N bars (default: run on)")
+    p.add_argument("--quiet", action="store_true", help="no status line per bar")
+    p.add_argument("--drawdown-alert", type=float, default=0.1, metavar="FRACTION",
+                   help="notify when equity falls this fraction below its peak")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "paper",
+        help="paper-trade a trained policy (replay a tensor's candles), or show a paper account's status",
+        description="Run a trained policy bar by bar against the local paper exchange: features computed online "
+        "from the candles (the policy's factor set and normalisation), orders sized and filled by the env's own "
+        "accounting, every decision, order, fill and charge appended to an SQLite event log in --state before it "
+        "is acted on. A status line per bar; Ctrl-C stops cleanly after the current bar; the same command again "
+        "resumes from the log. Over a tensor split the replay gives the same equity as `factorgym backtest`.\n\n"
+        "examples:\n"
+        "  factorgym paper --policy runs/ppo_fast-20260101T000000Z --state paper/run1 --replay tensors/quickstart\n"
+        "  factorgym paper status --state paper/run1\n"
+        "  factorgym paper status --state paper/run1 --at 2024-03-01T12:00Z --json",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("what", nargs="?", choices=("run", "status"), default="run",
+                   help="run (the default) or status: balances, positions, open orders, equity, last decision, events")
+    add_loop_options(p)
+    p.add_argument("--replay", default=None, metavar="TENSOR_DIR",
+                   help="replay this saved tensor's candles (the policy's tensor, or one built the same way)")
+    p.add_argument("--split", default="test",
+                   help="part of the tensor to replay: test, validation or train (as the run's config cuts it), or "
+                        "START:END UTC times such as 2024-01-01:2024-02-01")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="candle store the tensor was built from: its warm-up bars make the online features equal the "
+                        "tensor's bit for bit (default: the tensor's own prices; the first bars' features then differ)")
+    p.add_argument("--speed", default="max", metavar="max|N", help="replay as fast as possible, or at most N bars per second")
+    p.add_argument("--json", action="store_true", help="status: print one JSON object")
+    p.add_argument("--at", default=None, metavar="TIME", help="status: the account at this past UTC time (the log replayed up to it)")
+    p.add_argument("--fast-log", action="store_true",
+                   help="commit events without a full fsync each (faster replays; a power cut may lose the last events)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.what == "status":
+        return status(args)
+    if not args.policy:
+        raise ConfigError("factorgym paper: --policy RUN_OR_BUNDLE is required (or use `factorgym paper status`)")
+    if args.replay is None:
+        raise ConfigError("factorgym paper: give --replay TENSOR_DIR (paper trading on live candles with "
+                          "--exchange is not available yet; use `factorgym live --sandbox` for a testnet)")
+    speed = None if args.speed == "max" else float(args.speed)
+    from factorgym.agents.live.runner import open_paper_replay, run_loop
+
+    env, policy, last, exact = open_paper_replay(args.policy, args.state, args.replay, split=args.split, store=args.store,
+                                                 run_id=args.run_id or "paper", durable=not args.fast_log)
+    if args.symbols and list(args.symbols) != list(env.symbols):
+        raise ConfigError(f"--symbols {args.symbols} differ from the policy's {env.symbols}")
+    out = None if args.quiet else sys.stdout
+    if not exact and out is not None:
+        print("note: no --store with the tensor's warm-up candles: online features of the first bars differ "
+              "from the tensor's", file=out)
+    from factorgym.agents.live.notify import LoopNotifier, notifiers_from_env
+
+    t0 = time.monotonic()
+    try:
+        result = run_loop(env, policy, end_ts=last, max_bars=args.max_bars, speed=speed, out=out,
+                          notifier=LoopNotifier(notifiers_from_env()), drawdown_alert=args.drawdown_alert)
+    finally:
+        env.exchange.close()
+    info = result.last_info
+    if info:
+        rate = result.bars / max(time.monotonic() - t0, 1e-9)
+        print(f"paper: {result.bars} bars ({rate:.0f}/s), equity {info['equity']:,.2f}, {result.stopped}; "
+              f"state in {args.state}")
+    else:
+        print(f"paper: nothing to do ({result.stopped}); the replay is at its end; state in {args.state}")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    """The account from the event log alone (no exchange calls): now, or at ``--at``."""
+    from pathlib import Path
+
+    from factorgym.data_layer.splits import as_ms
+    from factorgym.envs.live.book import Book
+    from factorgym.envs.live.events import EventLog
+
+    path = Path(args.state) / "events.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"{args.state}: no event log (events.sqlite); start a run with this --state first")
+    run_id = args.run_id
+    if run_id is None:
+        meta = Path(args.state) / "run.json"
+        run_id = json.loads(meta.read_text()).get("run_id", "paper") if meta.is_file() else "paper"
+    log = EventLog(path, run_id)
+    try:
+        start = next(iter(log), None)
+        if start is None or start.kind != "start":
+            raise ConfigError(f"{path}: run {run_id!r} has no events; pass --run-id")
+        d = start.data
+        book = Book(d["symbols"], [s.split("/")[0] for s in d["symbols"]], d.get("quote", "USDT"))
+        until = as_ms(args.at) if args.at else None
+        for ev in log.events(until_ts=until):
+            book.apply(ev)
+        summary = book.summary()
+        loop = log.last("loop_book")
+        summary["peak_equity"] = loop.data.get("peak") if loop is not None else None
+    finally:
+        log.close()
+    if args.json:
+        print(json.dumps(summary, default=str))
+        return 0
+    pos = ", ".join(f"{s}={q:g}" for s, q in summary["positions"].items())
+    print(f"time {summary['datetime']}  equity {summary['equity']:,.2f} {summary['quote']}  cash {summary['cash']:,.2f}")
+    print(f"positions {pos or '-'}  open orders {len(summary['open_orders'])}  trades {summary['n_trades']}  "
+          f"fees {summary['fees']:,.2f}  events {summary['events']}")
+    last = summary.get("last_decision")
+    if last:
+        print(f"last decision: bar {last.get('bar_ts')} action {last.get('action')} obs {str(last.get('obs_hash'))[:12]}")
+    return 0
