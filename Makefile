@@ -47,10 +47,10 @@ bench: install
 	done
 
 ## mutation: plant bugs one at a time (cosmic-ray) in the engine, custom factors, normalisation and the
-## store's merge, and run the tests that guard each; not part of `make test` (hours in full: pass
-## MUTATION_ARGS="--sample 100" for a random sample per group, or name groups: "factors store engine")
+## store's merge, and run the tests that guard each module; not part of `make test` (hours in full: pass
+## MUTATION_ARGS="--sample 20" for a seeded random sample per module, or name groups: "engine env factors store")
 mutation: install
-	$(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
+	nice -n 10 $(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
 
 ## constraints: re-pin constraints.txt to what the venv has now (after a deliberate upgrade)
 constraints: install

@@ -16,6 +16,8 @@ its sources, envs/jit.py). A mutant of a Python module gets a copy of a cache co
 the unmutated source at the start of the run (which also checks the tests pass there).
 ``NUMBA_DISABLE_JIT=1`` is not an option: the kernels call LLVM intrinsics (envs/intrinsics.py)
 that exist only compiled. Hypothesis runs the profile ``mutation`` (fixed examples, no shrinking).
+Mutants inside type annotations are skipped (never evaluated: every module here has ``from
+__future__ import annotations``).
 
 Usage::
 
@@ -34,6 +36,7 @@ applied). A run refuses to start while the modules have uncommitted changes.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -170,6 +173,21 @@ def _skip(db_path: Path, keep) -> int:
     return n
 
 
+def _annotation_spans(module: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions of the type annotations of ``module``: with ``from __future__ import
+    annotations`` they are never evaluated, so every mutant inside one is equivalent."""
+    tree = ast.parse((REPO / module).read_text())
+    nodes = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.arg) and n.annotation is not None:
+            nodes.append(n.annotation)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.returns is not None:
+            nodes.append(n.returns)
+        elif isinstance(n, ast.AnnAssign):
+            nodes.append(n.annotation)
+    return [((a.lineno, a.col_offset), (a.end_lineno, a.end_col_offset)) for a in nodes]
+
+
 def start(module: str, sample: int | None, seed: int) -> None:
     cfg = _config(module)
     db = OUT / f"{_stem(module)}.sqlite"
@@ -178,6 +196,9 @@ def start(module: str, sample: int | None, seed: int) -> None:
     subprocess.run([str(BIN / "cosmic-ray"), "init", str(cfg), str(db)], **quiet)
     subprocess.run([str(BIN / "cr-filter-operators"), str(db), str(cfg)], **quiet)
     subprocess.run([str(BIN / "cr-filter-pragma"), str(db)], **quiet)
+    if "from __future__ import annotations" in (REPO / module).read_text():
+        spans = _annotation_spans(module)
+        _skip(db, lambda it: not any(a <= tuple(it.mutations[0].start_pos) < b for a, b in spans))
     if sample:
         from cosmic_ray.work_db import WorkDB, use_db
 

@@ -304,3 +304,15 @@ def test_default_root_follows_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("FACTORGYM_STORE")
     assert default_store_root() == Path("store")
     assert os.path.basename(str(CandleStore(None).root)) == "store"
+
+
+@pytest.mark.parametrize("column,delta", [("open", 0.1), ("high", 0.1), ("low", -0.1), ("close", 0.1), ("volume", 1.0)])
+def test_a_stored_bar_differing_in_any_one_value_is_a_conflict(tmp_path, column, delta):
+    store = CandleStore(tmp_path)
+    store.write("x", "A/B", "1h", candles(grid(4)))
+    changed = candles(grid(4))
+    changed.loc[2, column] += delta
+    with pytest.raises(DataValidationError, match=r"1 bar\(s\) already stored with different values"):
+        store.write("x", "A/B", "1h", changed)
+    assert store.write("x", "A/B", "1h", changed, on_conflict="replace") == 0
+    assert store.read("x", "A/B", "1h")[column].iloc[2] == changed.loc[2, column]
