@@ -333,12 +333,14 @@ class CandleStore:
         for e in self.entries():
             if e.source == source and e.symbol == symbol and timeframe in (None, e.timeframe):
                 with locked(e.path.parent / f".{e.timeframe}.lock"):
-                    for f in e.files:
+                    beside = e.path.with_suffix("")  # (a single file's interrupted migration)
+                    for f in [*e.files, *(partition_files(beside) if e.path.is_file() else [])]:
                         f.unlink()
                         remove_stale_temps(f)
-                    if e.path.is_dir():
-                        with contextlib.suppress(OSError):
-                            e.path.rmdir()
+                    for folder in (e.path, beside):
+                        if folder.is_dir():
+                            with contextlib.suppress(OSError):
+                                folder.rmdir()
                 removed.append(e.path)
         for folder in {p.parent for p in removed}:
             if not any(folder.glob("*.parquet")) and not any(folder.glob("*/*.parquet")):

@@ -163,6 +163,11 @@ def test_an_interrupted_migration_is_redone_from_the_single_file(v1):
     v1.write("binance", "ETH/USDT", "1h", eth.tail(3))
     assert not (folder / "1h.parquet").exists()
     pd.testing.assert_frame_equal(v1.read("binance", "ETH/USDT", "1h"), eth)
+    # removing a series whose migration was interrupted leaves neither layout behind
+    (v1.root / "binance" / "BTC_USDT" / "1m").mkdir()
+    shutil.copy(V1 / "binance/BTC_USDT/1m.parquet", v1.root / "binance" / "BTC_USDT" / "1m" / "2023-12.parquet")
+    v1.remove("binance", "BTC/USDT", "1m")
+    assert not v1.has("binance", "BTC/USDT", "1m") and not (v1.root / "binance" / "BTC_USDT" / "1m").exists()
 
 
 def test_data_list_and_rm_on_both_layouts(v1, capsys):
