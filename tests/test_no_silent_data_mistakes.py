@@ -184,7 +184,7 @@ def test_validate_says_would_repair_and_writes_only_with_repair(tmp_path, capsys
     good = pd.DataFrame({"timestamp": t0 + H * np.arange(5), "open": 10.0, "high": 11.0, "low": 9.0,
                          "close": 10.5, "volume": 1.0})
     cs.write("s", "A/B", "1h", good)
-    path = cs.entries()[0].path
+    [path] = cs.entries()[0].files
     table = pq.read_table(path)
     unsorted = pa.concat_tables([table.slice(3), table.slice(0, 3), table.slice(1, 1)])  # out of order + a duplicate
     pq.write_table(unsorted.replace_schema_metadata(table.schema.metadata), path)
