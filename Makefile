@@ -41,7 +41,7 @@ test-all: install
 	$(BIN)/python -m pytest -q
 
 ## test-rllib: RLlib in its own venv (.venv-rllib): ray[rllib] pins gymnasium==1.2.2, the default stack 1.4;
-## not part of `make test`. Builds the venv once (constraints.txt less its gymnasium pin), then runs tests/test_rllib.py
+## not part of `make test`. Builds the venv once (constraints.txt less its gymnasium pin), then runs tests/test_rllib*.py
 RLLIB_VENV ?= .venv-rllib
 RLLIB_STAMP := $(RLLIB_VENV)/.installed
 $(RLLIB_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -51,11 +51,11 @@ $(RLLIB_STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(RLLIB_VENV)/bin/python -m pip install --quiet $(TORCH_SPEC) >&2
 	@grep -v '^gymnasium==' $(CONSTRAINTS) > $(RLLIB_VENV)/constraints-rllib.txt
 	@$(RLLIB_VENV)/bin/python -m pip install --quiet -c $(RLLIB_VENV)/constraints-rllib.txt -e '.[rllib]' \
-		pytest pytest-socket pytest-timeout psutil >&2
+		pytest pytest-socket pytest-timeout psutil hypothesis >&2
 	@touch $(RLLIB_STAMP)
 
 test-rllib: $(RLLIB_STAMP)
-	$(RLLIB_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_rllib.py
+	$(RLLIB_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_rllib_env.py tests/test_rllib.py
 
 ## bench: every speed/memory benchmark, one JSON line per figure
 bench: install

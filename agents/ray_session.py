@@ -54,12 +54,13 @@ def apply_safe_env() -> None:
 
 def short_temp_dir(preferred: str | Path | None) -> tuple[Path, bool]:
     """``(folder, made)``: ``preferred`` when its path is short enough for Ray's sockets, else a new
-    ``/tmp/fg-ray-*`` folder (``made`` True: the caller deletes it)."""
+    ``/tmp/fg-ray-*`` folder; ``made``: this call created it (the caller deletes it afterwards)."""
     if preferred is not None:
         p = Path(preferred).resolve()
         if len(str(p)) <= MAX_TEMP_DIR_LEN:
+            made = not p.exists()
             p.mkdir(parents=True, exist_ok=True)
-            return p, False
+            return p, made
     return Path(tempfile.mkdtemp(prefix="fg-ray-")), True
 
 

@@ -102,8 +102,9 @@ def test_ray_temp_folder_is_short_enough_for_its_sockets(tmp_path):
         assert made and len(str(d)) < 40 and d.name.startswith("fg-ray-") and not deep.exists()
     finally:
         d.rmdir()
-    d, made = short_temp_dir("/tmp/fgt")  # short: used as given, not the caller's to delete
-    assert (d, made) == (Path("/tmp/fgt"), False)
+    d, made = short_temp_dir("/tmp/fgt")  # short: used as given; made here, so deleted afterwards
+    assert (d, made) == (Path("/tmp/fgt"), True)
+    assert short_temp_dir("/tmp/fgt") == (d, False)  # already there: the user's, kept
     d.rmdir()
 
 
