@@ -263,7 +263,7 @@ class ObsNormaliser:
 # ---------------------------------------------------------------------- save / load
 _LOADERS: dict[str, Callable[[Path, PolicySpec], Policy]] = {}
 #: model kinds whose loader registers itself when its module is imported (imported on first use)
-_PROVIDERS = {"factorgym-ppo": "factorgym.agents.custom.ppo"}
+_PROVIDERS = {"factorgym-ppo": "factorgym.agents.custom.ppo", "rllib-torchscript": "factorgym.agents.rllib_bundle"}
 _PROVIDER_PREFIXES = {"sb3-": "factorgym.agents.sb3_policy"}
 
 
