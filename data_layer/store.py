@@ -235,7 +235,7 @@ class CandleStore:
                 merged, added = merge_tables(old, part)
                 total = WriteReport(total.added + added, total.replaced + report.replaced, total.kept + report.kept,
                                     total.filled + report.filled)
-                if added or report.replaced or report.filled or old is None:
+                if added or report.replaced or report.filled or old is None or not merged.equals(old):
                     plans.append((path, merged))
             for path, merged in plans:  # in time order
                 self._write_partition(path, merged, source, symbol, timeframe)
