@@ -169,3 +169,17 @@ def _no_secret_anywhere(tmp_path, log_text):
     text = "\n".join(row[0] for row in db.execute("SELECT payload FROM events"))
     db.close()
     assert KEY not in text and SECRET not in text
+
+
+def test_no_answer_at_all_stops_without_resending(fake, tmp_path, monkeypatch):
+    from factorgym.envs.live.exchange import NetworkError
+    ex = _exchange(fake, tmp_path, monkeypatch)
+    ex.retries = 3
+    fake.fault_rate = 1.0  # every answer is a fault, after the order was booked
+    with pytest.raises(NetworkError, match="outcome is unknown"):
+        ex.create_order("BTC/USDT", "market", "buy", 0.001, params={"clientOrderId": "fgdark"})
+    fake.fault_rate = 0.0
+    assert len(fake.account.book.get("fgdark", [])) <= 1 and set(fake.account.book) <= {"fgdark"}  # never resent
+    assert [e.kind for e in ex.events][-2:] == ["order_outcome_unknown", "order_gave_up"]
+    if fake.account.book:  # (booked before its answer failed: found by its client id once the exchange answers)
+        assert ex.fetch_order(None, "BTC/USDT", params={"clientOrderId": "fgdark"})["status"] == "closed"
