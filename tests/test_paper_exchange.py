@@ -315,7 +315,7 @@ print(repr(ex.status()["equity"]))
 """
 
 
-def test_sigkilled_runs_resume_to_the_uninterrupted_equity(tmp_path):
+def test_sigkilled_runs_resume_to_the_uninterrupted_equity(tmp_path, subprocess_env):
     import subprocess
     import sys
     from pathlib import Path
@@ -323,7 +323,7 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_equity(tmp_path):
 
     def run(state, stop):
         return subprocess.run([sys.executable, "-c", _RESUMABLE_LOOP, str(state), str(stop), here],
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=300, env=subprocess_env)
 
     whole = run(tmp_path / "whole", -1)
     assert whole.returncode == 0, whole.stderr
