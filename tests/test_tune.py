@@ -191,3 +191,24 @@ def test_two_trial_search_in_the_namespace_lands_in_the_ledger_and_backtests(tmp
 def test_ray_tests_say_why_they_skip():
     reason = netns_unavailable()
     assert reason is None or reason.strip() and "\n" not in reason
+
+
+def test_a_trial_ray_ended_mid_run_gets_its_ledger_row_from_its_best_bundle_once(tmp_path, tensor_dir):
+    import shutil
+
+    from factorgym.agents.ledger import Ledger
+    from factorgym.agents.train import build_config, train
+    from factorgym.agents.tune import TrialRow, record_missing
+
+    cfg = build_config({**BASE, "tensor": str(tensor_dir)})
+    res = train(cfg, run_dir=tmp_path / "a" / "s-t1")
+    stopped = tmp_path / "b" / "s-t1"  # as ASHA leaves it: run files and bundles/best, no ledger row
+    shutil.copytree(res.run_dir, stopped)
+    shutil.rmtree(stopped / "bundles" / "final")
+    row = TrialRow("t1", {}, res.best_validation_sharpe, 0.0, 32, 1, "stopped", stopped)
+    assert record_missing([row], cfg, tmp_path / "b") == 1
+    assert record_missing([row], cfg, tmp_path / "b") == 0  # never twice
+    (rec,) = Ledger(tmp_path / "b").runs()
+    (orig,) = Ledger(tmp_path / "a").runs()
+    assert Path(rec.run_dir) == stopped and rec.n_obs == orig.n_obs > 10 and rec.config_hash == orig.config_hash
+    assert rec.sharpe == pytest.approx(orig.sharpe)  # the same best bundle on the same validation bars
