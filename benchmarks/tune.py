@@ -86,6 +86,10 @@ def inner(steps: int) -> None:
         t0 = time.perf_counter()
         train(str(root / "cfg.yaml"), run_dir=root / "plain2")
         plain = time.perf_counter() - t0
+        t0 = time.perf_counter()  # the same run in a fresh interpreter, as a trial's worker process starts
+        subprocess.run([sys.executable, "-m", "factorgym.cli", "train", "--config", str(root / "cfg.yaml"),
+                        "--run-dir", str(root / "plain3"), "--no-progress"], check=True, capture_output=True)
+        fresh = time.perf_counter() - t0
         walls, mem = {}, {}
         for k in (1, 2):
             sampler = RssSampler()
@@ -103,9 +107,10 @@ def inner(steps: int) -> None:
              sequential_s=round(walls[1][0], 2), parallel_s=round(walls[2][0], 2), **ref)
         emit("ray start + shutdown", "seconds", walls[1][1] - walls[1][0], None, None,
              note="tune() wall minus the search's fit: Ray's local node start, ledger rows, shutdown")
-        per_trial = walls[1][0] / 2 - plain
-        emit("Tune overhead per trial", "seconds (sequential trial wall - same train() without Ray)", per_trial, None, None,
-             plain_train_s=round(plain, 2), plain_train_first_s=round(plain_first, 2), **ref)
+        per_trial = walls[1][0] / 2 - fresh
+        emit("Tune overhead per trial", "seconds (sequential trial wall - the same `factorgym train` in a fresh process)",
+             per_trial, None, None, fresh_process_train_s=round(fresh, 2), in_process_warm_train_s=round(plain, 2),
+             first_train_s=round(plain_first, 2), **ref)
         peaks = mem[2] or mem[1]
         emit("trial worker memory", "peak RSS MiB per trial worker", max(peaks) / 2**20 if peaks else float("nan"), None, None,
              workers_seen=len(peaks), all_mib=[round(p / 2**20) for p in peaks])
