@@ -12,13 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 BATCH, EPOCHS, MINIBATCH, ITERS = 4096, 4, 1024, 4
 
 
@@ -69,18 +66,9 @@ def main() -> int:
     if "--inner" in sys.argv:
         inner()
         return 0
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO / "tests" / "_ray_fast_import"), PYTHONUNBUFFERED="1")
-    p = subprocess.run(["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, __file__, "--inner"],
-                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in p.stdout.splitlines():
-        if line.startswith("{"):
-            print(line)
-    if p.returncode:
-        sys.stderr.write(p.stderr[-3000:])
-    return p.returncode
+    from _ray_netns import rerun_in_netns
 
+    return rerun_in_netns(__file__)
 
 if __name__ == "__main__":
-    t0 = time.perf_counter()
     sys.exit(main())

@@ -21,8 +21,6 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHIM = REPO / "tests" / "_ray_fast_import"
 
 
 def emit(case, metric, value, goal=None, meets=None, **ref):
@@ -129,17 +127,9 @@ def main() -> int:
     if shutil.which("unshare") is None:
         print(json.dumps({"bench": "tune", "skipped": "unshare is not available: Ray is only run in a loopback-only namespace"}))
         return 0
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(SHIM), PYTHONUNBUFFERED="1")
-    cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, __file__, "--inner", "--steps", str(a.steps)]
-    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in p.stdout.splitlines():
-        if line.startswith("{"):
-            print(line)
-    if p.returncode:
-        sys.stderr.write(p.stderr[-3000:])
-    return p.returncode
+    from _ray_netns import rerun_in_netns
 
+    return rerun_in_netns(__file__, "--steps", str(a.steps))
 
 if __name__ == "__main__":
     sys.exit(main())
