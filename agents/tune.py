@@ -53,6 +53,7 @@ class TuneResult:
     best: TrialRow | None
     seed_runs: list[TrialRow] = dataclasses.field(default_factory=list)
     wall_s: float = math.nan
+    search_s: float = math.nan  # the search's Tune run alone (no Ray start, no seeds)
 
     @property
     def best_bundle(self) -> Path | None:
@@ -212,8 +213,10 @@ def tune(config, search, *, num_samples: int, seeds: int = 0, max_concurrent: in
         searcher = ConcurrencyLimiter(OptunaSearch(metric=METRIC, mode="max", seed=spec.sampler_seed), max_concurrent=limit)
         asha = ASHAScheduler(time_attr="training_iteration", max_t=n_val, grace_period=min(spec.grace_period, n_val),
                              reduction_factor=spec.reduction_factor)
+        t_fit = time.perf_counter()
         grid = _fit(trainable, space=spec.tune_space(), storage=storage, name=study, num_samples=num_samples,
                     search_alg=searcher, scheduler=asha, resume=resume)
+        search_s = time.perf_counter() - t_fit
         rows = _rows(grid, cfg["total_timesteps"])
         ok = [r for r in rows if r.status != "error" and r.run_dir is not None and math.isfinite(r.best_validation_sharpe)]
         best = max(ok, key=lambda r: r.best_validation_sharpe) if ok else None
@@ -231,7 +234,7 @@ def tune(config, search, *, num_samples: int, seeds: int = 0, max_concurrent: in
         first = next((r.error for r in rows if r.error), "no trial reported a validation")
         raise ConfigError(f"every trial failed ({len(rows)}); first error: {first}; Tune's logs: {storage / study}")
     return TuneResult(study=study, experiment_dir=storage / study, trials=rows, best=best, seed_runs=seed_rows,
-                      wall_s=time.perf_counter() - t0)
+                      wall_s=time.perf_counter() - t0, search_s=search_s)
 
 
 def _fmt(v: Any) -> str:

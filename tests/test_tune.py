@@ -191,3 +191,47 @@ def test_two_trial_search_in_the_namespace_lands_in_the_ledger_and_backtests(tmp
 def test_ray_tests_say_why_they_skip():
     reason = netns_unavailable()
     assert reason is None or reason.strip() and "\n" not in reason
+
+
+def test_a_trial_ray_ended_mid_run_gets_its_ledger_row_from_its_best_bundle_once(tmp_path, tensor_dir):
+    import shutil
+
+    from factorgym.agents.ledger import Ledger
+    from factorgym.agents.train import build_config, train
+    from factorgym.agents.tune import TrialRow, record_missing
+
+    cfg = build_config({**BASE, "tensor": str(tensor_dir)})
+    res = train(cfg, run_dir=tmp_path / "a" / "s-t1")
+    stopped = tmp_path / "b" / "s-t1"  # as ASHA leaves it: run files and bundles/best, no ledger row
+    shutil.copytree(res.run_dir, stopped)
+    shutil.rmtree(stopped / "bundles" / "final")
+    row = TrialRow("t1", {}, res.best_validation_sharpe, 0.0, 32, 1, "stopped", stopped)
+    assert record_missing([row], cfg, tmp_path / "b") == 1
+    assert record_missing([row], cfg, tmp_path / "b") == 0  # never twice
+    (rec,) = Ledger(tmp_path / "b").runs()
+    (orig,) = Ledger(tmp_path / "a").runs()
+    assert Path(rec.run_dir) == stopped and rec.n_obs == orig.n_obs > 10 and rec.config_hash == orig.config_hash
+    assert rec.sharpe == pytest.approx(orig.sharpe)  # the same best bundle on the same validation bars
+
+
+@pytest.mark.slow
+def test_seeds_repeat_the_best_config_and_a_rerun_with_storage_resumes(tmp_path, tensor_dir):
+    require_netns()
+    from factorgym.agents.ledger import Ledger
+
+    cfg, search = _files(tmp_path, tensor_dir, {"learning_rate": {"loguniform": [1e-4, 1e-3]}}, sampler_seed=1)
+    runs, storage = tmp_path / "runs", tmp_path / "st"
+    argv = [PY, "-m", "factorgym.cli", "tune", "--config", cfg, "--search", search, "--num-samples", "2", "--cpus", "2",
+            "--seeds", "2", "--runs-dir", runs, "--storage", storage, "--name", "r"]
+    p = run_in_netns(argv, env=ray_env(), cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "best config over 2 new seeds: validation Sharpe mean" in p.stdout
+    seed_dirs = sorted(runs.glob("r-seed-*"))
+    assert len(seed_dirs) == 2
+    seeds = sorted(yaml.safe_load((d / "config.yaml").read_text())["seed"] for d in seed_dirs)
+    assert seeds == [1, 2]  # base seed 0 + 1, + 2
+    assert len(Ledger(runs).runs()) == 4
+    dirs_before = sorted(runs.iterdir())
+    p2 = run_in_netns(argv, env=ray_env(), cwd=tmp_path, timeout=600)  # the same line again: resumes (all done)
+    assert p2.returncode == 0, p2.stdout[-3000:] + p2.stderr[-3000:]
+    assert sorted(runs.iterdir()) == dirs_before and len(Ledger(runs).runs()) == 4
