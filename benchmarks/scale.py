@@ -8,7 +8,6 @@
 * ``download_1m``: one year of 1m bars for 2 symbols from the loopback fake exchange into a fresh
   store: bars/s over the last tenth of the run against the first tenth (goal >= 0.8: throughput
   does not fall as the store grows).
-
 * ``env_mmap``: the single env and a 64-env vector env over a memory-mapped tensor of
   ``--env-bars`` x 10 assets x 512 features (default 200,000 bars: 4.1 GB of float32 features,
   written under ``.benchmarks/`` and deleted after): growth of the process's private memory
@@ -17,7 +16,6 @@
   as ``rss_file_growth_mb``); steps/s over the mapped tensor with a warm page cache against the
   same env over an in-memory tensor of the same assets, features and window but
   ``--env-ref-bars`` bars (a copy of the mapped tensor's first bars; goal >= 0.8x).
-
 * ``store_1m``: a series of 3 years of 1m bars in the partitioned store: seconds to append one day
   to it (the day lands in a month already holding 25-29 days: the partition rewritten is nearly
   full) against appending the same day to an empty series, best of 5 each (goal <= 10x); and the
@@ -193,7 +191,7 @@ def bench_store(years: int = 3, repeats: int = 5) -> None:
             return super()._read_file(where, path, start, end)
 
     day = 1440
-    t_end = T0 + int(np.datetime64(f"{2023 + years}-01-01", "ms").astype(np.int64) - T0)  # history up to this year end
+    t_end = int(np.datetime64(f"{2023 + years}-01-01", "ms").astype(np.int64))  # history up to this year end
     history = (t_end - T0) // MINUTE - (repeats + 1) * day  # ... but for the last repeats + 1 days
 
     def frame(first: int, n: int) -> pd.DataFrame:
