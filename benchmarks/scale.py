@@ -8,9 +8,21 @@
 * ``download_1m``: one year of 1m bars for 2 symbols from the loopback fake exchange into a fresh
   store: bars/s over the last tenth of the run against the first tenth (goal >= 0.8: throughput
   does not fall as the store grows).
+* ``env_mmap``: the single env and a 64-env vector env over a memory-mapped tensor of
+  ``--env-bars`` x 10 assets x 512 features (default 200,000 bars: 4.1 GB of float32 features,
+  written under ``.benchmarks/`` and deleted after): growth of the process's private memory
+  (``RssAnon``) when both are built and stepped 10,000 times each (goal <= 300 MB; the kernels are
+  compiled for the shape first, on a small tensor, and the mapped pages read are page cache, shown
+  as ``rss_file_growth_mb``); steps/s over the mapped tensor with a warm page cache against the
+  same env over an in-memory tensor of the same assets, features and window but
+  ``--env-ref-bars`` bars (a copy of the mapped tensor's first bars; goal >= 0.8x).
+* ``store_1m``: a series of 3 years of 1m bars in the partitioned store: seconds to append one day
+  to it (the day lands in a month already holding 25-29 days: the partition rewritten is nearly
+  full) against appending the same day to an empty series, best of 5 each (goal <= 10x); and the
+  partitions a one-week read opens (a week across a month boundary: goal <= 2).
 
-Each build runs in a fresh subprocess (peak RSS = its ``ru_maxrss``).
-Run: ``.venv/bin python benchmarks/scale.py [--only build|download] [--bars N --symbols A]``
+Each build and each env figure runs in a fresh subprocess (peak RSS = its ``ru_maxrss``).
+Run: ``.venv/bin python benchmarks/scale.py [--only build|download|env|store] [--bars N --symbols A]``
 """
 
 from __future__ import annotations
@@ -164,25 +176,253 @@ def bench_download(days: int) -> None:
                         "bars_per_s": round(summary.new_bars / total)})
 
 
+# ---------------------------------------------------------------------------- store
+def bench_store(years: int = 3, repeats: int = 5) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from factorgym.data_layer.store import CandleStore
+
+    class CountingStore(CandleStore):
+        opened: list[str] = []
+
+        def _read_file(self, where, path, start=None, end=None):
+            self.opened.append(path.name)
+            return super()._read_file(where, path, start, end)
+
+    day = 1440
+    t_end = int(np.datetime64(f"{2023 + years}-01-01", "ms").astype(np.int64))  # history up to this year end
+    history = (t_end - T0) // MINUTE - (repeats + 1) * day  # ... but for the last repeats + 1 days
+
+    def frame(first: int, n: int) -> pd.DataFrame:
+        ts = T0 + (first + np.arange(n, dtype=np.int64)) * MINUTE
+        c = 100 + np.sin(ts / 1e9)
+        return pd.DataFrame({"timestamp": ts, "open": c, "high": c + 1, "low": c - 1, "close": c, "volume": 1.0})
+
+    scratch = HERE.parent / ".benchmarks"
+    scratch.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="scale_store_", dir=scratch) as tmp:
+        store = CountingStore(Path(tmp))
+        t = time.perf_counter()
+        store.write("bench", "BIG/USDT", "1m", frame(0, history))
+        fill_s = time.perf_counter() - t
+        big, empty = [], []
+        for k in range(repeats):  # interleaved: one day onto the history, the same day into a new series
+            new = frame(history + k * day, day)
+            t = time.perf_counter()
+            store.write("bench", "BIG/USDT", "1m", new)
+            big.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            store.write("bench", f"NEW{k}/USDT", "1m", new)
+            empty.append(time.perf_counter() - t)
+        files = store.entries()[0].files if store.entries()[0].symbol == "BIG/USDT" else ()
+        emit(f"store_1m_append_day_to_{years}y", "seconds_vs_empty_series", min(big) / min(empty), goal=10.0,
+             higher_is_better=False,
+             reference={"append_to_history_s": round(min(big), 4), "append_to_empty_s": round(min(empty), 4),
+                        "history_rows": history + repeats * day, "partitions": len(files),
+                        "writing_the_history_s": round(fill_s, 1)})
+        week = 7 * day * MINUTE
+        month_start = int(np.datetime64(f"{2023 + years - 1}-07-01", "ms").astype(np.int64))
+        CountingStore.opened = []
+        t = time.perf_counter()
+        rows = len(store.read("bench", "BIG/USDT", "1m", month_start - 3 * day * MINUTE, month_start - 3 * day * MINUTE + week))
+        read_s = time.perf_counter() - t
+        emit(f"store_1m_read_week_of_{years}y", "partitions_read", len(CountingStore.opened), goal=2, higher_is_better=False,
+             reference={"rows": rows, "seconds": round(read_s, 4), "files": CountingStore.opened,
+                        "note": "a week across a month boundary"})
+
+
+# ---------------------------------------------------------------------------- env over a memory map
+ENV_ASSETS, ENV_FEATURES, ENV_WINDOW, ENV_STEPS, ENV_VECTOR = 10, 512, 8, 10_000, 64
+
+
+def write_big_tensor(path: Path, bars: int, assets: int, features: int) -> None:
+    """A saved FactorTensor whose features are written chunk by chunk into their .npy map (never
+    whole in memory): normal noise with 1% NaN, random-walk prices, 2% of bars untradable."""
+    import numpy as np
+
+    from factorgym.data_layer.tensor import FORMAT_VERSION, write_meta
+
+    path.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    feats = np.lib.format.open_memmap(path / "features.npy", mode="w+", dtype=np.float32, shape=(bars, assets, features))
+    chunk = max(1, (64 << 20) // (assets * features * 4))
+    for i in range(0, bars, chunk):
+        block = rng.standard_normal((min(chunk, bars - i), assets, features), dtype=np.float32)
+        block[rng.random(block.shape) < 0.01] = np.nan
+        feats[i:i + len(block)] = block
+    feats.flush()
+    del feats
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.001, (bars, assets)), axis=0))
+    prices = np.stack([close, close * 1.001, close * 0.999, close, rng.lognormal(5, 1, (bars, assets))], axis=-1)
+    np.save(path / "prices.npy", prices)
+    np.save(path / "timestamps.npy", T0 + np.arange(bars, dtype=np.int64) * MINUTE)
+    np.save(path / "tradable.npy", rng.random((bars, assets)) > 0.02)
+    write_meta(path, {"format_version": FORMAT_VERSION, "timeframe": "1m", "symbols": [f"S{a}/USDT" for a in range(assets)],
+                      "feature_names": [f"f{k}" for k in range(features)], "shape": [bars, assets, features]})
+
+
+def _memory() -> dict:
+    """This process's resident memory by kind, MB (Linux /proc/self/status)."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            out[key] = int(rest.split()[0]) / 1024
+    return out
+
+
+def child_env_rss(path: str) -> None:
+    """Fresh process: build and step the env and the vector env over the mapped tensor; memory growth."""
+    import gc
+
+    import numpy as np
+
+    from factorgym.data_layer.tensor import FactorTensor
+    from factorgym.envs import CryptoTradingEnv, CryptoTradingVectorEnv
+
+    tensor = FactorTensor.load(path, mmap=True)
+    T, A, F = tensor.features.shape
+    small = FactorTensor.from_arrays(np.zeros((64, A, F), np.float32), np.ones((64, A)), np.arange(64) * MINUTE)
+    for make in (lambda t: CryptoTradingEnv(t, window=ENV_WINDOW), lambda t: CryptoTradingVectorEnv(t, ENV_VECTOR, window=ENV_WINDOW)):
+        env = make(small)  # compile the kernels for this shape (code, not data)
+        env.reset(seed=0)
+        del env
+    gc.collect()
+    before = _memory()
+    rng = np.random.default_rng(1)
+    env = CryptoTradingEnv(tensor, window=ENV_WINDOW, episode_length=2_000)
+    actions = rng.uniform(-1, 1, (ENV_STEPS, A + 1)).astype(np.float32)
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for k in range(ENV_STEPS):
+        _, _, term, trunc, _ = env.step(actions[k])
+        if term or trunc:
+            env.reset()
+    single_s = time.perf_counter() - t0
+    venv = CryptoTradingVectorEnv(tensor, ENV_VECTOR, window=ENV_WINDOW, episode_length=2_000)
+    venv.reset(seed=0)
+    batch = rng.uniform(-1, 1, (ENV_VECTOR, A + 1)).astype(np.float32)
+    t0 = time.perf_counter()
+    for _ in range(ENV_STEPS):
+        venv.step(batch)
+    vector_s = time.perf_counter() - t0
+    after = _memory()
+    print(json.dumps({"before": before, "after": after, "single_steps_per_s": ENV_STEPS / single_s,
+                      "vector_env_steps_per_s": ENV_STEPS * ENV_VECTOR / vector_s,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "shape": [T, A, F]}))
+
+
+def child_env_speed(path: str, ref_bars: int, repeats: int) -> None:
+    """Fresh process: steps/s over the mapped tensor (page cache warmed by a first pass) and over an
+    in-memory copy of its first ``ref_bars`` bars; the same start bar, actions and episode."""
+    import numpy as np
+
+    from factorgym.data_layer.tensor import FactorTensor
+    from factorgym.envs import CryptoTradingEnv, CryptoTradingVectorEnv
+
+    mapped = FactorTensor.load(path, mmap=True)
+    part = mapped.slice_bars(0, ref_bars)
+    mem = FactorTensor.from_arrays(np.array(part.features), np.array(part.prices), np.array(part.timestamps),
+                                   list(part.symbols), list(part.feature_names), np.array(part.tradable))
+    A = mem.n_assets
+    steps = min(ENV_STEPS, ref_bars - ENV_WINDOW - 1)
+    v_steps = steps // 20
+    actions = np.random.default_rng(2).uniform(-1, 1, (steps, A + 1)).astype(np.float32)
+    batch = np.random.default_rng(3).uniform(-1, 1, (ENV_VECTOR, A + 1)).astype(np.float32)
+
+    def single(t) -> float:
+        env = CryptoTradingEnv(t, window=ENV_WINDOW, random_start=False, episode_length=steps)
+        env.reset(seed=0)
+        t0 = time.perf_counter()
+        for k in range(steps):
+            env.step(actions[k])
+        return steps / (time.perf_counter() - t0)
+
+    def vector(t) -> float:
+        venv = CryptoTradingVectorEnv(t, ENV_VECTOR, window=ENV_WINDOW, random_start=False, episode_length=steps)
+        venv.reset(seed=0)
+        t0 = time.perf_counter()
+        for _ in range(v_steps):
+            venv.step(batch)
+        return v_steps * ENV_VECTOR / (time.perf_counter() - t0)
+
+    single(mapped), vector(mapped)  # compile, and read the mapped rows into the page cache
+    best = {"single_mapped": 0.0, "single_memory": 0.0, "vector_mapped": 0.0, "vector_memory": 0.0}
+    for _ in range(repeats):  # interleaved, best of: the machine is shared
+        for name, t in (("mapped", mapped), ("memory", mem)):
+            best[f"single_{name}"] = max(best[f"single_{name}"], single(t))
+            best[f"vector_{name}"] = max(best[f"vector_{name}"], vector(t))
+    print(json.dumps({**best, "steps": steps, "vector_steps": v_steps}))
+
+
+def bench_env(bars: int, ref_bars: int, repeats: int) -> None:
+    scratch = HERE.parent / ".benchmarks"  # (ignored by git; large files must not fill /tmp)
+    scratch.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="scale_env_", dir=scratch) as tmp:
+        path = Path(tmp) / "tensor"
+        t = time.perf_counter()
+        write_big_tensor(path, bars, ENV_ASSETS, ENV_FEATURES)
+        write_s = time.perf_counter() - t
+        gb = bars * ENV_ASSETS * ENV_FEATURES * 4 / 1e9
+        rss = run_child("env_rss", str(path))
+        b, a = rss["before"], rss["after"]
+        emit(f"env_mmap_{bars}x{ENV_ASSETS}x{ENV_FEATURES}_w{ENV_WINDOW}", "rss_anon_growth_mb", a["RssAnon"] - b["RssAnon"],
+             goal=300, higher_is_better=False,
+             reference={"features_gb": round(gb, 2), "steps_each": ENV_STEPS, "vector_envs": ENV_VECTOR,
+                        "vm_rss_growth_mb": round(a["VmRSS"] - b["VmRSS"], 1),
+                        "rss_file_growth_mb": round(a["RssFile"] - b["RssFile"], 1),
+                        "rss_before_mb": round(b["VmRSS"], 1), "peak_rss_mb": round(rss["peak_rss_mb"], 1),
+                        "single_steps_per_s": round(rss["single_steps_per_s"]),
+                        "vector_env_steps_per_s": round(rss["vector_env_steps_per_s"]),
+                        "writing_the_tensor_seconds": round(write_s, 1),
+                        "note": "RssAnon: private memory; RssFile: mapped feature pages read (page cache, reclaimable)"})
+        sp = run_child("env_speed", str(path), str(ref_bars), str(repeats))
+        note = (f"in-memory reference: the first {ref_bars} bars copied into memory (same assets, features, window); "
+                f"both start at the first bar, same actions; mapped pages warmed by a first pass")
+        emit(f"env_mmap_single_w{ENV_WINDOW}_{ENV_ASSETS}x{ENV_FEATURES}", "steps_per_s_vs_in_memory",
+             sp["single_mapped"] / sp["single_memory"], goal=0.8,
+             reference={"mapped_steps_per_s": round(sp["single_mapped"]), "in_memory_steps_per_s": round(sp["single_memory"]),
+                        "steps": sp["steps"], "mapped_bars": bars, "in_memory_bars": ref_bars, "note": note})
+        emit(f"env_mmap_vector{ENV_VECTOR}_w{ENV_WINDOW}_{ENV_ASSETS}x{ENV_FEATURES}", "steps_per_s_vs_in_memory",
+             sp["vector_mapped"] / sp["vector_memory"], goal=0.8,
+             reference={"mapped_env_steps_per_s": round(sp["vector_mapped"]),
+                        "in_memory_env_steps_per_s": round(sp["vector_memory"]), "vector_steps": sp["vector_steps"],
+                        "mapped_bars": bars, "in_memory_bars": ref_bars, "note": note})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["build", "download"], help="run one figure only")
+    ap.add_argument("--only", choices=["build", "download", "env", "store"], help="run one group of figures only")
     ap.add_argument("--bars", type=int, default=525_600, help="1m bars per symbol in the out-of-core build")
     ap.add_argument("--symbols", type=int, default=20, help="symbols in the build figures")
     ap.add_argument("--ref-bars", type=int, default=131_400,
                     help="1m bars per symbol of the in-memory reference (the largest size both fit)")
     ap.add_argument("--repeats", type=int, default=2, help="best of this many runs for the speed ratio")
     ap.add_argument("--days", type=int, default=365, help="days of 1m bars per symbol in the download figure")
-    ap.add_argument("--child", nargs=5, metavar=("MODE", "STORE", "BARS", "SYMBOLS", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--env-bars", type=int, default=200_000,
+                    help="bars of the memory-mapped env tensor (x 10 assets x 512 features float32; 200,000 = 4.1 GB)")
+    ap.add_argument("--env-ref-bars", type=int, default=20_000, help="bars of the in-memory reference tensor")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        mode, store, bars, symbols, out = args.child
-        child_build(mode, store, int(bars), int(symbols), out)
+        mode, *rest = args.child
+        if mode == "env_rss":
+            child_env_rss(rest[0])
+        elif mode == "env_speed":
+            child_env_speed(rest[0], int(rest[1]), int(rest[2]))
+        else:
+            store, bars, symbols, out = rest
+            child_build(mode, store, int(bars), int(symbols), out)
         return 0
     if args.only in (None, "build"):
         bench_build(args.bars, args.symbols, args.ref_bars, args.repeats)
     if args.only in (None, "download"):
         bench_download(args.days)
+    if args.only in (None, "store"):
+        bench_store()
+    if args.only in (None, "env"):
+        bench_env(args.env_bars, args.env_ref_bars, args.repeats)
     return 0
 
 

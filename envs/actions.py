@@ -81,22 +81,33 @@ def map_actions_nb(config, block, rows, A, K, B):
 
 
 @numba.njit(inline="always", **JIT)
-def write_obs_nb(obs, start, bar, data, prices, work, n, window, A, features_per_bar, mask_offset):
-    """Observation of ``bar`` into ``obs[start:start + obs_dim]``: feature rows bar-W+1..bar (zeroed
-    where untradable), the mask rows, then weights [A], cash weight, equity / initial equity, drawdown."""
+def write_obs_nb(obs, start, bar, data, prices, work, n, window, A, features_per_bar, raw):
+    """Observation of ``bar`` into ``obs[start:start + obs_dim]``: feature rows bar-W+1..bar (0 where
+    untradable or not finite), the mask rows (``PRICE.tradable``), then weights [A], cash weight,
+    equity / initial equity, drawdown. ``data`` holds the feature rows [T, A, F] flat; ``raw``: as
+    the tensor has them (a memory map), so each window is sanitised here; else already sanitised."""
     # unsigned indices: numba then needs no negative-index wraparound per element, and LLVM turns the
-    # two row copies into vector moves
+    # row copies into vector moves
     first = bar - window + 1
     count = np.uint64(window * features_per_bar)
     src = np.uint64(first * features_per_bar)
     dst = np.uint64(start)
-    for j in range(count):
-        obs[dst + j] = data[src + j]
-    count = np.uint64(window * A)
-    src = np.uint64(mask_offset + first * A)
-    dst = np.uint64(start + window * features_per_bar)
-    for j in range(count):
-        obs[dst + j] = data[src + j]
+    if not raw:
+        for j in range(count):
+            obs[dst + j] = data[src + j]
+    else:
+        F = np.uint64(features_per_bar // A) if A > 0 else np.uint64(0)
+        zero = np.float32(0.0)
+        for r in range(window * A):  # (one row of F features per bar and asset)
+            ok = prices[first + r // A, r % A, PRICE.tradable] > 0.0
+            row = np.uint64(r) * F
+            for f in range(F):
+                x = data[src + row + f]
+                obs[dst + row + f] = select_nb(ok & (x - x == zero), x, zero)  # (x - x is 0 iff x is finite)
+    dst = start + window * features_per_bar
+    for r in range(window):
+        for i in range(A):
+            obs[dst + r * A + i] = prices[first + r, i, PRICE.tradable]
     portfolio = start + window * features_per_bar + window * A
     equity = work[STATE.equity, n]
     inv_equity = 1.0 / equity if equity > 0.0 else 0.0

@@ -7,6 +7,7 @@ the single env; all of them execute through :func:`factorgym.envs.kernels.step_b
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,11 +87,70 @@ def check_tensor(tensor: Any) -> None:
                 f"tradable; prices must be finite and positive on tradable bars (mark the bar untradable instead)")
 
 
+_RECORDS: list[tuple[tuple, np.ndarray]] = []  # (weak references to the inputs, their records), newest last
+
+
+def shared_price_records(tensor: Any, tradable: np.ndarray) -> np.ndarray:
+    """:func:`price_records` of ``tensor``, one copy for every env over the same read-only arrays
+    (a memory-mapped tensor: its price records are the env's largest array in memory). Arrays
+    that can be written are not shared (they could change between two envs)."""
+    inputs = (tensor.prices, tensor.tradable, getattr(tensor, "funding", None))
+    if not all(a is None or (isinstance(a, np.ndarray) and not a.flags.writeable) for a in inputs):
+        records = price_records(tensor, tradable)
+        records.flags.writeable = False  # (read-only either way: one compiled kernel for both)
+        return records
+    _RECORDS[:] = [(refs, r) for refs, r in _RECORDS if all(ref() is not None for ref in refs if ref is not None)]
+    for refs, records in _RECORDS:
+        if all((ref() if ref is not None else None) is a for ref, a in zip(refs, inputs)):
+            return records
+    records = price_records(tensor, tradable)
+    records.flags.writeable = False
+    _RECORDS.append((tuple(None if a is None else weakref.ref(a) for a in inputs), records))
+    del _RECORDS[:-4]  # (a few tensors at a time)
+    return records
+
+
+def is_mapped(a: np.ndarray) -> bool:
+    """True if ``a`` is (a view of) a memory map: its pages are read from the file on demand."""
+    while a is not None:
+        if isinstance(a, np.memmap) or not isinstance(a, np.ndarray):  # (np.load maps over an mmap.mmap)
+            return True
+        a = a.base
+    return False
+
+
+def feature_rows(features: np.ndarray, tradable: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The kernels' ``data``: the feature rows [T, A, F] flat and read-only, and whether they are raw.
+
+    A memory-mapped tensor is used as it is (no copy: it may be larger than memory); the kernels
+    then observe non-finite values and untradable rows as 0 window by window. An in-memory tensor
+    is sanitised once here (a copy, as fast to observe as a plain row copy). Both give the same
+    observations bit for bit.
+    """
+    feats = np.asarray(features)
+    if feats.dtype == F32 and is_mapped(feats):
+        if not feats.flags.c_contiguous:
+            log.info("the memory-mapped features are not contiguous (a sliced asset axis?); copying them into memory")
+            feats = np.ascontiguousarray(feats)
+        else:
+            rows = feats.reshape(-1)
+            rows.flags.writeable = False  # (one compiled kernel for maps and copies: both read-only)
+            return rows, True
+    feats = np.asarray(feats, dtype=np.float32)
+    finite = np.isfinite(feats)
+    n_bad = int((~finite & tradable[..., None]).sum())
+    if n_bad:
+        log.warning("%d feature values are NaN/inf on tradable bars; they are observed as 0", n_bad)
+    rows = np.where(finite & tradable[..., None], feats, np.float32(0)).reshape(-1)
+    rows.flags.writeable = False
+    return rows, False
+
+
 class PortfolioCore:
     """State and static arrays of ``n_envs`` environments trading one tensor.
 
     The kernels' arrays (layouts named in :mod:`factorgym.envs.layouts`): ``prices`` float64
-    [T, A, len(PRICE)], ``data`` float32 (features then mask), ``config`` float64 (``CONFIG``
+    [T, A, len(PRICE)], ``data`` float32 feature rows (see :func:`feature_rows`), ``config`` float64 (``CONFIG``
     scalars, per-symbol ``RULE``s, levels), ``work`` float64 [width, L] (the state of every env,
     field-major), ``out`` float64 [fields, L] (the last step's results), ``obs`` float32
     [N x obs_dim]. Views by meaning, env n in row n: ``state`` [N, len(STATE) + A] (``STATE`` then
@@ -124,15 +184,8 @@ class PortfolioCore:
 
         tradable = np.ascontiguousarray(tensor.tradable, dtype=bool)
         self.tradable = tradable
-        self.prices = price_records(tensor, tradable)
-        feats = np.asarray(tensor.features, dtype=np.float32)
-        finite = np.isfinite(feats)
-        n_bad = int((~finite & tradable[..., None]).sum())
-        if n_bad:
-            log.warning("%d feature values are NaN/inf on tradable bars; they are observed as 0", n_bad)
-        self.data = np.concatenate([np.where(finite & tradable[..., None], feats, np.float32(0)).reshape(-1),
-                                    tradable.astype(np.float32).reshape(-1)])
-
+        self.prices = shared_price_records(tensor, tradable)
+        self.data, self.raw_features = feature_rows(tensor.features, tradable)
         per = resolve_per_symbol(execution, self.symbols, getattr(tensor, "meta", None))
         self.market = per
         rules = {"fee": per["fee"], "lot_step": per["lot_step"], "inv_lot_step": inverse(per["lot_step"]),
@@ -149,6 +202,7 @@ class PortfolioCore:
             "scheme": SCHEMES[scheme], "reward": REWARDS[reward.kind], "drawdown_penalty": reward.drawdown_penalty,
             "turnover_penalty": reward.turnover_penalty, "sharpe_eta": reward.sharpe_eta, "reward_scale": reward.scale,
             "window": window, "level_size": level_size, "n_levels": len(levels),
+            "raw_features": float(self.raw_features),
         }
         self.config = np.concatenate([[settings[name] for name in CONFIG._fields],
                                       np.stack([rules[name] for name in RULE._fields]).reshape(-1), levels])

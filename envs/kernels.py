@@ -54,12 +54,11 @@ PAR_CHUNK = 8  # blocks per task of the parallel kernel (each task sets up its o
 
 @numba.njit(inline="always", **JIT)
 def _obs_layout(prices, data, config, A):
-    """Offset of the mask in ``data``, features per bar (A x F), window and observation size."""
-    T = prices.shape[0]
-    mask_offset = data.shape[0] - T * A
-    features_per_bar = mask_offset // T
+    """Whether ``data`` (the feature rows) is raw (sanitised per window), features per bar (A x F),
+    window and observation size."""
+    features_per_bar = data.shape[0] // prices.shape[0]
     window = int(config[CONFIG.window])
-    return mask_offset, features_per_bar, window, window * (features_per_bar + A) + A + 3
+    return config[CONFIG.raw_features] > 0.0, features_per_bar, window, window * (features_per_bar + A) + A + 3
 
 
 @numba.njit(inline="always", **JIT)
@@ -189,7 +188,7 @@ def _log_reward(out, config, n):
 
 
 @numba.njit(inline="always", **JIT)
-def _prefetch_block(lo, N, prices, data, work, A, counters, features_per_bar, mask_offset, B):
+def _prefetch_block(lo, N, prices, data, work, A, counters, features_per_bar, B):
     """Ask for the price and feature rows the envs lo..lo+B will read."""
     for n in range(lo, min(lo + B, N)):
         if work[counters + COUNTER.done, n] == 0.0:
@@ -198,7 +197,6 @@ def _prefetch_block(lo, N, prices, data, work, A, counters, features_per_bar, ma
             prefetch_nb(prices, f * A * N_PRICE + A * N_PRICE - 1)
             prefetch_nb(data, f * features_per_bar)
             prefetch_nb(data, f * features_per_bar + features_per_bar - 1)
-            prefetch_nb(data, mask_offset + f * A)
 
 
 @numba.njit(**JIT)
@@ -208,7 +206,7 @@ def step_blocks_nb(b0, b1, N, prices, data, config, work, out, act, obs, dims):
     into each kernel took minutes to compile. The stack block is allocated here.)"""
     A, K, B = len(dims[0]), len(dims[1]), len(dims[2])  # compile-time constants (tuple lengths)
     rows = block_rows(A, K)
-    mask_offset, features_per_bar, window, D = _obs_layout(prices, data, config, A)
+    raw, features_per_bar, window, D = _obs_layout(prices, data, config, A)
     block = stack_block_nb(dims)
     totals = stack_totals_nb(dims)
     rules = stack_rules_nb(dims)
@@ -216,7 +214,7 @@ def step_blocks_nb(b0, b1, N, prices, data, config, work, out, act, obs, dims):
     long_only = config[CONFIG.long_only] > 0.0
     for b in range(b0, b1):
         lo = b * B
-        _prefetch_block(lo + B, N, prices, data, work, A, rows.counters, features_per_bar, mask_offset, B)
+        _prefetch_block(lo + B, N, prices, data, work, A, rows.counters, features_per_bar, B)
         _load_block(lo, N, work, act, prices, config, block, rows, A, K, B)
         map_actions_nb(config, block, rows, A, K, B)
         orders_and_sells_nb(config, block, totals, rules, rows, A, B)
@@ -234,8 +232,7 @@ def step_blocks_nb(b0, b1, N, prices, data, config, work, out, act, obs, dims):
         for n in range(lo, min(lo + B, N)):
             if out[OUT.bar, n] > 0.0:  # stepped in this call (skipped and malformed envs have bar 0)
                 _log_reward(out, config, n)
-                write_obs_nb(obs, n * D, int(out[OUT.bar, n]), data, prices, work, n, window, A, features_per_bar,
-                             mask_offset)
+                write_obs_nb(obs, n * D, int(out[OUT.bar, n]), data, prices, work, n, window, A, features_per_bar, raw)
 
 
 @numba.njit(inline="always", **JIT)
@@ -313,7 +310,7 @@ def reset_batch_nb(idx, starts, ends, prices, data, config, work, obs, out):
     (``obs`` holds N observations, flat) and its out column (equity, cash and bar; the rest 0)."""
     A = prices.shape[1]
     counters, _, width = work_offsets(A)
-    mask_offset, features_per_bar, window, D = _obs_layout(prices, data, config, A)
+    raw, features_per_bar, window, D = _obs_layout(prices, data, config, A)
     initial = config[CONFIG.initial_cash]
     for j in range(idx.shape[0]):
         n = idx[j]
@@ -328,4 +325,4 @@ def reset_batch_nb(idx, starts, ends, prices, data, config, work, obs, out):
         out[OUT.equity, n] = initial
         out[OUT.cash, n] = initial
         out[OUT.bar, n] = starts[j]
-        write_obs_nb(obs, n * D, starts[j], data, prices, work, n, window, A, features_per_bar, mask_offset)
+        write_obs_nb(obs, n * D, starts[j], data, prices, work, n, window, A, features_per_bar, raw)

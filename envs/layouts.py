@@ -8,7 +8,8 @@ constant there). Blocks of per-asset values follow a layout's named fields at ``
 | ------ | ---------------------------- | ------------------------------------------------------------- |
 | prices | float64 [T, A, len(PRICE)]   | ``PRICE`` per bar and asset (one 64-byte record), made by     |
 |        |                              | :func:`price_records` from the tensor                         |
-| data   | float32 [T*A*F + T*A]        | feature rows [T, A, F] (0 where untradable), then the mask    |
+| data   | float32 [T*A*F]              | feature rows [T, A, F]: the tensor's own (``raw_features``,   |
+|        |                              | e.g. a memory map; sanitised per window) or a sanitised copy  |
 | config | float64                      | ``CONFIG`` scalars, then ``RULE`` x A rules (row-major        |
 |        |                              | [len(RULE), A]), then the discrete action levels              |
 | work   | float64 [width, L]           | per env (column n): ``STATE``, positions [A], ``COUNTER``,    |
@@ -48,7 +49,7 @@ PRICE = fields("Price", "open mark inv_volume tradable low high funding pad")
 # the scalar settings
 CONFIG = fields("Config", "fixed_slippage impact impact_exponent borrow_rate max_leverage maintenance_margin "
                           "initial_cash long_only close_untradable scheme reward drawdown_penalty turnover_penalty "
-                          "sharpe_eta reward_scale window level_size n_levels")
+                          "sharpe_eta reward_scale window level_size n_levels raw_features")
 # the market rules of one symbol (inv_* = 1 / step, or 0 where the step is 0)
 RULE = fields("Rule", "fee lot_step inv_lot_step min_amount min_notional price_step inv_price_step")
 # the state of one env that persists between steps (positions [A] follow); sharpe_* are the
