@@ -268,3 +268,23 @@ def test_a_planted_key_appears_nowhere(trained, tmp_path):
         for path in tmp_path.rglob("*"):
             if path.is_file():
                 assert s.encode() not in path.read_bytes(), path
+
+
+def test_ctrl_c_stops_between_bars_and_the_run_resumes(trained, tmp_path):
+    tensor, tdir, bundle = trained
+    split, a, b = _span(tensor, 30)
+    state = tmp_path / "state"
+    argv = [sys.executable, "-m", "factorgym", "paper", "--policy", str(bundle), "--state", str(state), "--replay",
+            str(tdir), "--split", split, "--speed", "4", "--fast-log"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=_env())
+    deadline = time.monotonic() + 180
+    while _n_events(state) < 12 and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "stopped at bar" in out and "interrupted" in out
+    done = sum(" equity " in ln and "orders" in ln for ln in out.splitlines())
+    assert 0 < done < 29
+    r = _cli("paper", "--policy", str(bundle), "--state", str(state), "--replay", str(tdir), "--split", split, "--fast-log")
+    assert r.returncode == 0 and f"paper: {29 - done} bars" in r.stdout, r.stdout + r.stderr

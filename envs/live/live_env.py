@@ -366,8 +366,11 @@ class LiveTradingEnv(gym.Env):
         cash, positions = self._balances()
         equity = self._mark(cash, positions)
         saved = options.get("book") or {}
+        peak = float(saved.get("peak", equity))
+        if saved.get("bar_ts") != self.bar_ts:  # bars settled after the saved book (a crash before it was written)
+            peak = equity if equity > peak else peak  # (the kernel's running peak)
         self._book = {"cash": cash, "positions": positions, "equity": equity,
-                      "peak": float(saved.get("peak", equity)), "initial_cash": float(saved.get("initial_cash", equity)),
+                      "peak": peak, "initial_cash": float(saved.get("initial_cash", equity)),
                       "sharpe_mean": float(saved.get("sharpe_mean", 0.0)), "sharpe_square": float(saved.get("sharpe_square", 0.0))}
         info = {"timestamp": self.bar_ts, "equity": equity, "cash": cash, "positions": positions.copy(),
                 "weights": self._weights(), "fees": 0.0, "slippage_cost": 0.0, "borrow_cost": 0.0, "funding": 0.0,
