@@ -23,9 +23,13 @@ SECRET = "PLANTEDSECRETm5H6jD0cV9qW2eR7tY1uI3"
 FAULTS = ("429", "500", "503", "504", "timeout", "disconnect")
 
 
-@pytest.fixture()
-def fake():
-    with FakeExchange(fault_rate=0.0, timeout_sleep=0.6, fault_kinds=FAULTS) as fx:
+GARBAGE = ("html", "truncated", "500", "timeout")  # 200s whose body is no order, among the others
+
+
+@pytest.fixture(params=[FAULTS, GARBAGE], ids=["faults", "garbage"])
+def fake(request):
+    with FakeExchange(fault_rate=0.0, timeout_sleep=0.6, fault_kinds=request.param) as fx:
+        fx.kinds = request.param
         fx.open_account(api_key=KEY, secret=SECRET, balances={"USDT": 1_000_000, "BTC": 1.0})
         yield fx
 
@@ -54,7 +58,7 @@ def test_orders_under_20_percent_faults_are_never_doubled(fake, tmp_path, monkey
         except (InsufficientFunds, InvalidOrder) as exc:
             outcomes[cid] = f"rejected: {type(exc).__name__}"
     fake.fault_rate = 0.0
-    assert set(fake.fault_counts) == set(FAULTS)  # every kind of fault did happen (kinds are taken in turn)
+    assert set(fake.fault_counts) == set(fake.kinds)  # every kind of fault did happen (kinds are taken in turn)
     # every intended order ended filled (or rejected with a reason) ...
     assert set(outcomes.values()) <= {"closed", "rejected: InsufficientFunds", "rejected: InvalidOrder"}
     assert list(outcomes.values()).count("closed") == 30
@@ -77,6 +81,7 @@ def test_rejections_are_events_not_crashes(fake, tmp_path, monkeypatch):
         ex.create_order("SOL/USDT", "market", "buy", 1.0, params={"clientOrderId": "fggone"})
     rejected = [e.data for e in ex.events if e.kind == "order_rejected"]
     assert [r["reason"] for r in rejected] == ["InsufficientFunds", "InvalidOrder", "BadSymbol"]
+    assert all(KEY not in r["message"] and SECRET not in r["message"] and "http" not in r["message"] for r in rejected)
     assert fake.account.book == {}  # nothing was booked, nothing retried
     # one request each, never retried (the dust order is refused by ccxt's own precision check, unsent)
     assert sum(1 for p, _, _ in fake.requests if p == "/api/v3/order") == 2
@@ -164,3 +169,17 @@ def _no_secret_anywhere(tmp_path, log_text):
     text = "\n".join(row[0] for row in db.execute("SELECT payload FROM events"))
     db.close()
     assert KEY not in text and SECRET not in text
+
+
+def test_no_answer_at_all_stops_without_resending(fake, tmp_path, monkeypatch):
+    from factorgym.envs.live.exchange import NetworkError
+    ex = _exchange(fake, tmp_path, monkeypatch)
+    ex.retries = 3
+    fake.fault_rate = 1.0  # every answer is a fault, after the order was booked
+    with pytest.raises(NetworkError, match="outcome is unknown"):
+        ex.create_order("BTC/USDT", "market", "buy", 0.001, params={"clientOrderId": "fgdark"})
+    fake.fault_rate = 0.0
+    assert len(fake.account.book.get("fgdark", [])) <= 1 and set(fake.account.book) <= {"fgdark"}  # never resent
+    assert [e.kind for e in ex.events][-2:] == ["order_outcome_unknown", "order_gave_up"]
+    if fake.account.book:  # (booked before its answer failed: found by its client id once the exchange answers)
+        assert ex.fetch_order(None, "BTC/USDT", params={"clientOrderId": "fgdark"})["status"] == "closed"

@@ -123,7 +123,7 @@ def test_secrets_are_never_written(tmp_path):
     assert not wal.exists() or key.encode() not in wal.read_bytes()
 
 
-def test_a_killed_writer_leaves_only_whole_events(tmp_path):
+def test_a_killed_writer_leaves_only_whole_events(tmp_path, subprocess_env):
     """SIGKILL a process that appends in a loop: every row on disk verifies, the sequence has no hole."""
     import subprocess
     import sys
@@ -134,7 +134,7 @@ def test_a_killed_writer_leaves_only_whole_events(tmp_path):
             "k = 0\n"
             "while True:\n"
             "    k += 1; log.append('tick', k, k=k, pad='x' * 500)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path)])
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], env=subprocess_env)
     try:
         deadline = time.time() + 60
         while time.time() < deadline:

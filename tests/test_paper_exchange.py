@@ -268,3 +268,73 @@ def test_structures_have_ccxt_shapes(tmp_path):
     trade = ex.fetch_my_trades()[0]
     assert set(trade) <= set(ccxt.Exchange().safe_trade(dict(trade)))
     assert ex.fetch_ohlcv("BTC/USDT", "1h")[-1] == [H, 101.0, 103.0, 99.0, 101.5, 400.0]
+
+
+def test_a_batch_commits_a_bars_orders_together_or_not_at_all(tmp_path):
+    tensor, ex = _one_asset(tmp_path, ExecutionConfig.frictionless())
+    ex.advance(H)
+    with ex.batch():
+        ex.record_decision(0, "h0", [0.5])
+        ex.create_order("BTC/USDT", "market", "buy", 1.0, params={"clientOrderId": "b1"})
+    n = ex.events.last_seq
+    with pytest.raises(RuntimeError):
+        with ex.batch():
+            ex.create_order("BTC/USDT", "market", "buy", 2.0, params={"clientOrderId": "b2"})
+            raise RuntimeError("killed mid-bar")
+    assert ex.events.last_seq == n and [o["clientOrderId"] for o in ex.fetch_open_orders()] == ["b1"]
+    ex.advance(2 * H)
+    assert ex.fetch_balance()["BTC"]["total"] == 1.0
+
+
+_RESUMABLE_LOOP = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[3])
+from test_paper_exchange import _tensor, _weights, H
+from factorgym.envs.config import ExecutionConfig
+from factorgym.envs.live.paper import PaperExchange
+tensor = _tensor(T=40, funding=True)
+w = _weights(40, 3, long_only=False)
+ex = PaperExchange(tensor, execution=ExecutionConfig(borrow_rate_per_bar=1e-5, lot_step=0.001, max_leverage=2.0),
+                   state_dir=sys.argv[1], long_only=False, durable=False)
+ts = [int(x) for x in tensor.timestamps]
+if ex.now is None:
+    ex.advance(ts[1])
+stop = int(sys.argv[2])
+while ex.now <= ts[-1]:
+    t = ts.index(ex.now) - 1  # the decision bar whose close is now
+    with ex.batch():
+        for i, sym in enumerate(tensor.symbols):  # (idempotent: a resumed bar returns the same orders)
+            if not np.isnan(w[t, i]):
+                ex.create_order(sym, "market", "buy", None, params={"targetWeight": float(w[t, i]),
+                                                                   "clientOrderId": f"r-{t}-{i}"})
+    ex.advance(ex.now + H)
+    if t == stop:
+        import os, signal
+        os.kill(os.getpid(), signal.SIGKILL)
+print(repr(ex.status()["equity"]))
+"""
+
+
+def test_sigkilled_runs_resume_to_the_uninterrupted_equity(tmp_path, subprocess_env):
+    import subprocess
+    import sys
+    from pathlib import Path
+    here = str(Path(__file__).parent)
+
+    def run(state, stop):
+        return subprocess.run([sys.executable, "-c", _RESUMABLE_LOOP, str(state), str(stop), here],
+                              capture_output=True, text=True, timeout=300, env=subprocess_env)
+
+    whole = run(tmp_path / "whole", -1)
+    assert whole.returncode == 0, whole.stderr
+    for stop in (3, 17, 30):  # killed right after settling these bars, then restarted
+        assert run(tmp_path / "killed", stop).returncode == -9
+        tensor = _tensor(T=40, funding=True)
+        ex = PaperExchange(tensor, execution=ExecutionConfig(borrow_rate_per_bar=1e-5, lot_step=0.001, max_leverage=2.0),
+                           state_dir=tmp_path / "killed", long_only=False)
+        ids = [o["clientOrderId"] for o in ex.fetch_orders()]
+        assert len(ids) == len(set(ids))  # no order placed twice
+        ex.close()
+    last = run(tmp_path / "killed", -1)
+    assert last.returncode == 0, last.stderr
+    assert last.stdout == whole.stdout  # the same final equity, to the last bit

@@ -52,6 +52,7 @@ CLIENT_ID_PARAMS: dict[str, tuple[str, int, str]] = {
 }
 DEFAULT_CLIENT_ID = ("clientOrderId", 32, "text")  # ccxt's unified parameter, elsewhere
 LOGGERS = ("ccxt", "ccxt.base.exchange", "urllib3.connectionpool", "factorgym")  # redacted while an adapter is open
+UNKNOWN = object()  # an order's outcome the exchange would not tell
 NEVER_RETRY = ("InsufficientFunds", "InvalidOrder", "BadRequest", "AuthenticationError", "PermissionDenied",
                "AccountSuspended", "BadSymbol", "NotSupported")
 _URL = re.compile(r"https?://\S+")
@@ -231,14 +232,14 @@ class CcxtExchange:
         unknown = False
         for attempt in range(self.retries):
             try:
-                order = self.ex.create_order(symbol, type, side, amount, price, dict(params))
-                if not isinstance(order, dict) or not order.get("id"):  # a 200 with a body that was no order
+                order = self._raw("create_order", symbol, type, side, amount, price, dict(params))
+                if not isinstance(order, dict) or not order.get("id") or order.get("status") is None:  # a 200 of garbage
                     raise self._ccxt.NetworkError("create_order answered without an order id")
             except self._ccxt.BaseError as exc:
                 name = self._ccxt_name(exc)
                 if unknown and name in ("InvalidOrder", "DuplicateOrderId", "BadRequest"):
                     found = self._reconcile(symbol, cid)  # (a resend refused as a duplicate: it was placed)
-                    if found is not None:
+                    if isinstance(found, dict):
                         return found
                 if name in NEVER_RETRY or not isinstance(exc, self._ccxt.OperationFailed):
                     self._event("order_rejected", client_id=str(cid), symbol=symbol, side=side, amount=amount,
@@ -250,8 +251,13 @@ class CcxtExchange:
                             message=self._redact(str(exc)))
                 self._pause(attempt, exc)
                 found = self._reconcile(symbol, cid)
-                if found is not None:
+                if isinstance(found, dict):
                     return found
+                if found is UNKNOWN:  # no definite answer: resending could double it
+                    self._event("order_gave_up", client_id=str(cid), symbol=symbol, tries=attempt + 1)
+                    error = port.NetworkError(f"{self.id}: order {cid} for {symbol}: its outcome is unknown (the "
+                                              f"exchange did not answer the look-ups); look it up by its client id")
+                    break
                 self._event("order_resent", client_id=str(cid), symbol=symbol, attempt=attempt + 1)
                 continue
             self._event("order_accepted", client_id=str(cid), symbol=symbol, id=str(order["id"]),
@@ -269,36 +275,46 @@ class CcxtExchange:
         self.events.close()
 
     # ------------------------------------------------------------------ internals
-    def _reconcile(self, symbol: str, cid: Any) -> dict[str, Any] | None:
+    def _reconcile(self, symbol: str, cid: Any) -> Any:
         """The order with client id ``cid``: by client id (retried), then among the open and the closed
-        orders; None when the exchange does not have it (safe to resend with the same id)."""
+        orders. None only on a definite answer that the exchange does not have it (safe to resend
+        with the same id); :data:`UNKNOWN` when no answer could be had (never resend then)."""
+        definite = False
         for attempt in range(self.retries):
             try:
-                order = self.ex.fetch_order(None, symbol, {"clientOrderId": cid, self._lookup_param(): cid})
+                order = self._raw("fetch_order", None, symbol, {"clientOrderId": cid, self._lookup_param(): cid})
+                if not isinstance(order, dict) or not order.get("id") or order.get("status") is None:
+                    raise self._ccxt.NetworkError("fetch_order answered without an order")  # (a 200 of garbage)
                 self._event("order_reconciled", client_id=str(cid), symbol=symbol, via="fetch_order",
                             id=str(order.get("id")), status=order.get("status"), filled=order.get("filled"))
                 return order
             except self._ccxt.OrderNotFound:
+                definite = True
                 break
             except (self._ccxt.OperationFailed, self._ccxt.ExchangeError) as exc:
-                if not isinstance(exc, self._ccxt.OperationFailed) and "not exist" not in str(exc).lower():
-                    break  # (the exchange cannot look orders up by client id: fall back to the lists)
+                if not isinstance(exc, self._ccxt.OperationFailed):
+                    break  # (the exchange cannot look orders up by client id: the lists must answer)
                 self._event("lookup_retry", client_id=str(cid), attempt=attempt, error=self._ccxt_name(exc))
                 self._pause(attempt, exc)
+        lists_read = 0
         for call, capability in (("fetch_open_orders", "fetchOpenOrders"), ("fetch_closed_orders", "fetchClosedOrders")):
             if not self.ex.has.get(capability):
                 continue
             try:
                 orders = self._call(call, symbol)
-            except port.ExchangeError:
+            except (port.ExchangeError, port.NetworkError):
                 continue
+            lists_read += 1
             for order in orders:
-                if str(order.get("clientOrderId")) == str(cid):
+                if str(order.get("clientOrderId")) == str(cid) and order.get("id") and order.get("status"):
                     self._event("order_reconciled", client_id=str(cid), symbol=symbol, via=call,
                                 id=str(order.get("id")), status=order.get("status"), filled=order.get("filled"))
                     return order
-        self._event("order_absent", client_id=str(cid), symbol=symbol)
-        return None
+        if definite or lists_read == 2:
+            self._event("order_absent", client_id=str(cid), symbol=symbol)
+            return None
+        self._event("order_outcome_unknown", client_id=str(cid), symbol=symbol)
+        return UNKNOWN
 
     def _lookup_param(self) -> str:
         return "origClientOrderId" if self.id.startswith("binance") else self.param
@@ -308,7 +324,7 @@ class CcxtExchange:
         error: BaseException | None = None
         for attempt in range(self.retries):
             try:
-                return getattr(self.ex, name)(*args)
+                return self._raw(name, *args)
             except self._ccxt.OperationFailed as exc:  # (NetworkError and Binance's -1000 "unknown error")
                 self._event("retry", call=name, attempt=attempt, error=self._ccxt_name(exc),
                             message=self._redact(str(exc)))
@@ -319,6 +335,17 @@ class CcxtExchange:
                 error = self._port_error(exc)
                 break
         raise error  # (outside the except blocks: no ccxt exception chained to it)
+
+    def _raw(self, name: str, *args: Any) -> Any:
+        """``self.ex.<name>(*args)``; a garbled answer that ccxt fails to parse (a 200 of HTML or cut
+        JSON can raise TypeError, AttributeError, ...) becomes a ``NetworkError``: the outcome is unknown."""
+        try:
+            return getattr(self.ex, name)(*args)
+        except self._ccxt.BaseError:
+            raise
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+            failure = self._ccxt.NetworkError(f"{self.id}.{name}: unreadable answer ({type(exc).__name__})")
+        raise failure
 
     def _pause(self, attempt: int, exc: BaseException) -> None:
         wait = min(self.backoff * 2 ** attempt, 30.0)

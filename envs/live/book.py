@@ -9,10 +9,10 @@ replayed from its log are the same object built the same way. Event kinds and wh
 | ``start``        | initial_cash, symbols, quote, settings                    | cash = initial cash          |
 | ``clock``        | now                                                       | the first bar of the clock   |
 | ``decision``     | bar_ts, obs_hash, action                                  | last decision                |
-| ``order_accepted`` | order (ccxt order structure)                            | order open                   |
-| ``order_rejected`` | order (status rejected), reason, message                | order kept for idempotency   |
-| ``fill``         | trade (ccxt trade structure), kind                        | trade; its order's filled    |
-| ``order_done``   | id, status (closed, canceled, rejected), reason            | order status                 |
+| ``order_accepted`` | order (id, clientOrderId, symbol, type, side, amount, info) | order open                 |
+| ``order_rejected`` | order (as accepted), reason, message                    | order kept for idempotency   |
+| ``fill``         | trade (id, order, ts, symbol, side, amount, price, fee, info) | trade; its order's filled |
+| ``order_done``   | id, status (closed, canceled, rejected), reason, trade    | (its fill, then) order status |
 | ``bar``          | bar_ts, now, cash, positions, equity, borrow, funding, status | balances after a bar      |
 | ``log_repaired`` | dropped_seq, reason, replayed_to                          | (none: a note)               |
 """
@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import functools
 from typing import Any
 
 from factorgym.envs.live.events import Event
 
 
+@functools.lru_cache(maxsize=4096)
 def iso(ms: int | None) -> str | None:
     """ccxt's ``datetime``: ISO 8601 with milliseconds and a Z."""
     if ms is None:
@@ -68,6 +70,7 @@ class Book:
         self.initial_cash = 0.0
         self.now: int | None = None  # the open time of the bar new market orders fill at
         self.orders: dict[str, dict[str, Any]] = {}
+        self.open: dict[str, dict[str, Any]] = {}  # the open ones, in placing order
         self.client_ids: dict[str, str] = {}
         self.trades: list[dict[str, Any]] = []
         self.last_decision: dict[str, Any] | None = None
@@ -87,30 +90,23 @@ class Book:
         elif kind == "decision":
             self.last_decision = d
         elif kind in ("order_accepted", "order_rejected"):
-            order = copy.deepcopy(d["order"])
+            o = d["order"]  # (compact: id, clientOrderId, symbol, type, side, amount, info)
+            order = order_struct(id=o["id"], client_id=o["clientOrderId"], ts=event.ts, symbol=o["symbol"],
+                                 type=o["type"], side=o["side"], amount=o["amount"], quote=self.quote, info=o["info"])
+            if kind == "order_rejected":
+                order.update(status="rejected", remaining=0.0)
+            else:
+                self.open[order["id"]] = order
             self.orders[order["id"]] = order
-            if order.get("clientOrderId") is not None:
+            if order["clientOrderId"] is not None:
                 self.client_ids[order["clientOrderId"]] = order["id"]
         elif kind == "fill":
-            trade = d["trade"]
-            self.trades.append(trade)
-            self.fees += trade["fee"]["cost"]
-            order = self.orders.get(trade["order"]) if trade["order"] is not None else None
-            if order is not None:
-                filled = order["filled"] + trade["amount"]
-                cost = order["cost"] + trade["cost"]
-                order["filled"], order["cost"] = filled, cost
-                order["average"] = cost / filled if filled > 0 else None
-                order["price"] = order["average"]
-                if order["amount"] is not None:
-                    order["remaining"] = max(order["amount"] - filled, 0.0)
-                fee = order["fee"]["cost"] + trade["fee"]["cost"]
-                order["fee"] = {"cost": fee, "currency": self.quote}
-                order["fees"] = [dict(order["fee"])]
-                order["trades"].append(trade)
-                order["lastTradeTimestamp"] = order["lastUpdateTimestamp"] = trade["timestamp"]
+            self._trade(d["trade"])
         elif kind == "order_done":
+            if d.get("trade"):  # (a weight order's one fill rides on its order_done event)
+                self._trade(d["trade"])
             order = self.orders[d["id"]]
+            self.open.pop(d["id"], None)
             order["status"] = d["status"]
             order["lastUpdateTimestamp"] = event.ts
             if d.get("amount") is not None:  # (a target-weight order's size is known at its fill)
@@ -129,9 +125,31 @@ class Book:
             self.funding += d["funding"]
             self.last_bar = d
 
+    def _trade(self, t: dict[str, Any]) -> None:
+        """A fill (compact: id, order, ts, symbol, side, amount, price, fee, info) into the trades
+        and its order."""
+        trade = trade_struct(id=t["id"], order_id=t["order"], ts=t["ts"], symbol=t["symbol"], side=t["side"],
+                             amount=t["amount"], price=t["price"], fee=t["fee"], quote=self.quote, info=t["info"])
+        self.trades.append(trade)
+        self.fees += trade["fee"]["cost"]
+        order = self.orders.get(trade["order"]) if trade["order"] is not None else None
+        if order is not None:
+            filled = order["filled"] + trade["amount"]
+            cost = order["cost"] + trade["cost"]
+            order["filled"], order["cost"] = filled, cost
+            order["average"] = cost / filled if filled > 0 else None
+            order["price"] = order["average"]
+            if order["amount"] is not None:
+                order["remaining"] = max(order["amount"] - filled, 0.0)
+            fee = order["fee"]["cost"] + trade["fee"]["cost"]
+            order["fee"] = {"cost": fee, "currency": self.quote}
+            order["fees"] = [dict(order["fee"])]
+            order["trades"].append(trade)
+            order["lastTradeTimestamp"] = order["lastUpdateTimestamp"] = trade["timestamp"]
+
     # ---- ccxt structures
     def open_orders(self) -> list[dict[str, Any]]:
-        return [o for o in self.orders.values() if o["status"] == "open"]
+        return list(self.open.values())
 
     def balance(self) -> dict[str, Any]:
         """ccxt's balance structure: the quote is the cash, each base a position (negative = short)."""

@@ -34,54 +34,27 @@ projection of the log, rebuilt on start; :meth:`PaperExchange.state_at` rebuilds
 
 from __future__ import annotations
 
-import math
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from factorgym.data_layer.timeframes import timeframe_to_ms
-from factorgym.envs.config import ExecutionConfig, resolve_per_symbol
-from factorgym.envs.execution import (
-    FILLED, IGNORED_NO_CHANGE, ORDER_STATUS, REJECTED_UNTRADABLE, Slippage, buy_scale_nb, market_rules, process_order,
-    round_lot_nb,
-)
-from factorgym.envs.layouts import CONFIG, PRICE, RULE, inverse, price_records
+from factorgym.envs.config import ExecutionConfig
+from factorgym.envs.execution import FILLED, IGNORED_NO_CHANGE, ORDER_STATUS, Slippage, market_rules
+from factorgym.envs.layouts import CONFIG, PRICE, RULE, price_records
 from factorgym.envs.live import paper_kernel as pk
-from factorgym.envs.live.book import Book, iso, order_struct, trade_struct
+from factorgym.envs.live.book import Book, iso
 from factorgym.envs.live.events import EventLog
 from factorgym.envs.live.exchange import (
     BadSymbol, ExchangeError, InsufficientFunds, InvalidOrder, NotSupported, OrderNotFound, reason_of,
 )
+from factorgym.envs.live.paper_orders import _REASONS, engine_config, fill_amount_orders, validate_order
 from factorgym.errors import ConfigError
 
+__all__ = ["PaperExchange", "engine_config"]
 FILL_KINDS = ("order", "untradable_close", "liquidation")
-_REASONS = {  # fill status -> (order status, reason)
-    "ignored_lot": "InvalidOrder: amount rounds to 0 at the lot step",
-    "ignored_min_amount": "InvalidOrder: amount below the market's minimum",
-    "ignored_min_notional": "InvalidOrder: notional below the market's minimum at the open",
-    "rejected_untradable": "MarketClosed: the market did not trade that bar",
-}
-
-
-def engine_config(execution: ExecutionConfig, symbols: list[str], meta: dict | None, *, initial_cash: float,
-                  long_only: bool) -> np.ndarray:
-    """The kernels' ``config`` array (``CONFIG`` then ``RULE`` x A), as ``PortfolioCore`` builds it
-    (a test holds the two equal); the reward and action fields are unused here and 0."""
-    per = resolve_per_symbol(execution, symbols, meta)
-    rules = {"fee": per["fee"], "lot_step": per["lot_step"], "inv_lot_step": inverse(per["lot_step"]),
-             "min_amount": per["min_amount"], "min_notional": per["min_notional"], "price_step": per["price_step"],
-             "inv_price_step": inverse(per["price_step"])}
-    settings = dict.fromkeys(CONFIG._fields, 0.0)
-    settings.update({
-        "fixed_slippage": (execution.slippage_bps + execution.half_spread_bps) / 1e4,
-        "impact": execution.impact_coef, "impact_exponent": execution.impact_exponent,
-        "borrow_rate": execution.borrow_rate_per_bar, "max_leverage": execution.max_leverage,
-        "maintenance_margin": execution.maintenance_margin, "initial_cash": initial_cash,
-        "long_only": float(long_only), "close_untradable": float(execution.on_untradable == "close"),
-    })
-    return np.concatenate([[settings[name] for name in CONFIG._fields],
-                           np.stack([rules[name] for name in RULE._fields]).reshape(-1)]).astype(np.float64)
 
 
 class PaperExchange:
@@ -200,14 +173,12 @@ class PaperExchange:
             info["targetWeight"] = float(weight)
         if params.get("closePosition"):
             info["closePosition"] = True
-        order = order_struct(id=oid, client_id=cid, ts=now, symbol=symbol, type=type, side=side,
-                             amount=None if weight is not None or amount is None else float(amount), quote=self.quote,
-                             info=info)
+        order = {"id": oid, "clientOrderId": cid, "symbol": symbol, "type": type, "side": side, "info": info,
+                 "amount": None if weight is not None or amount is None else float(amount)}
         try:
-            self._validate(symbol, type, side, amount, weight, bool(params.get("closePosition")))
+            validate_order(self, symbol, type, side, amount, weight, bool(params.get("closePosition")))
         except ExchangeError as exc:
-            order.update(status="rejected", remaining=0.0)
-            order["info"]["reason"] = f"{reason_of(exc)}: {exc}"
+            info["reason"] = f"{reason_of(exc)}: {exc}"
             self._emit("order_rejected", now, order=order, reason=reason_of(exc), message=str(exc))
             raise
         self._emit("order_accepted", now, order=order)
@@ -265,6 +236,21 @@ class PaperExchange:
         self._emit("decision", self.book.now if self.book.now is not None else int(bar_ts), bar_ts=int(bar_ts),
                    obs_hash=str(obs_hash), action=act)
 
+    @contextlib.contextmanager
+    def batch(self):
+        """``with exchange.batch(): ...``: the events of the block (a bar's decision and orders) are
+        committed together when it ends (one commit instead of one each). The caller acts on what
+        the block returned only after it ends; a crash inside it leaves none of them (an exception
+        rolls the log back and rebuilds the book from it)."""
+        try:
+            with self.events.batch():
+                yield self
+        except BaseException:
+            self.book = self._new_book()
+            for event in self.events:
+                self.book.apply(event)
+            raise
+
     def state_at(self, ts: int) -> dict[str, Any]:
         """The account as it stood at time ``ts`` (UTC ms): the log's events up to it, replayed."""
         book = self._new_book()
@@ -304,40 +290,6 @@ class PaperExchange:
             return self.symbols.index(symbol)
         except ValueError:
             raise BadSymbol(f"paper: unknown symbol {symbol!r}; markets are {self.symbols}") from None
-
-    def _validate(self, symbol, type, side, amount, weight, close_position) -> None:
-        i = self._symbol_index(symbol)
-        if type != "market":
-            raise InvalidOrder(f"paper: order type {type!r} is not supported; use 'market'")
-        if side not in ("buy", "sell"):
-            raise InvalidOrder(f"paper: side {side!r}; expected 'buy' or 'sell'")
-        if weight is not None:
-            if not isinstance(weight, (int, float)) or math.isinf(weight):
-                raise InvalidOrder(f"paper: targetWeight {weight!r}; expected a finite number (NaN holds)")
-            return
-        if close_position:
-            return
-        if amount is None or not math.isfinite(amount) or amount <= 0:
-            raise InvalidOrder(f"paper: amount {amount!r} of {symbol}; expected a positive number of base units")
-        rules = self.rules[i]
-        q = round_lot_nb(float(amount), rules.lot_step, rules.inv_lot_step)
-        if q <= 0:
-            raise InvalidOrder(f"paper: amount {amount} of {symbol} rounds to 0 at the lot step {rules.lot_step}")
-        if q < rules.min_amount:
-            raise InvalidOrder(f"paper: amount {q} of {symbol} is below the minimum {rules.min_amount}")
-        mark = self._last_mark(i)
-        if side == "buy" and self.long_only:
-            committed = sum(o["amount"] * self._last_mark(self.symbols.index(o["symbol"]))
-                            for o in self.book.open_orders() if o["side"] == "buy" and o["amount"])
-            cost = q * mark * (1.0 + rules.fee)
-            if cost + committed > self.book.cash:
-                raise InsufficientFunds(f"paper: buying {q} {symbol} costs about {cost:.8g} {self.quote}; "
-                                        f"free cash is {self.book.cash - committed:.8g}")
-        if side == "sell" and self.long_only:
-            held = self.book.positions[i] - sum(o["amount"] for o in self.book.open_orders()
-                                                if o["symbol"] == symbol and o["side"] == "sell" and o["amount"])
-            if q > held * (1 + 1e-12):
-                raise InsufficientFunds(f"paper: selling {q} {symbol} but {max(held, 0.0):.8g} is free")
 
     def _last_mark(self, i: int) -> float:
         k = self._index.get(self.book.now, len(self._timestamps)) - 1
@@ -385,107 +337,58 @@ class PaperExchange:
         def trade(i, q, price, fee, slip, order_id, kind):
             nonlocal n_trades
             n_trades += 1
-            t = trade_struct(id=f"t{n_trades}", order_id=order_id, ts=f_ts, symbol=self.symbols[i],
-                             side="buy" if q > 0 else "sell", amount=abs(q), price=price, fee=fee, quote=self.quote,
-                             info={"kind": kind, "slippage_cost": slip, "bar_ts": f_ts})
-            events.append(("fill", {"trade": t, "kind": kind}))
+            t = {"id": f"t{n_trades}", "order": order_id, "ts": f_ts, "symbol": self.symbols[i],
+                 "side": "buy" if q > 0 else "sell", "amount": abs(float(q)), "price": float(price), "fee": float(fee),
+                 "info": {"kind": kind, "slippage_cost": float(slip)}}
+            return t
 
-        for i in sorted(weight_orders, key=lambda i: (fills[i, 0] > 0, i)):  # fill order: sells, then buys
+        def fill(*args):
+            events.append(("fill", {"trade": trade(*args)}))
+
+        # a weight order fills once: its fill rides on its order_done event; fill order: sells, buys
+        for i in sorted(weight_orders, key=lambda i: (fills[i, 0] >= 0, i)):
+            o = weight_orders[i]
             q, price, fee, slip = fills[i]
-            if q != 0.0:
-                trade(i, q, price, fee, slip, weight_orders[i]["id"], "order")
-        for i, o in weight_orders.items():
-            q = fills[i, 0]
+            t = trade(i, q, price, fee, slip, o["id"], "order") if q != 0.0 else None
             name = ORDER_STATUS[int(status[i])]
             done = "closed" if status[i] in (FILLED, IGNORED_NO_CHANGE) else "rejected"
-            events.append(("order_done", {"id": o["id"], "status": done, "amount": abs(q),
+            events.append(("order_done", {"id": o["id"], "status": done, "amount": abs(float(q)), "trade": t,
                                           "reason": None if done == "closed" else _REASONS.get(name, name)}))
-        cash, pos = self._amount_orders(due, record, cash, pos, trade, events)
+        cash, pos = fill_amount_orders(self, due, record, cash, pos, fill, events)
         for i in range(A):  # untradable closes (kind 1)
             q, price, fee, slip = fills[A + i]
             if q != 0.0:
-                trade(i, q, price, fee, slip, None, "untradable_close")
+                fill(i, q, price, fee, slip, None, "untradable_close")
         summary = np.zeros(len(pk.SUMMARY))
         pk.close_nb(self.config, cash, pos, self._block, summary)
         liq = pk.fills_of(self._block, A)
         for i in range(A):
             q, price, fee, slip = liq[2 * A + i]
             if summary[3] > 0 and q != 0.0:
-                trade(i, q, price, fee, slip, None, "liquidation")
+                fill(i, q, price, fee, slip, None, "liquidation")
         cash, pos = pk.account_of(self._block, A)
         equity = float(summary[0])
         state = "liquidated" if summary[3] > 0 else ("bankrupt" if equity <= 0 else "ok")
         events.append(("bar", {"bar_ts": f_ts, "now": close_ts, "cash": cash, "positions": pos.tolist(),
                                "equity": equity, "borrow": float(summary[1]), "funding": float(summary[2]),
                                "status": state}))
-        with self.events.batch() as written:
-            for kind, data in events:
-                self.events.append(kind, close_ts, **data)
+        with self.events.batch():
+            written = [self.events.append(kind, close_ts, **data) for kind, data in events]
         for event in written:
             self.book.apply(event)
-
-    def _amount_orders(self, due, record, cash, pos, trade, events):
-        """Fill the due amount orders through ``process_order``: sells, then buys (long-only:
-        scaled together to the cash, as the env does). Returns the new cash and positions."""
-        orders = [o for o in due if "targetWeight" not in o["info"]]
-        if not orders:
-            return cash, pos
-        plans = []
-        for o in orders:
-            i = self.symbols.index(o["symbol"])
-            exact = bool(o["info"].get("closePosition"))
-            want = -pos[i] if exact else (o["remaining"] if o["side"] == "buy" else -o["remaining"])
-            vol = record[i, PRICE.inv_volume]
-            cap = self.participation / vol if (self.participation and vol > 0) else math.inf
-            size = math.copysign(min(abs(want), cap), want) if not exact or abs(want) <= cap else math.copysign(cap, want)
-            plans.append((o, i, size, exact and abs(want) <= cap))
-        sells = [p for p in plans if p[2] < 0]
-        buys = [p for p in plans if p[2] >= 0]
-        scale = 1.0
-        if self.long_only and buys:
-            cost = 0.0
-            for o, i, size, exact in buys:
-                _, _, r = process_order(cash, pos[i], size, *self._fill_args(record, i), exact=exact)
-                cost += r.quantity * r.price + r.fee
-            # (after the sells, whose proceeds pay for the buys)
-            cash_after_sells = cash
-            for o, i, size, exact in sells:
-                cash_after_sells, _, _ = process_order(cash_after_sells, pos[i], size, *self._fill_args(record, i),
-                                                       exact=exact)
-            scale = float(buy_scale_nb(cash_after_sells, cost))
-        for o, i, size, exact in sells + [(o, i, s * scale, e) for o, i, s, e in buys]:
-            cash, pos[i], r = process_order(cash, pos[i], size, *self._fill_args(record, i), exact=exact,
-                                            tradable=bool(record[i, PRICE.tradable] > 0))
-            name = ORDER_STATUS[int(r.status)]
-            if r.status == FILLED:
-                trade(i, r.quantity, r.price, r.fee, r.slippage_cost, o["id"], "order")
-            filled = o["filled"] + abs(r.quantity)
-            left = (o["amount"] - filled) if not o["info"].get("closePosition") else 0.0
-            rules = self.rules[i]
-            left = round_lot_nb(max(left, 0.0), rules.lot_step, rules.inv_lot_step)  # (lot dust is no remainder)
-            if r.status not in (FILLED, IGNORED_NO_CHANGE) and filled == 0:
-                events.append(("order_done", {"id": o["id"], "status": "rejected", "reason": _REASONS.get(name, name)}))
-            elif left > 1e-12 * o["amount"] and self.remainder == "keep" and r.status != REJECTED_UNTRADABLE:
-                continue  # stays open, due again at the next bar
-            elif left > 1e-12 * max(o["amount"], 1e-300):
-                events.append(("order_done", {"id": o["id"], "status": "canceled",
-                                              "reason": f"unfilled remainder {left:g} cancelled"}))
-            else:
-                events.append(("order_done", {"id": o["id"], "status": "closed",
-                                              "amount": filled if o["info"].get("closePosition") else None}))
-        return cash, pos
-
-    def _fill_args(self, record, i):
-        return float(record[i, PRICE.open]), float(record[i, PRICE.inv_volume]), self.rules[i], self.slippage
-
 
 _ERRORS = {"InsufficientFunds": InsufficientFunds, "BadSymbol": BadSymbol, "InvalidOrder": InvalidOrder,
            "NotSupported": NotSupported}
 
 
 def _copy(order: dict) -> dict:
-    import copy
-    return copy.deepcopy(order)
+    """A copy of an order structure the caller may change (its nested dicts and lists copied too)."""
+    out = dict(order)
+    out["info"], out["fee"] = dict(order["info"]), dict(order["fee"])
+    out["fees"] = [dict(f) for f in order["fees"]]
+    out["trades"] = [{**t, "fee": dict(t["fee"]), "fees": [dict(f) for f in t["fees"]], "info": dict(t["info"])}
+                     for t in order["trades"]]
+    return out
 
 
 class _WithFunding:

@@ -1,0 +1,113 @@
+"""Figures of the paper exchange's event log: size per bar, restart (replay) time for 100k events,
+paper fill throughput beside the backtest's on the same data. ``run() -> list[dict]`` (the JSON
+lines ``benchmarks/live.py`` prints); ``python benchmarks/_event_log_bench.py`` prints them itself.
+
+Data: 4 assets, seeded random walk, hourly bars; each bar the paper exchange gets a target-weight
+order per asset (random weights), as the live loop sends them, and a decision event. The log is
+written with ``durable=False`` (survives a killed process; fsync per commit would measure the disk).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+H = 3_600_000
+A = 4
+REPLAY_EVENTS = 100_000
+
+
+def _tensor(T: int, seed: int = 0):
+    from factorgym.data_layer.tensor import FactorTensor
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, (T, A)), axis=0))
+    open_ = close * np.exp(rng.normal(0, 0.002, (T, A)))
+    high = np.maximum(open_, close) * 1.003
+    low = np.minimum(open_, close) * 0.997
+    prices = np.stack([open_, high, low, close, rng.uniform(50, 500, (T, A))], axis=-1)
+    symbols = [f"S{i}/USDT" for i in range(A)]
+    return FactorTensor.from_arrays(rng.normal(size=(T, A, 2)), prices, np.arange(T) * H, symbols=symbols)
+
+
+def _paper_run(tensor, weights, state: Path, durable: bool = False):
+    from factorgym.envs.live.paper import PaperExchange
+    ex = PaperExchange(tensor, state_dir=state, durable=durable)
+    ts = tensor.timestamps
+    ex.advance(int(ts[1]))
+    for t in range(1, len(ts) - 1):
+        with ex.batch():  # (a bar's decision and orders: one commit)
+            ex.record_decision(int(ts[t]), "h", weights[t])
+            for i, sym in enumerate(tensor.symbols):
+                ex.create_order(sym, "market", "buy", None, params={"targetWeight": float(weights[t, i]),
+                                                                   "clientOrderId": f"{t}-{i}"})
+        ex.advance(int(ts[t + 1]))
+    return ex
+
+
+def _line(case, metric, value, goal, meets, **reference):
+    return {"bench": "event_log", "case": case, "metric": metric, "value": value, "goal": goal,
+            "meets_goal": bool(meets), "reference": reference}
+
+
+def run(bars: int = 1500) -> list[dict]:
+    from factorgym.envs.backtest import backtest
+    from factorgym.envs.live.paper import PaperExchange
+
+    rng = np.random.default_rng(1)
+    tmp = Path(tempfile.mkdtemp(prefix="factorgym-eventlog-"))
+    lines = []
+    try:
+        tensor = _tensor(bars)
+        weights = rng.dirichlet(np.ones(A + 1), size=bars)[:, :A]
+        _paper_run(_tensor(8), weights, tmp / "warm").close()  # (compile the kernels first)
+        t0 = time.perf_counter()
+        ex = _paper_run(tensor, weights, tmp / "paper")
+        paper_s = time.perf_counter() - t0
+        n_events = ex.events.last_seq
+        ex.events._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        ex.close()
+        size = sum(p.stat().st_size for p in (tmp / "paper").iterdir())
+        per_bar = size / (bars - 2)
+        lines.append(_line("4 assets, target-weight orders every bar", "event_log_bytes_per_bar", round(per_bar),
+                           4096, per_bar <= 4096, events_per_bar=round(n_events / (bars - 2), 2),
+                           raw_candles_bytes_per_bar=A * 5 * 8))
+        calls = iter(range(10 ** 9))
+        backtest(_tensor(8), lambda obs: weights[0], mapping="direct", env_kwargs={"long_only": True})  # (compile)
+        t0 = time.perf_counter()
+        backtest(tensor, lambda obs: weights[next(calls) + 1], mapping="direct", env_kwargs={"long_only": True})
+        bt_s = time.perf_counter() - t0
+        paper_rate, bt_rate = (bars - 2) / paper_s, (bars - 1) / bt_s
+        lines.append(_line("4 assets, replay of a split", "paper_exchange_bars_per_s", round(paper_rate, 1),
+                           round(0.1 * bt_rate, 1), paper_rate >= 0.1 * bt_rate, backtest_bars_per_s=round(bt_rate, 1),
+                           ratio=round(paper_rate / bt_rate, 4)))
+        # restart: a log of 100k events, opened (checksums verified) and replayed into the book
+        big = bars * 2
+        need = int(REPLAY_EVENTS / max(n_events / (bars - 2), 1)) + 3
+        big_tensor = _tensor(max(need, big) if n_events * 2 < REPLAY_EVENTS else big)
+        big_w = rng.dirichlet(np.ones(A + 1), size=big_tensor.n_bars)[:, :A]
+        ex = _paper_run(big_tensor, big_w, tmp / "big")
+        total = ex.events.last_seq
+        ex.close()
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            again = PaperExchange(big_tensor, state_dir=tmp / "big", durable=False)
+            best = min(best, time.perf_counter() - t0)
+            again.close()
+        per_100k = best * REPLAY_EVENTS / total
+        lines.append(_line(f"{total} events, scaled to 100k", "restart_replay_s_per_100k_events",
+                           round(per_100k, 3), 10.0, per_100k <= 10.0, events=total, measured_s=round(best, 3)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return lines
+
+
+if __name__ == "__main__":
+    for line in run(int(sys.argv[1]) if len(sys.argv) > 1 else 1500):
+        print(json.dumps(line))
