@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 CONSTRAINTS ?= constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test test-all bench mutation constraints clean evaluate-demo
+.PHONY: install quickstart test test-all test-rllib bench mutation constraints clean evaluate-demo
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "installing into $(VENV) in 3 steps; a few minutes on a fresh machine (versions pinned by $(CONSTRAINTS))" >&2
@@ -40,17 +40,34 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -q
 
+## test-rllib: RLlib in its own venv (.venv-rllib): ray[rllib] pins gymnasium==1.2.2, the default stack 1.4;
+## not part of `make test`. Builds the venv once (constraints.txt less its gymnasium pin), then runs tests/test_rllib*.py
+RLLIB_VENV ?= .venv-rllib
+RLLIB_STAMP := $(RLLIB_VENV)/.installed
+$(RLLIB_STAMP): pyproject.toml $(CONSTRAINTS)
+	@echo "installing the RLlib stack into $(RLLIB_VENV) (gymnasium 1.2.2, ray[rllib])" >&2
+	@test -x $(RLLIB_VENV)/bin/python || $(PYTHON) -m venv $(RLLIB_VENV)
+	@$(RLLIB_VENV)/bin/python -m pip install --quiet --upgrade "pip>=23.1" >&2
+	@$(RLLIB_VENV)/bin/python -m pip install --quiet $(TORCH_SPEC) >&2
+	@grep -v '^gymnasium==' $(CONSTRAINTS) > $(RLLIB_VENV)/constraints-rllib.txt
+	@$(RLLIB_VENV)/bin/python -m pip install --quiet -c $(RLLIB_VENV)/constraints-rllib.txt -e '.[rllib]' \
+		pytest pytest-socket pytest-timeout psutil hypothesis >&2
+	@touch $(RLLIB_STAMP)
+
+test-rllib: $(RLLIB_STAMP)
+	$(RLLIB_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_rllib_env.py tests/test_rllib.py
+
 ## bench: every speed/memory benchmark, one JSON line per figure
 bench: install
-	@for f in benchmarks/ingest.py benchmarks/data_io.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/scale.py benchmarks/train.py benchmarks/evaluate.py benchmarks/live.py; do \
+	@for f in benchmarks/ingest.py benchmarks/data_io.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/scale.py benchmarks/train.py benchmarks/evaluate.py benchmarks/live.py benchmarks/tune.py; do \
 		test -f $$f && $(BIN)/python $$f || exit $$?; \
 	done
 
 ## mutation: plant bugs one at a time (cosmic-ray) in the engine, custom factors, normalisation and the
-## store's merge, and run the tests that guard each; not part of `make test` (hours in full: pass
-## MUTATION_ARGS="--sample 100" for a random sample per group, or name groups: "factors store engine")
+## store's merge, and run the tests that guard each module; not part of `make test` (hours in full: pass
+## MUTATION_ARGS="--sample 20" for a seeded random sample per module, or name groups: "engine env factors store")
 mutation: install
-	$(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
+	nice -n 10 $(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
 
 ## constraints: re-pin constraints.txt to what the venv has now (after a deliberate upgrade)
 constraints: install

@@ -210,13 +210,11 @@ def _single_env(env: Any) -> Any:
     """The ``CryptoTradingEnv`` behind an env, a vector env or the SB3 view of one."""
     from factorgym.envs import CryptoTradingEnv
 
-    for _ in range(12):
-        if isinstance(env, CryptoTradingEnv):
-            return env
-        nxt = getattr(env, "venv", None) or getattr(env, "_proto", None) or getattr(env, "unwrapped", None)
-        if nxt is None or nxt is env:
-            break
-        env = nxt
+    if not isinstance(env, CryptoTradingEnv):  # vector envs and SB3 wrappers answer get_attr with each env's
+        get_attr = getattr(env, "get_attr", None)  # ``unwrapped``: the CryptoTradingEnv describing them
+        env = get_attr("unwrapped")[0] if callable(get_attr) else getattr(env, "unwrapped", None)
+    if isinstance(env, CryptoTradingEnv):
+        return env
     raise ConfigError(f"PolicySpec.from_env needs a CryptoTradingEnv (or a vector env of one), got {type(env).__name__}")
 
 
@@ -265,7 +263,7 @@ class ObsNormaliser:
 # ---------------------------------------------------------------------- save / load
 _LOADERS: dict[str, Callable[[Path, PolicySpec], Policy]] = {}
 #: model kinds whose loader registers itself when its module is imported (imported on first use)
-_PROVIDERS = {"factorgym-ppo": "factorgym.agents.custom.ppo"}
+_PROVIDERS = {"factorgym-ppo": "factorgym.agents.custom.ppo", "rllib-torchscript": "factorgym.agents.rllib_bundle"}
 _PROVIDER_PREFIXES = {"sb3-": "factorgym.agents.sb3_policy"}
 
 

@@ -39,6 +39,9 @@ class TradingEpisodeMonitor(VecEnvWrapper):
         self.initial_cash, self.bpy = float(initial_cash), float(bars_per_year)
         self.episodes: deque[dict[str, float]] = deque(maxlen=maxlen)
         self.n_finished = 0
+        from factorgym.agents.sb3_vec import SB3VecEnv
+
+        self._source = find_wrapper(venv, SB3VecEnv)
         self._zero()
 
     def _zero(self, idx: Any = slice(None)) -> None:
@@ -54,19 +57,28 @@ class TradingEpisodeMonitor(VecEnvWrapper):
         self._zero()
         return self.venv.reset()
 
+    def _columns(self, infos: list[dict]) -> dict[str, np.ndarray]:
+        """equity, turnover, fees [N] and weights [N, A] of the step: from the SB3 adapter's arrays when
+        it is below (no per-env dicts read), else from the info dicts."""
+        if self._source is not None:
+            return self._source.info_columns()
+        n = len(infos)
+        return {k: np.fromiter((d[k] for d in infos), float, n) for k in ("equity", "turnover", "fees")} | {
+            "weights": np.stack([d["weights"] for d in infos])}
+
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
-        n = len(infos)
-        eq = np.fromiter((d["equity"] for d in infos), float, n)
+        cols = self._columns(infos)
+        eq = np.array(cols["equity"], dtype=float)  # a copy: _zero writes into it
         r = eq / self._eq - 1.0
         self._eq = eq
         np.maximum(self._peak, eq, out=self._peak)
         np.maximum(self._dd, 1.0 - eq / self._peak, out=self._dd)
         self._s1 += r
         self._s2 += r * r
-        self._to += np.fromiter((d["turnover"] for d in infos), float, n)
-        self._fee += np.fromiter((d["fees"] for d in infos), float, n)
-        self._ex += np.abs(np.stack([d["weights"] for d in infos])).sum(axis=1)
+        self._to += cols["turnover"]
+        self._fee += cols["fees"]
+        self._ex += np.abs(cols["weights"]).sum(axis=1)
         self._len += 1
         if dones.any():
             for i in np.flatnonzero(dones).tolist():

@@ -210,10 +210,11 @@ def get_extractor(name: str) -> type[BaseFeaturesExtractor]:
 
 def env_layout(env: Any) -> ObsLayout:
     """The observation layout of a ``CryptoTradingEnv``, ``CryptoTradingVectorEnv`` or SB3 adapter of one."""
-    for obj in (env, getattr(env, "_proto", None), getattr(getattr(env, "venv", None), "_proto", None)):
-        core = getattr(obj, "core", None)
-        if core is not None and hasattr(obj, "window"):
-            return ObsLayout(int(obj.window), int(core.n_assets), int(core.n_features))
+    get_attr = getattr(env, "get_attr", None)  # vector envs and SB3 wrappers: the env that describes them all
+    obj = get_attr("unwrapped")[0] if callable(get_attr) else getattr(env, "unwrapped", env)
+    core = getattr(obj, "core", None)
+    if core is not None and hasattr(obj, "window"):
+        return ObsLayout(int(obj.window), int(core.n_assets), int(core.n_features))
     raise ConfigError(f"cannot read the observation layout of {type(env).__name__}; pass window and n_assets yourself")
 
 

@@ -9,8 +9,11 @@ in the same step; its info describes the step that finished the episode (as SB3'
 does), its last observation is ``infos[i]["terminal_observation"]`` and
 ``infos[i]["TimeLimit.truncated"]`` is True when the episode was cut by time, not ended by the market.
 
-The adapter uses only the vector env's public API: per step it calls ``step`` and builds the per-env
-dicts from one ``.tolist()`` of the info columns (those of ``final_info`` for the envs that finished).
+Per-env infos hold :data:`INFO_KEYS` and ``weights``. Building 64 dicts per step cost more than the
+kernel step itself, so an env that did not finish gets an :class:`EnvInfo`: a ``dict`` that fills
+itself from the step's info arrays the first time it is read (SB3 itself only asks it for the absent
+``episode``/``is_success``/``TimeLimit.truncated`` keys, which need no filling). A finished env gets
+a plain dict. Batched readers take :meth:`SB3VecEnv.info_columns` (arrays over envs) instead.
 """
 
 from __future__ import annotations
@@ -27,22 +30,92 @@ from factorgym.envs.vector_env import CryptoTradingVectorEnv
 #: the per-env info keys (and ``weights``)
 INFO_KEYS = ("timestamp", *INFO_SCALARS)
 _ROW_KEYS = (*INFO_KEYS, "weights")
+_ROW_KEY_SET = frozenset(_ROW_KEYS)
+
+
+class EnvInfo(dict):
+    """Env ``i``'s info of one step, read from that step's info arrays on first use (then an ordinary
+    dict: mutable, copyable, equal to the dict it stands for). Looking up a key it will never hold
+    (``get("episode")``) does not fill it."""
+
+    __slots__ = ("_columns", "_i")
+
+    def __init__(self, columns: dict[str, np.ndarray], i: int) -> None:  # noqa: D107 (the dict stays empty)
+        self._columns, self._i = columns, i
+
+    def _fill(self) -> None:
+        columns = self._columns
+        if columns is not None:
+            self._columns = None
+            i = self._i
+            dict.update(self, {k: columns[k][i].item() for k in INFO_KEYS})
+            dict.__setitem__(self, "weights", columns["weights"][i])
+
+    def __getitem__(self, key):
+        self._fill()
+        return dict.__getitem__(self, key)
+
+    def get(self, key, default=None):
+        if self._columns is not None and key not in _ROW_KEY_SET:
+            return default
+        self._fill()
+        return dict.get(self, key, default)
+
+    def __contains__(self, key) -> bool:
+        if self._columns is not None:
+            return key in _ROW_KEY_SET
+        return dict.__contains__(self, key)
+
+    def __setitem__(self, key, value) -> None:
+        self._fill()
+        dict.__setitem__(self, key, value)
+
+    def __eq__(self, other) -> bool:
+        self._fill()
+        return dict.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._fill()
+        return dict.__repr__(self)
+
+    def __reduce__(self):
+        self._fill()
+        return dict, (dict(self),)
+
+
+def _filling(name: str):
+    method = getattr(dict, name)
+
+    def wrapper(self, *args, **kwargs):
+        self._fill()
+        return method(self, *args, **kwargs)
+    wrapper.__name__ = name
+    return wrapper
+
+
+for _name in ("__iter__", "__len__", "__delitem__", "__or__", "__ror__", "__ior__", "__reversed__", "keys", "values",
+              "items", "copy", "pop", "popitem", "setdefault", "update"):
+    setattr(EnvInfo, _name, _filling(_name))
 
 
 class SB3VecEnv(VecEnv):
     """SB3 view of a :class:`CryptoTradingVectorEnv`. Per-env infos hold the scalars
-    :data:`INFO_KEYS` and ``weights``."""
+    :data:`INFO_KEYS` and ``weights``; :meth:`info_columns` has the same values as arrays over envs."""
 
     def __init__(self, venv: CryptoTradingVectorEnv) -> None:
         self.venv = venv
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
         self._actions: np.ndarray | None = None
+        self._columns: dict[str, np.ndarray] = {}
 
     def reset(self):
         seed = self._seeds[0]
         options = self._options[0] or None
         obs, infos = self.venv.reset(seed=seed, options=options)
-        self.reset_infos = _split(infos)
+        self._columns = {k: infos[k] for k in _ROW_KEYS}
+        self.reset_infos = [EnvInfo(self._columns, i) for i in range(self.num_envs)]
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -53,14 +126,24 @@ class SB3VecEnv(VecEnv):
     def step_wait(self):
         obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
         dones = terminated | truncated
-        out = _split(infos)
+        columns = {k: infos[k] for k in _ROW_KEYS}
+        out = [EnvInfo(columns, i) for i in range(self.num_envs)]
         if "final_info" in infos:  # SB3 convention: a finished env's info is that of its last step
-            final = _split(infos["final_info"])
+            final = infos["final_info"]
+            columns = {k: np.where(dones[:, None] if k == "weights" else dones, final[k], columns[k]) for k in _ROW_KEYS}
             for i in np.flatnonzero(dones).tolist():
-                out[i] = final[i]
-                out[i]["terminal_observation"] = infos["final_obs"][i]
-                out[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+                info = {k: columns[k][i].item() for k in INFO_KEYS}
+                info["weights"] = columns["weights"][i]
+                info["terminal_observation"] = infos["final_obs"][i]
+                info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+                out[i] = info
+        self._columns = columns
         return obs, rewards.astype(np.float32), dones, out
+
+    def info_columns(self) -> dict[str, np.ndarray]:
+        """The last step's (or reset's) per-env infos as arrays over envs: :data:`INFO_KEYS` [N] and
+        ``weights`` [N, A]; a finished env's entries are those of its last step, as in its info dict."""
+        return self._columns
 
     def close(self) -> None:
         self.venv.close()
@@ -96,12 +179,3 @@ def make_vec_env(tensor: Any, n_envs: int = 1, *, seed: int | None = None, **env
     if seed is not None:
         venv.seed(seed)
     return venv
-
-
-def _split(infos: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per-env info dicts from the vector env's info arrays: one ``.tolist()`` per column (ints stay
-    ints, floats floats) and ``weights`` as views of the env's array; half the cost of stacking the
-    columns first, which matters at 64 envs (this is most of the adapter's step time)."""
-    columns = [infos[key].tolist() for key in INFO_KEYS]
-    columns.append(list(infos["weights"]))
-    return [dict(zip(_ROW_KEYS, row)) for row in zip(*columns)]

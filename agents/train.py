@@ -222,6 +222,7 @@ class _Run:
         self.last_eval: dict[str, float] = state.get("last_eval", {})
         self.next_eval = state.get("next_eval")
         self.progress = None
+        self.on_eval_hook = None
 
     def spec(self) -> PolicySpec:
         from factorgym.agents.sb3_policy import vecnormalize_stats
@@ -251,6 +252,8 @@ class _Run:
             self.save_bundle("best")
         if self.progress is not None:
             self.progress.set_sharpe(sharpe)
+        if self.on_eval_hook is not None:
+            self.on_eval_hook(step, scalars)
 
     def checkpoint(self, step: int) -> Path:
         from stable_baselines3.common.vec_env import VecNormalize
@@ -276,14 +279,17 @@ class _Run:
 
 
 def train(config: str | Path | Mapping | None = None, *, tensor_dir=None, run_dir=None, overrides=None,
-          total_timesteps: int | None = None, seed: int | None = None, resume=None, progress: bool = False) -> TrainResult:
+          total_timesteps: int | None = None, seed: int | None = None, resume=None, progress: bool = False,
+          on_eval=None) -> TrainResult:
     """Train as ``config`` says (a YAML path or a mapping); see the module docstring for the run directory.
 
     ``tensor_dir`` replaces the config's data (its split fractions and embargo apply); it may also be a
     ``FactorTensor`` in memory (e.g. a walk-forward fold), saved into the run directory; ``overrides``
     (``{key: value}`` or ``["key=value"]``) are type-checked like the file; ``resume`` continues a run
     directory from its newest checkpoint (``overrides``/``total_timesteps`` may change it, e.g. a
-    larger total). Raises ConfigError (one line) before anything runs if the config is wrong.
+    larger total). ``on_eval(num_timesteps, scalars)`` is called after each validation, once the best
+    bundle is saved (Ray Tune reports through it). Raises ConfigError (one line) before anything runs
+    if the config is wrong.
     """
     import torch
     from stable_baselines3.common.logger import configure
@@ -345,6 +351,7 @@ def train(config: str | Path | Mapping | None = None, *, tensor_dir=None, run_di
     model.set_logger(configure(str(d / "tb"), ["tensorboard"]))
 
     run = _Run(cfg, d, model, venv, parts["train"], parts["validation"], state)
+    run.on_eval_hook = on_eval
     monitor = find_wrapper(venv, TradingEpisodeMonitor)
     run.validation_cb = ValidationCallback(run.evaluate, cfg["eval_freq"], run.on_eval, next_at=state.get("next_eval"))
     callbacks = [RolloutMetricsCallback(monitor), run.validation_cb]

@@ -92,7 +92,7 @@ def bench_store(repeats: int = 3) -> list[dict]:
         read_s = _best(range_read, repeats)
         if sizes != [RANGE_BARS] * N_SYMBOLS:
             raise RuntimeError(f"range read returned {sizes} rows, expected {RANGE_BARS} each")
-        paths = [store._series_path("synthetic", s, "1h") for s in symbols]
+        paths = [e.path for e in store.entries()]  # (partition folders: pyarrow reads each as a dataset)
 
         def pyarrow_filtered() -> None:
             for p in paths:

@@ -151,7 +151,7 @@ def stored_funding(store: Any, source: str, symbols: list[str], mode: Any, lo: i
 # ---------------------------------------------------------------------------- store
 def funding_path(store, source: str, symbol: str):
     """Path of the funding file of ``symbol``: the candle store's folder of that symbol."""
-    return store._series_path(source, symbol, "1m").parent / FUNDING_FILE
+    return store.symbol_dir(source, symbol) / FUNDING_FILE
 
 
 def has_funding(store, source: str, symbol: str) -> bool:
@@ -191,20 +191,16 @@ def last_funding_time(store, source: str, symbol: str) -> int | None:
 def write_funding(store, source: str, symbol: str, events: pd.DataFrame) -> int:
     """Merge validated ``events`` into the stored series (new rows win on equal times), atomically.
     Returns how many event times were not stored before."""
-    from factorgym.data_layer.store import _atomic_write, _locked
-
     where = f"{source} {symbol} funding"
     new = validate_funding(events, where)
     if new.empty:
         return 0
-    path = funding_path(store, source, symbol)
-    with _locked(path.parent / ".funding.lock"):
+    with store.symbol_file(source, symbol, FUNDING_FILE) as path:
         old = read_funding(store, source, symbol) if path.exists() else empty_funding()
         merged = validate_funding(pd.concat([old, new], ignore_index=True), where)
         added = len(merged) - len(old)
         meta = {"kind": "funding", "source": source, "symbol": symbol, "version": 1}
         table = pa.Table.from_pandas(merged, schema=_SCHEMA, preserve_index=False)
         table = table.replace_schema_metadata({b"factorgym": json.dumps(meta).encode()})
-        _atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-    store._register(source, path.parent.parent, symbol, path.parent.name)
+        store.write_symbol_file(source, symbol, path, table)
     return added

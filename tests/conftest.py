@@ -7,7 +7,11 @@ same examples run for every mutant).
 
 ``shared_data`` (and :func:`require_shared_data`): the real exchange files beside the checkout;
 missing, the tests that need them skip, except under ``CI`` (any non-empty value), where a missing
-folder is a failure with a clear message, not a silent pass."""
+folder is a failure with a clear message, not a silent pass.
+
+Nothing is left in /tmp: SB3's default logger (a model's ``learn()`` without a logger) makes a
+folder ``SB3-<date>`` in ``SB3_LOGDIR``, else in the system temp dir; the suite points it at one
+pytest temp folder for the session (this process and the subprocesses it starts)."""
 
 from __future__ import annotations
 
@@ -25,6 +29,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 GUARD_DIR = Path(__file__).resolve().parent / "_loopback_guard"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sb3_logs_in_pytest_tmp(tmp_path_factory):
+    before = os.environ.get("SB3_LOGDIR")
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3-logs"))
+    yield
+    if before is None:
+        os.environ.pop("SB3_LOGDIR", None)
+    else:
+        os.environ["SB3_LOGDIR"] = before
 
 
 @pytest.fixture

@@ -106,6 +106,7 @@ def test_obs_normaliser_matches_vecnormalize():
     t = _tensor()
     venv = VecNormalize(make_vec_env(t, 4, seed=0, window=3), clip_obs=3.0)
     venv.reset()
+    venv.action_space.seed(0)  # replayable
     for _ in range(20):
         obs, *_ = venv.step(np.stack([venv.action_space.sample() for _ in range(4)]))
     raw = venv.get_original_obs()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from factorgym.agents.bundle import load_policy, read_bundle
-from factorgym.agents.custom import ppo
+from factorgym.agents.custom import ppo, ppo_cli
 from factorgym.agents.custom.planted import planted_market
 from factorgym.agents.policy_backtest import backtest_policy, backtest_run
 from factorgym.data_layer.splits import split_fractions
@@ -128,20 +128,20 @@ def test_extractor_by_name_and_refusals(market):
 
 
 def test_cli_help_documents_every_field_and_main_trains_and_saves(market, tmp_path, capsys):
-    docs = ppo.field_docs(ppo.Args)
+    docs = ppo_cli.field_docs(ppo.Args)
     assert set(docs) == {f.name for f in dataclasses.fields(ppo.Args)}
     with pytest.raises(SystemExit):
-        ppo.parse_args(["--help"])
+        ppo_cli.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for name, doc in docs.items():
         if name != "env_kwargs":
             assert "--" + name.replace("_", "-") in text and " ".join(doc.split())[:30] in text
-    args = ppo.parse_args(["--hidden", "16", "16", "--no-norm-obs", "--target-kl", "0.05"])
+    args = ppo_cli.parse_args(["--hidden", "16", "16", "--no-norm-obs", "--target-kl", "0.05"])
     assert args.hidden == (16, 16) and args.norm_obs is False and args.target_kl == 0.05
     tensor = market[0]
     tensor.save(tmp_path / "t")
     out = tmp_path / "b"
-    assert ppo.main(["--tensor", str(tmp_path / "t"), "--total-timesteps", "256", "--num-envs", "8", "--num-steps", "16",
+    assert ppo_cli.main(["--tensor", str(tmp_path / "t"), "--total-timesteps", "256", "--num-envs", "8", "--num-steps", "16",
                      "--minibatch-size", "128", "--episode-length", "10", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "buy_and_hold" in printed and "ppo" in printed and "bundle:" in printed

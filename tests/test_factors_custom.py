@@ -26,6 +26,11 @@ def _peek(open, high, low, close, volume):
     return np.concatenate([close[1:] / close[:-1], [np.nan]])  # reads bar t+1: look-ahead
 
 
+@custom_factor("test_bfill", warmup=0)
+def _bfill(open, high, low, close, volume):
+    return pd.Series(close).pct_change().bfill().to_numpy()  # row 0 takes row 1's value: look-ahead at bar 0 only
+
+
 @custom_factor("test_cumsum", warmup=3)
 def _cumsum(open, high, low, close, volume):
     return np.cumsum(np.log(close))  # needs all history, not 3 bars
@@ -82,6 +87,12 @@ def test_builtins_against_pandas():
 def test_lookahead_is_refused():
     f = factor_from_config({"kind": "custom", "name": "test_peek"})
     with pytest.raises(ConfigError, match="looks ahead"):
+        f.compute(random_panel(holes=False))
+
+
+def test_lookahead_in_the_first_row_only_is_refused():
+    f = factor_from_config({"kind": "custom", "name": "test_bfill"})
+    with pytest.raises(ConfigError, match=r"looks ahead: its rows <= 0 change"):
         f.compute(random_panel(holes=False))
 
 

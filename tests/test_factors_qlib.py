@@ -352,6 +352,7 @@ def _roundoff_cells(f, panel, offline):
     return skip
 
 
+@pytest.mark.slow  # ~95 s: 17,583 online rows; the default run keeps the 600-bar BTC stretch and the multi-asset panel
 def test_online_equals_offline_fixed_set_every_btc_bar(q):
     from factorgym.data_layer.factors.qlib_factors import QlibExpressionFactor
 
@@ -379,6 +380,7 @@ def test_online_equals_offline_fixed_set_btc_stretch(q):
     _assert_parity(*_stretch(f, panel, quote, start=9_500, n=600))  # crosses the zero-volume hours
 
 
+@pytest.mark.slow  # ~95 s: 1,000 alpha158 rows; the default run keeps alpha158 on the multi-asset panel with gaps, from bar 0
 def test_online_equals_offline_alpha158_btc_stretch(q):
     from factorgym.data_layer.factors.qlib_factors import QlibSetFactor
 

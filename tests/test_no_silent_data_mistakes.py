@@ -132,6 +132,21 @@ def test_a_real_bar_fills_a_stored_gap_placeholder_without_asking(tmp_path):
     assert cs.read("s", "A/B", "1h")["close"].tolist() == [1.0, 1.1]
 
 
+
+def test_a_placeholder_over_a_stored_placeholder_is_no_conflict_and_the_newer_stays(tmp_path):
+    # neither is a real bar: nothing real changes, so no error, nothing counted, and the newer wins
+    # (as every clash in the merge); a real bar beside it is never touched
+    cs = CandleStore(tmp_path)
+    t0 = 1_704_067_200_000
+    old = pd.DataFrame({"timestamp": [t0, t0 + H], "open": [2.0, 1.0], "high": [2.0, 1.0], "low": [2.0, 1.0],
+                        "close": [2.0, 1.0], "volume": [5.0, 0.0], "tradable": [True, False]})
+    cs.write("s", "A/B", "1h", old)
+    newer = old.assign(open=1.5, high=1.5, low=1.5, close=1.5, volume=0.0, tradable=False)
+    rep = cs.merge("s", "A/B", "1h", newer)  # on_conflict="error": must not raise
+    assert (rep.added, rep.filled, rep.replaced, rep.kept) == (0, 0, 0, 0)
+    out = cs.read("s", "A/B", "1h")
+    assert out["close"].tolist() == [2.0, 1.5] and out["tradable"].tolist() == [True, False]
+
 # ---------------------------------------------------------------- calendar timeframes
 def test_monthly_bars_are_refused_with_a_message_that_says_so(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"monthly and yearly bars \(ccxt's 1M, 1y\) are not supported"):
@@ -169,7 +184,7 @@ def test_validate_says_would_repair_and_writes_only_with_repair(tmp_path, capsys
     good = pd.DataFrame({"timestamp": t0 + H * np.arange(5), "open": 10.0, "high": 11.0, "low": 9.0,
                          "close": 10.5, "volume": 1.0})
     cs.write("s", "A/B", "1h", good)
-    path = cs.entries()[0].path
+    [path] = cs.entries()[0].files
     table = pq.read_table(path)
     unsorted = pa.concat_tables([table.slice(3), table.slice(0, 3), table.slice(1, 1)])  # out of order + a duplicate
     pq.write_table(unsorted.replace_schema_metadata(table.schema.metadata), path)

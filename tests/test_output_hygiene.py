@@ -126,3 +126,11 @@ def test_every_subcommand_help_has_a_description():
     for path, sub in found:
         assert sub.description and len(sub.description.strip()) > 10, " ".join(path)
         assert sub.format_help().count("\n\n") >= 2, " ".join(path)
+
+
+def test_sb3_default_logger_writes_under_pytest_tmp(tmp_path_factory):
+    # a model's learn() without a logger calls configure(None): its folder must not land in /tmp
+    from stable_baselines3.common.logger import configure
+
+    logger = configure(None, [""])
+    assert Path(logger.dir).resolve().is_relative_to(tmp_path_factory.getbasetemp().resolve()), logger.dir

@@ -142,6 +142,7 @@ def _run_tour(tmp_path: Path, subprocess_env: dict, shared_data: Path, *, includ
     return log
 
 
+@pytest.mark.slow  # ~70 s of subprocesses; the marker parsing stays in the default run
 def test_readme_tour_runs_as_written(tmp_path, subprocess_env, shared_data):
     log = _run_tour(tmp_path, subprocess_env, shared_data, include_slow=False)
     print("\n".join(ln for ln in log.splitlines() if ln.startswith("===")))  # seconds per block (pytest -s)

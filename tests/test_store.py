@@ -93,7 +93,7 @@ def _leftovers(root: Path) -> list[Path]:
 def test_crash_at_rename_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
     store = CandleStore(tmp_path)
     store.write("b", "BTC/USDT", "1h", candles(grid(100)))
-    path = store.entries()[0].path
+    [path] = store.entries()[0].files
     before = path.read_bytes()
 
     def crash(src, dst):
@@ -149,13 +149,13 @@ def test_range_read_decodes_only_overlapping_row_groups(tmp_path):
     """Proof by sabotage: overwrite the data pages of every row group outside the range with garbage.
     A full read then fails, while the range read still returns the right rows, so it never decoded them."""
     store = CandleStore(tmp_path)
-    n = 10 * ROW_GROUP_ROWS
-    full = candles(grid(n))
-    store.write("b", "SOL/USDT", "1h", full)
-    path = store.entries()[0].path
+    n, M = 10 * ROW_GROUP_ROWS, 60_000  # 1m bars: 28.4 days, all in the partition of January 2022
+    full = candles(T0 + M * np.arange(n))
+    store.write("b", "SOL/USDT", "1m", full)
+    [path] = store.entries()[0].files
     md = pq.ParquetFile(path).metadata
-    assert md.num_row_groups == 10
-    start, end = T0 + (3 * ROW_GROUP_ROWS + 100) * H, T0 + (3 * ROW_GROUP_ROWS + 600) * H  # inside group 3
+    assert path.name == "2022-01.parquet" and md.num_row_groups == 10
+    start, end = T0 + (3 * ROW_GROUP_ROWS + 100) * M, T0 + (3 * ROW_GROUP_ROWS + 600) * M  # inside group 3
     rng = np.random.default_rng(0)
     with open(path, "r+b") as fh:
         for g in range(md.num_row_groups):
@@ -167,8 +167,8 @@ def test_range_read_decodes_only_overlapping_row_groups(tmp_path):
                 fh.seek(first)
                 fh.write(rng.integers(0, 256, col.total_compressed_size, dtype=np.uint8).tobytes())
     with pytest.raises(DataValidationError, match="SOL/USDT"):
-        store.read("b", "SOL/USDT", "1h")
-    got = store.read("b", "SOL/USDT", "1h", start, end)
+        store.read("b", "SOL/USDT", "1m")
+    got = store.read("b", "SOL/USDT", "1m", start, end)
     mask = (full["timestamp"] >= start) & (full["timestamp"] < end)
     pd.testing.assert_frame_equal(got, full[mask].reset_index(drop=True))
     assert len(got) == 500
@@ -231,7 +231,7 @@ def test_awkward_symbols_and_sources_stay_apart_and_inside_root(tmp_path):
     for p in tmp_path.rglob("*"):
         if p.is_file():
             assert root in p.resolve().parents
-    assert (tmp_path / "root" / "binance" / "BTC_USDT_USDT" / "1h.parquet").exists()
+    assert (tmp_path / "root" / "binance" / "BTC_USDT_USDT" / "1h" / "2022.parquet").exists()
     # a fresh store object (no in-memory state) finds the same files
     pd.testing.assert_frame_equal(CandleStore(tmp_path / "root").read("binance", "BTC_USDT", "1h"),
                                   candles(grid(3), salt=2.0))
@@ -254,7 +254,7 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="source"):
         store.read("", "BTC/USDT", "1h")
     store.write("binance", "BTC/USDT", "1h", candles(grid(3)))
-    path = store.entries()[0].path
+    [path] = store.entries()[0].files
     path.write_bytes(b"not a parquet file at all")
     with pytest.raises(DataValidationError, match=r"binance BTC/USDT 1h.*unreadable"):
         store.read("binance", "BTC/USDT", "1h")
@@ -304,3 +304,15 @@ def test_default_root_follows_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("FACTORGYM_STORE")
     assert default_store_root() == Path("store")
     assert os.path.basename(str(CandleStore(None).root)) == "store"
+
+
+@pytest.mark.parametrize("column,delta", [("open", 0.1), ("high", 0.1), ("low", -0.1), ("close", 0.1), ("volume", 1.0)])
+def test_a_stored_bar_differing_in_any_one_value_is_a_conflict(tmp_path, column, delta):
+    store = CandleStore(tmp_path)
+    store.write("x", "A/B", "1h", candles(grid(4)))
+    changed = candles(grid(4))
+    changed.loc[2, column] += delta
+    with pytest.raises(DataValidationError, match=r"1 bar\(s\) already stored with different values"):
+        store.write("x", "A/B", "1h", changed)
+    assert store.write("x", "A/B", "1h", changed, on_conflict="replace") == 0
+    assert store.read("x", "A/B", "1h")[column].iloc[2] == changed.loc[2, column]

@@ -26,10 +26,7 @@ Python::
 
 from __future__ import annotations
 
-import argparse
-import ast
 import dataclasses
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -84,7 +81,9 @@ class Args:
     gae_lambda: float = 0.95
     """GAE's bias/variance trade-off"""
     clip_coef: float = 0.2
-    """PPO's ratio clip, also used to clip the value update"""
+    """PPO's ratio clip"""
+    clip_vloss: bool = False
+    """also clip the value update to +-clip_coef (CleanRL's default; SB3's is off, and it did not help here)"""
     ent_coef: float = 0.0
     """entropy bonus weight"""
     vf_coef: float = 0.5
@@ -117,31 +116,6 @@ class Args:
     """where to write the policy bundle (command line; '' = do not save)"""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """further CryptoTradingVectorEnv arguments (Python only), e.g. execution=ExecutionConfig(...)"""
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Each dataclass field's docstring (the string literal after its annotation)."""
-    body = ast.parse(inspect.getsource(cls)).body[0].body
-    return {a.target.id: b.value.value for a, b in zip(body, body[1:])
-            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)}
-
-
-def parse_args(argv: list[str] | None = None) -> Args:
-    """``Args`` from the command line; every field is an option, its docstring the help."""
-    p = argparse.ArgumentParser(prog="python -m factorgym.agents.custom.ppo", description=__doc__.split("\n\n")[0])
-    docs, defaults = field_docs(Args), Args()
-    for f in dataclasses.fields(Args):
-        if f.name == "env_kwargs":
-            continue
-        d, flag = getattr(defaults, f.name), "--" + f.name.replace("_", "-")
-        if isinstance(d, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=d, help=docs[f.name])
-        elif isinstance(d, tuple):
-            p.add_argument(flag, type=int, nargs="+", default=d, help=f"{docs[f.name]} (default {d})")
-        else:
-            p.add_argument(flag, type=type(d), default=d, help=f"{docs[f.name]} (default {d})")
-    ns = p.parse_args(argv)
-    return Args(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(ns).items()})
 
 
 class RunningNorm:
@@ -371,8 +345,11 @@ def train(args: Args, tensor: Any, *, on_update: Callable[[dict[str, float]], No
                 a = b_adv[mb]
                 a = (a - a.mean()) / (a.std() + 1e-8)
                 pg_loss = torch.max(-a * ratio, -a * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
-                v_clip = b_val[mb] + (value - b_val[mb]).clamp(-args.clip_coef, args.clip_coef)
-                v_loss = 0.5 * torch.max((value - b_ret[mb]) ** 2, (v_clip - b_ret[mb]) ** 2).mean()
+                v_loss = (value - b_ret[mb]) ** 2  # SB3's scale: vf_coef * mean squared error
+                if args.clip_vloss:
+                    v_clip = b_val[mb] + (value - b_val[mb]).clamp(-args.clip_coef, args.clip_coef)
+                    v_loss = torch.max(v_loss, (v_clip - b_ret[mb]) ** 2)
+                v_loss = v_loss.mean()
                 entropy = (net.log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()
                 loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
                 opt.zero_grad(set_to_none=True)
@@ -458,34 +435,7 @@ def _register() -> None:
 _register()
 
 
-# ---------------------------------------------------------------------- command line
-def main(argv: list[str] | None = None) -> int:
-    """Train on a tensor folder's leading bars, backtest on the rest beside buy-and-hold, save the bundle."""
-    import sys
+if __name__ == "__main__":  # python -m factorgym.agents.custom.ppo: the command line (ppo_cli)
+    from factorgym.agents.custom.ppo_cli import main
 
-    from factorgym.data_layer.splits import split_fractions
-    from factorgym.data_layer.tensor import FactorTensor
-    from factorgym.agents.policy_backtest import beside_baselines
-    from factorgym.envs.baselines import format_table
-
-    args = parse_args(argv)
-    if not args.tensor:
-        raise SystemExit("--tensor DIR is required (a saved FactorTensor folder)")
-    if not 0.0 < args.train_fraction < 1.0:
-        raise SystemExit(f"--train-fraction {args.train_fraction}; expected a number in (0, 1)")
-    tensor = FactorTensor.load(args.tensor)
-    parts = split_fractions(tensor, (args.train_fraction, 1.0 - args.train_fraction))
-    every = max(1, args.total_timesteps // (args.num_envs * args.num_steps) // 20)
-    report = lambda s: s["update"] % every or print(  # noqa: E731
-        f"steps {s['env_steps']:>9,}  {s['sps']:>8,.0f} steps/s  mean reward {s['mean_reward']:+.2e}", file=sys.stderr)
-    result = train(args, parts["train"], on_update=report)
-    policy = result.policy(spec_of(result, tensor))
-    results = beside_baselines(policy, parts["validation"], name="ppo", baselines=("buy_and_hold", "cash"))
-    print(format_table(results, keys=("total_return", "sharpe", "max_drawdown", "turnover", "n_trades")))
-    if args.out:
-        print(f"bundle: {save(result, args.out, tensor)}")
-    return 0
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

@@ -189,17 +189,6 @@ def run_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _marked(path: Path) -> int:
-    """Bars a gap policy kept as untradable (read from the ``tradable`` column only)."""
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    if "tradable" not in pf.schema_arrow.names:
-        return 0
-    col = pf.read(columns=["tradable"]).column(0).to_numpy(zero_copy_only=False)
-    return int((~col.astype(bool)).sum())
-
-
 def run_list(args: argparse.Namespace) -> int:
     from factorgym.data_layer.store import CandleStore
     from factorgym.data_layer.timeframes import ms_to_iso
@@ -207,7 +196,7 @@ def run_list(args: argparse.Namespace) -> int:
     store = CandleStore(args.store)
     rows = []
     for e in store.entries():
-        marked = _marked(e.path)
+        marked = e.n_marked
         rows.append({"source": e.source, "symbol": e.symbol, "timeframe": e.timeframe, "rows": e.rows,
                      "first": ms_to_iso(e.first), "last": ms_to_iso(e.last),
                      "gaps": e.n_gaps + marked, "absent": e.n_gaps, "marked": marked})
