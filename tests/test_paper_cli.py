@@ -241,3 +241,69 @@ def test_help_explains_every_option(command):
         assert opt in text
     assert ("--i-understand-real-money" in text and "--sandbox" in text) == (command == "live")
     assert "--replay" in text if command == "paper" else "--api-key" not in text
+
+
+def test_a_planted_key_appears_nowhere(trained, tmp_path):
+    """``factorgym live`` against the loopback fake Binance with planted keys in the environment: the key
+    and secret are in no output, state file, event, error message or command line; a wrong secret gives
+    a one-line authentication error without them."""
+    from tests.fake_exchange import FakeExchange
+
+    tensor, tdir, bundle = trained
+    key, secret = "PLANTEDKEYcli4Rt7Yu1Io9Pa2Sd5Fg8", "PLANTEDSECRETcli3Hj6Kl9Zx2Cv5Bn8"
+    env = _env(FACTORGYM_BINANCE_API_KEY=key, FACTORGYM_BINANCE_SECRET=secret)
+    with FakeExchange(fault_rate=0.0) as fx:
+        fx.now_ms = int(time.time() * 1000)
+        fx.open_account(api_key=key, secret=secret, balances={"USDT": 50_000})
+        argv = ["live", "--policy", str(bundle), "--state", str(tmp_path / "state"), "--exchange", "binance",
+                "--base-url", fx.url, "--i-understand-real-money", "--max-bars", "0", "--history", "300"]
+        p = subprocess.Popen([sys.executable, "-m", "factorgym", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env, cwd=REPO)
+        cmdline = Path(f"/proc/{p.pid}/cmdline").read_bytes() if Path(f"/proc/{p.pid}").exists() else b""
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        assert "live: 0 bars" in out
+        fx.account.secret = "another-secret"  # the exchange now refuses our signature
+        bad = subprocess.run([sys.executable, "-m", "factorgym", *argv], capture_output=True, text=True, env=env,
+                             cwd=REPO, timeout=300)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    for s in (key, secret):
+        assert s not in out + err + bad.stdout + bad.stderr
+        assert s.encode() not in cmdline
+        for path in tmp_path.rglob("*"):
+            if path.is_file():
+                assert s.encode() not in path.read_bytes(), path
+
+
+def test_ctrl_c_stops_between_bars_and_the_run_resumes(trained, tmp_path, capsys):
+    """SIGINT mid-bar (sent by the policy while the bar is being decided) ends the run after that bar;
+    the same command then takes the remaining decisions."""
+    from factorgym.cli import main
+
+    tensor, tdir, bundle = trained
+    split, a, b = _span(tensor, 12)
+    args = ["paper", "--policy", str(bundle), "--state", str(tmp_path / "state"), "--replay", str(tdir), "--split", split,
+            "--fast-log"]
+    import factorgym.agents.live.runner as runner
+
+    real = runner.run_loop
+
+    def interrupting(env, policy, **kw):
+        calls = {"n": 0}
+
+        def pol(obs):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+            return policy(obs)
+        return real(env, pol, **kw)
+
+    runner.run_loop = interrupting
+    try:
+        assert main(args) == 0
+    finally:
+        runner.run_loop = real
+    out = capsys.readouterr().out
+    assert "stopping after this bar" in out and "stopped at bar" in out and "paper: 4 bars" in out and "interrupted" in out
+    assert main(args) == 0
+    assert "paper: 7 bars" in capsys.readouterr().out
