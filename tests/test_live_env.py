@@ -26,7 +26,7 @@ FACTOR_SET = {"factors": [{"kind": "talib", "name": "RSI", "params": {"timeperio
                           {"kind": "talib", "name": "NATR", "params": {"timeperiod": 5}},
                           {"kind": "custom", "name": "log_return", "params": {"periods": 1}}],
               "normalise": {"method": "expanding", "min_periods": 20, "clip": 4.0}}
-SYMBOLS = ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
+SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 EXECUTION = ExecutionConfig(taker_fee=0.001, slippage_bps=2.0, half_spread_bps=1.0, impact_coef=0.01,
                             lot_step=0.0001, min_notional=5.0)
 

@@ -26,20 +26,23 @@ and the reconciliation takes it in.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
 from collections import deque
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from factorgym.envs.config import ExecutionConfig, resolve_per_symbol
 from factorgym.envs.layouts import FILL, OUT_WEIGHTS, STATE, STATE_POSITIONS, price_records
+from factorgym.envs.live.loop_parts import (  # noqa: F401 - Clock, SystemClock, ReplayClock, obs_hash: public here too
+    REJECTIONS, Clock, ReplayClock, SystemClock, client_order_id, error_name, market_rules_from_markets, obs_hash,
+    target_weights,
+)
 from factorgym.envs.spaces import split_obs
 from factorgym.errors import ConfigError
 
@@ -47,80 +50,7 @@ log = logging.getLogger(__name__)
 
 #: ``online(ts, bar [A, 5] float64 OHLCV (NaN = no bar), store_ok bool [A]) -> (row float64 [A, F], tradable bool [A])``
 OnlineRows = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-#: order errors that reject one order and never stop the loop (ccxt's class names)
-REJECTIONS = ("InsufficientFunds", "InvalidOrder", "BadSymbol", "BadRequest", "NotSupported", "OrderNotFound")
 DONE_STATUSES = ("closed", "canceled", "rejected", "expired")
-
-
-class Clock(Protocol):
-    """When bars close. ``wait_for_close(bar_ts, tf_ms)`` returns once the bar opening at ``bar_ts`` has
-    closed (a replay clock moves the paper exchange instead of sleeping); ``now_ms()`` is wall time."""
-
-    def wait_for_close(self, bar_ts: int, tf_ms: int) -> None: ...
-
-    def now_ms(self) -> int: ...
-
-
-class SystemClock:
-    """Wall-clock bars: sleeps until ``bar_ts + tf_ms + delay_ms`` (exchanges publish a closed candle
-    a moment after the boundary). ``stop`` (a ``threading.Event``) ends a wait early."""
-
-    def __init__(self, delay_ms: int = 2_000, stop: Any = None) -> None:
-        self.delay_ms, self.stop = int(delay_ms), stop
-
-    def now_ms(self) -> int:
-        return int(time.time() * 1000)
-
-    def wait_for_close(self, bar_ts: int, tf_ms: int) -> None:
-        due = bar_ts + tf_ms + self.delay_ms
-        while (left := due - self.now_ms()) > 0:
-            if self.stop is not None and self.stop.wait(min(left, 1000) / 1000):
-                raise KeyboardInterrupt("stop requested")
-            if self.stop is None:
-                time.sleep(min(left, 1000) / 1000)
-
-
-class ReplayClock:
-    """Replay: bar ``bar_ts`` has closed once the paper exchange is advanced to the next bar's open."""
-
-    def __init__(self, exchange: Any) -> None:
-        self.exchange = exchange
-
-    def now_ms(self) -> int:
-        now = self.exchange.now
-        if now is None:
-            raise ConfigError("the paper exchange's clock has not started: call exchange.advance(first_open) first")
-        return int(now)
-
-    def wait_for_close(self, bar_ts: int, tf_ms: int) -> None:
-        if self.exchange.now is None or self.exchange.now < bar_ts + tf_ms:
-            self.exchange.advance(bar_ts + tf_ms)
-
-
-def client_order_id(run_id: str, bar_ts: int, symbol: str, attempt: int = 0) -> str:
-    """Deterministic client order id of (run, bar, symbol, attempt): ``fg`` + 22 hex digits (fits every
-    exchange's length and charset limits)."""
-    digest = hashlib.sha256(f"{run_id}|{int(bar_ts)}|{symbol}|{int(attempt)}".encode()).hexdigest()
-    return "fg" + digest[:22]
-
-
-def obs_hash(obs: Any) -> str:
-    """sha256 of an observation's float32 bytes (dict observations: keys in order)."""
-    if isinstance(obs, dict):
-        return hashlib.sha256(b"".join(np.ascontiguousarray(obs[k], np.float32).tobytes() for k in sorted(obs))).hexdigest()
-    return hashlib.sha256(np.ascontiguousarray(obs, np.float32).tobytes()).hexdigest()
-
-
-def market_rules_from_markets(markets: dict[str, dict], symbols: list[str]) -> dict[str, dict]:
-    """``tensor.meta['market_rules']``-shaped rules from ccxt markets (precision as steps, limits, fees)."""
-    rules = {}
-    for sym in symbols:
-        m = markets.get(sym) or {}
-        prec, lim = m.get("precision") or {}, m.get("limits") or {}
-        rules[sym] = {"amount_step": prec.get("amount"), "price_step": prec.get("price"),
-                      "min_amount": (lim.get("amount") or {}).get("min"), "min_notional": (lim.get("cost") or {}).get("min"),
-                      "taker_fee": m.get("taker"), "maker_fee": m.get("maker")}
-    return rules
 
 
 class LiveTradingEnv(gym.Env):
@@ -366,8 +296,11 @@ class LiveTradingEnv(gym.Env):
         cash, positions = self._balances()
         equity = self._mark(cash, positions)
         saved = options.get("book") or {}
+        peak = float(saved.get("peak", equity))
+        if saved.get("bar_ts") != self.bar_ts:  # bars settled after the saved book (a crash before it was written)
+            peak = equity if equity > peak else peak  # (the kernel's running peak)
         self._book = {"cash": cash, "positions": positions, "equity": equity,
-                      "peak": float(saved.get("peak", equity)), "initial_cash": float(saved.get("initial_cash", equity)),
+                      "peak": peak, "initial_cash": float(saved.get("initial_cash", equity)),
                       "sharpe_mean": float(saved.get("sharpe_mean", 0.0)), "sharpe_square": float(saved.get("sharpe_square", 0.0))}
         info = {"timestamp": self.bar_ts, "equity": equity, "cash": cash, "positions": positions.copy(),
                 "weights": self._weights(), "fees": 0.0, "slippage_cost": 0.0, "borrow_cost": 0.0, "funding": 0.0,
@@ -439,7 +372,7 @@ class LiveTradingEnv(gym.Env):
                     order = self.exchange.create_order(o["symbol"], "market", o["side"], o["amount"], None, params)
                     break
                 except Exception as exc:  # noqa: BLE001 - classified by ccxt's class names
-                    name = _error_name(exc)
+                    name = error_name(exc)
                     if name in REJECTIONS or name == "AuthenticationError":
                         self._event("order_rejected", self.bar_ts, symbol=o["symbol"], side=o["side"], amount=o["amount"],
                                     client_id=o["clientOrderId"], reason=name)
@@ -460,21 +393,21 @@ class LiveTradingEnv(gym.Env):
             try:
                 order = self.exchange.fetch_order(order["id"], o["symbol"])
             except Exception as exc:  # noqa: BLE001
-                log.warning("fetch_order %s: %s", o["clientOrderId"], _error_name(exc))
+                log.warning("fetch_order %s: %s", o["clientOrderId"], error_name(exc))
         deadline = time.monotonic() + self.fill_timeout_s
         while order.get("status") not in DONE_STATUSES + ("unknown",):
             if time.monotonic() >= deadline:
                 try:
                     order = self.exchange.cancel_order(order["id"], o["symbol"])
                 except Exception as exc:  # noqa: BLE001
-                    log.warning("cancel %s: %s", o["clientOrderId"], _error_name(exc))
+                    log.warning("cancel %s: %s", o["clientOrderId"], error_name(exc))
                 self._event("order_timeout", self.bar_ts, symbol=o["symbol"], client_id=o["clientOrderId"])
                 break
             time.sleep(self.poll_s)
             try:
                 order = self.exchange.fetch_order(order["id"], o["symbol"])
             except Exception as exc:  # noqa: BLE001
-                log.warning("fetch_order %s: %s", o["clientOrderId"], _error_name(exc))
+                log.warning("fetch_order %s: %s", o["clientOrderId"], error_name(exc))
         return order
 
     def decide(self, action) -> list[dict]:
@@ -536,30 +469,3 @@ class LiveTradingEnv(gym.Env):
 
     def close(self) -> None:
         pass
-
-
-def target_weights(config: np.ndarray, action: np.ndarray, n_assets: int) -> np.ndarray:
-    """Target weights [A] of ``action`` (float64 [K]) by the env's own ``map_actions_nb`` on a one-lane
-    block; NaN where a direct-mapping action holds. Raises ``ValueError`` for a malformed action."""
-    from factorgym.envs.actions import map_actions_nb
-    from factorgym.envs.layouts import COUNTER, OUT, block_rows
-
-    A, K = n_assets, len(action)
-    rows = block_rows(A, K)
-    block = np.zeros(rows.size)
-    block[rows.actions:rows.actions + K] = action
-    block[rows.counters + COUNTER.done] = 0.0
-    map_actions_nb(config, block, rows, A, K, 1)
-    if block[rows.out + OUT.status] != 0.0:
-        raise ValueError(f"action {action.tolist()} is not in the action space (NaN, or a bad discrete index)")
-    return block[rows.weights:rows.weights + A].copy()
-
-
-def _error_name(exc: BaseException) -> str:
-    """The ccxt-style class name of an error (the first class in its MRO with a known name)."""
-    known = REJECTIONS + ("NetworkError", "RequestTimeout", "RateLimitExceeded", "ExchangeNotAvailable",
-                          "AuthenticationError", "ExchangeError")
-    for cls in type(exc).__mro__:
-        if cls.__name__ in known:
-            return cls.__name__
-    return type(exc).__name__
