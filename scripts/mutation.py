@@ -93,10 +93,18 @@ COMPILED = {*GROUPS["engine"], "data_layer/factors/normalise.py"}
 #: per-mutant timeout (s): a cold compile of the step kernels under load, and the tests
 TIMEOUT = {"engine": 600, "env": 300, "factors": 180, "store": 180}
 
-#: mutants judged equivalent ("module:line operator #occurrence" -> why no behaviour changes);
+
+
+def _listing(name: str) -> dict[str, str]:
+    path = REPO / "scripts" / name
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+#: survivors judged equivalent ("module:line operator #occurrence" -> why no behaviour changes) and
+#: survivors that a test added after the run kills (-> that test; checked by applying the mutant);
 #: line numbers are those of the commit the run was made on
-EQUIVALENT: dict[str, str] = json.loads((REPO / "scripts" / "mutation_equivalent.json").read_text()) \
-    if (REPO / "scripts" / "mutation_equivalent.json").exists() else {}
+EQUIVALENT: dict[str, str] = _listing("mutation_equivalent.json")
+KILLED_BY_ADDED_TEST: dict[str, str] = _listing("mutation_killed_by_added_tests.json")
 
 
 def _group_of(module: str) -> str:
@@ -253,13 +261,18 @@ def report(module: str) -> dict | None:
         pending = total - db.num_results
     n = killed + survived
     lo, hi = wilson(killed, n)
+    later = sum(_key(m) in KILLED_BY_ADDED_TEST for m, _ in survivors)
+    lo2, hi2 = wilson(killed + later, n)
     row = dict(module=module, mutants=total, run=n + equivalent, equivalent=equivalent, killed=killed,
-               survived=survived, pending=pending, score=killed / n if n else None, ci95=[lo, hi])
+               survived=survived, pending=pending, score=killed / n if n else None, ci95=[lo, hi],
+               killed_by_added_tests=later, score_now=(killed + later) / n if n else None, ci95_now=[lo2, hi2])
     score = f"{killed}/{n} = {killed / n:.1%} (95% CI {lo:.0%}-{hi:.0%})" if n else "n/a"
+    now = f"; with the tests added since: {killed + later}/{n} = {(killed + later) / n:.1%}" if later else ""
     print(f"# {module}: {total} mutants, {n + equivalent} run ({equivalent} equivalent), {pending} pending; "
-          f"killed {score}")
+          f"killed {score}{now}")
     for m, result in survivors:
-        print(f"  SURVIVED {_key(m)}")
+        print(f"  SURVIVED {_key(m)}" + (f" -> killed now by {KILLED_BY_ADDED_TEST[_key(m)]}"
+                                         if _key(m) in KILLED_BY_ADDED_TEST else ""))
         print("\n".join("    " + line for line in (result.diff or "").splitlines()
                         if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))))
     return row
@@ -299,6 +312,13 @@ def main() -> int:
         for module in modules:
             start(module, args.sample, args.seed)
     rows = [r for r in (report(m) for m in modules) if r]
+    n = sum(r["killed"] + r["survived"] for r in rows)
+    if len(rows) > 1 and n:
+        k, later = sum(r["killed"] for r in rows), sum(r["killed_by_added_tests"] for r in rows)
+        (lo, hi), (lo2, hi2) = wilson(k, n), wilson(k + later, n)
+        print(f"# all: killed {k}/{n} = {k / n:.1%} (95% CI {lo:.0%}-{hi:.0%}); with the tests added since: "
+              f"{k + later}/{n} = {(k + later) / n:.1%} (95% CI {lo2:.0%}-{hi2:.0%}); equivalent "
+              f"{sum(r['equivalent'] for r in rows)} (samples per module are not weighted by module size)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
