@@ -71,7 +71,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "envs/phases.py": [_BY_HAND, *_REFERENCE],
     "envs/kernels.py": [_BY_HAND, *_REFERENCE],
     "envs/core.py": [_BY_HAND, *_REFERENCE],
-    "envs/trading_env.py": [_BY_HAND, *_REFERENCE],
+    "envs/trading_env.py": [_BY_HAND, "tests/test_action_inputs.py", *_REFERENCE],
     "envs/vector_env.py": [*_REFERENCE],
     "envs/backtest.py": ["tests/test_backtest.py", *_REFERENCE],
     "envs/metrics.py": ["tests/test_metrics.py", "tests/test_backtest.py"],
