@@ -1,0 +1,42 @@
+"""scripts/mutation.py's own arithmetic: the Wilson interval, the annotation filter, the test mapping."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("mutation_script", ROOT / "scripts" / "mutation.py")
+M = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(M)
+
+
+def test_wilson_interval_against_hand_values():
+    # k = 9 of n = 10 at z = 1.96: centre (0.9 + 0.19208) / 1.38416, half-width 0.255 / 1.38416
+    lo, hi = M.wilson(9, 10)
+    assert lo == pytest.approx(0.5958, abs=1e-4) and hi == pytest.approx(0.9821, abs=1e-4)
+    assert M.wilson(0, 0) == (0.0, 1.0)
+    assert M.wilson(10, 10)[1] == 1.0 and M.wilson(0, 10)[0] == 0.0
+
+
+def test_annotation_spans_cover_annotations_only(tmp_path, monkeypatch):
+    src = "from __future__ import annotations\ndef f(a: int | None, b=1) -> list[int]:\n    x: dict = {}\n    return [a | b]\n"
+    (tmp_path / "m.py").write_text(src)
+    monkeypatch.setattr(M, "REPO", tmp_path)
+    spans = M._annotation_spans("m.py")
+    texts = sorted(src.splitlines()[a[0] - 1][a[1]:b[1]] for a, b in spans)
+    assert texts == ["dict", "int | None", "list[int]"]  # the body's a | b is not an annotation
+
+
+def test_every_module_maps_to_existing_tests_and_listed_mutants_name_real_lines():
+    for module, tests in M.MODULE_TESTS.items():
+        assert (ROOT / module).exists(), module
+        assert tests and all((ROOT / t).exists() for t in tests), module
+    assert {m for mods in M.GROUPS.values() for m in mods} == set(M.MODULE_TESTS)
+    for name in ("mutation_equivalent.json", "mutation_killed_by_added_tests.json"):
+        for key in json.loads((ROOT / "scripts" / name).read_text()):
+            module, line = key.split(" ")[0].split(":")
+            assert module in M.MODULE_TESTS and 0 < int(line) <= len((ROOT / module).read_text().splitlines()), key
