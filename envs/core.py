@@ -224,8 +224,7 @@ class PortfolioCore:
         # the kernels' compile-time A, K and block size (tuple lengths)
         self.dims = ((0,) * A, (0,) * self.action_dim, (0,) * block_size(N))
         args = (self.prices, self.data, self.config, self.work, self.dims, self._out, self.act, self.obs)
-        self.step64 = _fast(kernel, *args, act_dtype=np.float64)
-        self.step32 = _fast(kernel, *args, act_dtype=np.float32)
+        self._kernel, self._kernel_args, self._entries = kernel, args, {}
         idx = np.zeros(0, dtype=np.int64)
         self._reset = _fast(reset_batch_nb, idx, idx, idx, self.prices, self.data, self.config, self.work, self.obs,
                             self._out)
@@ -282,6 +281,22 @@ class PortfolioCore:
             self._out, self.out = out, out[:, :self.n_envs].T
         fn = self.step32 if a.dtype == F32 else self.step64
         return fn(self.prices, self.data, self.config, self.work, self.dims, self._out, a, self._flat_obs(obs))
+
+    # The float64 and float32 action entry points, each compiled on first use: most users step with
+    # one dtype only, and every compile of these kernels costs seconds.
+    def _entry(self, dtype: np.dtype):
+        fn = self._entries.get(dtype)
+        if fn is None:
+            fn = self._entries[dtype] = _fast(self._kernel, *self._kernel_args, act_dtype=dtype)
+        return fn
+
+    @property
+    def step64(self):
+        return self._entry(F64)
+
+    @property
+    def step32(self):
+        return self._entry(F32)
 
     def _flat_obs(self, obs: np.ndarray | None) -> np.ndarray:
         if obs is None:

@@ -162,9 +162,19 @@ class CryptoTradingEnv(gym.Env):
         self._ts = core.timestamps.tolist()
         # (the field-major results array itself: the compiled entry points do not check layouts)
         kargs = (core.prices, core.data, core.config, core.work, core.dims, core._out)
-        self._step32, self._step64 = partial(core.step32, *kargs), partial(core.step64, *kargs)
+        self._kargs = kargs
+        self._step32, self._step64 = partial(self._first_step, _F32), partial(self._first_step, _F64)
         self._done = True
         self._prev_equity = float(initial_cash)
+
+    def _first_step(self, dtype, action, obs):
+        """Compile the entry point for this action dtype on first use, then step straight into it."""
+        fn = partial(self._core.step32 if dtype is _F32 else self._core.step64, *self._kargs)
+        if dtype is _F32:
+            self._step32 = fn
+        else:
+            self._step64 = fn
+        return fn(action, obs)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
