@@ -1,7 +1,8 @@
 """Trading metrics for TensorBoard, validation backtests, checkpoints and the progress bar.
 
 * :class:`TradingEpisodeMonitor` (a VecEnv wrapper, below ``VecNormalize`` so it sees raw infos)
-  accumulates per-episode trading metrics; :class:`RolloutMetricsCallback` logs their mean over the
+  accumulates per-episode trading metrics (from the SB3 adapter's ``info_columns()`` arrays when it
+  wraps one, so no per-env dict is filled); :class:`RolloutMetricsCallback` logs their mean over the
   last 100 episodes under ``rollout/`` (return, Sharpe, max drawdown, turnover, fees, exposure).
 * :class:`ValidationCallback` backtests the current deterministic policy on the validation split
   every ``eval_freq`` env steps and logs ``eval/`` (equity, Sharpe, max drawdown, turnover, fees,

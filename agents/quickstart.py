@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", config: str | Path | Non
     from factorgym.envs.baselines import format_table
 
     out = Path(out)
+    t0 = time.perf_counter()
     store = CandleStore(out / "store")
     loaded = load_sample_into_store(store)
     lines = [f"store {store.root}: {len(loaded)} series loaded from the shipped samples"]
@@ -68,17 +70,22 @@ def run_quickstart(out: str | Path = "runs/quickstart", config: str | Path | Non
     lines += [f"tensor {saved}: {tensor.n_bars} bars x {tensor.n_assets} assets x {tensor.n_features} features {note}".rstrip(),
               f"  features: {', '.join(tensor.feature_names)}"]
 
+    t_data = time.perf_counter()
     run_dir = out / "run"
     if (run_dir / "config.yaml").is_file():
         shutil.rmtree(run_dir)  # the quickstart's own previous run: each quickstart starts afresh
     result = train(packaged_config(TRAIN_PRESET), tensor_dir=saved, run_dir=run_dir, total_timesteps=total_timesteps,
                    seed=seed, overrides={"name": "quickstart", "eval_freq": max(total_timesteps // 6, 1)}, progress=progress)
     lines += ["", summary(result)]
+    t_train = time.perf_counter()
     results, files = backtest_run(run_dir, split="test")
+    t_end = time.perf_counter()
     first = results["agent"]
     lines += ["", first.summary().splitlines()[0].replace("backtest agent:", "test split:"), format_table(results), "",
               f"report:  {files['report']}", f"metrics: {files['metrics']}",
-              f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}"]
+              f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}",
+              f"time: data and factors {t_data - t0:.0f} s, training {t_train - t_data:.0f} s, "
+              f"backtest and report {t_end - t_train:.0f} s"]
     text = "\n".join(lines)
     log.debug(text)
     return text

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from factorgym.agents.bundle import BundleError, ObsNormaliser, PolicySpec, register_policy_loader, save_bundle
 from factorgym.errors import ConfigError
@@ -75,22 +76,22 @@ def save_sb3_bundle(path: str | Path, model: Any, spec: PolicySpec, algorithm: s
 class SB3Policy:
     """A loaded SB3 model acting deterministically; recurrent models keep their state until ``reset()``.
 
-    ``policy(obs)`` takes one observation (or a batch [N, ...]) and returns the action(s)."""
+    ``policy(obs)`` takes one observation (or a batch [N, ...]) and returns the action(s): exactly
+    ``model.predict(normalised obs, deterministic=True)`` (tests/test_sb3_policy.py), computed by a
+    direct no-grad forward pass for flat observations (predict's per-call checks, conversions and
+    train-mode switches cost more than a small network's maths when a backtest calls it once a bar)."""
 
     def __init__(self, model: Any, spec: PolicySpec) -> None:
         self.model, self.spec = model, spec
         self.normalise = ObsNormaliser(spec.obs_normaliser)
         self.recurrent = hasattr(model.policy, "lstm_actor")
         space, act = model.observation_space, model.action_space
-        # a direct forward pass for flat observations (SB3's predict adds ~3x overhead per call)
         self._fast = not self.recurrent and space.__class__.__name__ == "Box"
         self._box = act.__class__.__name__ == "Box"
         self._squash = bool(getattr(model.policy, "squash_output", False))
         self._act_shape = act.shape
-        from stable_baselines3.common.distributions import DiagGaussianDistribution
-        from stable_baselines3.common.policies import ActorCriticPolicy
-
-        self._gaussian = isinstance(model.policy, ActorCriticPolicy) and type(model.policy.action_dist) is DiagGaussianDistribution
+        self._low, self._high = (act.low, act.high) if self._box else (None, None)
+        self._mean_ops = _gaussian_mean_ops(model.policy) if self._fast else None
         self.reset()
 
     def reset(self) -> None:
@@ -113,27 +114,22 @@ class SB3Policy:
 
     def _forward(self, x: Any) -> np.ndarray:
         """What ``model.predict(x, deterministic=True)`` returns, without its per-call bookkeeping."""
-        import torch
-
         x = np.asarray(x, dtype=np.float32)
         single = x.ndim == 1
         policy = self.model.policy
         if policy.training:
             policy.set_training_mode(False)
-        with torch.no_grad():
-            t = torch.as_tensor(x[None] if single else x)
-            if self._gaussian:  # the mode of a diagonal Gaussian is its mean: skip building the distribution
-                from stable_baselines3.common.policies import ActorCriticPolicy
-
-                feats = super(ActorCriticPolicy, policy).extract_features(t, policy.pi_features_extractor)
-                latent = policy.mlp_extractor.forward_actor(feats)
-                a = policy.action_net(latent).numpy()
+        with torch.inference_mode():
+            t = torch.from_numpy(x[None] if single else x)
+            if self._mean_ops is not None:  # a diagonal Gaussian's mode is its mean: the actor's layers, nothing else
+                for op in self._mean_ops:
+                    t = op(t)
+                a = t.numpy()
             else:
                 a = policy._predict(t, deterministic=True).numpy()
         if self._box:
             a = a.reshape((-1, *self._act_shape))
-            space = self.model.action_space
-            a = policy.unscale_action(a) if self._squash else np.clip(a, space.low, space.high)
+            a = policy.unscale_action(a) if self._squash else np.clip(a, self._low, self._high)
         return a[0] if single else a
 
     def _is_single(self, x: Any) -> bool:
@@ -142,6 +138,46 @@ class SB3Policy:
             k = next(iter(x))
             return np.ndim(x[k]) == len(space[k].shape)
         return np.ndim(x) == len(space.shape)
+
+
+def _gaussian_mean_ops(policy: Any) -> list | None:
+    """The functions that map a flat observation batch to the mean action of an ``ActorCriticPolicy``
+    with a diagonal Gaussian (PPO, A2C): float cast, feature extractor, actor MLP, action head, each
+    ``Linear``/``Tanh``/``ReLU``/``Flatten`` as the torch function its module's ``forward`` calls (same
+    kernels, same bits, no module-call overhead). None for any other policy."""
+    from stable_baselines3.common.distributions import DiagGaussianDistribution
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.common.preprocessing import is_image_space
+    from stable_baselines3.common.torch_layers import MlpExtractor
+
+    if not isinstance(policy, ActorCriticPolicy) or type(policy.action_dist) is not DiagGaussianDistribution:
+        return None
+    if (is_image_space(policy.observation_space) or type(policy.mlp_extractor) is not MlpExtractor
+            or type(policy).extract_features is not ActorCriticPolicy.extract_features):
+        return None  # preprocessing or layers this shortcut does not know: predict's own path
+    extractor = policy.pi_features_extractor
+    return [lambda t: t.float(), *_module_ops(extractor), *_module_ops(policy.mlp_extractor.policy_net),
+            *_module_ops(policy.action_net)]
+
+
+def _module_ops(module: Any) -> list:
+    from torch import nn
+    from torch.nn import functional as F
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    if isinstance(module, FlattenExtractor):
+        return _module_ops(module.flatten)
+    if isinstance(module, nn.Sequential):
+        return [op for child in module for op in _module_ops(child)]
+    if type(module) is nn.Linear:
+        return [lambda t, w=module.weight, b=module.bias: F.linear(t, w, b)]  # live parameters (updated in place)
+    if type(module) is nn.Tanh:
+        return [torch.tanh]
+    if type(module) is nn.ReLU and not module.inplace:
+        return [torch.relu]
+    if type(module) is nn.Flatten:
+        return [lambda t, m=module: t.flatten(m.start_dim, m.end_dim)]
+    return [module]
 
 
 def _loader(algorithm: str):

@@ -35,8 +35,9 @@ _ROW_KEY_SET = frozenset(_ROW_KEYS)
 
 class EnvInfo(dict):
     """Env ``i``'s info of one step, read from that step's info arrays on first use (then an ordinary
-    dict: mutable, copyable, equal to the dict it stands for). Looking up a key it will never hold
-    (``get("episode")``) does not fill it."""
+    dict: mutable, copyable, picklable, equal to the dict it stands for). Looking up a key it will
+    never hold (``get("episode")``) does not fill it. Code that reads dicts only through CPython's C
+    API without a Python-level access first (``json.dumps``) sees it empty: ``dict(info)`` first."""
 
     __slots__ = ("_columns", "_i")
 

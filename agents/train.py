@@ -152,8 +152,9 @@ def env_kwargs(cfg: dict, *, training: bool = True) -> dict:
     return kw
 
 
-def make_training_env(cfg: dict, tensor):
-    """SB3 VecEnv: the batched env, a VecMonitor, trading-episode metrics, then VecNormalize if configured."""
+def make_training_env(cfg: dict, tensor, *, wrap_adapter=None):
+    """SB3 VecEnv: the batched env, a VecMonitor, trading-episode metrics, then VecNormalize if configured.
+    ``wrap_adapter(venv) -> venv`` wraps the SB3 adapter first (benchmarks time it there)."""
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
     from factorgym.agents.callbacks import TradingEpisodeMonitor
@@ -162,6 +163,8 @@ def make_training_env(cfg: dict, tensor):
     from factorgym.envs.metrics import bars_per_year_from_ms
 
     venv = make_vec_env(tensor, cfg["n_envs"], seed=cfg["seed"], **env_kwargs(cfg))
+    if wrap_adapter is not None:
+        venv = wrap_adapter(venv)
     venv = TradingEpisodeMonitor(VecMonitor(venv), cfg["initial_cash"], bars_per_year_from_ms(timeframe_to_ms(tensor.timeframe)))
     if cfg["normalize_obs"] or cfg["normalize_reward"]:
         venv = VecNormalize(venv, norm_obs=cfg["normalize_obs"], norm_reward=cfg["normalize_reward"],

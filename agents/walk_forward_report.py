@@ -207,34 +207,54 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _equity_figure(ev: Evaluation):
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def _equity_svg(ev: Evaluation, width: int = 900, height: int = 380) -> str:
+    """The stitched out-of-sample equity (each seed, their mean, every baseline) as inline SVG, with
+    the folds' test starts as dotted lines: no plotting library, a few kB, sharp at any zoom."""
     import pandas as pd
 
-    from factorgym.envs.report import _pyplot
-
-    plt = _pyplot()
-    t = pd.to_datetime(ev.timestamps, unit="ms", utc=True)
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    for j, s in enumerate(ev.summary["settings"]["seeds"]):
-        ax.plot(t, np.cumprod(1 + ev.agent_returns[:, j]), lw=0.7, alpha=0.6, label=f"agent seed {s}")
-    ax.plot(t, np.cumprod(1 + ev.agent_returns.mean(axis=1)), lw=1.8, color="black", label="agent, mean of seeds")
-    for name, r in ev.baseline_returns.items():
-        ax.plot(t, np.cumprod(1 + r), lw=1.0, ls="--", label=name)
-    for row in ev.summary["folds"][1:]:
-        if row["seed"] == ev.summary["settings"]["seeds"][0]:
-            ax.axvline(pd.Timestamp(row["test_start"]), color="grey", lw=0.6, ls=":")
-    ax.set_ylabel("stitched out-of-sample equity / start")
-    ax.legend(loc="upper left", fontsize="small", ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    seeds = ev.summary["settings"]["seeds"]
+    curves = [(f"agent seed {s}", np.cumprod(1 + ev.agent_returns[:, j]), _COLOURS[j % 10], 0.8, "")
+              for j, s in enumerate(seeds)]
+    curves.append(("agent, mean of seeds", np.cumprod(1 + ev.agent_returns.mean(axis=1)), "black", 2.0, ""))
+    curves += [(name, np.cumprod(1 + r), _COLOURS[(len(seeds) + k) % 10], 1.0, "5,3")
+               for k, (name, r) in enumerate(ev.baseline_returns.items())]
+    n = len(ev.timestamps)
+    lo = min(float(np.nanmin(c)) for _, c, *_ in curves)
+    hi = max(float(np.nanmax(c)) for _, c, *_ in curves)
+    lo, hi = (lo - 0.01, hi + 0.01) if hi - lo < 1e-9 else (lo, hi)
+    L, R, T, B = 60, 10, 10, 30
+    fx = lambda i: L + (width - L - R) * i / max(n - 1, 1)  # noqa: E731
+    fy = lambda v: T + (height - T - B) * (hi - v) / (hi - lo)  # noqa: E731
+    step = max(1, n // 1500)  # at most ~1500 points a curve
+    idx = np.unique(np.r_[np.arange(0, n, step), n - 1])
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' font-size='11' font-family='sans-serif'>",
+           f"<rect x='{L}' y='{T}' width='{width - L - R}' height='{height - T - B}' fill='none' stroke='#999'/>"]
+    for v in np.linspace(lo, hi, 5):
+        out.append(f"<text x='{L - 4}' y='{fy(v) + 4:.1f}' text-anchor='end'>{v:.3g}</text>"
+                   f"<line x1='{L}' x2='{width - R}' y1='{fy(v):.1f}' y2='{fy(v):.1f}' stroke='#eee'/>")
+    ts = pd.to_datetime(ev.timestamps[[0, -1]], unit="ms", utc=True)
+    out += [f"<text x='{L}' y='{height - 10}'>{ts[0]:%Y-%m-%d}</text>",
+            f"<text x='{width - R}' y='{height - 10}' text-anchor='end'>{ts[1]:%Y-%m-%d}</text>"]
+    i = 0
+    for row in (r for r in ev.summary["folds"] if r["seed"] == seeds[0]):  # the test blocks, stitched in order
+        if i:
+            out.append(f"<line x1='{fx(i):.1f}' x2='{fx(i):.1f}' y1='{T}' y2='{height - B}' stroke='grey' stroke-dasharray='2,3'/>")
+        i += row["test_rows"][1] - row["test_rows"][0]
+    for k, (name, c, colour, lw, dash) in enumerate(curves):
+        pts = " ".join(f"{fx(i):.1f},{fy(c[i]):.1f}" for i in idx if np.isfinite(c[i]))
+        out.append(f"<polyline fill='none' stroke='{colour}' stroke-width='{lw}' stroke-dasharray='{dash}' points='{pts}'/>"
+                   f"<text x='{L + 8}' y='{T + 14 * (k + 1)}' fill='{colour}'>{html.escape(name)}</text>")
+    out.append(f"<text transform='translate(14,{height / 2:.0f}) rotate(-90)' text-anchor='middle'>"
+               "stitched out-of-sample equity / start</text></svg>")
+    return "".join(out)
 
 
 def write_report(ev: Evaluation, tensor: FactorTensor) -> Path:
     """``report.html``: headline table, DSR and PBO with their trial counts, relative metrics,
     the stitched equity, the per-fold/per-seed table, monthly returns, timings."""
-    from factorgym.envs.report import _png_base64
-
     s = ev.summary
     cfg = s["settings"]
     a, d, p = s["agent"], s["dsr"], s["pbo"]
@@ -274,7 +294,7 @@ def write_report(ev: Evaluation, tensor: FactorTensor) -> Path:
         _table(["benchmark", "alpha /yr", "beta", "information ratio", "tracking error", "correlation"],
                [[cfg["benchmark"], _fmt(a["alpha"], "pct"), _fmt(a["beta"]), _fmt(a["information_ratio"]),
                  _fmt(a["tracking_error"], "pct"), _fmt(a["correlation"])]]),
-        f"<img alt='stitched out-of-sample equity' src='data:image/png;base64,{_png_base64(_equity_figure(ev))}'/>",
+        _equity_svg(ev),
         "<h2>Folds and seeds</h2>",
         _table(["fold", "seed", "train rows", "validation rows", "test", "checkpoint", "val Sharpe", "test Sharpe",
                 "test return", "test max DD", "trades", "train s", "run dir"], fold_rows),
