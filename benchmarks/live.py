@@ -5,7 +5,7 @@
   installed), the observation, a 2x64 MLP policy, and the order sizing through the env's own kernel
   (amount orders, as on a ccxt exchange); 4 symbols; exchange round trips excluded. Goal p99 <= 50 ms.
 * ``replay_speed``: paper trading bars/s (LiveTradingEnv + PaperExchange, event log with a full fsync
-  per event, and with ``--fast-log``) beside ``backtest()``'s bars/s on the same bars; goal >= 0.1x.
+  per commit (two a bar), and with ``--fast-log``) beside ``backtest()``'s bars/s on the same bars; goal >= 0.1x.
 * the paper exchange's event-log figures (``benchmarks/_event_log_bench.py``), when present.
 
 Run: ``python benchmarks/live.py`` (``--quick`` for fewer bars).
@@ -186,7 +186,7 @@ def replay_speed(n_bars: int) -> None:
             rate = n / (time.perf_counter() - t0)
             ex.close()
         ratio = rate / bt_rate
-        _emit("live", f"paper replay, {A} symbols, {n} bars, event log {'fsync per event' if durable else '--fast-log'}",
+        _emit("live", f"paper replay, {A} symbols, {n} bars, event log {'fsync per commit' if durable else '--fast-log'}",
               "bars_per_s", round(rate, 1), round(0.1 * bt_rate, 1), ratio >= 0.1,
               {"backtest_bars_per_s": round(bt_rate, 1), "ratio": round(ratio, 4)})
 

@@ -125,6 +125,31 @@ def test_replay_equals_backtest(market, tmp_path):
     assert len(res.trades) > 20  # the policy trades
 
 
+def test_a_paper_bar_is_two_commits(market, tmp_path):
+    """The decision with its orders is one commit, the fill bar's events with the loop's book another."""
+    candles, tensor = market
+    window, start = 4, tensor.n_bars - 30
+    policy = LinearPolicy(window * 3 * tensor.n_features + window * 3 + 3 + 3, 4)
+    _, _, _, ex = _live_run(tensor, candles, policy, start, start + 2, window, tmp_path / "state")
+    commits = []
+    ex.events._db.set_trace_callback(lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None)
+    from factorgym.envs.live.live_env import LiveTradingEnv, ReplayClock
+
+    online = OnlineFactors.from_tensor(tensor)
+    env = LiveTradingEnv(ex, symbols=list(tensor.symbols), feature_names=list(tensor.feature_names), timeframe="1h",
+                         window=window, online=lambda ts, bar, ok: (online.update(ts, bar, ok), online.tradable.copy()),
+                         clock=ReplayClock(ex), env_kwargs=dict(execution=EXECUTION, initial_cash=10_000.0,
+                                                                mapping="simplex"), market_rules={}, run_id="parity")
+    obs, _ = env.reset()
+    commits.clear()
+    n_before = ex.events.last_seq
+    for _ in range(5):
+        obs, *_ = env.step(policy(obs))
+    assert len(commits) == 2 * 5
+    assert ex.events.last_seq - n_before > 2 * 5  # several events a commit
+    assert ex.events.last().kind == "loop_book"
+
+
 # ---------------------------------------------------------------------- the loop on a faulty ccxt exchange
 KEY = "PLANTEDKEYlive7Qw2Er9Ty4Ui0Op3As6"
 SECRET = "PLANTEDSECRETlive1Zx5Cv8Bn2Mm4Ll7"

@@ -170,7 +170,7 @@ def _killed_runs(bundle, tdir, split, state, kills, seed):
         deadline = time.monotonic() + 120
         while p.poll() is None and _n_events(state) <= before + 1 and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(float(rng.uniform(0.0, 0.4)))  # somewhere in a bar: mid-decision, mid-order, mid-fill
+        time.sleep(float(rng.uniform(0.0, 0.06)))  # somewhere in a bar (a bar takes ~10-30 ms): mid-decision, mid-fill
         if p.poll() is not None:
             assert p.returncode == 0, p.stderr.read().decode()
             break

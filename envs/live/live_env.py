@@ -26,6 +26,7 @@ and the reconciliation takes it in.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -38,7 +39,7 @@ import gymnasium as gym
 import numpy as np
 
 from factorgym.envs.config import ExecutionConfig, resolve_per_symbol
-from factorgym.envs.layouts import FILL, OUT_WEIGHTS, STATE, STATE_POSITIONS, price_records
+from factorgym.envs.layouts import FILL, OUT_WEIGHTS, PRICE, STATE, STATE_POSITIONS, price_records
 from factorgym.envs.live.loop_parts import (  # noqa: F401 - Clock, SystemClock, ReplayClock, obs_hash: public here too
     REJECTIONS, Clock, ReplayClock, SystemClock, client_order_id, error_name, market_rules_from_markets, obs_hash,
     target_weights,
@@ -149,12 +150,16 @@ class LiveTradingEnv(gym.Env):
         the fill bar's price record made by the env's ``price_records`` from two bars (the decision
         bar, whose close is the mark carried over an untradable fill bar, and the fill bar)."""
         core = self._shadow.core
-        T, A, F = len(rows), len(self.symbols), len(self.feature_names)
-        n = T * A * F
-        core.data[:n] = np.stack(rows).reshape(-1)
-        core.data[n:] = np.stack(masks).reshape(-1)
+        T = len(rows)
         two = SimpleNamespace(prices=np.where(record_tradable[..., None], record_prices, np.nan), tradable=record_tradable)
-        core.prices[T - 1] = price_records(two, record_tradable)[1]
+        # the core keeps its arrays read-only (one compiled kernel); the shadow's own copies are refilled here
+        core.data.flags.writeable = core.prices.flags.writeable = True
+        try:
+            core.data[:] = np.stack(rows).reshape(-1)
+            core.prices[:T - 1, :, PRICE.tradable] = np.stack(masks[:T - 1])  # the window's mask rows
+            core.prices[T - 1] = price_records(two, record_tradable)[1]
+        finally:
+            core.data.flags.writeable = core.prices.flags.writeable = False
         self._shadow._ts[T - 1] = int(fill_ts)
 
     def _shadow_step(self, action, book: dict[str, Any]):
@@ -417,19 +422,31 @@ class LiveTradingEnv(gym.Env):
         act = np.asarray(action, dtype=np.float64).reshape(-1).tolist()
         h = obs_hash(self._obs())
         record = getattr(self.exchange, "record_decision", None)
-        if record is not None:
-            record(self.bar_ts, h, act)
-        else:
-            self._event("decision", self.bar_ts, obs_hash=h, action=act)
-        self._before = dict(self._book, positions=self._book["positions"].copy())
-        orders = self.plan_orders(action)
-        self.last_decision_ms = (time.perf_counter() - t0) * 1000
-        self._planned = orders
-        self.last_orders = self.submit(orders)
+        with self._batch():  # the decision and its orders: one commit, before the orders fill
+            if record is not None:
+                record(self.bar_ts, h, act)
+            else:
+                self._event("decision", self.bar_ts, obs_hash=h, action=act)
+            self._before = dict(self._book, positions=self._book["positions"].copy())
+            orders = self.plan_orders(action)
+            self.last_decision_ms = (time.perf_counter() - t0) * 1000
+            self._planned = orders
+            self.last_orders = self.submit(orders)
         return self.last_orders
 
+    def _batch(self):
+        """The exchange's group commit (``PaperExchange.batch``: the block's events are committed
+        together when it ends, none if it raises); no grouping on an exchange without one."""
+        batch = getattr(self.exchange, "batch", None)
+        return batch() if callable(batch) else contextlib.nullcontext()
+
     def settle(self, action):
-        """Wait for the fill bar to close and account for it: the second half of :meth:`step`."""
+        """Wait for the fill bar to close and account for it: the second half of :meth:`step`. On a
+        paper exchange the bar's fills, charges and the loop's ``loop_book`` are one commit."""
+        with self._batch():
+            return self._settle(action)
+
+    def _settle(self, action):
         A, W = len(self.symbols), self.window
         fill_ts = self.bar_ts + self.tf_ms
         self.clock.wait_for_close(fill_ts, self.tf_ms)
