@@ -6,12 +6,13 @@ number of envs: single env, block of 8, or vector env, block of 16), steps each 
 actions and once with float32 actions, then reports:
 
 - ``signatures``: the compiled specialisations of ``step_batch_nb`` and ``step_blocks_nb`` (goal:
-  one per action dtype for ``step_batch_nb``, one for ``step_blocks_nb``, whatever the shapes);
+  one of ``step_blocks_nb`` per number of assets, and of ``step_batch_nb`` one per number of assets
+  and action dtype, whatever the mappings and numbers of envs);
 - ``cold_compile_s``: wall seconds of the first step of every shape and dtype (each compile it
   triggers), and of the paper kernel (``orders_nb`` + ``close_nb``) for one shape.
 
-The reference is the number of distinct (assets, action size, block size, dtype) cases: the number of
-``step_batch_nb`` signatures when each shape gets its own compile.
+The reference counts the distinct (assets, action size, block size) cases: the number of
+``step_blocks_nb`` signatures when the kernels specialised on all three (blocks of 16 from 64 envs).
 
 Prints one JSON line per figure:
     python benchmarks/kernel_compile.py [--shapes N]
@@ -26,8 +27,8 @@ import subprocess
 import sys
 import tempfile
 
-#: (assets, mapping, n_envs): 1-3 assets, action size A or A + 1, block size 8 or 16
-SHAPES = ((1, "direct", 1), (2, "simplex", 1), (3, "direct", 64), (3, "simplex", 8))
+#: (assets, mapping, n_envs): 2 and 3 assets, action size A or A + 1, single envs and vector envs
+SHAPES = ((2, "simplex", 1), (2, "direct", 1), (2, "signed", 64), (3, "direct", 8), (3, "simplex", 64))
 
 PROBE = r"""
 import json, sys, time
@@ -92,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     shapes = [list(s) for s in SHAPES[:args.shapes]]
     res = run(shapes)
     cases = {(A, A + 1 if m == "simplex" else A, 8 if n < 64 else 16) for A, m, n in shapes}
-    ref = {"shapes": shapes, "distinct_A_K_B": len(cases), "one_compile_per_shape_and_dtype": 2 * len(cases)}
-    emit("step_batch_nb", "signatures", res["step_batch_nb"], 2, res["step_batch_nb"] <= 2, ref)
-    emit("step_blocks_nb", "signatures", res["step_blocks_nb"], 1, res["step_blocks_nb"] <= 1, ref)
+    n_assets = len({A for A, _, _ in shapes})
+    ref = {"shapes": shapes, "distinct_A_K_B": len(cases), "distinct_A": n_assets}
+    emit("step_batch_nb", "signatures", res["step_batch_nb"], 2 * n_assets, res["step_batch_nb"] <= 2 * n_assets, ref)
+    emit("step_blocks_nb", "signatures", res["step_blocks_nb"], n_assets, res["step_blocks_nb"] <= n_assets, ref)
     emit("first_steps", "cold_compile_s", round(res["step_s"], 1), None, None, ref)
     emit("paper_kernel", "cold_compile_s", round(res["paper_s"], 1), None, None, {"assets": 2})
     return 0

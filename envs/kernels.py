@@ -3,7 +3,7 @@
 The order of operations and the rounding rules are documented in :mod:`factorgym.envs.execution`,
 whose functions every fill goes through; the array layouts are named in :mod:`factorgym.envs.layouts`.
 
-SIMD across envs. The envs are stepped in blocks of B (``layouts.block_size``: 8 or 16; their
+SIMD across envs. The envs are stepped in blocks of B (``layouts.block_size``: 8; their
 columns of the field-major ``work`` and ``out``). A block's state is copied into a scratch array on
 the stack (row r, lane j at ``r x B + j``; :func:`~factorgym.envs.intrinsics.stack_block_intrinsic`),
 stepped there in phases (:mod:`factorgym.envs.actions`, :mod:`factorgym.envs.phases`) that are each

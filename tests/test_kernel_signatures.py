@@ -36,6 +36,7 @@ def _cores():
     yield CryptoTradingEnv(t, mapping="signed", window=2, long_only=False)._core
     yield CryptoTradingEnv(t, action_scheme="discrete", window=2)._core
     yield CryptoTradingVectorEnv(t, 3, mapping="simplex", window=2).core
+    yield CryptoTradingVectorEnv(t, 70, mapping="direct", window=2).core  # (once run in blocks of 16)
     yield CryptoTradingVectorEnv(_tensor(30), 5, mapping="signed", window=4, parallel=True).core
 
 
