@@ -22,9 +22,9 @@ loops; every block offset is a constant: with A known only at run time the rows'
 and the phase loops stay scalar). Nothing else of an env's shape is in the types: the block always
 holds A + 1 action rows (the action size K, A or A + 1 by the mapping, is read from the config; the
 last row is 0 when K = A), so every env of A assets and one action dtype runs one compiled kernel.
-:func:`step_blocks_nb` serves :func:`step_batch_nb` (one thread) and :func:`step_batch_par_nb` (``parallel=True``: runs of
-blocks over numba's threads). A block writes only its own columns and observations, so both give
-identical results.
+:func:`step_blocks_nb` serves :func:`step_batch_nb` (one thread) and :func:`step_batch_par_nb`
+(``parallel=True``: runs of blocks over numba's threads). A block writes only its own columns and
+observations, so both give identical results.
 """
 
 from __future__ import annotations
