@@ -34,7 +34,6 @@ projection of the log, rebuilt on start; :meth:`PaperExchange.state_at` rebuilds
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 from pathlib import Path
 from typing import Any
@@ -120,8 +119,7 @@ class PaperExchange:
         self._tradable = np.ascontiguousarray(candles.tradable, dtype=bool)
         self._records = price_records(candles, self._tradable)
         self._timestamps = np.asarray(candles.timestamps, dtype=np.int64)
-        self._ts_list = self._timestamps.tolist()
-        self._index = {t: k for k, t in enumerate(self._ts_list)}
+        self._index = {int(t): k for k, t in enumerate(self._timestamps)}
         self.markets = self._markets()
         self._block = pk.new_block(len(self.symbols))
         self.events = EventLog(Path(state_dir) / "events.sqlite", run_id, durable=durable)
@@ -145,13 +143,14 @@ class PaperExchange:
         i = self._symbol_index(symbol)
         if timeframe != self.timeframe:
             raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
-        now = self.book.now if self.book.now is not None else self._ts_list[0]
-        lo = 0 if since is None else bisect.bisect_left(self._ts_list, since)
-        hi = bisect.bisect_left(self._ts_list, now)
+        ts = self._timestamps
+        now = self.book.now if self.book.now is not None else int(ts[0])
+        lo = 0 if since is None else int(np.searchsorted(ts, since))
+        hi = int(np.searchsorted(ts, now))
         rows: list[list[float]] = []
         while lo < hi and (limit is None or len(rows) < limit):  # (a page reads only what it returns)
             stop = hi if limit is None else min(hi, lo + limit - len(rows))
-            rows += [[t, *p] for t, p, ok in zip(self._ts_list[lo:stop], self._prices[lo:stop, i, :5].tolist(),
+            rows += [[t, *p] for t, p, ok in zip(ts[lo:stop].tolist(), self._prices[lo:stop, i, :5].tolist(),
                                                  self._tradable[lo:stop, i].tolist()) if ok]
             lo = stop
         return rows
