@@ -186,3 +186,25 @@ def test_paper_durable_and_fast_log_contradict():
     args = build_parser().parse_args(["paper", "--policy", "p", "--state", "s", "--durable", "--fast-log"])
     with pytest.raises(ConfigError, match="--durable and --fast-log"):
         log_durable(args, replay=True)
+
+
+def test_reading_pauses_the_cyclic_gc_and_restores_it(tmp_path):
+    import gc
+
+    path = tmp_path / "events.sqlite"
+    _fill(path, 4)
+    with EventLog(path, "r") as log:
+        seen = []
+        for e in log:
+            seen.append(gc.isenabled())
+        assert seen == [False] * 4 and gc.isenabled()
+        first = iter(log)
+        assert next(first).seq == 1 and not gc.isenabled()  # paused while an iterator is alive ...
+        del first
+        assert gc.isenabled()  # ... and restored as soon as it is dropped
+        gc.disable()
+        try:
+            list(log)
+            assert not gc.isenabled()  # a caller's disabled collector stays disabled
+        finally:
+            gc.enable()
