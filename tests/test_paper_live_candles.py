@@ -202,11 +202,21 @@ def test_faults_on_candle_requests_change_nothing(trained, tmp_path, seed):  # n
         source.source.exchange.timeout = 200
         fx.fault_rate = 0.2
         env, policy, _ = _open(bundle, tmp_path / "state", fx, source=source)
+        calls = []
+
+        def pol(obs):  # mid-run, an outage longer than the source's own retries
+            calls.append(1)
+            if len(calls) == 3:
+                fx.force_faults(["disconnect", "503", "timeout", "429", "500"])
+            return policy(obs)
+
         try:
-            result = run_loop(env, policy, max_bars=n, out=None)
+            result = run_loop(env, pol, max_bars=n, out=None)
         finally:
             env.exchange.close()
-        assert sum(fx.fault_counts.values()) >= 5, fx.fault_counts
+        on_candles = [f for p, _, f in fx.requests if p.endswith("/klines") and f is not None]
+        assert len(on_candles) >= 8 and {"timeout", "disconnect", "429", "503"} <= set(fx.fault_counts), fx.fault_counts
+        assert source.failures >= 1  # a call gave up after its retries and was tried again: the loop went on
     assert result.bars == n
     _check_parity(bundle, tmp_path / "state", n, revised=False)
 
@@ -274,3 +284,43 @@ def test_sigkill_and_restart_equal_an_uninterrupted_run(trained, tmp_path):  # n
 @pytest.mark.slow
 def test_sigkill_four_times_and_restart(trained, tmp_path):  # noqa: F811
     _killed_and_restarted(trained, tmp_path, kills=4, n=30)
+
+
+def test_ctrl_c_while_a_bar_forms_stops_and_the_run_resumes(trained, tmp_path):  # noqa: F811
+    """Ctrl-C while the loop waits for a bar to close stops it at once ("interrupted"); the same state
+    then resumes, retakes the cut-short decision and ends where an uninterrupted run does."""
+    from factorgym.agents.live.runner import open_paper_live, run_loop
+
+    _, _, bundle = trained
+    n, state = 10, tmp_path / "state"
+    sent = []
+
+    def sleep(seconds):  # the exchange's clock stands still: the user presses Ctrl-C while waiting
+        if not sent:
+            sent.append(seconds)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with _fake() as fx:
+        env, policy, _ = open_paper_live(bundle, state, "binance", base_url=fx.url, durable=False, poll_s=0.01,
+                                         sleep=sleep)
+        calls = []
+
+        def pol(obs):
+            calls.append(1)
+            if len(calls) == 3:
+                fx.time_step_ms = 0  # the clock stops; the loop waits for the next close
+            return policy(obs)
+
+        try:
+            first = run_loop(env, pol, max_bars=n, out=None)
+        finally:
+            env.exchange.close()
+        assert sent and first.stopped == "interrupted" and 3 <= first.bars < n
+        fx.time_step_ms = HOUR
+        env, policy, _ = _open(bundle, state, fx)
+        try:
+            rest = run_loop(env, policy, max_bars=n - first.bars, out=None)
+        finally:
+            env.exchange.close()
+    assert rest.bars == n - first.bars
+    _check_parity(bundle, state, n, revised=False)
