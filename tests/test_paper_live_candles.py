@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,16 +175,27 @@ def test_status_and_state_at_need_no_exchange(trained, tmp_path, capsys):  # noq
 def test_state_of_another_run_is_refused(trained, tmp_path):  # noqa: F811
     from factorgym.errors import ConfigError
 
-    _, _, bundle = trained
+    _, tdir, bundle = trained
     with _fake() as fx:
-        env, _, _ = _open(bundle, tmp_path / "state", fx, history=40)
+        env, _, clock = _open(bundle, tmp_path / "state", fx, history=40)
         env.exchange.close()
+        assert clock.source.source.exchange.enableRateLimit is True  # ccxt's own rate limiter is on
+        assert len(clock.feed) == 40 and clock.feed.last_ts == env.exchange.now - HOUR  # --history bars, up to the last close
         with pytest.raises(ConfigError, match="exchange"):
             from factorgym.agents.live.runner import open_paper_live
 
             open_paper_live(bundle, tmp_path / "state", "okx", base_url=fx.url, durable=False)
         with pytest.raises(ConfigError, match="symbols"):
             _open(bundle, tmp_path / "state", fx, symbols=["ETH/USDT", "BTC/USDT", "SOL/USDT"])
+        other = tmp_path / "other_policy"  # a changed bundle counts as another policy
+        shutil.copytree(bundle, other)
+        (other / "bundle.json").write_text((other / "bundle.json").read_text() + "\n")
+        with pytest.raises(ConfigError, match="policy"):
+            _open(other, tmp_path / "state", fx)
+    from factorgym.agents.live.runner import open_paper_replay
+
+    with pytest.raises(ConfigError, match="not a replay"):
+        open_paper_replay(bundle, tmp_path / "state", trained[1])
 
 
 @pytest.mark.parametrize("seed", [0, 1])

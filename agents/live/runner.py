@@ -230,6 +230,10 @@ def open_paper_replay(bundle: str | Path, state_dir: str | Path, tensor_dir: str
     feed, exact = replay_feed(tensor, store)
     execution = ExecutionConfig(**spec.execution)
     state = Path(state_dir)
+    meta = state / "run.json"
+    if meta.is_file() and json.loads(meta.read_text()).get("mode", "paper-replay") != "paper-replay":
+        raise ConfigError(f"--state {state} holds a {json.loads(meta.read_text())['mode']} run, not a replay; use a new "
+                          f"--state folder")
     state.mkdir(parents=True, exist_ok=True)
     ex = PaperExchange(feed, execution=execution, initial_cash=spec.initial_cash, state_dir=state, run_id=run_id,
                        long_only=spec.long_only, durable=durable)
