@@ -243,10 +243,11 @@ def test_help_explains_every_option(command):
     assert "--replay" in text if command == "paper" else "--api-key" not in text
 
 
-def test_a_planted_key_appears_nowhere(trained, tmp_path):
+def test_a_planted_key_appears_nowhere(trained, tmp_path, monkeypatch, capsys):
     """``factorgym live`` against the loopback fake Binance with planted keys in the environment: the key
-    and secret are in no output, state file, event, error message or command line; a wrong secret gives
-    a one-line authentication error without them."""
+    and secret are in no output, state file, event, error message or command line (a child process);
+    a wrong secret gives a one-line authentication error without them (in-process: the same ``main``)."""
+    from factorgym.cli import main
     from tests.fake_exchange import FakeExchange
 
     tensor, tdir, bundle = trained
@@ -264,11 +265,14 @@ def test_a_planted_key_appears_nowhere(trained, tmp_path):
         assert p.returncode == 0, err
         assert "live: 0 bars" in out
         fx.account.secret = "another-secret"  # the exchange now refuses our signature
-        bad = subprocess.run([sys.executable, "-m", "factorgym", *argv], capture_output=True, text=True, env=env,
-                             cwd=REPO, timeout=300)
-    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        monkeypatch.setenv("FACTORGYM_BINANCE_API_KEY", key)
+        monkeypatch.setenv("FACTORGYM_BINANCE_SECRET", secret)
+        capsys.readouterr()
+        code = main(argv)
+        bad = capsys.readouterr()
+    assert code != 0 and len(bad.err.strip().splitlines()) == 1 and "Authentication" in bad.err, bad.err
     for s in (key, secret):
-        assert s not in out + err + bad.stdout + bad.stderr
+        assert s not in out + err + bad.out + bad.err
         assert s.encode() not in cmdline
         for path in tmp_path.rglob("*"):
             if path.is_file():
