@@ -336,3 +336,27 @@ def test_ctrl_c_while_a_bar_forms_stops_and_the_run_resumes(trained, tmp_path): 
             env.exchange.close()
     assert rest.bars == n - first.bars
     _check_parity(bundle, state, n, revised=False)
+
+
+def test_a_feed_grown_bar_by_bar_equals_the_whole_candle_set(tmp_path):
+    """CandleFeed's incremental price records equal the env's price_records over all bars (late listing
+    and gap bars included), and a paper exchange fed through add_candles rebuilds the feed from its log."""
+    from test_live_env import _candles, _feed
+
+    from factorgym.envs.layouts import price_records
+    from factorgym.envs.live.candle_feed import CandleFeed
+    from factorgym.envs.live.paper import PaperExchange
+
+    whole = _feed(_candles())
+    feed = CandleFeed(whole.symbols, "1h")
+    ex = PaperExchange(feed, state_dir=tmp_path, durable=False)
+    for k, ts in enumerate(whole.timestamps):
+        ex.add_candles(int(ts), whole.prices[k], whole.tradable[k])
+    np.testing.assert_array_equal(feed.records, price_records(whole, whole.tradable))
+    np.testing.assert_array_equal(feed.prices, whole.prices)
+    with pytest.raises(Exception, match="does not follow"):
+        ex.add_candles(int(whole.timestamps[-1]) + 2 * HOUR, whole.prices[0], whole.tradable[0])
+    ex.close()
+    again = PaperExchange(CandleFeed(whole.symbols, "1h"), state_dir=tmp_path, durable=False)
+    np.testing.assert_array_equal(again.feed.records, feed.records)
+    again.close()

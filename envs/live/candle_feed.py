@@ -86,6 +86,12 @@ class CandleFeed:
         k = self.index.get(int(ts))
         return None if k is None else (self._prices[k].copy(), self._ok[k].copy())
 
+    def check_next(self, ts: int) -> None:
+        """Raise ``ConfigError`` unless ``ts`` is the next bar on the grid (any bar when empty)."""
+        last = self.last_ts
+        if last is not None and int(ts) != last + self.tf_ms:
+            raise ConfigError(f"candle feed: bar {int(ts)} does not follow {last} on the {self.timeframe} grid")
+
     def truncate(self, n: int) -> None:
         """Keep the first ``n`` bars (a rolled-back transaction's bars are dropped)."""
         for k in range(int(n), self._n):
@@ -96,9 +102,7 @@ class CandleFeed:
         """Add the closed bar at ``ts`` (the next on the grid): ``ohlcv`` float64 [A, 5], ``ok`` bool [A]
         (False: no bar delivered; its prices are ignored)."""
         ts = int(ts)
-        last = self.last_ts
-        if last is not None and ts != last + self.tf_ms:
-            raise ConfigError(f"candle feed: bar {ts} does not follow {last} on the {self.timeframe} grid")
+        self.check_next(ts)
         A = len(self.symbols)
         ohlcv = np.asarray(ohlcv, dtype=np.float64).reshape(A, 5)
         ok = np.asarray(ok, dtype=bool).reshape(A) & np.isfinite(ohlcv).all(axis=1)

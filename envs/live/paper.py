@@ -247,6 +247,11 @@ class PaperExchange:
         float64 [A, 5]; ``ok`` bool [A], False where the exchange delivered no bar (a gap)."""
         if self.feed is None:
             raise ConfigError("paper: add_candles needs a growing feed (PaperExchange(CandleFeed(...)))")
+        self.feed.check_next(ts)  # (before the event: the log never holds a bar the feed refuses)
+        A = len(self.symbols)
+        ohlcv, ok = np.asarray(ohlcv, dtype=np.float64), np.asarray(ok, dtype=bool)
+        if ohlcv.shape != (A, 5) or ok.shape != (A,):
+            raise ConfigError(f"paper: add_candles wants ohlcv [{A}, 5] and ok [{A}], got {ohlcv.shape} and {ok.shape}")
         self._emit("candle", int(ts) + self.tf_ms, **candle_payload(ts, ohlcv, ok))
         self.feed.append(ts, ohlcv, ok)
         self._sync_feed()
