@@ -218,7 +218,7 @@ class FakeExchange:
         self._bag: list[bool] = []
         self._bag_rate = fault_rate
         self.account = None  # the signed spot account (open_account)
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._server = _Server((host, port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -396,6 +396,15 @@ class FakeExchange:
                 t -= interval_ms
             rows.reverse()
         return 200, rows
+
+
+class _Server(ThreadingHTTPServer):
+    """Quiet about clients that went away mid-request (a killed or timed-out client is a test's point)."""
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def _make_handler(fx: FakeExchange):
