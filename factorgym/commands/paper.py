@@ -21,7 +21,8 @@ def add_loop_options(p: argparse.ArgumentParser) -> None:
                    help="state folder: the event log (events.sqlite) and run.json; the same folder resumes a stopped run")
     p.add_argument("--run-id", default=None, metavar="NAME",
                    help="run name inside the event log and part of every client order id (default: paper / live)")
-    p.add_argument("--exchange", default=None, metavar="ID", help="ccxt exchange id, e.g. binance")
+    p.add_argument("--exchange", default=None, metavar="ID",
+                   help="ccxt exchange id, e.g. binance (paper: trade on its live candles, public data, no keys)")
     p.add_argument("--symbols", nargs="+", default=None, metavar="SYMBOL",
                    help="symbols to trade, in the policy's order, comma- or space-separated (default and check: the "
                         "policy's symbols)")
@@ -47,7 +48,9 @@ def add_parser(subparsers) -> None:
         "the history the features need is fetched at start, then each bar is taken once it has closed; every "
         "candle is logged before it is used, so a restart, `paper status --at` and the account never ask the "
         "exchange again (a candle the exchange later revises is logged as a candle_revised event, never used). "
-        "Bars that closed while the run was stopped are traded through on restart, one at a time.\n\n"
+        "Bars that closed while the run was stopped are traded through on restart, one at a time. Ctrl-C while "
+        "a bar forms stops at once (the decision already taken is taken again on restart, with the same order ids). "
+        "A --state folder made by another policy, exchange, symbols or timeframe is refused.\n\n"
         "examples:\n"
         "  factorgym paper --policy runs/ppo_fast-20260101T000000Z --state paper/run1 --replay tensors/quickstart\n"
         "  factorgym paper --policy runs/ppo_fast-20260101T000000Z --state paper/live1 --exchange binance "
