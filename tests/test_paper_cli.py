@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_live_env import EXECUTION, FACTOR_SET, _candles
+from test_live_env import _candles
 
 HOUR = 3_600_000
 REPO = Path(__file__).resolve().parents[1]
@@ -24,26 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tensor built from candles (saved) and a tiny PPO bundle trained on it."""
-    import torch
-    from stable_baselines3 import PPO
+    """A tensor built from candles (saved) and a tiny PPO bundle trained on it (once per session)."""
+    from _paper_fixtures import trained_bundle
 
-    from factorgym.agents.bundle import PolicySpec
-    from factorgym.agents.sb3_policy import save_sb3_bundle
-    from factorgym.agents.sb3_vec import make_vec_env
-    from factorgym.data_layer.build import build_tensor_from_candles
-    from factorgym.data_layer.tensor import FactorTensor
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("paper_cli")
-    built = build_tensor_from_candles(_candles(), "1h", FACTOR_SET)
-    tdir = built.save(root / "tensor")
-    tensor = FactorTensor.load(tdir)
-    venv = make_vec_env(tensor, 2, seed=0, window=4, episode_length=20, execution=EXECUTION)
-    model = PPO("MlpPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
-    model.learn(64)
-    bundle = save_sb3_bundle(root / "bundle", model, PolicySpec.from_env(venv, tensor), "PPO")
-    return tensor, Path(tdir), bundle
+    return trained_bundle(tmp_path_factory)
 
 
 def _span(tensor, n=40):
