@@ -342,6 +342,12 @@ def test_crashes_mid_bar_and_restarts_equal_an_uninterrupted_run(trained, tmp_pa
         done = len(_events(state, "bar"))
         assert 3 < done < n
 
+        from factorgym.agents.live.market_data import LiveMarketData
+
+        def changed_rules(*args):  # a resumed run keeps the market rules it started with
+            raise AssertionError("a resumed run asked the exchange for its market rules")
+
+        monkeypatch.setattr(LiveMarketData, "market_rules", changed_rules)
         env, policy, _ = _open(bundle, state, fx)
         try:
             assert run_loop(env, policy, max_bars=n - done, out=None).bars == n - done

@@ -307,10 +307,14 @@ def open_paper_live(bundle: str | Path, state_dir: str | Path, exchange_id: str,
         from factorgym.agents.live.market_data import LiveMarketData
 
         source = LiveMarketData(exchange_id, base_url=base_url, sleep=sleep)
-    rules = source.market_rules(list(spec.symbols), spec.timeframe)
+    saved = json.loads((state / "run.json").read_text()) if (state / "run.json").is_file() else {}
+    rules = saved.get("market_rules")  # (a resumed run keeps the rules it started with: its log was made with them)
+    if rules is None:
+        rules = source.market_rules(list(spec.symbols), spec.timeframe)
     feed = CandleFeed(list(spec.symbols), spec.timeframe, {"market_rules": rules})
     state.mkdir(parents=True, exist_ok=True)
-    (state / "run.json").write_text(json.dumps({**identity, "bundle": str(path), "base_url": bool(base_url)}))
+    (state / "run.json").write_text(json.dumps({**identity, "bundle": str(path), "base_url": bool(base_url),
+                                                "market_rules": rules}))
     ex = PaperExchange(feed, execution=ExecutionConfig(**spec.execution), initial_cash=spec.initial_cash,
                        state_dir=state, run_id=run_id, long_only=spec.long_only, durable=durable)
     try:
