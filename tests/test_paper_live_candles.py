@@ -353,6 +353,7 @@ def test_crashes_mid_bar_and_restarts_equal_an_uninterrupted_run(trained, tmp_pa
             assert run_loop(env, policy, max_bars=n - done, out=None).bars == n - done
         finally:
             env.exchange.close()
+        monkeypatch.undo()
     accepted = [e.data["order"]["clientOrderId"] for e in _events(state, "order_accepted")]
     assert len(accepted) == len(set(accepted)), "an order was placed twice"
     fills = [e.data["trade"]["id"] for e in _events(state) if e.kind == "fill"]
