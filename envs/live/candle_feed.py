@@ -171,7 +171,7 @@ class LiveCandles:
             candle a moment after the boundary).
         poll_s: the longest sleep between two looks at the source's clock.
         overlap: bars before the feed's end fetched again to notice revised candles.
-        sleep: ``time.sleep`` (tests inject their own); ``stop`` (a ``threading.Event``) ends a wait.
+        sleep: ``time.sleep`` (tests inject their own). :meth:`interrupt` ends a wait for a close.
     """
 
     def __init__(self, exchange: Any, source: CandleSource, *, delay_ms: int = 2_000, poll_s: float = 30.0,
@@ -253,8 +253,9 @@ class LiveCandles:
                 c = self._fetched.get(i, {}).get(ts)
                 if c is not None and all(x is not None and math.isfinite(float(x)) for x in c[:5]):
                     ohlcv[i], ok[i] = [float(x) for x in c[:5]], True
-            if not ok.all() and log.isEnabledFor(logging.INFO):
-                missing = [s for s, good in zip(self.feed.symbols, ok) if not good]
+            listed = self.feed.records[-1, :, PRICE.mark] > 0 if len(self.feed) else np.zeros(A, bool)
+            if (listed & ~ok).any():  # (not before an asset's first candle: not listed yet)
+                missing = [s for s, gap in zip(self.feed.symbols, listed & ~ok) if gap]
                 log.info("bar %d: no candle for %s (a gap: untradable, last close carried)", ts, missing)
             self.exchange.add_candles(ts, ohlcv, ok)
 
