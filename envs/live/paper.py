@@ -152,8 +152,6 @@ class PaperExchange:
         i = self._symbol_index(symbol)
         if timeframe != self.timeframe:
             raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
-        if not len(self._timestamps):
-            return []
         now = self.book.now if self.book.now is not None else int(self._timestamps[0])
         lo = 0 if since is None else int(np.searchsorted(self._timestamps, since))
         hi = int(np.searchsorted(self._timestamps, now))

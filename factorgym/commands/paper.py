@@ -89,6 +89,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.what == "status":
         return status(args)
+    args.symbols = symbols_of(args.symbols)
     if not args.policy:
         raise ConfigError("factorgym paper: --policy RUN_OR_BUNDLE is required (or use `factorgym paper status`)")
     if args.replay is not None and args.exchange:
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     env, policy, last, exact = open_paper_replay(args.policy, args.state, args.replay, split=args.split, store=args.store,
                                                  run_id=args.run_id or "paper", durable=not args.fast_log)
-    if args.symbols and symbols_of(args.symbols) != list(env.symbols):
+    if args.symbols and list(args.symbols) != list(env.symbols):
         raise ConfigError(f"--symbols {args.symbols} differ from the policy's {env.symbols}")
     out = None if args.quiet else sys.stdout
     if not exact and out is not None:
@@ -124,33 +125,6 @@ def run(args: argparse.Namespace) -> int:
               f"state in {args.state}")
     else:
         print(f"paper: nothing to do ({result.stopped}); the replay is at its end; state in {args.state}")
-    return 0
-
-
-def symbols_of(values: list[str] | None) -> list[str] | None:
-    """``--symbols BTC/USDT,ETH/USDT`` or ``--symbols BTC/USDT ETH/USDT``."""
-    if not values:
-        return None
-    return [s.strip() for v in values for s in v.split(",") if s.strip()]
-
-
-def run_live_candles(args: argparse.Namespace) -> int:
-    """``paper --exchange``: the live loop over the exchange's candles, orders filled by the paper exchange."""
-    from factorgym.agents.live.notify import LoopNotifier, notifiers_from_env
-    from factorgym.agents.live.runner import open_paper_live, run_loop
-
-    env, policy, _ = open_paper_live(args.policy, args.state, args.exchange, symbols=symbols_of(args.symbols),
-                                     timeframe=args.timeframe, base_url=args.base_url, history=args.history,
-                                     run_id=args.run_id or "paper", durable=not args.fast_log, poll_s=args.poll)
-    out = None if args.quiet else sys.stdout
-    try:
-        result = run_loop(env, policy, max_bars=args.max_bars, out=out, notifier=LoopNotifier(notifiers_from_env()),
-                          drawdown_alert=args.drawdown_alert)
-    finally:
-        env.exchange.close()
-    info = result.last_info
-    print(f"paper: {result.bars} bars on {args.exchange} candles" +
-          (f", equity {info['equity']:,.2f}" if info else "") + f", {result.stopped}; state in {args.state}")
     return 0
 
 
@@ -194,4 +168,31 @@ def status(args: argparse.Namespace) -> int:
     last = summary.get("last_decision")
     if last:
         print(f"last decision: bar {last.get('bar_ts')} action {last.get('action')} obs {str(last.get('obs_hash'))[:12]}")
+    return 0
+
+
+def symbols_of(values: list[str] | None) -> list[str] | None:
+    """``--symbols BTC/USDT,ETH/USDT`` or ``--symbols BTC/USDT ETH/USDT``."""
+    if not values:
+        return None
+    return [s.strip() for v in values for s in v.split(",") if s.strip()]
+
+
+def run_live_candles(args: argparse.Namespace) -> int:
+    """``paper --exchange``: the live loop over the exchange's candles, orders filled by the paper exchange."""
+    from factorgym.agents.live.notify import LoopNotifier, notifiers_from_env
+    from factorgym.agents.live.runner import open_paper_live, run_loop
+
+    env, policy, _ = open_paper_live(args.policy, args.state, args.exchange, symbols=args.symbols,
+                                     timeframe=args.timeframe, base_url=args.base_url, history=args.history,
+                                     run_id=args.run_id or "paper", durable=not args.fast_log, poll_s=args.poll)
+    out = None if args.quiet else sys.stdout
+    try:
+        result = run_loop(env, policy, max_bars=args.max_bars, out=out, notifier=LoopNotifier(notifiers_from_env()),
+                          drawdown_alert=args.drawdown_alert)
+    finally:
+        env.exchange.close()
+    info = result.last_info
+    print(f"paper: {result.bars} bars on {args.exchange} candles" +
+          (f", equity {info['equity']:,.2f}" if info else "") + f", {result.stopped}; state in {args.state}")
     return 0
