@@ -10,7 +10,11 @@ page through the funding-rate history of perpetual swaps:
   (default 500, max 1000) bars with ``startTime <= t <= endTime``, newest ``limit`` when no
   ``startTime``; bars exist from the symbol's listing time up to the bar containing "now", which is
   returned still forming (its close and volume are those of the moment "now").
-* ``GET /api/v3/time`` — the controllable "now" (:attr:`FakeExchange.now_ms`).
+* ``GET /api/v3/time`` — the controllable "now" (:attr:`FakeExchange.now_ms`); with
+  :attr:`FakeExchange.time_step_ms` set, every time request moves "now" on by that much
+  afterwards (a clock the test drives through the client: one bar per look).
+* revised candles: :meth:`FakeExchange.revise` makes a closed bar's candle come back different after
+  it was first served (an exchange correcting a bar after the fact).
 * ``GET /fapi/v1/exchangeInfo`` — USD-M perpetuals (:data:`SWAP_MARKETS`, ccxt ``BTC/USDT:USDT``);
   ccxt asks for it when ``options['fetchMarkets']['types']`` holds ``linear``.
 * ``GET /fapi/v1/klines`` — perpetual candles, same semantics and rows as the spot ones.
@@ -201,6 +205,8 @@ class FakeExchange:
         self.timeout_sleep, self.retry_after, self.max_limit = timeout_sleep, retry_after, max_limit
         self.fault_kinds = tuple(fault_kinds)
         self.gaps: dict[str, list[tuple[int, int]]] = {}
+        self.time_step_ms = 0  # "now" moves on by this after each answered time request
+        self.revisions: dict[tuple[str, int], list] = {}  # (symbol id, ts) -> [times served closed, factor]
         self._rng = random.Random(seed)
         self._turn = 0
         self._lock = threading.Lock()
@@ -212,7 +218,7 @@ class FakeExchange:
         self._bag: list[bool] = []
         self._bag_rate = fault_rate
         self.account = None  # the signed spot account (open_account)
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._server = _Server((host, port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -242,6 +248,25 @@ class FakeExchange:
         from tests.fake_account import FakeAccount
         self.account = FakeAccount(self, api_key=api_key, secret=secret, balances=balances)
         return self.account
+
+    def revise(self, symbol: str, ts: int, *, factor: float = 1.01) -> None:
+        """Serve bar ``ts`` of ``symbol`` as it is the first time it is asked for closed, and from then on
+        with its high, low and close multiplied by ``factor`` and its volume doubled (a correction)."""
+        self.revisions[(MARKETS[symbol].symbol_id, int(ts))] = [0, float(factor)]
+
+    def _revised(self, market: FakeMarket, row: list, interval_ms: int) -> list:
+        rev = self.revisions.get((market.symbol_id, int(row[0])))
+        if rev is None or self.now_ms < int(row[0]) + interval_ms:  # (a forming bar is not a revision)
+            return row
+        rev[0] += 1
+        if rev[0] == 1:
+            return row
+        d, qd = _decimals(market.tick_size), _decimals(market.step_size)
+        out = list(row)
+        for k in (2, 3, 4):
+            out[k] = f"{float(row[k]) * rev[1]:.{d}f}"
+        out[5] = f"{float(row[5]) * 2:.{qd}f}"
+        return out
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -361,16 +386,25 @@ class FakeExchange:
             t = max(first_listed, -(-start // interval_ms) * interval_ms)
             while t <= hi and len(rows) < limit:
                 if exists(t):
-                    rows.append(kline_row(market, t, interval_ms, now))
+                    rows.append(self._revised(market, kline_row(market, t, interval_ms, now), interval_ms))
                 t += interval_ms
         else:
             t = hi
             while t >= first_listed and len(rows) < limit:
                 if exists(t):
-                    rows.append(kline_row(market, t, interval_ms, now))
+                    rows.append(self._revised(market, kline_row(market, t, interval_ms, now), interval_ms))
                 t -= interval_ms
             rows.reverse()
         return 200, rows
+
+
+class _Server(ThreadingHTTPServer):
+    """Quiet about clients that went away mid-request (a killed or timed-out client is a test's point)."""
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def _make_handler(fx: FakeExchange):
@@ -443,6 +477,9 @@ def _make_handler(fx: FakeExchange):
             else:
                 status, payload = 404, None
             fault = fx._draw_fault(path, query, can_fail=status == 200)
+            if path == "/api/v3/time" and fx.time_step_ms:
+                with fx._lock:
+                    fx.now_ms += fx.time_step_ms
             try:
                 self._answer(status, payload, fault)
             except (BrokenPipeError, ConnectionResetError):

@@ -208,3 +208,79 @@ def test_live_loop_under_20_percent_faults_never_doubles_an_order(tmp_path, monk
         for path in tmp_path.rglob("*"):
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
+
+
+# ---------------------------------------------------------------------- a crash before the loop's book is saved
+class _NoGroupCommits:
+    """The paper exchange without ``batch`` (as a ccxt exchange): a bar's fills and the loop's
+    ``loop_book`` are separate commits, so a crash can fall between them."""
+
+    id = "paper"
+
+    def __init__(self, ex) -> None:
+        self._ex = ex
+
+    def __getattr__(self, name):
+        if name == "batch":
+            raise AttributeError(name)
+        return getattr(self._ex, name)
+
+
+def _sharpe_env(tensor, candles, state, start, crash_at=None):
+    from factorgym.envs.live.live_env import LiveTradingEnv, ReplayClock
+    from factorgym.envs.live.paper import PaperExchange
+
+    ex = PaperExchange(_feed(candles), execution=EXECUTION, initial_cash=10_000.0, state_dir=state, durable=False)
+    if ex.now is None:
+        ex.advance(int(tensor.timestamps[start]) + HOUR)
+    online = OnlineFactors.from_tensor(tensor)
+
+    class Env(LiveTradingEnv):
+        steps = 0
+
+        def _event(self, kind, ts, **data):
+            if kind == "loop_book":
+                Env.steps += 1
+                if Env.steps == crash_at:
+                    raise KeyboardInterrupt("killed before the loop's book was written")
+            super()._event(kind, ts, **data)
+
+    return Env(_NoGroupCommits(ex), symbols=list(tensor.symbols), feature_names=list(tensor.feature_names),
+               timeframe="1h", window=4, online=lambda ts, bar, ok: (online.update(ts, bar, ok), online.tradable.copy()),
+               clock=ReplayClock(ex), market_rules={},
+               env_kwargs=dict(execution=EXECUTION, initial_cash=10_000.0, mapping="simplex",
+                               reward="differential_sharpe"))
+
+
+def test_a_crash_before_the_loops_book_keeps_the_sharpe_statistics(market, tmp_path):
+    """Killed after a bar's fills were logged but before the loop saved its book: the restarted run's
+    rewards (differential Sharpe: statistics carried across bars) and infos equal an uninterrupted run's."""
+    from factorgym.agents.live.runner import last_book
+
+    candles, tensor = market
+    start, n = tensor.n_bars - 30, 12
+    policy = LinearPolicy(4 * 3 * tensor.n_features + 4 * 3 + 6, 4, seed=2)
+    keys = ("equity", "cash", "fees", "turnover", "slippage_cost", "status")
+
+    def run(env, steps, out):
+        book = last_book(env.exchange)
+        obs, _ = env.reset(options={"book": book} if book else None)
+        for _ in range(steps):
+            obs, reward, _, _, info = env.step(policy(obs))
+            out.append((reward, *(info[k] for k in keys)))
+
+    ref: list = []
+    env = _sharpe_env(tensor, candles, tmp_path / "ref", start)
+    run(env, n, ref)
+    env.exchange.close()
+    got: list = []
+    env = _sharpe_env(tensor, candles, tmp_path / "crash", start, crash_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        run(env, n, got)
+    env.exchange.close()
+    assert len(got) == 4  # the 5th bar filled and was logged, its loop book was not
+    env = _sharpe_env(tensor, candles, tmp_path / "crash", start)
+    run(env, n - 5, got)
+    env.exchange.close()
+    assert [r for r, *_ in ref] != [0.0] * n
+    assert got[:4] == ref[:4] and got[4:] == ref[5:]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_live_env import EXECUTION, FACTOR_SET, _candles
+from test_live_env import _candles
 
 HOUR = 3_600_000
 REPO = Path(__file__).resolve().parents[1]
@@ -24,26 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tensor built from candles (saved) and a tiny PPO bundle trained on it."""
-    import torch
-    from stable_baselines3 import PPO
+    """A tensor built from candles (saved) and a tiny PPO bundle trained on it (once per session)."""
+    from _paper_fixtures import trained_bundle
 
-    from factorgym.agents.bundle import PolicySpec
-    from factorgym.agents.sb3_policy import save_sb3_bundle
-    from factorgym.agents.sb3_vec import make_vec_env
-    from factorgym.data_layer.build import build_tensor_from_candles
-    from factorgym.data_layer.tensor import FactorTensor
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("paper_cli")
-    built = build_tensor_from_candles(_candles(), "1h", FACTOR_SET)
-    tdir = built.save(root / "tensor")
-    tensor = FactorTensor.load(tdir)
-    venv = make_vec_env(tensor, 2, seed=0, window=4, episode_length=20, execution=EXECUTION)
-    model = PPO("MlpPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
-    model.learn(64)
-    bundle = save_sb3_bundle(root / "bundle", model, PolicySpec.from_env(venv, tensor), "PPO")
-    return tensor, Path(tdir), bundle
+    return trained_bundle(tmp_path_factory)
 
 
 def _span(tensor, n=40):
@@ -243,10 +227,11 @@ def test_help_explains_every_option(command):
     assert "--replay" in text if command == "paper" else "--api-key" not in text
 
 
-def test_a_planted_key_appears_nowhere(trained, tmp_path):
+def test_a_planted_key_appears_nowhere(trained, tmp_path, monkeypatch, capsys):
     """``factorgym live`` against the loopback fake Binance with planted keys in the environment: the key
-    and secret are in no output, state file, event, error message or command line; a wrong secret gives
-    a one-line authentication error without them."""
+    and secret are in no output, state file, event, error message or command line (a child process);
+    a wrong secret gives a one-line authentication error without them (in-process: the same ``main``)."""
+    from factorgym.cli import main
     from tests.fake_exchange import FakeExchange
 
     tensor, tdir, bundle = trained
@@ -264,11 +249,14 @@ def test_a_planted_key_appears_nowhere(trained, tmp_path):
         assert p.returncode == 0, err
         assert "live: 0 bars" in out
         fx.account.secret = "another-secret"  # the exchange now refuses our signature
-        bad = subprocess.run([sys.executable, "-m", "factorgym", *argv], capture_output=True, text=True, env=env,
-                             cwd=REPO, timeout=300)
-    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        monkeypatch.setenv("FACTORGYM_BINANCE_API_KEY", key)
+        monkeypatch.setenv("FACTORGYM_BINANCE_SECRET", secret)
+        capsys.readouterr()
+        code = main(argv)
+        bad = capsys.readouterr()
+    assert code != 0 and len(bad.err.strip().splitlines()) == 1 and "Authentication" in bad.err, bad.err
     for s in (key, secret):
-        assert s not in out + err + bad.stdout + bad.stderr
+        assert s not in out + err + bad.out + bad.err
         assert s.encode() not in cmdline
         for path in tmp_path.rglob("*"):
             if path.is_file():

@@ -122,6 +122,9 @@ def run_loop(env: Any, policy: Any, *, end_ts: int | None = None, max_bars: int 
         if stop["flag"]:
             raise KeyboardInterrupt
         stop["flag"] = True
+        interrupt = getattr(env.clock, "interrupt", None)  # (a clock waiting for a bar's close stops waiting)
+        if callable(interrupt):
+            interrupt()
         if out is not None:
             print("stopping after this bar (Ctrl-C again to stop at once)", file=out, flush=True)
 
@@ -141,7 +144,12 @@ def run_loop(env: Any, policy: Any, *, end_ts: int | None = None, max_bars: int 
                 break
             t0 = time.monotonic()
             action = policy(obs)
-            obs, reward, terminated, truncated, info = env.step(action)
+            try:
+                obs, reward, terminated, truncated, info = env.step(action)
+            except KeyboardInterrupt:
+                if not stop["flag"]:
+                    raise
+                break  # stopped while waiting for the fill bar to close: its decision is logged, a restart retakes it
             result.bars += 1
             result.last_info = info
             if out is not None:
@@ -222,6 +230,10 @@ def open_paper_replay(bundle: str | Path, state_dir: str | Path, tensor_dir: str
     feed, exact = replay_feed(tensor, store)
     execution = ExecutionConfig(**spec.execution)
     state = Path(state_dir)
+    meta = state / "run.json"
+    if meta.is_file() and json.loads(meta.read_text()).get("mode", "paper-replay") != "paper-replay":
+        raise ConfigError(f"--state {state} holds a {json.loads(meta.read_text())['mode']} run, not a replay; use a new "
+                          f"--state folder")
     state.mkdir(parents=True, exist_ok=True)
     ex = PaperExchange(feed, execution=execution, initial_cash=spec.initial_cash, state_dir=state, run_id=run_id,
                        long_only=spec.long_only, durable=durable)
@@ -239,3 +251,89 @@ def tensor_tf_ms(tensor: Any) -> int:
     from factorgym.data_layer.timeframes import timeframe_to_ms
 
     return int(timeframe_to_ms(tensor.timeframe))
+
+
+# ---------------------------------------------------------------------- paper trading on live candles
+def bundle_digest(path: Path) -> str:
+    """sha256 of a bundle folder's files (names and contents): which policy a state folder belongs to."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def check_state(state: Path, identity: dict[str, Any]) -> None:
+    """Refuse (one line) a ``--state`` folder made for another policy, exchange, symbols or timeframe."""
+    meta = state / "run.json"
+    if not meta.is_file():
+        if (state / "events.sqlite").is_file():
+            raise ConfigError(f"{state}: an event log without run.json; use a new --state folder")
+        return
+    saved = json.loads(meta.read_text())
+    for key, value in identity.items():
+        if saved.get(key) != value:
+            raise ConfigError(f"--state {state} was made by another run ({key}: {saved.get(key)!r}, now {value!r}); "
+                              f"use a new --state folder or the same settings")
+
+
+def open_paper_live(bundle: str | Path, state_dir: str | Path, exchange_id: str, *, symbols: list[str] | None = None,
+                    timeframe: str | None = None, base_url: str | None = None, history: int | None = None,
+                    run_id: str = "paper", durable: bool = True, source: Any = None, delay_ms: int = 2_000,
+                    poll_s: float = 30.0, sleep: Callable[[float], None] = time.sleep):
+    """``(env, policy, clock)`` for paper trading ``bundle`` on ``exchange_id``'s live candles: public market
+    data through ccxt (``source``: any ``CandleSource`` instead), orders filled by the local paper
+    exchange. A new state folder is warmed up with ``history`` closed bars (default: the policy's window
+    plus its factor set's warm-up); an existing one resumes from its log (and must be the same run)."""
+    from factorgym.agents.bundle import find_bundle, load_policy
+    from factorgym.envs.config import ExecutionConfig
+    from factorgym.envs.live.candle_feed import CandleFeed, LiveCandles
+    from factorgym.envs.live.live_env import LiveTradingEnv
+    from factorgym.envs.live.paper import PaperExchange
+
+    path = find_bundle(bundle)
+    policy = load_policy(path)
+    spec = policy.spec
+    if symbols and list(symbols) != list(spec.symbols):
+        raise ConfigError(f"--symbols {symbols} differ from the policy's {spec.symbols} (same symbols, same order)")
+    if timeframe and timeframe != spec.timeframe:
+        raise ConfigError(f"--timeframe {timeframe} differs from the policy's {spec.timeframe!r} bars")
+    state = Path(state_dir)
+    identity = {"mode": "paper-live", "policy": bundle_digest(path), "exchange": exchange_id,
+                "symbols": list(spec.symbols), "timeframe": spec.timeframe, "run_id": run_id}
+    check_state(state, identity)
+    if source is None:
+        from factorgym.agents.live.market_data import LiveMarketData
+
+        source = LiveMarketData(exchange_id, base_url=base_url, sleep=sleep)
+    saved = json.loads((state / "run.json").read_text()) if (state / "run.json").is_file() else {}
+    rules = saved.get("market_rules")  # (a resumed run keeps the rules it started with: its log was made with them)
+    if rules is None:
+        rules = source.market_rules(list(spec.symbols), spec.timeframe)
+    feed = CandleFeed(list(spec.symbols), spec.timeframe, {"market_rules": rules})
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "run.json").write_text(json.dumps({**identity, "bundle": str(path), "base_url": bool(base_url),
+                                                "market_rules": rules}))
+    ex = PaperExchange(feed, execution=ExecutionConfig(**spec.execution), initial_cash=spec.initial_cash,
+                       state_dir=state, run_id=run_id, long_only=spec.long_only, durable=durable)
+    try:
+        clock = LiveCandles(ex, source, delay_ms=delay_ms, poll_s=poll_s, sleep=sleep)
+        if ex.now is None:
+            warm = int(history) if history else spec.window + _factor_warmup(spec) + 1
+            if warm < spec.window:
+                raise ConfigError(f"--history {warm}: the policy's window needs at least {spec.window} bars")
+            clock.warm_up(warm)
+        env = LiveTradingEnv(ex, symbols=spec.symbols, feature_names=spec.feature_names, timeframe=spec.timeframe,
+                             window=spec.window, online=online_rows(spec), clock=clock, env_kwargs=spec.env_kwargs(),
+                             market_rules=rules, run_id=run_id, order_mode="weights")
+    except BaseException:
+        ex.close()
+        raise
+    return env, policy, clock
+
+
+def _factor_warmup(spec: Any) -> int:
+    from factorgym.data_layer.factors.factor_set import load_factor_set
+
+    return int(load_factor_set(spec.factor_set).warmup) if spec.factor_set is not None else 0

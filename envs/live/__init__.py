@@ -12,5 +12,7 @@ _EXPORTS = {
     "Exchange": "factorgym.envs.live.exchange:Exchange",
     "EventLog": "factorgym.envs.live.events:EventLog",
     "PaperExchange": "factorgym.envs.live.paper:PaperExchange",
+    "CandleFeed": "factorgym.envs.live.candle_feed:CandleFeed",
+    "LiveCandles": "factorgym.envs.live.candle_feed:LiveCandles",
 }
 export_lazily(__name__, _EXPORTS)

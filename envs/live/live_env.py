@@ -41,8 +41,8 @@ import numpy as np
 from factorgym.envs.config import ExecutionConfig, resolve_per_symbol
 from factorgym.envs.layouts import FILL, OUT_WEIGHTS, PRICE, STATE, STATE_POSITIONS, price_records
 from factorgym.envs.live.loop_parts import (  # noqa: F401 - Clock, SystemClock, ReplayClock, obs_hash: public here too
-    REJECTIONS, Clock, ReplayClock, SystemClock, client_order_id, error_name, market_rules_from_markets, obs_hash,
-    target_weights,
+    REJECTIONS, Clock, ReplayClock, SystemClock, catch_up_book, client_order_id, error_name, market_rules_from_markets,
+    obs_hash, target_weights,
 )
 from factorgym.envs.spaces import split_obs
 from factorgym.errors import ConfigError
@@ -113,6 +113,7 @@ class LiveTradingEnv(gym.Env):
         self._dict_obs = self._shadow._dict_obs
         self._rows: deque[np.ndarray] = deque(maxlen=W + 1)   # float32 [A, F] feature rows, masked
         self._masks: deque[np.ndarray] = deque(maxlen=W + 1)  # float32 [A]
+        self._marks: deque[tuple[int, np.ndarray]] = deque(maxlen=10_000)  # (bar, mark [A]) of the bars fed
         self._last_close = np.zeros(A)       # the env's mark: last tradable close (0 before the first)
         self._prev_mark = np.zeros(A)
         self._last_raw_close = np.zeros(A)   # last delivered close (what a gap bar carries)
@@ -214,6 +215,7 @@ class LiveTradingEnv(gym.Env):
         self._last_close = np.where(tradable, bar[:, 3], self._last_close)  # the env's mark: last tradable close
         self._last_volume = np.where(tradable, bar[:, 4], self._last_volume)
         self._bar, self._tradable, self._delivered = bar, tradable, ok
+        self._marks.append((int(ts), self._last_close.copy()))
         self.bar_ts = int(ts)
 
     def _catch_up(self, since: int, until: int) -> None:
@@ -295,6 +297,7 @@ class LiveTradingEnv(gym.Env):
         self.bar_ts = None
         self._rows.clear()
         self._masks.clear()
+        self._marks.clear()
         self._catch_up(since, until)
         if len(self._rows) < self.window:
             raise ConfigError(f"the exchange gave {len(self._rows)} closed bars; the policy's window needs {self.window}")
@@ -302,11 +305,15 @@ class LiveTradingEnv(gym.Env):
         equity = self._mark(cash, positions)
         saved = options.get("book") or {}
         peak = float(saved.get("peak", equity))
-        if saved.get("bar_ts") != self.bar_ts:  # bars settled after the saved book (a crash before it was written)
-            peak = equity if equity > peak else peak  # (the kernel's running peak)
+        mean, square = float(saved.get("sharpe_mean", 0.0)), float(saved.get("sharpe_square", 0.0))
+        if saved and saved.get("bar_ts") is not None and saved["bar_ts"] != self.bar_ts:
+            # bars settled after the saved book (a crash before it was written): the kernel's per-bar
+            # updates of the peak and the Sharpe statistics, over the account marked at each bar's close
+            peak, mean, square = catch_up_book(self._shadow.core.config, saved, cash, positions, self._marks,
+                                               self.bar_ts, peak, mean, square)
         self._book = {"cash": cash, "positions": positions, "equity": equity,
                       "peak": peak, "initial_cash": float(saved.get("initial_cash", equity)),
-                      "sharpe_mean": float(saved.get("sharpe_mean", 0.0)), "sharpe_square": float(saved.get("sharpe_square", 0.0))}
+                      "sharpe_mean": mean, "sharpe_square": square}
         info = {"timestamp": self.bar_ts, "equity": equity, "cash": cash, "positions": positions.copy(),
                 "weights": self._weights(), "fees": 0.0, "slippage_cost": 0.0, "borrow_cost": 0.0, "funding": 0.0,
                 "turnover": 0.0, "trades": [], "status": "ok"}
@@ -442,7 +449,11 @@ class LiveTradingEnv(gym.Env):
 
     def settle(self, action):
         """Wait for the fill bar to close and account for it: the second half of :meth:`step`. On a
-        paper exchange the bar's fills, charges and the loop's ``loop_book`` are one commit."""
+        paper exchange the bar's fills, charges and the loop's ``loop_book`` are one commit. A clock with
+        ``before_close`` (live candles) waits and fetches there, outside that commit."""
+        before = getattr(self.clock, "before_close", None)
+        if callable(before):
+            before(self.bar_ts + self.tf_ms, self.tf_ms)
         with self._batch():
             return self._settle(action)
 

@@ -1,5 +1,6 @@
 """The live loop's small parts: clocks (wall time, replay), client order ids, observation hashes,
-market rules from ccxt markets, target weights by the env's own mapping, ccxt error names."""
+market rules from ccxt markets, target weights by the env's own mapping, ccxt error names, the loop's
+book carried over bars settled after it was last saved."""
 
 from __future__ import annotations
 
@@ -111,3 +112,30 @@ def error_name(exc: BaseException) -> str:
         if cls.__name__ in known:
             return cls.__name__
     return type(exc).__name__
+
+
+def catch_up_book(config: np.ndarray, saved: dict, cash: float, positions: np.ndarray, marks: Any, bar_ts: int,
+                  peak: float, mean: float, square: float) -> tuple[float, float, float]:
+    """Peak and differential-Sharpe statistics after the bars settled since the loop's book ``saved``
+    was written (a crash between a bar's fills and the book): the kernel's per-bar updates
+    (``_finish``) over the account as it is now, marked at each such bar's close. ``marks``: ``(bar
+    open time, mark [A])`` of the bars fed; ``config``: the env's engine config."""
+    from factorgym.envs.execution import REWARD_SHARPE
+    from factorgym.envs.layouts import CONFIG
+
+    sharpe = int(config[CONFIG.reward]) == REWARD_SHARPE
+    eta = float(config[CONFIG.sharpe_eta])
+    prev = float(saved.get("equity", 0.0))
+    for ts, mark in marks:
+        if not saved["bar_ts"] < ts <= bar_ts:
+            continue
+        equity = cash  # (the kernel's sum: cash + q x mark over held assets, in asset order)
+        for q, m in zip(np.asarray(positions).tolist(), np.asarray(mark).tolist()):
+            if q != 0.0:
+                equity += q * m
+        if sharpe and prev > 0.0:
+            r = equity / prev - 1.0
+            mean, square = mean + eta * (r - mean), square + eta * (r * r - square)
+        peak = equity if equity > peak else peak
+        prev = equity
+    return peak, mean, square

@@ -50,6 +50,7 @@ from factorgym.envs.execution import FILLED, IGNORED_NO_CHANGE, ORDER_STATUS, Sl
 from factorgym.envs.layouts import CONFIG, PRICE, RULE, price_records
 from factorgym.envs.live import paper_kernel as pk
 from factorgym.envs.live.book import Book, iso
+from factorgym.envs.live.candle_feed import candle_from_payload, candle_payload
 from factorgym.envs.live.events import EventLog
 from factorgym.envs.live.exchange import (
     BadSymbol, ExchangeError, InsufficientFunds, InvalidOrder, NotSupported, OrderNotFound, reason_of,
@@ -121,17 +122,25 @@ class PaperExchange:
         # the feed: price records exactly as the env builds them
         if funding is not None:
             candles = _WithFunding(candles, np.asarray(funding, dtype=np.float64))
-        self._prices = np.asarray(candles.prices, dtype=np.float64)
-        self._tradable = np.ascontiguousarray(candles.tradable, dtype=bool)
-        self._records = price_records(candles, self._tradable)
-        self._timestamps = np.asarray(candles.timestamps, dtype=np.int64)
-        self._index = {int(t): k for k, t in enumerate(self._timestamps)}
+        self.feed = candles if hasattr(candles, "append") else None  # a growing CandleFeed (live candles)
+        if self.feed is not None:
+            self._sync_feed()
+        else:
+            self._prices = np.asarray(candles.prices, dtype=np.float64)
+            self._tradable = np.ascontiguousarray(candles.tradable, dtype=bool)
+            self._records = price_records(candles, self._tradable)
+            self._timestamps = np.asarray(candles.timestamps, dtype=np.int64)
+            self._index = {int(t): k for k, t in enumerate(self._timestamps)}
         self.markets = self._markets()
         self._block = pk.new_block(len(self.symbols))
         self.events = EventLog(Path(state_dir) / "events.sqlite", run_id, durable=durable)
         self.book = self._new_book()
         for event in self.events:
             self.book.apply(event)
+            if event.kind == "candle" and self.feed is not None:
+                self.feed.append(*candle_from_payload(event.data, len(self.symbols)))
+        if self.feed is not None:
+            self._sync_feed()
         if self.events.last_seq == 0:
             self._emit("start", 0, initial_cash=float(initial_cash), symbols=self.symbols, quote=self.quote,
                        timeframe=self.timeframe, long_only=self.long_only, latency_bars=self.latency_bars,
@@ -243,6 +252,27 @@ class PaperExchange:
         while self.book.now < ts:
             self._process_bar(self.book.now)
 
+    def add_candles(self, ts: int, ohlcv: np.ndarray, ok: np.ndarray) -> None:
+        """Append the closed bar at ``ts`` to a growing feed (``candles`` was a ``CandleFeed``): a
+        ``candle`` event is written first, so a restart rebuilds the feed from the log. ``ohlcv``
+        float64 [A, 5]; ``ok`` bool [A], False where the exchange delivered no bar (a gap)."""
+        if self.feed is None:
+            raise ConfigError("paper: add_candles needs a growing feed (PaperExchange(CandleFeed(...)))")
+        self.feed.check_next(ts)  # (before the event: the log never holds a bar the feed refuses)
+        A = len(self.symbols)
+        ohlcv, ok = np.asarray(ohlcv, dtype=np.float64), np.asarray(ok, dtype=bool)
+        if ohlcv.shape != (A, 5) or ok.shape != (A,):
+            raise ConfigError(f"paper: add_candles wants ohlcv [{A}, 5] and ok [{A}], got {ohlcv.shape} and {ok.shape}")
+        self._emit("candle", int(ts) + self.tf_ms, **candle_payload(ts, ohlcv, ok))
+        self.feed.append(ts, ohlcv, ok)
+        self._sync_feed()
+
+    def _sync_feed(self) -> None:
+        """Point the feed arrays at the growing feed's current views."""
+        f = self.feed
+        self._prices, self._tradable, self._records, self._timestamps = f.prices, f.tradable, f.records, f.timestamps
+        self._index = f.index
+
     def record_decision(self, bar_ts: int, obs_hash: str, action: Any) -> None:
         """Log a decision (the bar it was taken at the close of, the observation's hash, the action)."""
         act = np.asarray(action, dtype=np.float64).tolist() if not isinstance(action, dict) else action
@@ -260,8 +290,13 @@ class PaperExchange:
                 yield self
         except BaseException:
             self.book = self._new_book()
+            candles = 0
             for event in self.events:
                 self.book.apply(event)
+                candles += event.kind == "candle"
+            if self.feed is not None:  # (the block's candles were rolled back with it)
+                self.feed.truncate(candles)
+                self._sync_feed()
             raise
 
     def state_at(self, ts: int) -> dict[str, Any]:

@@ -61,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
     policy = load_policy(args.policy)
     spec = policy.spec
-    if args.symbols and list(args.symbols) != list(spec.symbols):
+    from factorgym.commands.paper import symbols_of
+
+    if args.symbols and symbols_of(args.symbols) != list(spec.symbols):
         raise ConfigError(f"--symbols {args.symbols} differ from the policy's {spec.symbols} (same symbols, same order)")
     notifier = LoopNotifier(notifiers_from_env())
     Path(args.state).mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """``factorgym paper``: run a trained policy against the local paper exchange (a replay of a tensor's
-candles), resumable from its event log; ``factorgym paper status``: the account now or at a past time."""
+candles, or a real exchange's live candles), resumable from its event log; ``factorgym paper status``:
+the account now or at a past time."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ def add_loop_options(p: argparse.ArgumentParser) -> None:
                    help="state folder: the event log (events.sqlite) and run.json; the same folder resumes a stopped run")
     p.add_argument("--run-id", default=None, metavar="NAME",
                    help="run name inside the event log and part of every client order id (default: paper / live)")
-    p.add_argument("--exchange", default=None, metavar="ID", help="ccxt exchange id, e.g. binance")
+    p.add_argument("--exchange", default=None, metavar="ID",
+                   help="ccxt exchange id, e.g. binance (paper: trade on its live candles, public data, no keys)")
     p.add_argument("--symbols", nargs="+", default=None, metavar="SYMBOL",
-                   help="symbols to trade, in the policy's order (default and check: the policy's symbols)")
+                   help="symbols to trade, in the policy's order, comma- or space-separated (default and check: the "
+                        "policy's symbols)")
     p.add_argument("--base-url", default=None, metavar="URL",
                    help="send every exchange API call to this URL (a loopback test exchange, a proxy)")
     p.add_argument("--max-bars", type=int, default=None, metavar="N", help="stop after N bars (default: run on)")
@@ -34,14 +37,24 @@ def add_loop_options(p: argparse.ArgumentParser) -> None:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "paper",
-        help="paper-trade a trained policy (replay a tensor's candles), or show a paper account's status",
+        help="paper-trade a trained policy (a tensor's candles replayed, or an exchange's live candles), or show "
+             "a paper account's status",
         description="Run a trained policy bar by bar against the local paper exchange: features computed online "
         "from the candles (the policy's factor set and normalisation), orders sized and filled by the env's own "
         "accounting, every decision, order, fill and charge appended to an SQLite event log in --state before it "
         "is acted on. A status line per bar; Ctrl-C stops cleanly after the current bar; the same command again "
         "resumes from the log. Over a tensor split the replay gives the same equity as `factorgym backtest`.\n\n"
+        "With --exchange the candles are a real exchange's live ones (public market data through ccxt, no keys): "
+        "the history the features need is fetched at start, then each bar is taken once it has closed; every "
+        "candle is logged before it is used, so a restart, `paper status --at` and the account never ask the "
+        "exchange again (a candle the exchange later revises is logged as a candle_revised event, never used). "
+        "Bars that closed while the run was stopped are traded through on restart, one at a time. Ctrl-C while "
+        "a bar forms stops at once (the decision already taken is taken again on restart, with the same order ids). "
+        "A --state folder made by another policy, exchange, symbols or timeframe is refused.\n\n"
         "examples:\n"
         "  factorgym paper --policy runs/ppo_fast-20260101T000000Z --state paper/run1 --replay tensors/quickstart\n"
+        "  factorgym paper --policy runs/ppo_fast-20260101T000000Z --state paper/live1 --exchange binance "
+        "--symbols BTC/USDT,ETH/USDT\n"
         "  factorgym paper status --state paper/run1\n"
         "  factorgym paper status --state paper/run1 --at 2024-03-01T12:00Z --json",
         formatter_class=HelpFormatter,
@@ -57,6 +70,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--store", default=None, metavar="DIR",
                    help="candle store the tensor was built from: its warm-up bars make the online features equal the "
                         "tensor's bit for bit (default: the tensor's own prices; the first bars' features then differ)")
+    p.add_argument("--timeframe", default=None, metavar="TF",
+                   help="--exchange: bar length to trade (default and check: the policy's, e.g. 1h)")
+    p.add_argument("--history", type=int, default=None, metavar="BARS",
+                   help="--exchange: closed bars fetched at start to warm the online features up (default: the "
+                        "policy's window plus its factor set's warm-up; more bars bring expanding normalisations "
+                        "closer to the training tensor's)")
+    p.add_argument("--poll", type=float, default=30.0, metavar="SECONDS",
+                   help="--exchange: longest sleep between two looks at the exchange's clock while a bar forms")
     p.add_argument("--speed", default="max", metavar="max|N", help="replay as fast as possible, or at most N bars per second")
     p.add_argument("--json", action="store_true", help="status: print one JSON object")
     p.add_argument("--at", default=None, metavar="TIME", help="status: the account at this past UTC time (the log replayed up to it)")
@@ -74,11 +95,16 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.what == "status":
         return status(args)
+    args.symbols = symbols_of(args.symbols)
     if not args.policy:
         raise ConfigError("factorgym paper: --policy RUN_OR_BUNDLE is required (or use `factorgym paper status`)")
+    if args.replay is not None and args.exchange:
+        raise ConfigError("factorgym paper: give --replay TENSOR_DIR or --exchange ID, not both")
+    if args.exchange:
+        return run_live_candles(args)
     if args.replay is None:
-        raise ConfigError("factorgym paper: give --replay TENSOR_DIR (paper trading on live candles with "
-                          "--exchange is not available yet; use `factorgym live --sandbox` for a testnet)")
+        raise ConfigError("factorgym paper: give --replay TENSOR_DIR (a tensor's candles) or --exchange ID "
+                          "(live candles)")
     speed = None if args.speed == "max" else float(args.speed)
     from factorgym.agents.live.runner import open_paper_replay, run_loop
 
@@ -158,4 +184,31 @@ def status(args: argparse.Namespace) -> int:
     last = summary.get("last_decision")
     if last:
         print(f"last decision: bar {last.get('bar_ts')} action {last.get('action')} obs {str(last.get('obs_hash'))[:12]}")
+    return 0
+
+
+def symbols_of(values: list[str] | None) -> list[str] | None:
+    """``--symbols BTC/USDT,ETH/USDT`` or ``--symbols BTC/USDT ETH/USDT``."""
+    if not values:
+        return None
+    return [s.strip() for v in values for s in v.split(",") if s.strip()]
+
+
+def run_live_candles(args: argparse.Namespace) -> int:
+    """``paper --exchange``: the live loop over the exchange's candles, orders filled by the paper exchange."""
+    from factorgym.agents.live.notify import LoopNotifier, notifiers_from_env
+    from factorgym.agents.live.runner import open_paper_live, run_loop
+
+    env, policy, _ = open_paper_live(args.policy, args.state, args.exchange, symbols=args.symbols,
+                                     timeframe=args.timeframe, base_url=args.base_url, history=args.history,
+                                     run_id=args.run_id or "paper", durable=not args.fast_log, poll_s=args.poll)
+    out = None if args.quiet else sys.stdout
+    try:
+        result = run_loop(env, policy, max_bars=args.max_bars, out=out, notifier=LoopNotifier(notifiers_from_env()),
+                          drawdown_alert=args.drawdown_alert)
+    finally:
+        env.exchange.close()
+    info = result.last_info
+    print(f"paper: {result.bars} bars on {args.exchange} candles" +
+          (f", equity {info['equity']:,.2f}" if info else "") + f", {result.stopped}; state in {args.state}")
     return 0
