@@ -94,15 +94,16 @@ def run(bars: int = 1500) -> list[dict]:
         ex = _paper_run(big_tensor, big_w, tmp / "big")
         total = ex.events.last_seq
         ex.close()
-        best = float("inf")
-        for _ in range(3):
-            t0 = time.perf_counter()
+        best = best_cpu = float("inf")
+        for _ in range(3):  # wall clock, and this process's CPU time (robust to the machine's other load)
+            t0, c0 = time.perf_counter(), time.process_time()
             again = PaperExchange(big_tensor, state_dir=tmp / "big", durable=False)
-            best = min(best, time.perf_counter() - t0)
+            best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
             again.close()
         per_100k = best * REPLAY_EVENTS / total
         lines.append(_line(f"{total} events, scaled to 100k", "restart_replay_s_per_100k_events",
-                           round(per_100k, 3), 10.0, per_100k <= 10.0, events=total, measured_s=round(best, 3)))
+                           round(per_100k, 3), 10.0, per_100k <= 10.0, events=total, measured_s=round(best, 3),
+                           cpu_s_per_100k_events=round(best_cpu * REPLAY_EVENTS / total, 3)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return lines

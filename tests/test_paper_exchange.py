@@ -416,3 +416,21 @@ def test_bad_limit_orders_are_refused_and_logged(tmp_path, args, why):
         ex.create_order("BTC/USDT", type_, side, amount, price, params=params)
     assert ex.events.last().kind == "order_rejected" and ex.fetch_open_orders() == []
     ex.close()
+
+
+def test_a_capped_limit_order_fills_over_several_bars_then_closes(tmp_path):
+    execution = ExecutionConfig(taker_fee=0.0, slippage_bps=0.0, half_spread_bps=0.0, lot_step=0.0, min_notional=0.0)
+    ex = PaperExchange(_limit_tensor(), execution=execution, initial_cash=1000.0, state_dir=tmp_path,
+                       participation=0.001)  # 0.001 x 1000 volume: 1 unit a bar
+    ex.advance(H)
+    order = ex.create_order("BTC/USDT", "limit", "buy", 2.5, 99.0)
+    ex.advance(3 * H)  # t1 stays above 99; t2 trades through: 1 at 99
+    mid = ex.fetch_order(order["id"])
+    assert (mid["status"], mid["filled"], mid["remaining"]) == ("open", 1.0, 1.5)
+    ex.advance(5 * H)  # t3 and t4 open at 97, below the limit: 1 and then the last 0.5 at 97
+    done = ex.fetch_order(order["id"])
+    assert done["status"] == "closed" and [t["amount"] for t in done["trades"]] == [1.0, 1.0, 0.5]
+    assert [t["price"] for t in done["trades"]] == [99.0, 97.0, 97.0]
+    assert math.isclose(done["average"], (99.0 + 97.0 * 1.5) / 2.5, rel_tol=1e-12)
+    assert math.isclose(ex.fetch_balance()["total"]["USDT"], 1000.0 - 99.0 - 97.0 * 1.5, rel_tol=1e-12)
+    ex.close()

@@ -26,9 +26,9 @@ Orders (ccxt's ``create_order``; type ``"market"``, or ``"limit"`` with an amoun
   without slippage, after the market orders, with the same participation cap (the rest stays open).
 
 Rejections (an ``order_rejected`` event, then the ccxt-named error): unknown symbol (``BadSymbol``),
-a type other than market or limit, a limit order without a positive price, an amount that rounds to nothing or is below the minimum
-(``InvalidOrder``), not enough cash or base for an amount order at the last close
-(``InsufficientFunds``). At the fill: below the minimum notional at the open, or the market not
+a type other than market or limit, a limit order without a positive price, an amount that rounds
+to nothing or is below the minimum (``InvalidOrder``), not enough cash or base for an amount order
+at the last close (a limit buy: at its price) (``InsufficientFunds``). At the fill: below the minimum notional at the open, or the market not
 trading that bar: the order is closed as ``rejected`` with that reason.
 
 Everything is an event of :class:`~factorgym.envs.live.events.EventLog` (``state_dir/events.sqlite``)

@@ -76,7 +76,8 @@ def validate_order(ex, symbol, type, side, amount, weight, close_position, price
         raise InvalidOrder(f"paper: amount {q} of {symbol} is below the minimum {rules.min_amount}")
     mark = ex._last_mark(i) if type == "market" else float(price)
     if side == "buy" and ex.long_only:
-        committed = sum(o["remaining"] * (o["price"] if o["type"] == "limit" else ex._last_mark(ex.symbols.index(o["symbol"])))
+        committed = sum(o["remaining"] * (o["price"] if o["type"] == "limit"
+                                          else ex._last_mark(ex.symbols.index(o["symbol"])))
                         for o in ex.book.open_orders() if o["side"] == "buy" and o["amount"])
         cost = q * mark * (1.0 + rules.fee)
         if cost + committed > ex.book.cash:
@@ -155,7 +156,8 @@ def fill_limit_orders(ex, due, record, cash, pos, fill, events):
     for o in (o for o in due if o["type"] == "limit"):
         i = ex.symbols.index(o["symbol"])
         limit, buy = float(o["price"]), o["side"] == "buy"
-        if record[i, PRICE.tradable] <= 0 or not (record[i, PRICE.low] < limit if buy else record[i, PRICE.high] > limit):
+        through = record[i, PRICE.low] < limit if buy else record[i, PRICE.high] > limit
+        if record[i, PRICE.tradable] <= 0 or not through:
             continue
         price = min(limit, record[i, PRICE.open]) if buy else max(limit, record[i, PRICE.open])
         want = o["remaining"] if buy else -o["remaining"]
@@ -164,7 +166,10 @@ def fill_limit_orders(ex, due, record, cash, pos, fill, events):
         size = math.copysign(min(abs(want), cap), want)
         rules = ex.rules[i]
         if ex.long_only:
-            size = size * float(buy_scale_nb(cash, size * price * (1.0 + rules.fee))) if buy else max(size, -max(pos[i], 0.0))
+            if buy:
+                size *= float(buy_scale_nb(cash, size * price * (1.0 + rules.fee)))
+            else:
+                size = max(size, -max(pos[i], 0.0))
         if size == 0.0:
             continue
         cash, pos[i], r = process_order(cash, pos[i], size, price, vol, rules, NO_SLIPPAGE)
@@ -173,9 +178,10 @@ def fill_limit_orders(ex, due, record, cash, pos, fill, events):
             filled = o["filled"] + abs(r.quantity)
             if round_lot_nb(max(o["amount"] - filled, 0.0), rules.lot_step, rules.inv_lot_step) <= 1e-12 * o["amount"]:
                 events.append(("order_done", {"id": o["id"], "status": "closed", "amount": None}))
-        elif r.status != IGNORED_NO_CHANGE and o["filled"] == 0:
+        elif r.status != IGNORED_NO_CHANGE:  # (a remainder the market's minimums refuse ends the order)
             name = ORDER_STATUS[int(r.status)]
-            events.append(("order_done", {"id": o["id"], "status": "rejected", "reason": _REASONS.get(name, name)}))
+            done = "rejected" if o["filled"] == 0 else "canceled"
+            events.append(("order_done", {"id": o["id"], "status": done, "reason": _REASONS.get(name, name)}))
     return cash, pos
 
 

@@ -201,7 +201,8 @@ def run_live_candles(args: argparse.Namespace) -> int:
 
     env, policy, _ = open_paper_live(args.policy, args.state, args.exchange, symbols=args.symbols,
                                      timeframe=args.timeframe, base_url=args.base_url, history=args.history,
-                                     run_id=args.run_id or "paper", durable=not args.fast_log, poll_s=args.poll)
+                                     run_id=args.run_id or "paper", durable=log_durable(args, replay=False),
+                                     poll_s=args.poll)
     out = None if args.quiet else sys.stdout
     try:
         result = run_loop(env, policy, max_bars=args.max_bars, out=out, notifier=LoopNotifier(notifiers_from_env()),
