@@ -33,12 +33,16 @@ evaluate-demo: install
 	$(BIN)/factorgym evaluate --config configs/evaluate/demo.yaml --out runs/evaluate/demo --runs-dir runs
 
 ## test: install, then run the default (not slow) tests; no test reaches the internet
+## PYTEST_WORKERS: pytest-xdist processes (default 2, CI's cores), whole files per worker, slowest files first
+## (tests/conftest.py); PYTEST_WORKERS=0 runs every test in this one process
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_XDIST)
 
 ## test-all: every test, the slow ones too
 test-all: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_XDIST)
 
 ## test-rllib: RLlib in its own venv (.venv-rllib): ray[rllib] pins gymnasium==1.2.2, the default stack 1.4;
 ## not part of `make test`. Builds the venv once (constraints.txt less its gymnasium pin), then runs tests/test_rllib*.py
