@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 CONSTRAINTS ?= constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test test-all test-rllib bench mutation constraints clean evaluate-demo
+.PHONY: install quickstart test test-all test-rllib bench suite-time mutation constraints clean evaluate-demo
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "installing into $(VENV) in 3 steps; a few minutes on a fresh machine (versions pinned by $(CONSTRAINTS))" >&2
@@ -66,6 +66,11 @@ bench: install
 	@for f in benchmarks/ingest.py benchmarks/data_io.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/scale.py benchmarks/train.py benchmarks/evaluate.py benchmarks/live.py benchmarks/tune.py benchmarks/rllib.py; do \
 		test -f $$f && $(BIN)/python $$f || exit $$?; \
 	done
+
+## suite-time: the default suite's wall and CPU seconds (goal 240 s), one JSON line per figure; minutes, so not in
+## `make bench`. SUITE_TIME_ARGS="--cold --reference": empty numba cache, and the one-process run beside it
+suite-time: install
+	nice -n 10 $(BIN)/python benchmarks/suite_time.py --workers $(PYTEST_WORKERS) $(SUITE_TIME_ARGS)
 
 ## mutation: plant bugs one at a time (cosmic-ray) in the engine, custom factors, normalisation and the
 ## store's merge, and run the tests that guard each module; not part of `make test` (hours in full: pass
