@@ -16,7 +16,8 @@ pytest temp folder for the session (this process and the subprocesses it starts)
 Under pytest-xdist (``make test`` runs 2 workers, whole files per worker: ``--dist loadfile``) the
 slowest files are handed out first (:data:`SLOW_FILES_FIRST`; the Makefile passes
 ``--no-loadscope-reorder`` so xdist keeps this order), so no worker is left alone with a
-long file at the end; a run in one process keeps the files' own order."""
+long file at the end, and files that share a session fixture (:data:`SAME_WORKER`) go to one worker;
+a run in one process keeps the files' own order."""
 
 from __future__ import annotations
 
@@ -38,6 +39,23 @@ GUARD_DIR = Path(__file__).resolve().parent / "_loopback_guard"
 #: the default suite's longest files (measured: benchmarks/results/suite_time.md), slowest first
 SLOW_FILES_FIRST = ("test_paper_cli.py", "test_tune.py", "test_factors_qlib.py", "test_paper_live_candles.py",
                     "test_online_parity.py", "test_paper_exchange.py", "test_download.py", "test_train.py")
+#: files that share a session fixture run in one worker (else each worker builds it): file -> group
+SAME_WORKER = {"test_paper_cli.py": "paper", "test_paper_live_candles.py": "paper"}
+
+
+@pytest.hookimpl(optionalhook=True)  # a venv without pytest-xdist (make test-rllib's) loads this file too
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile``, with the files of :data:`SAME_WORKER` handed to one worker together."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureFileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return SAME_WORKER.get(Path(scope).name, scope)
+
+    return SharedFixtureFileScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
