@@ -53,8 +53,10 @@ def run_suite(workers: int, cold: bool, extra: list[str]) -> dict:
         if m:
             files[m.group(2)] += float(m.group(1))
     summary = next((ln.strip("= ") for ln in reversed(p.stdout.splitlines()) if " in " in ln and "passed" in ln), "")
-    if p.returncode != 0:
-        sys.stderr.write(p.stdout[-4000:] + p.stderr[-2000:])
+    if p.returncode != 0:  # the failures themselves, not the durations table after them
+        out = p.stdout
+        start, end = out.find("= FAILURES ="), out.find("slowest durations")
+        sys.stderr.write((out[start:end] if start >= 0 else out[-4000:])[-20000:] + p.stderr[-2000:])
     return {"wall": wall, "cpu": cpu, "load_start": load0, "load_end": load1, "rc": p.returncode,
             "summary": summary, "files": dict(sorted(files.items(), key=lambda kv: -kv[1]))}
 
