@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 CONSTRAINTS ?= constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test test-all test-rllib bench mutation constraints clean evaluate-demo
+.PHONY: install quickstart test test-all test-rllib bench suite-time mutation constraints clean evaluate-demo
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "installing into $(VENV) in 3 steps; a few minutes on a fresh machine (versions pinned by $(CONSTRAINTS))" >&2
@@ -33,12 +33,16 @@ evaluate-demo: install
 	$(BIN)/factorgym evaluate --config configs/evaluate/demo.yaml --out runs/evaluate/demo --runs-dir runs
 
 ## test: install, then run the default (not slow) tests; no test reaches the internet
+## PYTEST_WORKERS: pytest-xdist processes (default 2, CI's cores), whole files per worker, slowest files first
+## (tests/conftest.py); PYTEST_WORKERS=0 runs every test in this one process
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_XDIST)
 
 ## test-all: every test, the slow ones too
 test-all: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_XDIST)
 
 ## test-rllib: RLlib in its own venv (.venv-rllib): ray[rllib] pins gymnasium==1.2.2, the default stack 1.4;
 ## not part of `make test`. Builds the venv once (constraints.txt less its gymnasium pin), then runs tests/test_rllib*.py
@@ -62,6 +66,11 @@ bench: install
 	@for f in benchmarks/ingest.py benchmarks/data_io.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/kernel_compile.py benchmarks/scale.py benchmarks/train.py benchmarks/evaluate.py benchmarks/live.py benchmarks/tune.py benchmarks/rllib.py; do \
 		test -f $$f && $(BIN)/python $$f || exit $$?; \
 	done
+
+## suite-time: the default suite's wall and CPU seconds (goal 240 s), one JSON line per figure; minutes, so not in
+## `make bench`. SUITE_TIME_ARGS="--cold --reference": empty numba cache, and the one-process run beside it
+suite-time: install
+	nice -n 10 $(BIN)/python benchmarks/suite_time.py --workers $(PYTEST_WORKERS) $(SUITE_TIME_ARGS)
 
 ## mutation: plant bugs one at a time (cosmic-ray) in the engine, custom factors, normalisation and the
 ## store's merge, and run the tests that guard each module; not part of `make test` (hours in full: pass

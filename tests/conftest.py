@@ -11,7 +11,13 @@ folder is a failure with a clear message, not a silent pass.
 
 Nothing is left in /tmp: SB3's default logger (a model's ``learn()`` without a logger) makes a
 folder ``SB3-<date>`` in ``SB3_LOGDIR``, else in the system temp dir; the suite points it at one
-pytest temp folder for the session (this process and the subprocesses it starts)."""
+pytest temp folder for the session (this process and the subprocesses it starts).
+
+Under pytest-xdist (``make test`` runs 2 workers, whole files per worker: ``--dist loadfile``) the
+slowest files are handed out first (:data:`SLOW_FILES_FIRST`; the Makefile passes
+``--no-loadscope-reorder`` so xdist keeps this order), so no worker is left alone with a
+long file at the end, and files that share a session fixture (:data:`SAME_WORKER`) go to one worker;
+a run in one process keeps the files' own order."""
 
 from __future__ import annotations
 
@@ -29,6 +35,35 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 GUARD_DIR = Path(__file__).resolve().parent / "_loopback_guard"
+
+#: the default suite's longest files (measured: benchmarks/results/suite_time.md), slowest first
+SLOW_FILES_FIRST = ("test_paper_cli.py", "test_tune.py", "test_factors_qlib.py", "test_paper_live_candles.py",
+                    "test_online_parity.py", "test_paper_exchange.py", "test_download.py", "test_train.py")
+#: files that share a session fixture run in one worker (else each worker builds it): file -> group
+SAME_WORKER = {"test_paper_cli.py": "paper", "test_paper_live_candles.py": "paper"}
+
+
+@pytest.hookimpl(optionalhook=True)  # a venv without pytest-xdist (make test-rllib's) loads this file too
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile``, with the files of :data:`SAME_WORKER` handed to one worker together."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureFileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return SAME_WORKER.get(Path(scope).name, scope)
+
+    return SharedFixtureFileScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In an xdist worker, move the slowest files to the front (every worker sorts the same way)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
 
 
 @pytest.fixture(scope="session", autouse=True)

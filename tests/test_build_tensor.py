@@ -113,7 +113,11 @@ def test_off_grid_and_unsorted_candles_are_refused():
         align_candles(rev, "1h")
 
 
-def test_cli_build_and_inspect(tmp_path, subprocess_env):
+def test_cli_build_and_inspect(tmp_path, subprocess_env, monkeypatch, capsys):
+    """`python -m factorgym build` in a child process (the installed entry point and FACTORGYM_STORE);
+    inspect and the one-line error through the same cli.main in this process."""
+    from factorgym.cli import main
+
     cfg = tmp_path / "build.yaml"
     cfg.write_text(
         "data: {source: sample:bitstamp, symbols: [BTC/USD, ETH/USD], timeframe: 1d, start: 2017-01-01}\n"
@@ -126,12 +130,15 @@ def test_cli_build_and_inspect(tmp_path, subprocess_env):
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "shape" in r.stdout and "untradable" in r.stdout and "NaN count" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "factorgym", "inspect", str(out)], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "RSI_14" in r.stdout and "ETH/USD" in r.stdout
+    assert (tmp_path / "store").is_dir()  # the sample went into FACTORGYM_STORE
+    monkeypatch.setenv("FACTORGYM_STORE", str(tmp_path / "store"))
+    assert main(["inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "RSI_14" in shown and "ETH/USD" in shown
     cfg.write_text("data: {source: sample:bitstamp, symbols: [BTC/USD], timeframe: 1d}\nfactors:\n  - {kind: talib, name: RSIX}\n")
-    r = subprocess.run([sys.executable, "-m", "factorgym", "build", "--config", str(cfg), "--out", str(out)],
-                       env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and "unknown TA-Lib function 'RSIX'" in r.stderr and "Traceback" not in r.stderr
+    assert main(["build", "--config", str(cfg), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "unknown TA-Lib function 'RSIX'" in err and "Traceback" not in err and len(err.splitlines()) == 1, err
 
 
 def test_bad_factor_set_configs_give_clear_errors(monkeypatch):

@@ -486,7 +486,7 @@ def test_online_batched_rows_equal_per_asset_rows(q):
     from factorgym.data_layer.factors.qlib_factors import QlibExpressionFactor, QlibSetFactor
 
     for f, T in ((QlibExpressionFactor(EVERY_OP), 90), (QlibSetFactor("alpha158"), 90)):
-        p = _panel(T=T, A=4, gaps=True, seed=13)  # assets become ready at different bars
+        p = _panel(T=T, A=3, gaps=True, seed=13)  # assets become ready at different bars (late listing, holes)
         bars = p.ohlcv()
         on, ref = f.online(p.symbols), f.online(p.symbols, batched=False)
         assert on._plan is not None and ref._plan is None

@@ -4,6 +4,7 @@ its own venv (`make test-rllib`); elsewhere this file skips."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import time
@@ -13,7 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("ray.rllib", reason="the [rllib] extra is not installed here (make test-rllib builds its venv)")
+NO_RLLIB = "the [rllib] extra is not installed here (make test-rllib builds its venv)"
+if importlib.util.find_spec("tree") is None:  # dm_tree, an [rllib] dependency: skip without importing Ray (~8 s)
+    pytest.skip(NO_RLLIB, allow_module_level=True)
+pytest.importorskip("ray.rllib", reason=NO_RLLIB)
 
 from _netns import ray_env, require_netns, run_in_netns  # noqa: E402
 
