@@ -187,6 +187,12 @@ def test_state_of_another_run_is_refused(trained, tmp_path):  # noqa: F811
             open_paper_live(bundle, tmp_path / "state", "okx", base_url=fx.url, durable=False)
         with pytest.raises(ConfigError, match="symbols"):
             _open(bundle, tmp_path / "state", fx, symbols=["ETH/USDT", "BTC/USDT", "SOL/USDT"])
+        with pytest.raises(ConfigError, match="timeframe"):
+            _open(bundle, tmp_path / "state", fx, timeframe="4h")
+        from factorgym.agents.live.market_data import LiveMarketData
+
+        with pytest.raises(ConfigError, match="no market 'DOGE/USDT'"):  # one line, before any candle request
+            LiveMarketData("binance", base_url=fx.url).market_rules(["BTC/USDT", "DOGE/USDT"], "1h")
         other = tmp_path / "other_policy"  # a changed bundle counts as another policy
         shutil.copytree(bundle, other)
         (other / "bundle.json").write_text((other / "bundle.json").read_text() + "\n")
