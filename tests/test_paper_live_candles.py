@@ -430,3 +430,22 @@ def test_a_feed_grown_bar_by_bar_equals_the_whole_candle_set(tmp_path):
     again = PaperExchange(CandleFeed(whole.symbols, "1h"), state_dir=tmp_path, durable=False)
     np.testing.assert_array_equal(again.feed.records, feed.records)
     again.close()
+
+
+@pytest.mark.parametrize("mode, extra, option", [
+    ("--exchange", ["--split", "validation"], "--split"), ("--exchange", ["--store", "store"], "--store"),
+    ("--exchange", ["--speed", "5"], "--speed"), ("--replay", ["--symbols", "BTC/USDT"], "--symbols"),
+    ("--replay", ["--base-url", "http://127.0.0.1:1"], "--base-url"), ("--replay", ["--history", "50"], "--history"),
+    ("--replay", ["--poll", "1"], "--poll"), ("--replay", ["--timeframe", "1h"], "--timeframe"),
+])
+def test_an_option_of_the_other_mode_is_refused_by_name(tmp_path, capsys, mode, extra, option):
+    """Replay-only options with --exchange, live-only ones with --replay: one line naming the option,
+    before any policy, tensor or exchange is opened."""
+    from factorgym.cli import main
+
+    target = "binance" if mode == "--exchange" else str(tmp_path / "tensor")
+    rc = main(["paper", "--policy", str(tmp_path / "no_bundle"), "--state", str(tmp_path / "state"), mode, target,
+               *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1 and f"{option} does not apply to {mode}" in err, err
+    assert not (tmp_path / "state").exists()
