@@ -59,7 +59,7 @@ test-rllib: $(RLLIB_STAMP)
 
 ## bench: every speed/memory benchmark, one JSON line per figure
 bench: install
-	@for f in benchmarks/ingest.py benchmarks/data_io.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/scale.py benchmarks/train.py benchmarks/evaluate.py benchmarks/live.py benchmarks/tune.py benchmarks/rllib.py; do \
+	@for f in benchmarks/ingest.py benchmarks/data_io.py benchmarks/factors.py benchmarks/env_speed.py benchmarks/kernel_compile.py benchmarks/scale.py benchmarks/train.py benchmarks/evaluate.py benchmarks/live.py benchmarks/tune.py benchmarks/rllib.py; do \
 		test -f $$f && $(BIN)/python $$f || exit $$?; \
 	done
 

@@ -45,11 +45,36 @@ def beside_baselines(policy: Policy, tensor: Any, *, start=None, end=None, name:
     return out
 
 
+def _is_time(text: str) -> bool:
+    from factorgym.data_layer.timeframes import to_utc_ms
+
+    if text.strip().isdigit() and len(text.strip()) < 9:  # "00" is a minute, not epoch seconds
+        return False
+    try:
+        to_utc_ms(text)
+    except ConfigError:
+        return False
+    return True
+
+
+def time_range(text: str) -> tuple[str | None, str | None]:
+    """``START:END`` split at the one colon that leaves two times (either may be empty): ISO times
+    such as ``2021-01-01T12:00:2021-02-01`` hold colons of their own."""
+    cuts = [(text[:i], text[i + 1:]) for i, ch in enumerate(text) if ch == ":"]
+    ok = [(a, b) for a, b in cuts if (not a or _is_time(a)) and (not b or _is_time(b))]
+    if len(ok) != 1:
+        why = "no colon leaves two times" if not ok else "more than one colon leaves two times"
+        raise ConfigError(f"--split {text!r}: {why}; expected START:END, e.g. 2023-01-01:2023-06-01 "
+                          "or 2023-01-01T12:00Z:2023-06-01T00:00Z")
+    a, b = ok[0]
+    return a or None, b or None
+
+
 def run_split(run_dir: Path | None, tensor: Any, split: str) -> tuple[Any, Any, Any, str]:
     """``(tensor part, start, end, label)`` for a split name (cut as the run's config says) or ``START:END`` times."""
     if ":" in split and split not in SPLIT_NAMES:
-        a, b = split.split(":", 1)
-        return tensor, (a or None), (b or None), split.replace(":", "_to_") or "all"
+        a, b = time_range(split)
+        return tensor, a, b, f"{a or ''}_to_{b or ''}".replace(":", "")
     if split not in SPLIT_NAMES:
         raise ConfigError(f"--split {split!r}: expected one of {', '.join(SPLIT_NAMES)} or START:END (UTC dates)")
     from factorgym.agents.train import load_run_config, make_splits

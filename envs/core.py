@@ -221,8 +221,9 @@ class PortfolioCore:
         self.obs = np.zeros(N * self.obs_dim, dtype=np.float32)  # flat [N x obs_dim]
         self.parallel = bool(parallel)
         kernel = step_batch_par_nb if self.parallel else step_batch_nb
-        # the kernels' compile-time A, K and block size (tuple lengths)
-        self.dims = ((0,) * A, (0,) * self.action_dim, (0,) * block_size(N))
+        # the kernels' compile-time A and block size (tuple lengths; nothing else of the shape is in the
+        # kernels' types: every env of A assets and one action dtype runs one compiled kernel)
+        self.dims = ((0,) * A, (0,) * block_size(N))
         args = (self.prices, self.data, self.config, self.work, self.dims, self._out, self.act, self.obs)
         self._kernel, self._kernel_args, self._entries = kernel, args, {}
         idx = np.zeros(0, dtype=np.int64)

@@ -51,6 +51,7 @@ class EngineCacheLocator(caching._CacheLocator):
 
     def __init__(self, inner: caching._CacheLocator) -> None:
         self._inner = inner
+        self._py_file = inner._py_file  # (numba's warning for an uncachable function names it)
 
     def get_cache_path(self) -> str:
         return self._inner.get_cache_path()

@@ -3,7 +3,7 @@
 The order of operations and the rounding rules are documented in :mod:`factorgym.envs.execution`,
 whose functions every fill goes through; the array layouts are named in :mod:`factorgym.envs.layouts`.
 
-SIMD across envs. The envs are stepped in blocks of B (``layouts.block_size``: 8 or 16; their
+SIMD across envs. The envs are stepped in blocks of B (``layouts.block_size``: 8; their
 columns of the field-major ``work`` and ``out``). A block's state is copied into a scratch array on
 the stack (row r, lane j at ``r x B + j``; :func:`~factorgym.envs.intrinsics.stack_block_intrinsic`),
 stepped there in phases (:mod:`factorgym.envs.actions`, :mod:`factorgym.envs.phases`) that are each
@@ -16,12 +16,15 @@ per instruction with AVX-512, 4 with AVX2) because:
   is LLVM's intrinsic; the general impact power is compiled in a separate copy of the order loop).
 
 Envs that are done, or whose action is malformed, are stepped with no orders and keep their state.
-The kernels take ``dims`` = ((0,) x A, (0,) x K, (0,) x B): numba compiles one specialisation per
-tuple type, so the number of assets A, of action values K and the block size B are constants there
-(LLVM unrolls the small per-asset loops; every block offset is a constant). :func:`step_blocks_nb`
-serves :func:`step_batch_nb` (one thread) and :func:`step_batch_par_nb` (``parallel=True``: runs of
-blocks over numba's threads). A block writes only its own columns and observations, so both give
-identical results.
+The kernels take ``dims`` = ((0,) x A, (0,) x B): numba compiles one specialisation per tuple type,
+so the number of assets A and the block size B are constants there (LLVM unrolls the small per-asset
+loops; every block offset is a constant: with A known only at run time the rows' offsets are too,
+and the phase loops stay scalar). Nothing else of an env's shape is in the types: the block always
+holds A + 1 action rows (the action size K, A or A + 1 by the mapping, is read from the config; the
+last row is 0 when K = A), so every env of A assets and one action dtype runs one compiled kernel.
+:func:`step_blocks_nb` serves :func:`step_batch_nb` (one thread) and :func:`step_batch_par_nb`
+(``parallel=True``: runs of blocks over numba's threads). A block writes only its own columns and
+observations, so both give identical results.
 """
 
 from __future__ import annotations
@@ -34,21 +37,20 @@ import numpy as np
 from factorgym.envs.actions import map_actions_nb, write_obs_nb
 from factorgym.envs.execution import (
     ENV_BAD_SHAPE, ENV_BANKRUPT, ENV_LIQUIDATED, ENV_OK, LOG_FLOOR, REWARD_DRAWDOWN, REWARD_SHARPE, REWARD_TURNOVER,
+    SCHEME_SIMPLEX,
 )
 from factorgym.envs.intrinsics import lane_index_nb as lane
 from factorgym.envs.intrinsics import prefetch_nb, select_nb, stack_block_intrinsic
 from factorgym.envs.jit import JIT
 from factorgym.envs.layouts import (
-    CONFIG, COUNTER, LIQUIDATE_AT_CLOSE, LIQUIDATE_INTRABAR, N_FILL, N_PRICE, N_RULE, OUT, OUT_WEIGHTS, PRICE, STATE,
+    CONFIG, COUNTER, N_FILL, N_PRICE, N_RULE, OUT, OUT_WEIGHTS, PRICE, STATE,
     STATE_POSITIONS, TEMP, TOTALS, block_rows, work_offsets,
 )
-from factorgym.envs.phases import (
-    buys_and_closes_nb, charges_and_mark_nb, intrabar_check_nb, liquidate_nb, orders_and_sells_nb, rescale_buys_nb,
-)
+from factorgym.envs.phases import fill_phases_nb, settle_phases_nb
 
-stack_block_nb = stack_block_intrinsic(lambda A, K, B: block_rows(A, K).size * B)
-stack_totals_nb = stack_block_intrinsic(lambda A, K, B: len(TOTALS) * B)
-stack_rules_nb = stack_block_intrinsic(lambda A, K, B: N_RULE * A * B)
+stack_block_nb = stack_block_intrinsic(lambda A, B: block_rows(A, A + 1).size * B)
+stack_totals_nb = stack_block_intrinsic(lambda A, B: len(TOTALS) * B)
+stack_rules_nb = stack_block_intrinsic(lambda A, B: N_RULE * A * B)
 PAR_CHUNK = 8  # blocks per task of the parallel kernel (each task sets up its own stack block)
 
 
@@ -72,16 +74,17 @@ def _copy_rules(config, rules, A, B):
 
 @numba.njit(inline="always", **JIT)
 def _load_block(lo, N, work, act, prices, config, block, rows, A, K, B):
-    """State rows of envs lo..lo+B into the block, their actions (float64), and the price records
-    of the bar they fill at (f = t + 1; bar 0 for envs that are done: nothing is read from it)."""
+    """State rows of envs lo..lo+B into the block, their K actions (float64) in its A + 1 action rows
+    (0 in the last if K = A), and the price records of the bar they fill at (f = t + 1; bar 0 for envs
+    that are done: nothing is read from it)."""
     u0 = np.uint64(lo)
     for c in range(rows.fills):
         for j in range(B):
             block[lane(c, j, B)] = work[c, u0 + np.uint64(j)]
     for j in range(B):
         n = min(lo + j, N - 1)  # (padding lanes past the last env read its action; they are done)
-        for k in range(K):
-            block[lane(rows.actions + k, j, B)] = act[n * K + k]
+        for k in range(A + 1):
+            block[lane(rows.actions + k, j, B)] = select_nb(k < K, act[n * K + min(k, K - 1)], 0.0)
         block[lane(rows.temps + TEMP.liquidate, j, B)] = 0.0
     for j in range(B):
         done = block[lane(rows.counters + COUNTER.done, j, B)] != 0.0
@@ -204,29 +207,21 @@ def step_blocks_nb(b0, b1, N, prices, data, config, work, out, act, obs, dims):
     """Step the envs of blocks b0..b1: per block, load, phases, store, then the observations. (Not
     inlined: numba's IR inlining costs grow with the callee's size squared, and this body inlined
     into each kernel took minutes to compile. The stack block is allocated here.)"""
-    A, K, B = len(dims[0]), len(dims[1]), len(dims[2])  # compile-time constants (tuple lengths)
-    rows = block_rows(A, K)
+    A, B = len(dims[0]), len(dims[1])  # compile-time constants (tuple lengths)
+    K = _action_size(config, A)
+    rows = block_rows(A, A + 1)
     raw, features_per_bar, window, D = _obs_layout(prices, data, config, A)
     block = stack_block_nb(dims)
     totals = stack_totals_nb(dims)
     rules = stack_rules_nb(dims)
     _copy_rules(config, rules, A, B)
-    long_only = config[CONFIG.long_only] > 0.0
     for b in range(b0, b1):
         lo = b * B
         _prefetch_block(lo + B, N, prices, data, work, A, rows.counters, features_per_bar, B)
         _load_block(lo, N, work, act, prices, config, block, rows, A, K, B)
-        map_actions_nb(config, block, rows, A, K, B)
-        orders_and_sells_nb(config, block, totals, rules, rows, A, B)
-        if long_only:
-            rescale_buys_nb(config, block, rules, rows, A, B)
-        buys_and_closes_nb(config, block, totals, rules, rows, A, B)
-        if not long_only:
-            intrabar_check_nb(config, block, rows, A, B)
-            liquidate_nb(config, block, rules, rows, A, LIQUIDATE_INTRABAR, B)
-        charges_and_mark_nb(config, block, rows, A, B)
-        if not long_only:
-            liquidate_nb(config, block, rules, rows, A, LIQUIDATE_AT_CLOSE, B)
+        map_actions_nb(config, block, rows, A, A + 1, B)
+        fill_phases_nb(config, block, totals, rules, rows, A, B)
+        settle_phases_nb(config, block, rules, rows, A, B)
         _finish(config, block, rows, A, B)
         _store_block(lo, work, out, block, rows, A, B)
         for n in range(lo, min(lo + B, N)):
@@ -269,8 +264,15 @@ def _as_float64(act):
 
 
 @numba.njit(inline="always", **JIT)
+def _action_size(config, A):
+    """K, the action values per env: A + 1 for the simplex mapping (the last is cash), else A."""
+    return select_nb(int(config[CONFIG.scheme]) == SCHEME_SIMPLEX, A + 1, A)
+
+
+@numba.njit(inline="always", **JIT)
 def _sizes(prices, data, config, obs, dims):
-    A, K, B = len(dims[0]), len(dims[1]), len(dims[2])  # compile-time constants (tuple lengths)
+    A, B = len(dims[0]), len(dims[1])  # compile-time constants (tuple lengths)
+    K = _action_size(config, A)
     D = _obs_layout(prices, data, config, A)[3]
     return A, K, B, obs.shape[0] // D
 
@@ -284,7 +286,8 @@ def step_batch_nb(prices, data, config, work, dims, out, act, obs):
     A, K, B, N = _sizes(prices, data, config, obs, dims)
     if not _check_shape(out, act, N, A, K):
         return -1
-    step_blocks_nb(0, -(-N // B), N, prices, data, config, work, out, _as_float64(act), obs, dims)
+    # (b0 an int64 variable, as in the parallel kernel: a literal 0 would add a specialisation)
+    step_blocks_nb(np.int64(0), -(-N // B), N, prices, data, config, work, out, _as_float64(act), obs, dims)
     return _count_done(out, N)
 
 
@@ -296,10 +299,10 @@ def step_batch_par_nb(prices, data, config, work, dims, out, act, obs):
         return -1
     n_blocks = -(-N // B)
     a64 = _as_float64(act)
-    d0, d1, d2 = dims[0], dims[1], dims[2]  # (numba's parallel loops cannot take the nested tuple itself)
+    d0, d1 = dims[0], dims[1]  # (numba's parallel loops cannot take the nested tuple itself)
     for c in numba.prange(-(-n_blocks // PAR_CHUNK)):  # runs of PAR_CHUNK blocks, spread over the threads
         b0 = c * PAR_CHUNK
-        step_blocks_nb(b0, min(b0 + PAR_CHUNK, n_blocks), N, prices, data, config, work, out, a64, obs, (d0, d1, d2))
+        step_blocks_nb(b0, min(b0 + PAR_CHUNK, n_blocks), N, prices, data, config, work, out, a64, obs, (d0, d1))
     return _count_done(out, N)
 
 

@@ -9,6 +9,10 @@ own (``totals``, rows ``TOTALS``) and the market rules in a third (``rules``, ro
 LLVM can then prove that no store of the loop aliases another (with everything in one array it
 needed more run-time overlap checks than it emits, and the loops stayed scalar). The two rare paths,
 the long-only rescaling of buys and liquidation, are scalar passes over the lanes that need them.
+
+The order of the phases exists once, here: :func:`fill_phases_nb` (steps 2-6) and
+:func:`settle_phases_nb` (steps 7-9), run by the kernels (``kernels.step_blocks_nb``) and by the paper
+exchange (``envs/live/paper_kernel.py``, which fills its own amount orders between the two).
 """
 
 from __future__ import annotations
@@ -315,3 +319,28 @@ def liquidate_nb(config, block, rules, rows, A, when, B):
         block[lane(STATE.cash, j, B)] = cash
         if when == LIQUIDATE_AT_CLOSE:
             block[lane(out + OUT.equity, j, B)] = cash
+
+
+@numba.njit(inline="always", **JIT)
+def fill_phases_nb(config, block, totals, rules, rows, A, B):
+    """Steps 2-6 in their order: size the orders at the open and fill them, sells first; long-only,
+    rescale the buys that cost more than the cash; apply the buys; close (or freeze) positions in
+    untradable assets."""
+    orders_and_sells_nb(config, block, totals, rules, rows, A, B)
+    if config[CONFIG.long_only] > 0.0:
+        rescale_buys_nb(config, block, rules, rows, A, B)
+    buys_and_closes_nb(config, block, totals, rules, rows, A, B)
+
+
+@numba.njit(inline="always", **JIT)
+def settle_phases_nb(config, block, rules, rows, A, B):
+    """Steps 7-9 in their order: long/short, the intrabar margin check and liquidation; borrow and
+    funding at the close and the mark to market; long/short, liquidation at the close. Expects
+    ``TEMP.liquidate`` zeroed."""
+    long_only = config[CONFIG.long_only] > 0.0
+    if not long_only:
+        intrabar_check_nb(config, block, rows, A, B)
+        liquidate_nb(config, block, rules, rows, A, LIQUIDATE_INTRABAR, B)
+    charges_and_mark_nb(config, block, rows, A, B)
+    if not long_only:
+        liquidate_nb(config, block, rules, rows, A, LIQUIDATE_AT_CLOSE, B)

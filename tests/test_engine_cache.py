@@ -56,3 +56,15 @@ def test_editing_an_engine_constant_recompiles_the_kernels(tmp_path):
     assert "MAX_SLIP = 0.5\n" in text
     execution.write_text(text.replace("MAX_SLIP = 0.5\n", "MAX_SLIP = 0.001\n"))
     assert _run(root) == pytest.approx(100.1)  # the new cap, in a fresh process, no cache deleted
+
+
+def test_the_engine_locator_names_the_source_file_as_numba_expects():
+    """numba reads ``locator._py_file`` when it warns that a function cannot be cached; without it
+    that warning became an AttributeError."""
+    from factorgym.envs import execution
+    from factorgym.envs.jit import EngineCacheLocator
+
+    fn = execution.process_order.py_func
+    locator = EngineCacheLocator.from_function(fn, execution.__file__)
+    assert locator is not None and locator._py_file == execution.__file__
+    assert locator.get_source_stamp() == locator.get_source_stamp() and len(locator.get_source_stamp()) == 64

@@ -155,3 +155,56 @@ def test_a_killed_writer_leaves_only_whole_events(tmp_path, subprocess_env):
         seqs = [e.seq for e in log]
         assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > 50
         assert log.repaired is None
+
+
+def test_synchronous_setting_follows_durable(tmp_path):
+    for durable, level in ((True, 2), (False, 1)):  # FULL = 2, NORMAL = 1
+        with EventLog(tmp_path / f"{durable}.sqlite", "r", durable=durable) as log:
+            assert log._db.execute("PRAGMA synchronous").fetchone()[0] == level
+            assert log._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("flags, replay, durable", [
+    ([], True, False),                # a replay can be rerun from its inputs: NORMAL
+    ([], False, True),                # live candles: every commit fsynced
+    (["--durable"], True, True),
+    (["--fast-log"], False, False),
+])
+def test_paper_log_durability_rule(flags, replay, durable):
+    from factorgym.cli import build_parser
+    from factorgym.commands.paper import log_durable
+
+    args = build_parser().parse_args(["paper", "--policy", "p", "--state", "s", *flags])
+    assert log_durable(args, replay=replay) is durable
+
+
+def test_paper_durable_and_fast_log_contradict():
+    from factorgym.cli import build_parser
+    from factorgym.commands.paper import log_durable
+    from factorgym.errors import ConfigError
+
+    args = build_parser().parse_args(["paper", "--policy", "p", "--state", "s", "--durable", "--fast-log"])
+    with pytest.raises(ConfigError, match="--durable and --fast-log"):
+        log_durable(args, replay=True)
+
+
+def test_reading_pauses_the_cyclic_gc_and_restores_it(tmp_path):
+    import gc
+
+    path = tmp_path / "events.sqlite"
+    _fill(path, 4)
+    with EventLog(path, "r") as log:
+        seen = []
+        for e in log:
+            seen.append(gc.isenabled())
+        assert seen == [False] * 4 and gc.isenabled()
+        first = iter(log)
+        assert next(first).seq == 1 and not gc.isenabled()  # paused while an iterator is alive ...
+        del first
+        assert gc.isenabled()  # ... and restored as soon as it is dropped
+        gc.disable()
+        try:
+            list(log)
+            assert not gc.isenabled()  # a caller's disabled collector stays disabled
+        finally:
+            gc.enable()

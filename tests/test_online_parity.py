@@ -76,3 +76,44 @@ def test_qlib_factors_online_equal_offline(btc_hourly, tmp_path):
     tensor = build_tensor_from_candles(candles, "1h", fs)
     rows = _replay(tensor, candles)
     assert np.abs(rows - tensor.features).max() <= 1e-5
+
+
+QUICKSTART_QLIB = ["Corr($close, Log($volume+1), 24)", "Slope($close, 48)/$close", "Rsquare($close, 48)",
+                   "($close - Min($low, 72))/(Max($high, 72) - Min($low, 72) + 1e-12)",
+                   "Cov($close, $volume, 10)", "Var($close, 9) + Sum($volume, 7) - Mean($close, 5)", "Abs($close - $open)"]
+
+
+@pytest.mark.qlib
+def test_qlib_direct_operators_keep_the_bits_and_skip_qlib_load(monkeypatch):
+    """The quickstart's expressions (and Cov/Var/Sum/Mean/Abs) are computed from pandas' rolling kernels
+    and numpy's ufuncs without Qlib's load, and give the per-asset Qlib evaluation's bits."""
+    pytest.importorskip("qlib")
+    from factorgym.data_layer.factors import qlib_online as qo
+    from factorgym.data_layer.factors.qlib_factors import QlibExpressionFactor
+
+    f = QlibExpressionFactor(QUICKSTART_QLIB)
+    plan = qo.EvalPlan(f._objs)
+    computed = [(k, m, d) for k, m, d in zip(plan.keys, plan.modes, plan.direct) if m not in ("feature", "kernel")]
+    assert all(d is not None for _, _, d in computed), computed
+    assert {d for _, _, d in computed} == {"ufunc1", "ufunc2", "roll", "cov", "corr"} and not plan.uses_qlib
+    for seed in (7, 8):  # other probe windows than verify_plan's
+        win = qo.probe_windows(f.history, seed)
+        for take in (slice(None), [3], [5, 0, 2]):
+            np.testing.assert_array_equal(plan.evaluate(win[:, take]), qo.evaluate_per_asset(f._objs, win[:, take]))
+    # a direct path slightly off (1e-6 relative) is caught by the plan check (the factor then falls back to Qlib)
+    real = qo._as_float64
+    monkeypatch.setattr(qo, "_as_float64", lambda x: real(x) * (1 + 1e-6))
+    assert qo.verify_plan(qo.EvalPlan(f._objs), f._objs, f.history)
+
+
+@pytest.mark.qlib
+def test_quickstart_qlib_rows_online_equal_offline(btc_hourly):
+    pytest.importorskip("qlib")
+    fs = {"factors": [{"kind": "qlib", "expr": QUICKSTART_QLIB, "name": [f"q{i}" for i in range(len(QUICKSTART_QLIB))]}],
+          "normalise": {"method": "none"}}
+    candles = {k: v.iloc[:700].reset_index(drop=True) for k, v in btc_hourly.items()}
+    tensor = build_tensor_from_candles(candles, "1h", fs)
+    rows = _replay(tensor, candles)
+    off = tensor.features.astype(np.float64)
+    scale = np.maximum(np.abs(off), 1.0)
+    assert np.isfinite(off).mean() > 0.9 and (np.abs(rows - off) / scale).max() <= 1e-5

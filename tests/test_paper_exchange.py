@@ -195,7 +195,7 @@ def test_rejections_are_events_with_reasons(tmp_path):
     with pytest.raises(InsufficientFunds):
         ex.create_order("BTC/USDT", "market", "buy", 1000.0, params={"clientOrderId": "rich"})
     with pytest.raises(InvalidOrder):
-        ex.create_order("BTC/USDT", "limit", "buy", 1.0, 100.0)
+        ex.create_order("BTC/USDT", "stop", "buy", 1.0, 100.0)  # (an unsupported type)
     with pytest.raises(InsufficientFunds):  # the same client id again: the same answer, no new event
         ex.create_order("BTC/USDT", "market", "buy", 1000.0, params={"clientOrderId": "rich"})
     small = ex.create_order("BTC/USDT", "market", "buy", 0.2)  # 0.2 x 101 < 50: refused at the fill
@@ -338,3 +338,81 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_equity(tmp_path, subprocess_
     last = run(tmp_path / "killed", -1)
     assert last.returncode == 0, last.stderr
     assert last.stdout == whole.stdout  # the same final equity, to the last bit
+
+
+# ---------------------------------------------------------------------- limit orders
+def _limit_tensor():
+    bars = [  # open, high, low, close, volume
+        (100.0, 101.0, 99.0, 100.0, 1000.0),
+        (100.0, 101.0, 99.5, 100.0, 1000.0),  # t1: low 99.5 does not trade through a 99 buy
+        (100.0, 100.5, 98.0, 99.0, 1000.0),   # t2: low 98 < 99, open above: fills at the limit, 99
+        (97.0, 98.0, 96.0, 97.0, 1000.0),     # t3: opens at 97, below a 98 buy: fills at the open
+        (97.0, 103.0, 97.0, 102.0, 1000.0),   # t4: high 103 > 101: a 101 sell fills at 101
+        (105.0, 106.0, 104.0, 105.0, 1000.0), # t5: opens at 105, above a 102 sell: fills at the open
+        (105.0, 105.0, 40.0, 105.0, 1000.0),  # t6: trades through 50, but that buy was cancelled
+        (105.0, 105.0, 105.0, 105.0, 1000.0),
+    ]
+    prices = np.array(bars)[:, None, :]
+    return FactorTensor.from_arrays(np.zeros((len(bars), 1, 1)), prices, np.arange(len(bars)) * H, symbols=["BTC/USDT"])
+
+
+def test_limit_orders_fill_at_the_limit_or_the_gapped_open_and_rest_until_then(tmp_path):
+    tensor, ts, fee = _limit_tensor(), np.arange(8) * H, 0.001
+    execution = ExecutionConfig(taker_fee=fee, slippage_bps=0.0, half_spread_bps=0.0, lot_step=0.0, min_notional=0.0)
+    ex = PaperExchange(tensor, execution=execution, initial_cash=1000.0, state_dir=tmp_path)
+    ex.advance(int(ts[1]))
+    buy = ex.create_order("BTC/USDT", "limit", "buy", 1.0, 99.0, params={"clientOrderId": "b1"})
+    assert buy["status"] == "open" and buy["price"] == 99.0 and buy["type"] == "limit" and buy["timeInForce"] == "GTC"
+    ex.advance(int(ts[2]))  # bar t1 never reaches 99
+    assert [o["id"] for o in ex.fetch_open_orders()] == [buy["id"]] and ex.fetch_balance()["total"]["USDT"] == 1000.0
+    ex.close()
+    ex = PaperExchange(tensor, execution=execution, initial_cash=1000.0, state_dir=tmp_path)  # restart: still open
+    assert [o["id"] for o in ex.fetch_open_orders()] == [buy["id"]]
+    ex.advance(int(ts[3]))
+    cash = 1000.0 - 99.0 - 99.0 * fee
+    done = ex.fetch_order(buy["id"])
+    assert done["status"] == "closed" and done["filled"] == 1.0 and done["average"] == 99.0 and done["price"] == 99.0
+    trade = ex.fetch_my_trades()[-1]
+    assert (trade["price"], trade["amount"], trade["type"], trade["takerOrMaker"]) == (99.0, 1.0, "limit", "maker")
+    assert math.isclose(trade["fee"]["cost"], 99.0 * fee, rel_tol=1e-12)
+    assert math.isclose(ex.fetch_balance()["total"]["USDT"], cash, rel_tol=1e-12)
+    ex.create_order("BTC/USDT", "limit", "buy", 2.0, 98.0)
+    ex.advance(int(ts[4]))  # gaps down through 98: bought at the open, 97
+    cash -= 2 * 97.0 * (1 + fee)
+    assert ex.fetch_my_trades()[-1]["price"] == 97.0 and ex.fetch_balance()["total"]["BTC"] == 3.0
+    ex.create_order("BTC/USDT", "limit", "sell", 2.0, 101.0)
+    ex.advance(int(ts[5]))
+    cash += 2 * 101.0 * (1 - fee)
+    assert ex.fetch_my_trades()[-1]["price"] == 101.0
+    ex.create_order("BTC/USDT", "limit", "sell", 1.0, 102.0)
+    never = ex.create_order("BTC/USDT", "limit", "buy", 1.0, 50.0)
+    assert ex.cancel_order(never["id"])["status"] == "canceled"
+    ex.advance(int(ts[7]))  # t5 gaps up through 102: sold at the open, 105; t6 trades through 50: nothing
+    cash += 105.0 * (1 - fee)
+    assert [t["price"] for t in ex.fetch_my_trades()] == [99.0, 97.0, 101.0, 105.0]
+    assert ex.fetch_open_orders() == [] and ex.fetch_order(never["id"])["filled"] == 0.0
+    bal = ex.fetch_balance()["total"]
+    assert bal["BTC"] == 0.0 and math.isclose(bal["USDT"], cash, rel_tol=1e-12)
+    kinds = [e.kind for e in ex.events]
+    assert kinds.count("order_accepted") == 5 and kinds.count("fill") == 4 and kinds.count("order_done") == 5
+    ex.close()
+    again = PaperExchange(tensor, execution=execution, initial_cash=1000.0, state_dir=tmp_path)  # the log replays it
+    assert again.fetch_balance()["total"] == bal and len(again.fetch_my_trades()) == 4
+    again.close()
+
+
+@pytest.mark.parametrize("args, why", [
+    (("limit", "buy", 1.0, None, {}), "price"),
+    (("limit", "buy", 1.0, -5.0, {}), "price"),
+    (("limit", "buy", None, 99.0, {"targetWeight": 0.5}), "takes an amount"),
+    (("stop", "buy", 1.0, 99.0, {}), "not supported"),
+    (("limit", "buy", 20.0, 99.0, {}), "costs about"),  # 20 x 99 > 1000 of cash
+])
+def test_bad_limit_orders_are_refused_and_logged(tmp_path, args, why):
+    ex = PaperExchange(_limit_tensor(), initial_cash=1000.0, state_dir=tmp_path)
+    ex.advance(H)
+    type_, side, amount, price, params = args
+    with pytest.raises((InvalidOrder, InsufficientFunds), match=why):
+        ex.create_order("BTC/USDT", type_, side, amount, price, params=params)
+    assert ex.events.last().kind == "order_rejected" and ex.fetch_open_orders() == []
+    ex.close()

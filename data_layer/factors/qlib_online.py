@@ -30,7 +30,13 @@ probe windows of very different price scales when an online factor is first buil
 to the reference path, with a warning, on any difference (e.g. after a pandas/Qlib upgrade).
 
 Speed-ups beyond the batching: the plan's own copies of the expression trees cache their
-``str()`` (Qlib rebuilds the whole sub-tree string on every ``load`` for the cache key).
+``str()`` (Qlib rebuilds the whole sub-tree string on every ``load`` for the cache key). And the
+common operators skip Qlib's ``load`` and pandas' object layer (:func:`_direct_kind`): an ``elem``
+operator whose ``_load_internal`` is Qlib's plain ``np.<func>(left, right)`` is that ufunc call on
+the arrays; ``Mean Sum Std Var Max Min`` (int N > 0), ``Cov`` and ``Corr`` call, column by column,
+the very Cython kernels pandas' ``rolling(N, min_periods=1)`` calls (``roll_mean`` ... ``roll_corr``)
+on the same inputs (pandas' float64 conversion with inf as NaN; ``X + 0 * Y`` masking for the pairs;
+``zsqrt`` for Std). :func:`verify_plan` holds them to the per-asset bits like the rest.
 """
 
 from __future__ import annotations
@@ -133,6 +139,55 @@ def _cache_str(node) -> None:
     node.__class__ = sub
 
 
+_ROLL_FUNCS = ("mean", "sum", "std", "var", "max", "min")
+
+
+def _direct_kind(node, base_class: type, mode: str) -> str | None:
+    """How a node is computed without Qlib's ``load``: ``ufunc1``/``ufunc2`` (Qlib's own
+    ``np.<func>`` call), ``roll``/``cov``/``corr`` (pandas' rolling kernels), or None (through Qlib)."""
+    from qlib.data import ops
+
+    impl = base_class._load_internal
+    if mode == "elem":
+        if impl is ops.NpElemOperator._load_internal:
+            return "ufunc1"
+        if impl is ops.NpPairOperator._load_internal:
+            return "ufunc2"
+        return None
+    n = getattr(node, "N", None)
+    if type(n) is not int or n <= 0:
+        return None
+    if mode == "wide" and impl is ops.Rolling._load_internal and node.func in _ROLL_FUNCS:
+        return "roll"
+    if mode == "wide" and impl is ops.PairRolling._load_internal and node.func == "cov":
+        return "cov"
+    if mode == "corr" and impl is ops.Corr._load_internal:
+        return "corr"
+    return None
+
+
+def _window_bounds(n: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """pandas' ``FixedWindowIndexer`` bounds of ``rolling(window)`` over n rows (right-closed)."""
+    end = np.arange(1, n + 1, dtype=np.int64)
+    return np.clip(end - window, 0, n), end
+
+
+def _as_float64(x: np.ndarray) -> np.ndarray:
+    """pandas' ``Rolling._prep_values``: float64, inf as NaN."""
+    v = np.asarray(x, dtype=np.float64)
+    inf = np.isinf(v)
+    return np.where(inf, np.nan, v) if inf.any() else v
+
+
+def _zsqrt(x: np.ndarray) -> np.ndarray:
+    """pandas' ``zsqrt``: sqrt, 0 where the variance came out negative."""
+    out = np.sqrt(x)
+    neg = x < 0
+    if neg.any():
+        out[neg] = 0
+    return out
+
+
 class EvalPlan:
     """Unique sub-expressions of ``roots`` in evaluation order (inputs first), each with its
     container mode (``feature``, ``elem``, ``wide``, ``corr``, ``kernel`` or ``asset``)."""
@@ -172,6 +227,9 @@ class EvalPlan:
                 self.field.append(qp.QLIB_FIELDS.index(node._name.lower()) if mode == "feature" else -1)
                 self.base_class.append(type(node))
         self.roots = [index[str(r)] for r in roots]
+        self.direct = [_direct_kind(o, c, m) for o, c, m in zip(self.objs, self.base_class, self.modes)]
+        self.uses_qlib = any(d is None and m not in ("feature", "kernel") for d, m in zip(self.direct, self.modes))
+        self._bounds: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         for obj in self.objs:  # objs are the plan's own copies (see __init__)
             _cache_str(obj)
 
@@ -186,10 +244,11 @@ class EvalPlan:
 
         n_rows, r = win.shape[0], win.shape[1]
         end = n_rows - 1
-        mem = cache["f"]
-        mem.clear()
-        if mem.limited and mem.size_limit < len(self.keys) * (3 + r):  # an eviction would re-read
-            mem.set_limit_size(len(self.keys) * (3 + r))  # a batch "instrument" from the provider
+        mem = cache["f"] if self.uses_qlib else None
+        if mem is not None:
+            mem.clear()
+            if mem.limited and mem.size_limit < len(self.keys) * (3 + r):  # an eviction would re-read
+                mem.set_limit_size(len(self.keys) * (3 + r))  # a batch "instrument" from the provider
         vals: list[np.ndarray | None] = [None] * len(self.keys)
         placed: dict[tuple[int, str], bool] = {}
         asset_insts = [f"{_ASSET}{i}" for i in range(r)]
@@ -213,7 +272,10 @@ class EvalPlan:
                     if mode == "feature":
                         vals[j] = np.ascontiguousarray(win[:, :, self.field[j]])
                         continue
-                    kids, obj = self.kids[j], self.objs[j]
+                    kids, obj, direct = self.kids[j], self.objs[j], self.direct[j]
+                    if direct is not None:
+                        vals[j] = self._direct(direct, obj, [vals[k] for k in kids], n_rows, r)
+                        continue
                     if mode == "kernel":  # the operator's own Cython kernel on each column
                         x = vals[kids[0]]
                         out = np.column_stack([kernel[self.base_class[j]](np.ascontiguousarray(x[:, i]), obj.N) for i in range(r)])
@@ -236,8 +298,46 @@ class EvalPlan:
                         raise RuntimeError(f"Qlib returned shape {out.shape} for {self.keys[j]!r}, expected {(n_rows, r)}")
                     vals[j] = out
         finally:
-            mem.clear()
+            if mem is not None:
+                mem.clear()
         return np.stack([np.asarray(vals[j][-1], dtype=np.float32) for j in self.roots], axis=-1)
+
+    def _direct(self, kind: str, obj: Any, inputs: list[np.ndarray], n_rows: int, r: int) -> np.ndarray:
+        """One node without Qlib's ``load``: what Qlib's operator and pandas compute, from the same
+        arrays (see the module docstring)."""
+        from pandas._libs.window import aggregations as agg
+        from qlib.data.base import Expression
+
+        if kind == "ufunc1":
+            return np.asarray(getattr(np, obj.func)(inputs[0]))
+        if kind == "ufunc2":
+            feed = iter(inputs)
+            left = next(feed) if isinstance(obj.feature_left, Expression) else obj.feature_left
+            right = next(feed) if isinstance(obj.feature_right, Expression) else obj.feature_right
+            return np.asarray(getattr(np, obj.func)(left, right))
+        bounds = self._bounds.get((n_rows, obj.N))
+        if bounds is None:
+            bounds = self._bounds[(n_rows, obj.N)] = _window_bounds(n_rows, obj.N)
+        start, stop = bounds
+        out = np.empty((n_rows, r))
+        if kind == "roll":
+            x, func = inputs[0], obj.func
+            for i in range(r):
+                v = _as_float64(x[:, i])
+                if func in ("std", "var"):
+                    res = agg.roll_var(v, start, stop, 1, ddof=1)
+                    out[:, i] = _zsqrt(res) if func == "std" else res
+                else:
+                    out[:, i] = getattr(agg, f"roll_{func}")(v, start, stop, 1)
+            return out
+        a, b = inputs[0], inputs[1]
+        xs, ys = a + 0 * b, b + 0 * a  # pandas' prep_binary: NaN where either side is NaN
+        for i in range(r):
+            x, y = _as_float64(xs[:, i]), _as_float64(ys[:, i])
+            out[:, i] = agg.roll_cov(x, y, start, stop, 1, ddof=1) if kind == "cov" else agg.roll_corr(x, y, start, stop, 1)
+        if kind == "corr":  # Qlib's Corr: NaN where either side's rolling std is ~0
+            out[np.isclose(inputs[2], 0, atol=2e-05) | np.isclose(inputs[3], 0, atol=2e-05)] = np.nan
+        return out
 
 
 def evaluate_per_asset(objs: list[Any], win: np.ndarray) -> np.ndarray:

@@ -176,30 +176,34 @@ class TalibOnline:
         self._fields = [FIELDS.index(f) for f in factor.input_fields]
         self._k = len(factor.names)
 
-    def _emit(self, value, close: float) -> np.ndarray:
-        vals = np.asarray(value if isinstance(value, tuple) else (value,), dtype=np.float64)[None, :]
-        return self.factor._post(vals, np.array([close]))[0]
-
     def update(self, timestamp: int, bar: np.ndarray) -> np.ndarray:
         bar = np.asarray(bar, dtype=np.float64)
-        out = np.full((len(self.symbols), self._k), np.nan)
-        for a in np.flatnonzero(np.isfinite(bar[:, 3])):
-            inputs = bar[a, self._fields]
+        got: list[int] = []
+        vals: list[tuple] = []
+        fields = bar[:, self._fields].tolist()
+        for a in np.flatnonzero(np.isfinite(bar[:, 3])).tolist():
+            inputs = fields[a]
             h = self._handles[a]
             if h is not None:
-                out[a] = self._emit(h.update(*inputs), bar[a, 3])
-                continue
-            self._history[a].append(inputs)
-            hist = np.asarray(self._history[a])
-            try:
-                h = self._open(*(np.ascontiguousarray(hist[:, j]) for j in range(hist.shape[1])), **self.factor.params)
-            except Exception as exc:  # not enough history yet ("not yet", per talib.stream's docs)
-                if type(exc).__name__ != "InsufficientHistory":
-                    raise
-                continue
-            self._handles[a] = h
-            self._history[a] = []
-            out[a] = self._emit(h.value, bar[a, 3])
+                value = h.update(*inputs)
+            else:
+                self._history[a].append(inputs)
+                hist = np.asarray(self._history[a])
+                try:
+                    h = self._open(*(np.ascontiguousarray(hist[:, j]) for j in range(hist.shape[1])),
+                                   **self.factor.params)
+                except Exception as exc:  # not enough history yet ("not yet", per talib.stream's docs)
+                    if type(exc).__name__ != "InsufficientHistory":
+                        raise
+                    continue
+                self._handles[a] = h
+                self._history[a] = []
+                value = h.value
+            got.append(a)
+            vals.append(value if isinstance(value, tuple) else (value,))
+        out = np.full((len(self.symbols), self._k), np.nan)
+        if got:  # outputs and scale of every asset's value at once (the offline path's _post)
+            out[got] = self.factor._post(np.asarray(vals, dtype=np.float64), bar[got, 3])
         return out
 
 

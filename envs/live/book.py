@@ -93,6 +93,8 @@ class Book:
             o = d["order"]  # (compact: id, clientOrderId, symbol, type, side, amount, info)
             order = order_struct(id=o["id"], client_id=o["clientOrderId"], ts=event.ts, symbol=o["symbol"],
                                  type=o["type"], side=o["side"], amount=o["amount"], quote=self.quote, info=o["info"])
+            if o["type"] == "limit":  # (good till cancelled; its price is the limit)
+                order.update(price=o["price"], timeInForce="GTC")
             if kind == "order_rejected":
                 order.update(status="rejected", remaining=0.0)
             else:
@@ -138,7 +140,10 @@ class Book:
             cost = order["cost"] + trade["cost"]
             order["filled"], order["cost"] = filled, cost
             order["average"] = cost / filled if filled > 0 else None
-            order["price"] = order["average"]
+            if order["type"] == "limit":  # a resting order filled when the market came to it
+                trade.update(type="limit", takerOrMaker="maker")
+            else:
+                order["price"] = order["average"]
             if order["amount"] is not None:
                 order["remaining"] = max(order["amount"] - filled, 0.0)
             fee = order["fee"]["cost"] + trade["fee"]["cost"]

@@ -20,6 +20,7 @@ replaying the events (:meth:`EventLog.events`), and at a past time by replaying 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import sqlite3
@@ -40,6 +41,8 @@ CREATE TABLE IF NOT EXISTS damaged (
 );
 """
 REDACTED = "***"
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # (json.dumps's output, one encoder reused)
+_INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)"
 
 
 class EventLogError(RuntimeError):
@@ -80,8 +83,9 @@ class EventLog:
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.executescript(SCHEMA)
         self._secrets: list[str] = []
-        self._in_batch = False
+        self._in_batch = self._open_tx = False
         self._pending: list[Event] = []
+        self._rows: list[tuple] = []  # a batch's rows not inserted yet
         self.repaired: Event | None = None
         self._seq, self._last_checksum = 0, 0
         self._verify()
@@ -94,27 +98,22 @@ class EventLog:
 
     def append(self, kind: str, ts: int, /, **data: Any) -> Event:
         """Write one event and commit it (inside :meth:`batch`: commit at the batch's end)."""
-        payload = json.dumps(data, separators=(",", ":"))
+        payload = _encode(data)
         redacted = False
         for secret in self._secrets:
             if secret in payload:
                 payload, redacted = payload.replace(secret, REDACTED), True
         seq = self._seq + 1
-        crc = checksum(self._last_checksum, seq, int(ts), kind, payload)
-        if not self._in_batch:
-            self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
-                             (self.run_id, seq, int(ts), kind, payload, crc))
-            if not self._in_batch:
-                self._db.execute("COMMIT")
-        except BaseException:
-            if not self._in_batch:
-                self._db.execute("ROLLBACK")
-            raise
+        ts = int(ts)
+        crc = checksum(self._last_checksum, seq, ts, kind, payload)
+        row = (self.run_id, seq, ts, kind, payload, crc)
+        if self._in_batch:
+            self._rows.append(row)  # (inserted at the batch's end, or before a read inside it)
+        else:
+            self._db.execute(_INSERT, row)  # autocommit: its own transaction, committed on return
         self._seq, self._last_checksum = seq, crc
         # the caller's dict (it must not change it afterwards), or what a replay reads where a secret was cut
-        event = Event(seq, int(ts), kind, json.loads(payload) if redacted else data)
+        event = Event(seq, ts, kind, json.loads(payload) if redacted else data)
         if self._in_batch:
             self._pending.append(event)
         return event
@@ -127,28 +126,51 @@ class EventLog:
             yield self._pending
             return
         seq, crc = self._seq, self._last_checksum
-        self._db.execute("BEGIN IMMEDIATE")
-        self._in_batch, self._pending = True, []
+        self._in_batch, self._pending, self._rows, self._open_tx = True, [], [], False
         try:
             yield self._pending
-            self._db.execute("COMMIT")
+            self._flush()
+            if self._open_tx:
+                self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._open_tx:
+                self._db.execute("ROLLBACK")
             self._seq, self._last_checksum = seq, crc
             raise
         finally:
-            self._in_batch = False
+            self._in_batch, self._rows, self._open_tx = False, [], False
+
+    def _flush(self) -> None:
+        """Insert a batch's rows so far, inside its (then open) transaction."""
+        if self._rows:
+            if not self._open_tx:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._open_tx = True
+            self._db.executemany(_INSERT, self._rows)
+            self._rows = []
 
     # ---- reading
     def events(self, *, after_seq: int = 0, until_ts: int | None = None) -> Iterator[Event]:
-        """This run's events with seq > ``after_seq`` (and ts <= ``until_ts``), in order."""
+        """This run's events with seq > ``after_seq`` (and ts <= ``until_ts``), in order. The cyclic
+        garbage collector is paused until the iterator is exhausted or dropped (see below)."""
+        self._flush()
         sql = "SELECT seq, ts, kind, payload FROM events WHERE run_id = ? AND seq > ?"
         args: list[Any] = [self.run_id, after_seq]
         if until_ts is not None:
             sql += " AND ts <= ?"
             args.append(int(until_ts))
-        for seq, ts, kind, payload in self._db.execute(sql + " ORDER BY seq", args):
-            yield Event(seq, ts, kind, json.loads(payload))
+        # A replay builds many small acyclic dicts (the events; the book's orders and trades): the
+        # cyclic collector's passes over that growing heap cost about a third of a restart and free
+        # nothing (reference counts do). So it is paused while this iterator is alive and not
+        # exhausted (a dropped iterator restores it at once), and restored after.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            for seq, ts, kind, payload in self._db.execute(sql + " ORDER BY seq", args):
+                yield Event(seq, ts, kind, json.loads(payload))
+        finally:
+            if paused:
+                gc.enable()
 
     def __iter__(self) -> Iterator[Event]:
         return self.events()
@@ -162,6 +184,7 @@ class EventLog:
 
     def last(self, kind: str | None = None) -> Event | None:
         """The latest event (of ``kind``), or None."""
+        self._flush()
         sql = "SELECT seq, ts, kind, payload FROM events WHERE run_id = ?"
         args: list[Any] = [self.run_id]
         if kind is not None:
@@ -173,6 +196,7 @@ class EventLog:
     def count(self, kind: str | None = None) -> int:
         if kind is None:
             return self._seq
+        self._flush()
         return self._db.execute("SELECT COUNT(*) FROM events WHERE run_id = ? AND kind = ?",
                                 (self.run_id, kind)).fetchone()[0]
 

@@ -10,7 +10,7 @@ So a loop that, at the close of bar t (time ``ts[t+1]``), calls ``advance(ts[t+1
 balance and then places its orders, sees exactly the env's state at the close of t, and its orders
 fill as the env's action of bar t does.
 
-Orders (ccxt's ``create_order``; type ``"market"`` only):
+Orders (ccxt's ``create_order``; type ``"market"``, or ``"limit"`` with an amount and a price):
 
 - ``params={"targetWeight": w}``: the env's own order. Its size is fixed at the fill bar's open from
   the book's value there, by the env's sizing (weight 0 closes exactly; NaN holds) -- the open is
@@ -20,9 +20,13 @@ Orders (ccxt's ``create_order``; type ``"market"`` only):
   filled after the weight orders, sells first, then buys (long-only: scaled down together when their
   cost exceeds the cash, as the env does), each through ``process_order``; capped at
   ``participation`` x the bar's volume, the rest kept open (``remainder="keep"``) or cancelled.
+- ``type="limit"``, ``price``: open (good till cancelled) until a bar trades through the price: a
+  buy fills when the bar's low is below it, at the limit, or at the open when the bar opened below
+  it (a sell: high above, at the limit or the higher open); through ``process_order`` at that price
+  without slippage, after the market orders, with the same participation cap (the rest stays open).
 
 Rejections (an ``order_rejected`` event, then the ccxt-named error): unknown symbol (``BadSymbol``),
-a type other than market, an amount that rounds to nothing or is below the minimum
+a type other than market or limit, a limit order without a positive price, an amount that rounds to nothing or is below the minimum
 (``InvalidOrder``), not enough cash or base for an amount order at the last close
 (``InsufficientFunds``). At the fill: below the minimum notional at the open, or the market not
 trading that bar: the order is closed as ``rejected`` with that reason.
@@ -51,7 +55,9 @@ from factorgym.envs.live.events import EventLog
 from factorgym.envs.live.exchange import (
     BadSymbol, ExchangeError, InsufficientFunds, InvalidOrder, NotSupported, OrderNotFound, reason_of,
 )
-from factorgym.envs.live.paper_orders import _REASONS, engine_config, fill_amount_orders, validate_order
+from factorgym.envs.live.paper_orders import (
+    _REASONS, engine_config, fill_amount_orders, fill_limit_orders, validate_order,
+)
 from factorgym.errors import ConfigError
 
 __all__ = ["PaperExchange", "engine_config"]
@@ -152,12 +158,17 @@ class PaperExchange:
         i = self._symbol_index(symbol)
         if timeframe != self.timeframe:
             raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
-        now = self.book.now if self.book.now is not None else int(self._timestamps[0])
-        lo = 0 if since is None else int(np.searchsorted(self._timestamps, since))
-        hi = int(np.searchsorted(self._timestamps, now))
-        rows = [[int(self._timestamps[k]), *map(float, self._prices[k, i, :5])]
-                for k in range(lo, hi) if self._tradable[k, i]]
-        return rows if limit is None else rows[:limit]
+        ts = self._timestamps
+        now = self.book.now if self.book.now is not None else int(ts[0])
+        lo = 0 if since is None else int(np.searchsorted(ts, since))
+        hi = int(np.searchsorted(ts, now))
+        rows: list[list[float]] = []
+        while lo < hi and (limit is None or len(rows) < limit):  # (a page reads only what it returns)
+            stop = hi if limit is None else min(hi, lo + limit - len(rows))
+            rows += [[t, *p] for t, p, ok in zip(ts[lo:stop].tolist(), self._prices[lo:stop, i, :5].tolist(),
+                                                 self._tradable[lo:stop, i].tolist()) if ok]
+            lo = stop
+        return rows
 
     def fetch_balance(self) -> dict[str, Any]:
         return self.book.balance()
@@ -184,8 +195,10 @@ class PaperExchange:
             info["closePosition"] = True
         order = {"id": oid, "clientOrderId": cid, "symbol": symbol, "type": type, "side": side, "info": info,
                  "amount": None if weight is not None or amount is None else float(amount)}
+        if type == "limit":
+            order["price"] = float(price) if isinstance(price, (int, float)) else price
         try:
-            validate_order(self, symbol, type, side, amount, weight, bool(params.get("closePosition")))
+            validate_order(self, symbol, type, side, amount, weight, bool(params.get("closePosition")), price)
         except ExchangeError as exc:
             info["reason"] = f"{reason_of(exc)}: {exc}"
             self._emit("order_rejected", now, order=order, reason=reason_of(exc), message=str(exc))
@@ -390,6 +403,7 @@ class PaperExchange:
             events.append(("order_done", {"id": o["id"], "status": done, "amount": abs(float(q)), "trade": t,
                                           "reason": None if done == "closed" else _REASONS.get(name, name)}))
         cash, pos = fill_amount_orders(self, due, record, cash, pos, fill, events)
+        cash, pos = fill_limit_orders(self, due, record, cash, pos, fill, events)
         for i in range(A):  # untradable closes (kind 1)
             q, price, fee, slip = fills[A + i]
             if q != 0.0:

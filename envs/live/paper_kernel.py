@@ -1,14 +1,14 @@
 """The env's own accounting phases for one paper account and one fill bar.
 
-The paper exchange does not re-implement the env's step: it runs the very phase functions of
+The paper exchange does not re-implement the env's step: it runs the very phase sequences of
 :mod:`factorgym.envs.phases` that the kernels run (:func:`factorgym.envs.kernels.step_blocks_nb`),
-on a block of one lane (B = 1) held in a numpy array, in the kernels' order:
+on a block of one lane (B = 1) held in a numpy array:
 
-1. :func:`orders_nb`: size the orders from the target weights at the fill bar's open (the env's
-   sizing: ``orders_and_sells_nb``), sells first, the long-only rescale of buys, the buys, the
-   untradable closes; then the paper exchange fills its amount orders (``process_order``);
-2. :func:`close_nb`: long/short intrabar liquidation, borrow and funding at the close, mark to
-   market, liquidation at the close.
+1. :func:`orders_nb`: ``fill_phases_nb`` (size the orders from the target weights at the fill bar's
+   open, sells first, the long-only rescale of buys, the buys, the untradable closes); then the
+   paper exchange fills its amount orders (``process_order``);
+2. :func:`close_nb`: ``settle_phases_nb`` (long/short intrabar liquidation, borrow and funding at the
+   close, mark to market, liquidation at the close).
 
 Lanes are independent and the per-asset sums run in asset order, so one lane gives the results of
 the env's lane bit for bit (no fast-math: no reassociation).
@@ -22,13 +22,8 @@ import numba
 import numpy as np
 
 from factorgym.envs.jit import JIT
-from factorgym.envs.layouts import (
-    CONFIG, LIQUIDATE_AT_CLOSE, LIQUIDATE_INTRABAR, N_FILL, N_RULE, OUT, PRICE, STATE, STATE_POSITIONS, TEMP, TOTALS,
-    block_rows,
-)
-from factorgym.envs.phases import (
-    buys_and_closes_nb, charges_and_mark_nb, intrabar_check_nb, liquidate_nb, orders_and_sells_nb, rescale_buys_nb,
-)
+from factorgym.envs.layouts import CONFIG, N_FILL, N_RULE, OUT, PRICE, STATE, STATE_POSITIONS, TEMP, TOTALS, block_rows
+from factorgym.envs.phases import fill_phases_nb, settle_phases_nb
 
 #: results of :func:`close_nb`, in ``summary``
 SUMMARY = ("equity", "borrow", "funding", "liquidate")
@@ -63,10 +58,7 @@ def orders_nb(config, record, cash, positions, weights, block):
     for c in range(N_RULE * A):
         rules[c] = config[len(CONFIG) + c]
     totals = np.zeros(len(TOTALS))
-    orders_and_sells_nb(config, block, totals, rules, rows, A, B)
-    if config[CONFIG.long_only] > 0.0:
-        rescale_buys_nb(config, block, rules, rows, A, B)
-    buys_and_closes_nb(config, block, totals, rules, rows, A, B)
+    fill_phases_nb(config, block, totals, rules, rows, A, B)
 
 
 @numba.njit(**JIT)
@@ -84,14 +76,8 @@ def close_nb(config, cash, positions, block, summary):
     rules = np.empty(N_RULE * A)
     for c in range(N_RULE * A):
         rules[c] = config[len(CONFIG) + c]
-    long_only = config[CONFIG.long_only] > 0.0
     block[rows.temps + TEMP.liquidate] = 0.0
-    if not long_only:
-        intrabar_check_nb(config, block, rows, A, B)
-        liquidate_nb(config, block, rules, rows, A, LIQUIDATE_INTRABAR, B)
-    charges_and_mark_nb(config, block, rows, A, B)
-    if not long_only:
-        liquidate_nb(config, block, rules, rows, A, LIQUIDATE_AT_CLOSE, B)
+    settle_phases_nb(config, block, rules, rows, A, B)
     summary[0] = block[rows.out + OUT.equity]
     summary[1] = block[rows.out + OUT.borrow_cost]
     summary[2] = block[rows.out + OUT.funding]

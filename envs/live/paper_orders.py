@@ -12,7 +12,8 @@ import numpy as np
 
 from factorgym.envs.config import ExecutionConfig, resolve_per_symbol
 from factorgym.envs.execution import (
-    FILLED, IGNORED_NO_CHANGE, ORDER_STATUS, REJECTED_UNTRADABLE, buy_scale_nb, process_order, round_lot_nb,
+    FILLED, IGNORED_NO_CHANGE, ORDER_STATUS, REJECTED_UNTRADABLE, Slippage, buy_scale_nb, process_order,
+    round_lot_nb,
 )
 from factorgym.envs.layouts import CONFIG, PRICE, RULE, inverse
 from factorgym.envs.live.exchange import InsufficientFunds, InvalidOrder
@@ -47,13 +48,18 @@ def engine_config(execution: ExecutionConfig, symbols: list[str], meta: dict | N
 
 
 
-def validate_order(ex, symbol, type, side, amount, weight, close_position) -> None:
+def validate_order(ex, symbol, type, side, amount, weight, close_position, price=None) -> None:
     """Refuse an order before it is accepted (the reasons a ccxt exchange gives at once)."""
     i = ex._symbol_index(symbol)
-    if type != "market":
-        raise InvalidOrder(f"paper: order type {type!r} is not supported; use 'market'")
+    if type not in ("market", "limit"):
+        raise InvalidOrder(f"paper: order type {type!r} is not supported; use 'market' or 'limit'")
     if side not in ("buy", "sell"):
         raise InvalidOrder(f"paper: side {side!r}; expected 'buy' or 'sell'")
+    if type == "limit":
+        if weight is not None or close_position:
+            raise InvalidOrder("paper: a limit order takes an amount (not targetWeight or closePosition)")
+        if not isinstance(price, (int, float)) or not math.isfinite(price) or price <= 0:
+            raise InvalidOrder(f"paper: limit order price {price!r} of {symbol}; expected a positive number")
     if weight is not None:
         if not isinstance(weight, (int, float)) or math.isinf(weight):
             raise InvalidOrder(f"paper: targetWeight {weight!r}; expected a finite number (NaN holds)")
@@ -68,16 +74,16 @@ def validate_order(ex, symbol, type, side, amount, weight, close_position) -> No
         raise InvalidOrder(f"paper: amount {amount} of {symbol} rounds to 0 at the lot step {rules.lot_step}")
     if q < rules.min_amount:
         raise InvalidOrder(f"paper: amount {q} of {symbol} is below the minimum {rules.min_amount}")
-    mark = ex._last_mark(i)
+    mark = ex._last_mark(i) if type == "market" else float(price)
     if side == "buy" and ex.long_only:
-        committed = sum(o["amount"] * ex._last_mark(ex.symbols.index(o["symbol"]))
+        committed = sum(o["remaining"] * (o["price"] if o["type"] == "limit" else ex._last_mark(ex.symbols.index(o["symbol"])))
                         for o in ex.book.open_orders() if o["side"] == "buy" and o["amount"])
         cost = q * mark * (1.0 + rules.fee)
         if cost + committed > ex.book.cash:
             raise InsufficientFunds(f"paper: buying {q} {symbol} costs about {cost:.8g} {ex.quote}; "
                                     f"free cash is {ex.book.cash - committed:.8g}")
     if side == "sell" and ex.long_only:
-        held = ex.book.positions[i] - sum(o["amount"] for o in ex.book.open_orders()
+        held = ex.book.positions[i] - sum(o["remaining"] for o in ex.book.open_orders()
                                             if o["symbol"] == symbol and o["side"] == "sell" and o["amount"])
         if q > held * (1 + 1e-12):
             raise InsufficientFunds(f"paper: selling {q} {symbol} but {max(held, 0.0):.8g} is free")
@@ -87,7 +93,7 @@ def validate_order(ex, symbol, type, side, amount, weight, close_position) -> No
 def fill_amount_orders(ex, due, record, cash, pos, fill, events):
     """Fill the due amount orders through ``process_order``: sells, then buys (long-only:
     scaled together to the cash, as the env does). Returns the new cash and positions."""
-    orders = [o for o in due if "targetWeight" not in o["info"]]
+    orders = [o for o in due if "targetWeight" not in o["info"] and o["type"] == "market"]
     if not orders:
         return cash, pos
     plans = []
@@ -133,6 +139,43 @@ def fill_amount_orders(ex, due, record, cash, pos, fill, events):
         else:
             events.append(("order_done", {"id": o["id"], "status": "closed",
                                           "amount": filled if o["info"].get("closePosition") else None}))
+    return cash, pos
+
+
+NO_SLIPPAGE = Slippage(0.0, 0.0, 1.0)
+
+
+def fill_limit_orders(ex, due, record, cash, pos, fill, events):
+    """Fill the due limit orders, in placing order, where the bar traded through their price: a buy
+    when its low is below the limit, at the limit or at the open if that is lower (a gap through it);
+    a sell when its high is above, at the limit or the higher open. Each goes through
+    ``process_order`` at that price without slippage (capped at ``participation`` x the bar's
+    volume; long-only: buys scaled to the cash, sells to the position). What is left stays open
+    until filled or cancelled. Returns the new cash and positions."""
+    for o in (o for o in due if o["type"] == "limit"):
+        i = ex.symbols.index(o["symbol"])
+        limit, buy = float(o["price"]), o["side"] == "buy"
+        if record[i, PRICE.tradable] <= 0 or not (record[i, PRICE.low] < limit if buy else record[i, PRICE.high] > limit):
+            continue
+        price = min(limit, record[i, PRICE.open]) if buy else max(limit, record[i, PRICE.open])
+        want = o["remaining"] if buy else -o["remaining"]
+        vol = record[i, PRICE.inv_volume]
+        cap = ex.participation / vol if (ex.participation and vol > 0) else math.inf
+        size = math.copysign(min(abs(want), cap), want)
+        rules = ex.rules[i]
+        if ex.long_only:
+            size = size * float(buy_scale_nb(cash, size * price * (1.0 + rules.fee))) if buy else max(size, -max(pos[i], 0.0))
+        if size == 0.0:
+            continue
+        cash, pos[i], r = process_order(cash, pos[i], size, price, vol, rules, NO_SLIPPAGE)
+        if r.status == FILLED:
+            fill(i, r.quantity, r.price, r.fee, r.slippage_cost, o["id"], "order")
+            filled = o["filled"] + abs(r.quantity)
+            if round_lot_nb(max(o["amount"] - filled, 0.0), rules.lot_step, rules.inv_lot_step) <= 1e-12 * o["amount"]:
+                events.append(("order_done", {"id": o["id"], "status": "closed", "amount": None}))
+        elif r.status != IGNORED_NO_CHANGE and o["filled"] == 0:
+            name = ORDER_STATUS[int(r.status)]
+            events.append(("order_done", {"id": o["id"], "status": "rejected", "reason": _REASONS.get(name, name)}))
     return cash, pos
 
 

@@ -83,8 +83,14 @@ def add_parser(subparsers) -> None:
                    help="--replay: as fast as possible (max, the default) or at most N bars per second")
     p.add_argument("--json", action="store_true", help="status: print one JSON object")
     p.add_argument("--at", default=None, metavar="TIME", help="status: the account at this past UTC time (the log replayed up to it)")
+    p.add_argument("--durable", action="store_true",
+                   help="fsync every commit of the event log (SQLite synchronous=FULL): a committed event survives a "
+                        "power cut. The default with --exchange; a --replay defaults to --fast-log, since it can be "
+                        "rerun from its inputs")
     p.add_argument("--fast-log", action="store_true",
-                   help="commit events without a full fsync each (faster replays; a power cut may lose the last events)")
+                   help="commit events without an fsync each (synchronous=NORMAL, WAL): a killed or crashed process "
+                        "loses nothing, a power cut may lose the last bars (the log stays consistent and the run "
+                        "resumes from its last commit on disk). The default with --replay")
     p.set_defaults(func=run)
 
 
@@ -106,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
     speed = None if args.speed in (None, "max") else float(args.speed)
     from factorgym.agents.live.runner import open_paper_replay, run_loop
 
-    env, policy, last, exact = open_paper_replay(args.policy, args.state, args.replay, split=args.split or "test", store=args.store,
-                                                 run_id=args.run_id or "paper", durable=not args.fast_log)
+    env, policy, last, exact = open_paper_replay(args.policy, args.state, args.replay, split=args.split or "test",
+                                                 store=args.store, run_id=args.run_id or "paper",
+                                                 durable=log_durable(args, replay=True))
     out = None if args.quiet else sys.stdout
     if not exact and out is not None:
         print("note: no --store with the tensor's warm-up candles: online features of the first bars differ "
@@ -128,6 +135,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"paper: nothing to do ({result.stopped}); the replay is at its end; state in {args.state}")
     return 0
+
+
+def log_durable(args: argparse.Namespace, *, replay: bool) -> bool:
+    """Event-log durability: ``--durable`` or ``--fast-log`` when given; else fsync every commit on live
+    candles (an order sent must not be forgotten) and not on a replay (rerun it to recompute lost bars)."""
+    if getattr(args, "durable", False) and getattr(args, "fast_log", False):
+        raise ConfigError("factorgym paper: --durable and --fast-log contradict each other; give one of them")
+    if getattr(args, "durable", False) or getattr(args, "fast_log", False):
+        return bool(getattr(args, "durable", False))
+    return not replay
 
 
 def status(args: argparse.Namespace) -> int:
@@ -201,7 +218,7 @@ def run_live_candles(args: argparse.Namespace) -> int:
 
     env, policy, _ = open_paper_live(args.policy, args.state, args.exchange, symbols=args.symbols,
                                      timeframe=args.timeframe, base_url=args.base_url, history=args.history,
-                                     run_id=args.run_id or "paper", durable=not args.fast_log,
+                                     run_id=args.run_id or "paper", durable=log_durable(args, replay=False),
                                      poll_s=30.0 if args.poll is None else args.poll)
     out = None if args.quiet else sys.stdout
     try:
