@@ -205,6 +205,7 @@ class FakeExchange:
         self.timeout_sleep, self.retry_after, self.max_limit = timeout_sleep, retry_after, max_limit
         self.fault_kinds = tuple(fault_kinds)
         self.gaps: dict[str, list[tuple[int, int]]] = {}
+        self.delisted: set[str] = set()  # unified symbols whose candle requests are refused ("Invalid symbol")
         self.time_step_ms = 0  # "now" moves on by this after each answered time request
         self.revisions: dict[tuple[str, int], list] = {}  # (symbol id, ts) -> [times served closed, factor]
         self._rng = random.Random(seed)
@@ -361,7 +362,7 @@ class FakeExchange:
         markets = MARKETS if markets is None else markets
         symbol_id = query.get("symbol")
         market = next((m for m in markets.values() if m.symbol_id == symbol_id), None)
-        if market is None:
+        if market is None or any(markets.get(s) is market for s in self.delisted):
             return 400, {"code": -1121, "msg": "Invalid symbol."}
         interval_ms = INTERVALS_MS.get(query.get("interval", ""))
         if interval_ms is None:

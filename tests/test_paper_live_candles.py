@@ -187,6 +187,12 @@ def test_state_of_another_run_is_refused(trained, tmp_path):  # noqa: F811
             open_paper_live(bundle, tmp_path / "state", "okx", base_url=fx.url, durable=False)
         with pytest.raises(ConfigError, match="symbols"):
             _open(bundle, tmp_path / "state", fx, symbols=["ETH/USDT", "BTC/USDT", "SOL/USDT"])
+        with pytest.raises(ConfigError, match="timeframe"):
+            _open(bundle, tmp_path / "state", fx, timeframe="4h")
+        from factorgym.agents.live.market_data import LiveMarketData
+
+        with pytest.raises(ConfigError, match="no market 'DOGE/USDT'"):  # one line, before any candle request
+            LiveMarketData("binance", base_url=fx.url).market_rules(["BTC/USDT", "DOGE/USDT"], "1h")
         other = tmp_path / "other_policy"  # a changed bundle counts as another policy
         shutil.copytree(bundle, other)
         (other / "bundle.json").write_text((other / "bundle.json").read_text() + "\n")
@@ -424,3 +430,70 @@ def test_a_feed_grown_bar_by_bar_equals_the_whole_candle_set(tmp_path):
     again = PaperExchange(CandleFeed(whole.symbols, "1h"), state_dir=tmp_path, durable=False)
     np.testing.assert_array_equal(again.feed.records, feed.records)
     again.close()
+
+
+@pytest.mark.parametrize("mode, extra, option", [
+    ("--exchange", ["--split", "validation"], "--split"), ("--exchange", ["--store", "store"], "--store"),
+    ("--exchange", ["--speed", "5"], "--speed"), ("--replay", ["--symbols", "BTC/USDT"], "--symbols"),
+    ("--replay", ["--base-url", "http://127.0.0.1:1"], "--base-url"), ("--replay", ["--history", "50"], "--history"),
+    ("--replay", ["--poll", "1"], "--poll"), ("--replay", ["--timeframe", "1h"], "--timeframe"),
+])
+def test_an_option_of_the_other_mode_is_refused_by_name(tmp_path, capsys, mode, extra, option):
+    """Replay-only options with --exchange, live-only ones with --replay: one line naming the option,
+    before any policy, tensor or exchange is opened."""
+    from factorgym.cli import main
+
+    target = "binance" if mode == "--exchange" else str(tmp_path / "tensor")
+    rc = main(["paper", "--policy", str(tmp_path / "no_bundle"), "--state", str(tmp_path / "state"), mode, target,
+               *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1 and f"{option} does not apply to {mode}" in err, err
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_symbol_delisted_or_silent_mid_run_becomes_gaps_and_the_others_trade_on(trained, tmp_path):  # noqa: F811
+    """Mid-run the exchange refuses SOL's candle requests (ccxt BadSymbol: delisted) and stops sending
+    ETH's candles: the loop goes on, both are fed as gaps (logged as not delivered), one ``delisted`` and
+    one ``symbol_error`` event (not again after a restart), the status line names them, BTC trades on."""
+    import io
+
+    from factorgym.agents.live.runner import run_loop
+
+    _, _, bundle = trained
+    n, out = 9, io.StringIO()
+    with _fake() as fx:
+        fx.gaps = {}
+        env, policy, clock = _open(bundle, tmp_path / "state", fx)
+        clock.stale_bars = 3
+        calls = []
+
+        def pol(obs):
+            calls.append(env.bar_ts)
+            if len(calls) == 3:
+                fx.delisted.add("SOL/USDT")
+                fx.gaps["ETH/USDT"] = [(env.bar_ts, env.bar_ts + 1000 * HOUR)]
+            return policy(obs)
+
+        try:
+            result = run_loop(env, pol, max_bars=n, out=out)
+        finally:
+            env.exchange.close()
+        assert result.bars == n and result.stopped == "end"
+        env, policy, clock = _open(bundle, tmp_path / "state", fx)  # a restart: not logged again
+        try:
+            assert run_loop(env, policy, max_bars=2, out=None).bars == 2
+        finally:
+            env.exchange.close()
+    delisted, errors = _events(tmp_path / "state", "delisted"), _events(tmp_path / "state", "symbol_error")
+    assert [e.data["symbol"] for e in delisted] == ["SOL/USDT"] and "BadSymbol" in delisted[0].data["reason"]
+    assert [e.data["symbol"] for e in errors] == ["ETH/USDT"] and "no candles for 3 bars" in errors[0].data["reason"]
+    candles = [c.data["bars"] for c in _events(tmp_path / "state", "candle") if c.data["bar_ts"] > calls[2]]
+    k = next(k for k, b in enumerate(candles) if b[1] is None and b[2] is None)  # (bars fetched before: as served)
+    after = candles[k:]
+    assert k <= 2 and len(after) >= n - 3 and all(b[0] is not None and b[1] is None and b[2] is None for b in after)
+    evs = [e for e in _events(tmp_path / "state") if e.ts > delisted[0].ts]
+    btc = [e for e in evs if e.kind == "order_accepted" and e.data["order"]["symbol"] == "BTC/USDT"]
+    assert len(btc) == sum(e.kind == "decision" for e in evs) >= n - 3  # BTC's order every bar, accepted
+    lines = [ln for ln in out.getvalue().splitlines() if " equity " in ln]
+    assert len(lines) == n and "SOL/USDT delisted: gaps" in lines[-1] and "ETH/USDT no candles for" in lines[-1]
+    assert "delisted" not in lines[0]

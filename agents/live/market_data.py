@@ -6,7 +6,9 @@ with its rate limiter on (``enableRateLimit``), closed bars only, every page che
 faults (5xx, 429/418 with ``Retry-After``, timeouts, dropped connections, garbled pages) retried
 with capped exponential backoff. Here a call that still fails after the source's retries is tried
 again after a pause, for ever (a warning each time): a flaky network delays the loop, it never
-stops it. A refusal (an unknown symbol, a bad request) is not retried: it raises at once.
+stops it. A refusal (a bad request) is not retried: it raises at once, except ccxt's ``BadSymbol``
+on one symbol's candles (delisted mid-run): that symbol has no candles this time (its bars become
+gaps) and :attr:`LiveMarketData.refused` says why, while the other symbols are served as usual.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class LiveMarketData:
                                  backoff_cap=backoff_cap, progress=False, sleep=sleep)
         self.pause_cap, self._sleep = float(pause_cap), sleep
         self.failures = 0  # calls that failed after all the source's retries (then tried again)
+        self.refused: dict[str, str] = {}  # symbol -> the exchange's refusal of its last candle request
 
     def _persist(self, fn: Callable[[], Any], what: str) -> Any:
         """``fn()`` until it succeeds; a refusal by the exchange is raised at once."""
@@ -75,8 +78,21 @@ class LiveMarketData:
         tf = timeframe_to_ms(timeframe)
         out: dict[int, dict[int, list]] = {}
         for i, sym in enumerate(symbols):
-            df = self._persist(lambda: self.source.fetch(sym, timeframe, int(since), int(until) + tf),  # noqa: B023
-                               f"{sym} {timeframe} candles")
+            try:
+                df = self._persist(lambda: self.source.fetch(sym, timeframe, int(since), int(until) + tf),  # noqa: B023
+                                   f"{sym} {timeframe} candles")
+            except DownloadError as exc:
+                if not _bad_symbol(exc):
+                    raise
+                self.refused[sym] = str(exc)
+                out[i] = {}
+                continue
+            self.refused.pop(sym, None)
             rows = df[["timestamp", "open", "high", "low", "close", "volume"]].to_numpy(np.float64) if len(df) else []
             out[i] = {int(r[0]): [float(x) for x in r[1:6]] for r in rows}
         return out
+
+
+def _bad_symbol(exc: DownloadError) -> bool:
+    """The source's refusal was ccxt's ``BadSymbol`` (the exchange no longer serves the symbol)."""
+    return any(c.__name__ == "BadSymbol" for c in type(exc.__context__).__mro__)

@@ -97,7 +97,8 @@ def last_book(exchange: Any) -> dict | None:
 
 
 def status_line(info: dict, env: Any, initial: float) -> str:
-    """One line per bar: time, equity and return, cash, weights, orders, decision latency."""
+    """One line per bar: time, equity and return, cash, weights, orders, decision latency, and the
+    symbols the exchange no longer serves candles for."""
     ts = int(info["timestamp"])
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts / 1000))
     w = " ".join(f"{s.split('/')[0]}={x:+.2f}" for s, x in zip(env.symbols, np.asarray(info["weights"]).tolist()))
@@ -105,9 +106,10 @@ def status_line(info: dict, env: Any, initial: float) -> str:
     n_done = sum(o.get("status") == "closed" for o in orders)
     n_bad = sum(o.get("status") in ("rejected", "unknown", "canceled") for o in orders)
     ret = info["equity"] / initial - 1 if initial > 0 else math.nan
+    away = getattr(getattr(env, "clock", None), "unavailable", None) or {}  # (live candles: symbols without candles)
     return (f"{when} equity {info['equity']:,.2f} ({ret:+.2%}) cash {info['cash']:,.2f} [{w}] "
             f"orders {len(orders)} filled {n_done}{f' failed {n_bad}' if n_bad else ''} "
-            f"decision {env.last_decision_ms:.1f} ms")
+            f"decision {env.last_decision_ms:.1f} ms" + "".join(f"; {s} {why}: gaps" for s, why in away.items()))
 
 
 def run_loop(env: Any, policy: Any, *, end_ts: int | None = None, max_bars: int | None = None,

@@ -15,6 +15,9 @@ bar has closed, fetches the closed candles from a :class:`CandleSource` (the ccx
   (untradable; the env carries the last close; volume 0);
 * a bar already logged that the source later serves differently (revised, or delivered late after
   being a gap) is a ``candle_revised`` event; the logged bar stays the one used;
+* a symbol the source stops serving (it refuses the symbol, ``delisted``, or sends no candle for
+  ``stale_bars`` bars in a row, ``symbol_error``) goes on as gaps while the others trade; the event
+  is logged once per symbol and :attr:`LiveCandles.unavailable` names it (the status line shows it);
 * the loop's clock is the exchange's: after a restart the loop trades through the bars that closed
   while it was down, one at a time, exactly as an uninterrupted run would have.
 """
@@ -171,19 +174,32 @@ class LiveCandles:
             candle a moment after the boundary).
         poll_s: the longest sleep between two looks at the source's clock.
         overlap: bars before the feed's end fetched again to notice revised candles.
+        stale_bars: a listed symbol without a candle for this many bars in a row is a ``symbol_error``.
         sleep: ``time.sleep`` (tests inject their own). :meth:`interrupt` ends a wait for a close.
     """
 
     def __init__(self, exchange: Any, source: CandleSource, *, delay_ms: int = 2_000, poll_s: float = 30.0,
-                 overlap: int = 3, sleep: Callable[[float], None] = time.sleep) -> None:
+                 overlap: int = 3, stale_bars: int = 24, sleep: Callable[[float], None] = time.sleep) -> None:
         self.exchange, self.source = exchange, source
         self.feed: CandleFeed = exchange.feed
         self.delay_ms, self.poll_s, self.overlap, self._sleep = int(delay_ms), float(poll_s), int(overlap), sleep
         self._fetched: dict[int, dict[int, list]] = {}
         self._stop = False
         self._fetched_until: int | None = None  # open time of the last bar closed when the source was asked
-        self._reported = {(e.data["bar_ts"], e.data["symbol"], tuple(e.data["served"]))
-                          for e in exchange.events if e.kind == "candle_revised"}
+        self.stale_bars = int(stale_bars)
+        self._reported: set = set()
+        self._flagged: set[str] = set()  # symbols with a delisted / symbol_error event in the log
+        for e in exchange.events:
+            if e.kind == "candle_revised":
+                self._reported.add((e.data["bar_ts"], e.data["symbol"], tuple(e.data["served"])))
+            elif e.kind in ("delisted", "symbol_error"):
+                self._flagged.add(e.data["symbol"])
+        #: symbol -> why it has no candles now ("delisted", "no candles for N bars"); gaps until it is back
+        self.unavailable: dict[str, str] = {}
+        ok = self.feed.tradable
+        listed = self.feed.records[-1, :, PRICE.mark] > 0 if len(self.feed) else np.zeros(len(self.feed.symbols), bool)
+        self._missing = [int(np.argmax(ok[::-1, i])) if ok[:, i].any() else 0 for i in range(ok.shape[1])]
+        self._missing = [m if listed[i] else 0 for i, m in enumerate(self._missing)]  # gaps in a row, per asset
 
     def interrupt(self) -> None:
         """Stop a wait for a bar's close (``run_loop`` calls it on Ctrl-C)."""
@@ -213,6 +229,7 @@ class LiveCandles:
         since = (self.feed.last_ts + tf_ms if self.feed.last_ts is not None else bar_ts) - self.overlap * tf_ms
         self._fetched = self.source.closed_candles(self.feed.symbols, self.feed.timeframe, since, last_closed)
         self._fetched_until = last_closed
+        self._note_refusals()
 
     def wait_for_close(self, bar_ts: int, tf_ms: int) -> None:
         """Log the candles up to bar ``bar_ts`` and advance the exchange past it (its fills, charges)."""
@@ -221,6 +238,7 @@ class LiveCandles:
         self.before_close(bar_ts, tf_ms)
         self._log_revisions()
         self._append_until(bar_ts)
+        self._log_unavailable(bar_ts)
         self.exchange.advance(bar_ts + tf_ms)
 
     def warm_up(self, history: int) -> int:
@@ -234,11 +252,13 @@ class LiveCandles:
         first = last_closed - (int(history) - 1) * tf
         self._fetched = self.source.closed_candles(self.feed.symbols, self.feed.timeframe, first, last_closed)
         self._fetched_until = last_closed
+        self._note_refusals()
         starts = [min(b) for b in self._fetched.values() if b]
         if not starts:
             raise ConfigError(f"the exchange has no {self.feed.timeframe} candles for {self.feed.symbols} since {first}")
         with self.exchange.batch():
             self._append_until(last_closed, first=max(first, min(starts)))
+            self._log_unavailable(last_closed)
             self.exchange.advance(last_closed + tf)
         return last_closed
 
@@ -257,7 +277,30 @@ class LiveCandles:
             if (listed & ~ok).any():  # (not before an asset's first candle: not listed yet)
                 missing = [s for s, gap in zip(self.feed.symbols, listed & ~ok) if gap]
                 log.info("bar %d: no candle for %s (a gap: untradable, last close carried)", ts, missing)
+            for i, sym in enumerate(self.feed.symbols):
+                self._missing[i] = self._missing[i] + 1 if listed[i] and not ok[i] else 0
+                if ok[i]:
+                    self.unavailable.pop(sym, None)
+                elif self._missing[i] >= self.stale_bars and sym not in self.unavailable:
+                    self.unavailable[sym] = f"no candles for {self._missing[i]} bars"
             self.exchange.add_candles(ts, ohlcv, ok)
+
+    def _note_refusals(self) -> None:
+        """Symbols the source refused on its last call are unavailable (``delisted``)."""
+        for sym in getattr(self.source, "refused", None) or {}:
+            self.unavailable[sym] = "delisted"
+
+    def _log_unavailable(self, bar_ts: int) -> None:
+        """A ``delisted`` / ``symbol_error`` event the first time a symbol is unavailable."""
+        for sym, why in self.unavailable.items():
+            if sym in self._flagged:
+                continue
+            self._flagged.add(sym)
+            kind = "delisted" if why == "delisted" else "symbol_error"
+            detail = (getattr(self.source, "refused", None) or {}).get(sym, why)
+            self.exchange.events.append(kind, int(bar_ts), bar_ts=int(bar_ts), symbol=sym, reason=detail)
+            log.warning("%s: %s (%s); its bars are gaps (untradable, last close carried), the other symbols "
+                        "trade on", sym, kind, detail)
 
     def _log_revisions(self) -> None:
         """A ``candle_revised`` event for each logged bar the source now serves differently."""

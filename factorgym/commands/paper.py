@@ -64,11 +64,11 @@ def add_parser(subparsers) -> None:
     add_loop_options(p)
     p.add_argument("--replay", default=None, metavar="TENSOR_DIR",
                    help="replay this saved tensor's candles (the policy's tensor, or one built the same way)")
-    p.add_argument("--split", default="test",
-                   help="part of the tensor to replay: test, validation or train (as the run's config cuts it), or "
-                        "START:END UTC times such as 2024-01-01:2024-02-01")
+    p.add_argument("--split", default=None,
+                   help="--replay: part of the tensor to replay: test (default), validation or train (as the run's "
+                        "config cuts it), or START:END UTC times such as 2024-01-01:2024-02-01")
     p.add_argument("--store", default=None, metavar="DIR",
-                   help="candle store the tensor was built from: its warm-up bars make the online features equal the "
+                   help="--replay: candle store the tensor was built from: its warm-up bars make the online features equal the "
                         "tensor's bit for bit (default: the tensor's own prices; the first bars' features then differ)")
     p.add_argument("--timeframe", default=None, metavar="TF",
                    help="--exchange: bar length to trade (default and check: the policy's, e.g. 1h)")
@@ -76,9 +76,11 @@ def add_parser(subparsers) -> None:
                    help="--exchange: closed bars fetched at start to warm the online features up (default: the "
                         "policy's window plus its factor set's warm-up; more bars bring expanding normalisations "
                         "closer to the training tensor's)")
-    p.add_argument("--poll", type=float, default=30.0, metavar="SECONDS",
-                   help="--exchange: longest sleep between two looks at the exchange's clock while a bar forms")
-    p.add_argument("--speed", default="max", metavar="max|N", help="replay as fast as possible, or at most N bars per second")
+    p.add_argument("--poll", type=float, default=None, metavar="SECONDS",
+                   help="--exchange: longest sleep between two looks at the exchange's clock while a bar forms "
+                        "(default 30)")
+    p.add_argument("--speed", default=None, metavar="max|N",
+                   help="--replay: as fast as possible (max, the default) or at most N bars per second")
     p.add_argument("--json", action="store_true", help="status: print one JSON object")
     p.add_argument("--at", default=None, metavar="TIME", help="status: the account at this past UTC time (the log replayed up to it)")
     p.add_argument("--durable", action="store_true",
@@ -101,17 +103,18 @@ def run(args: argparse.Namespace) -> int:
     if args.replay is not None and args.exchange:
         raise ConfigError("factorgym paper: give --replay TENSOR_DIR or --exchange ID, not both")
     if args.exchange:
+        refuse_options(args, "--exchange", REPLAY_ONLY)
         return run_live_candles(args)
     if args.replay is None:
         raise ConfigError("factorgym paper: give --replay TENSOR_DIR (a tensor's candles) or --exchange ID "
                           "(live candles)")
-    speed = None if args.speed == "max" else float(args.speed)
+    refuse_options(args, "--replay", LIVE_ONLY)
+    speed = None if args.speed in (None, "max") else float(args.speed)
     from factorgym.agents.live.runner import open_paper_replay, run_loop
 
-    env, policy, last, exact = open_paper_replay(args.policy, args.state, args.replay, split=args.split, store=args.store,
-                                                 run_id=args.run_id or "paper", durable=log_durable(args, replay=True))
-    if args.symbols and list(args.symbols) != list(env.symbols):
-        raise ConfigError(f"--symbols {args.symbols} differ from the policy's {env.symbols}")
+    env, policy, last, exact = open_paper_replay(args.policy, args.state, args.replay, split=args.split or "test",
+                                                 store=args.store, run_id=args.run_id or "paper",
+                                                 durable=log_durable(args, replay=True))
     out = None if args.quiet else sys.stdout
     if not exact and out is not None:
         print("note: no --store with the tensor's warm-up candles: online features of the first bars differ "
@@ -187,6 +190,20 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+#: options that only a replay uses, and only a live-candles run (``--exchange``), with their ``args`` names
+REPLAY_ONLY = {"--split": "split", "--store": "store", "--speed": "speed"}
+LIVE_ONLY = {"--symbols": "symbols", "--base-url": "base_url", "--history": "history", "--poll": "poll",
+             "--timeframe": "timeframe"}
+
+
+def refuse_options(args: argparse.Namespace, mode: str, options: dict[str, str]) -> None:
+    """One line naming the first option given that ``mode`` does not use (never silently ignored)."""
+    for opt, dest in options.items():
+        if getattr(args, dest, None) is not None:
+            raise ConfigError(f"{opt} does not apply to {mode} (it is for "
+                              f"{'--replay' if mode == '--exchange' else '--exchange'} runs); leave it out")
+
+
 def symbols_of(values: list[str] | None) -> list[str] | None:
     """``--symbols BTC/USDT,ETH/USDT`` or ``--symbols BTC/USDT ETH/USDT``."""
     if not values:
@@ -202,7 +219,7 @@ def run_live_candles(args: argparse.Namespace) -> int:
     env, policy, _ = open_paper_live(args.policy, args.state, args.exchange, symbols=args.symbols,
                                      timeframe=args.timeframe, base_url=args.base_url, history=args.history,
                                      run_id=args.run_id or "paper", durable=log_durable(args, replay=False),
-                                     poll_s=args.poll)
+                                     poll_s=30.0 if args.poll is None else args.poll)
     out = None if args.quiet else sys.stdout
     try:
         result = run_loop(env, policy, max_bars=args.max_bars, out=out, notifier=LoopNotifier(notifiers_from_env()),
