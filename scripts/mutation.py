@@ -456,7 +456,7 @@ def main() -> int:
         (lo, hi), (lo2, hi2) = wilson(k, n), wilson(k + later, n)
         print(f"# all: killed {k}/{n} = {k / n:.1%} (95% CI {lo:.0%}-{hi:.0%}); with the tests added since: "
               f"{k + later}/{n} = {(k + later) / n:.1%} (95% CI {lo2:.0%}-{hi2:.0%}); equivalent "
-              f"{sum(r['equivalent'] for r in rows)} (samples per module are not weighted by module size)")
+              f"{sum(r['equivalent'] for r in rows)} (pooled: an estimate for all the modules' mutants when the sample was --stratified)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
