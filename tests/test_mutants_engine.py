@@ -8,9 +8,14 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from _reference_cases import action_sequences, assert_info_matches, assert_obs_matches, assert_reward_matches, \
+    assert_trades_match, cases
 from factorgym.data_layer.tensor import FactorTensor
-from factorgym.envs import CryptoTradingEnv, ExecutionConfig
+from factorgym.envs import CryptoTradingEnv, CryptoTradingVectorEnv, ExecutionConfig
+from test_reference_step import VECTOR_INFO_KEYS
 
 HOUR = 3_600_000
 
@@ -49,3 +54,36 @@ def test_liquidation_at_the_close_fills_the_second_asset_at_its_close():
     assert info["fees"] == pytest.approx(0.999 + 1.1011, abs=1e-12)
     assert list(info["positions"]) == [0.0, 0.0]
     assert reward == pytest.approx(math.log(235.7999 / 1000), abs=1e-12)
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_each_env_of_a_two_block_vector_env_matches_the_reference(data):
+    """13 envs: two blocks of 8 lanes, the second partly padding (the 5-env reference tests fill one
+    block only); every env held against its own plain-Python reference for 6 steps."""
+    case = data.draw(cases(schemes=("signed", "direct_short")))
+    N, steps = 13, 6
+    lo, last = case.window - 1, case.tensor.n_bars - 1
+    starts = data.draw(st.lists(st.integers(lo, last - steps - 1), min_size=N, max_size=N))
+    actions = data.draw(st.lists(action_sequences(case.scheme, N), min_size=steps, max_size=steps))
+    venv = CryptoTradingVectorEnv(case.tensor, N, **case.env_kwargs())
+    refs = [case.reference() for _ in range(N)]
+    obs, infos = venv.reset(seed=0, options={"start": np.asarray(starts)})
+    for i, ref in enumerate(refs):
+        ref_obs, ref_info = ref.reset(starts[i], last)
+        assert_obs_matches(obs[i], ref_obs, f"env {i} reset")
+        assert_info_matches({k: v[i] for k, v in infos.items()}, ref_info, f"env {i} reset")
+    for k in range(steps):
+        obs, rewards, term, trunc, infos = venv.step(np.stack([case.as_action(a) for a in actions[k]]))
+        for i, ref in enumerate(refs):
+            if ref.done:
+                continue
+            ref_obs, ref_reward, ref_term, ref_trunc, ref_info = ref.step(actions[k][i])
+            where = f"step {k}, env {i} (bar {ref.t})"
+            assert (term[i], trunc[i]) == (ref_term, ref_trunc), where
+            assert_reward_matches(rewards[i], ref_reward, where)
+            step_info = infos["final_info"] if ref.done else infos
+            assert_info_matches({key: step_info[key][i] for key in VECTOR_INFO_KEYS}, ref_info, where)
+            if not ref.done:
+                assert_trades_match(venv.trades(i), ref_info, where)
+                assert_obs_matches(obs[i], ref_obs, where)
