@@ -391,6 +391,19 @@ def report(module: str) -> dict | None:
     return row
 
 
+def print_costs(modules: list[str]) -> None:
+    """Median seconds per mutant of the last run (runs/mutation/results.jsonl), by group and outcome."""
+    import statistics
+
+    lines = [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()]
+    for g, mods in GROUPS.items():
+        for what, sel in (("killed", lambda r: not r["survived"]), ("survived", lambda r: r["survived"])):
+            secs = [r["seconds"] for r in lines if r["module"] in mods and r["module"] in modules and sel(r)]
+            if secs:
+                print(f"# {g}: {len(secs)} {what}, median {statistics.median(secs):.0f} s per mutant "
+                      f"(max {max(secs):.0f} s)")
+
+
 def _modules(names: list[str], ap) -> list[str]:
     out: list[str] = []
     for name in names:
@@ -457,6 +470,8 @@ def main() -> int:
         print(f"# all: killed {k}/{n} = {k / n:.1%} (95% CI {lo:.0%}-{hi:.0%}); with the tests added since: "
               f"{k + later}/{n} = {(k + later) / n:.1%} (95% CI {lo2:.0%}-{hi2:.0%}); equivalent "
               f"{sum(r['equivalent'] for r in rows)} (pooled: an estimate for all the modules' mutants when the sample was --stratified)")
+    if RESULTS.exists():
+        print_costs(modules)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
