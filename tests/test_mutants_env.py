@@ -34,3 +34,10 @@ def test_an_action_array_of_any_number_dtype_acts_as_its_values(dtype):
         assert np.array_equal(obs_a, obs_b) and r_a == r_b
         assert list(info_b["weights"]) == list(info_a["weights"]) and info_b["equity"] == info_a["equity"]
     assert info_a["positions"][0] > 0.0  # the action was taken (not read as zeros)
+
+
+@pytest.mark.parametrize("days, text", [(0.5, "12 h"), (1.99, "48 h"), (2.0, "2 d"), (108.4, "108 d")])
+def test_a_span_shows_in_days_from_two_days_and_in_hours_below(days, text):
+    from factorgym.envs.backtest import format_metric
+
+    assert format_metric("span_days", days) == text
