@@ -41,3 +41,42 @@ def test_a_span_shows_in_days_from_two_days_and_in_hours_below(days, text):
     from factorgym.envs.backtest import format_metric
 
     assert format_metric("span_days", days) == text
+
+
+def test_metrics_of_a_two_bar_run_by_hand():
+    """Two bars (one return): exposure and turnover are the second bar's values (the first bar is
+    the starting state), annualised turnover = 0.5 x 8760 bars a year."""
+    from factorgym.envs.metrics import compute_metrics
+
+    m = compute_metrics([1000.0, 1100.0], bars_per_year=8760.0, turnover=[0.0, 0.5], fees=[0.0, 2.0],
+                        gross_exposure=[0.0, 0.8], n_trades=3)
+    assert m["exposure"] == pytest.approx(0.8, abs=1e-15)
+    assert m["turnover"] == pytest.approx(0.5 * 8760.0, rel=1e-15)
+    assert m["total_turnover"] == 0.5 and m["fees"] == 2.0 and m["fees_frac"] == pytest.approx(0.002, abs=1e-15)
+    assert m["total_return"] == pytest.approx(0.1, abs=1e-15) and m["n_bars"] == 1.0 and m["hit_rate"] == 1.0
+
+
+def test_metrics_of_a_one_bar_run_are_undefined_without_numpy_warnings():
+    """One bar (no return): the per-bar means are nan, and no 'mean of empty slice' warning is raised."""
+    import warnings
+
+    from factorgym.envs.metrics import compute_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = compute_metrics([1000.0], bars_per_year=8760.0, turnover=[0.0], fees=[0.0], gross_exposure=[0.0])
+    assert np.isnan(m["turnover"]) and np.isnan(m["exposure"]) and m["n_bars"] == 0.0
+    assert m["total_turnover"] == 0.0 and m["final_equity"] == 1000.0
+
+
+def test_backtest_records_the_default_seed_zero_and_its_numbers_do_not_depend_on_the_seed():
+    from factorgym.envs.backtest import backtest
+
+    def policy(obs):
+        return np.array([0.5, -0.5], np.float32)
+
+    kw = dict(window=2, mapping="direct", env_kwargs={"long_only": False},
+              execution=ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False))
+    default, seeded = backtest(two_assets(), policy, **kw), backtest(two_assets(), policy, seed=7, **kw)
+    assert default.info["seed"] == 0 and seeded.info["seed"] == 7
+    assert np.array_equal(default.equity, seeded.equity) and default.equity[-1] != default.equity[0]
