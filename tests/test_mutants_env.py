@@ -80,3 +80,23 @@ def test_backtest_records_the_default_seed_zero_and_its_numbers_do_not_depend_on
     default, seeded = backtest(two_assets(), policy, **kw), backtest(two_assets(), policy, seed=7, **kw)
     assert default.info["seed"] == 0 and seeded.info["seed"] == 7
     assert np.array_equal(default.equity, seeded.equity) and default.equity[-1] != default.equity[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_box_action_of_the_wrong_length_is_refused_and_moves_nothing(dtype, n):
+    """A 1-d float action with too few or too many values (the fast path hands it to the kernel
+    as it is) fails with the one-line shape error; the env has not moved: its next valid step is a
+    fresh env's first."""
+    kw = dict(window=2, mapping="direct", long_only=False, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False))
+    env, fresh = CryptoTradingEnv(two_assets(), **kw), CryptoTradingEnv(two_assets(), **kw)
+    env.reset(options={"start": 1})
+    fresh.reset(options={"start": 1})
+    with pytest.raises(ValueError, match=rf"has shape \({n},\); the action space .* expects \(2,\)"):
+        env.step(np.full(n, 0.5, dtype))
+    a = np.array([0.5, -0.5], dtype)
+    obs_a, r_a, _, _, info_a = fresh.step(a)
+    obs_b, r_b, _, _, info_b = env.step(a)
+    assert np.array_equal(obs_a, obs_b) and r_a == r_b and info_a["equity"] == info_b["equity"]
+    assert info_a["timestamp"] == info_b["timestamp"]
