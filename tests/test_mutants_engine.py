@@ -87,3 +87,11 @@ def test_each_env_of_a_two_block_vector_env_matches_the_reference(data):
             if not ref.done:
                 assert_trades_match(venv.trades(i), ref_info, where)
                 assert_obs_matches(obs[i], ref_obs, where)
+
+
+def test_market_rules_defaults_are_no_rules_and_the_reciprocals_are_exact():
+    from factorgym.envs.execution import MarketRules, market_rules
+
+    assert market_rules() == MarketRules(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    r = market_rules(fee=0.001, lot_step=0.25, min_amount=1.0, min_notional=5.0, price_step=0.01)
+    assert r == MarketRules(0.001, 0.25, 4.0, 1.0, 5.0, 0.01, 100.0)
