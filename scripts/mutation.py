@@ -370,6 +370,9 @@ def report(module: str) -> dict | None:
             else:  # killed, or incompetent (the mutant does not import or compile)
                 killed += 1
         pending = total - db.num_results
+    run_info = OUT / "run.json"  # the population after the operator, pragma and annotation filters
+    if run_info.exists():
+        total = json.loads(run_info.read_text()).get("mutants", {}).get(module, total)
     n = killed + survived
     lo, hi = wilson(killed, n)
     later = sum(_key(m) in KILLED_BY_ADDED_TEST for m, _ in survivors)
@@ -389,6 +392,29 @@ def report(module: str) -> dict | None:
         print("\n".join("    " + line for line in (result.diff or "").splitlines()
                         if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))))
     return row
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The per-module rows and their total as a Markdown table (benchmarks/results/mutation.md)."""
+    def pct(k, n, ci):
+        return f"{k / n:.0%} ({ci[0]:.0%}-{ci[1]:.0%})" if n else "n/a"
+
+    out = ["| module | mutants | run | equivalent | timed out | killed | survived | score as run (95% CI) "
+           "| killed by tests added | score now (95% CI) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    tot = dict.fromkeys(("mutants", "run", "equivalent", "timeouts", "killed", "survived", "killed_by_added_tests"), 0)
+    for r in rows:
+        n = r["killed"] + r["survived"]
+        out.append(f"| {r['module']} | {r['mutants']} | {r['run']} | {r['equivalent']} | {r['timeouts']} | {r['killed']} "
+                   f"| {r['survived']} | {pct(r['killed'], n, r['ci95'])} | {r['killed_by_added_tests']} "
+                   f"| {pct(r['killed'] + r['killed_by_added_tests'], n, r['ci95_now'])} |")
+        for k in tot:
+            tot[k] += r[k]
+    n = tot["killed"] + tot["survived"]
+    k2 = tot["killed"] + tot["killed_by_added_tests"]
+    out.append(f"| **all** | {tot['mutants']} | {tot['run']} | {tot['equivalent']} | {tot['timeouts']} | {tot['killed']} "
+               f"| {tot['survived']} | **{pct(tot['killed'], n, wilson(tot['killed'], n))}** "
+               f"| {tot['killed_by_added_tests']} | **{pct(k2, n, wilson(k2, n))}** |")
+    return "\n".join(out)
 
 
 def print_costs(modules: list[str]) -> None:
@@ -441,6 +467,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the sample and of the order the mutants run in")
     ap.add_argument("--stop-at", metavar="HH:MM", help="start no mutant after this UTC time (then --resume continues)")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-module rows to this JSON file")
+    ap.add_argument("--markdown", action="store_true", help="also print the per-module table in Markdown")
     args = ap.parse_args()
     modules = _modules(args.names, ap)
     if not (args.report or args.resume):
@@ -474,6 +501,8 @@ def main() -> int:
         print_costs(modules)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    if args.markdown:
+        print(markdown_table(rows))
     return 0
 
 
