@@ -78,7 +78,8 @@ EXCLUDED_OPERATORS = [r"core/VariableInserter", r"core/VariableReplacer", r"core
 # signatures; the hand-worked case first (one signature, ~50 s cold), the random references after
 _BY_HAND = "tests/test_money_paths_by_hand.py"
 _REFERENCE = ["tests/test_reference_step.py", "tests/test_autoreset.py"]
-_ENGINE = [_BY_HAND, *_REFERENCE]
+_ENGINE = [_BY_HAND, *_REFERENCE, "tests/test_mutants_engine.py"]
+_ENV_ADDED = "tests/test_mutants_env.py"  # (tests written for survivors of earlier runs)
 
 #: module -> the tests run against each of its mutants (in this order; pytest stops at the first failure)
 MODULE_TESTS: dict[str, list[str]] = {
@@ -88,13 +89,15 @@ MODULE_TESTS: dict[str, list[str]] = {
     "envs/kernels.py": _ENGINE,
     "envs/layouts.py": _ENGINE,
     "envs/intrinsics.py": _ENGINE,
-    "envs/core.py": _ENGINE,
-    "envs/trading_env.py": [_BY_HAND, "tests/test_action_inputs.py", *_REFERENCE],
-    "envs/vector_env.py": [*_REFERENCE],
-    "envs/backtest.py": ["tests/test_backtest.py", *_REFERENCE],
-    "envs/metrics.py": ["tests/test_metrics.py", "tests/test_backtest.py"],
-    "data_layer/factors/custom.py": ["tests/test_factors_custom.py", "tests/test_factor_values.py"],
-    "data_layer/factors/normalise.py": ["tests/test_normalise.py", "tests/test_factors_custom.py"],
+    "envs/core.py": [*_ENGINE, _ENV_ADDED],
+    "envs/trading_env.py": [_BY_HAND, "tests/test_action_inputs.py", *_REFERENCE, _ENV_ADDED],
+    "envs/vector_env.py": [*_REFERENCE, "tests/test_mutants_engine.py"],
+    "envs/backtest.py": ["tests/test_backtest.py", *_REFERENCE, _ENV_ADDED],
+    "envs/metrics.py": ["tests/test_metrics.py", "tests/test_backtest.py", _ENV_ADDED],
+    "data_layer/factors/custom.py": ["tests/test_factors_custom.py", "tests/test_factor_values.py",
+                                     "tests/test_mutants_factors.py"],
+    "data_layer/factors/normalise.py": ["tests/test_normalise.py", "tests/test_factors_custom.py",
+                                        "tests/test_mutants_factors.py"],
     "data_layer/store_merge.py": ["tests/test_store.py", "tests/test_no_silent_data_mistakes.py"],
 }
 
