@@ -95,3 +95,20 @@ def test_market_rules_defaults_are_no_rules_and_the_reciprocals_are_exact():
     assert market_rules() == MarketRules(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     r = market_rules(fee=0.001, lot_step=0.25, min_amount=1.0, min_notional=5.0, price_step=0.01)
     assert r == MarketRules(0.001, 0.25, 4.0, 1.0, 5.0, 0.01, 100.0)
+
+
+def test_weights_are_reported_for_an_account_worth_less_than_one_unit():
+    """Equity below 1 quote unit is still an account: weights = position x close / equity (here
+    frictionless, X +50%, Y -50% of 0.5 at bar 1's open 100 / 50, marked at 110 / 50)."""
+    cfg = ExecutionConfig(taker_fee=0.0, maker_fee=0.0, slippage_bps=0.0, half_spread_bps=0.0, impact_coef=0.0,
+                          max_leverage=2.0, use_market_rules=False)
+    open_, close = [[100.0, 50.0], [100.0, 50.0], [110.0, 50.0]], [[100.0, 50.0], [110.0, 50.0], [110.0, 50.0]]
+    o, c = np.array(open_), np.array(close)
+    prices = np.stack([o, np.fmax(o, c), np.fmin(o, c), c, np.full(o.shape, 1000.0)], axis=-1)
+    t = FactorTensor.from_arrays(np.zeros((3, 2, 1)), prices, np.arange(3) * HOUR, symbols=["X", "Y"])
+    e = CryptoTradingEnv(t, mapping="direct", long_only=False, execution=cfg, initial_cash=0.5, random_start=False)
+    e.reset(options={"start": 0})
+    _, _, _, _, info = e.step(np.array([0.5, -0.5], np.float32))
+    # buy 0.0025 X at 100, sell 0.005 Y at 50: cash 0.5; equity 0.5 + 0.0025 x 110 - 0.005 x 50 = 0.525
+    assert info["equity"] == pytest.approx(0.525, abs=1e-15)
+    assert list(info["weights"]) == pytest.approx([0.275 / 0.525, -0.25 / 0.525], abs=1e-12)
