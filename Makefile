@@ -73,8 +73,9 @@ suite-time: install
 	nice -n 10 $(BIN)/python benchmarks/suite_time.py --workers $(PYTEST_WORKERS) $(SUITE_TIME_ARGS)
 
 ## mutation: plant bugs one at a time (cosmic-ray) in the engine, custom factors, normalisation and the
-## store's merge, and run the tests that guard each module; not part of `make test` (hours in full: pass
-## MUTATION_ARGS="--sample 20" for a seeded random sample per module, or name groups: "engine env factors store")
+## store's merge (in a snapshot of HEAD, runs/mutation/tree), and run the tests that guard each module; not part
+## of `make test` (days in full: MUTATION_ARGS="--stratified 160 --seed 2026 --stop-at 19:05" for a seeded sample
+## spread over the modules by size; "--resume" continues; name groups to narrow: "engine env factors store")
 mutation: install
 	nice -n 10 $(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
 

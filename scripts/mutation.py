@@ -1,13 +1,26 @@
 """Mutation testing (``make mutation``): plant one small bug at a time with cosmic-ray and run the
 fast tests that guard that code; a mutant the tests do not fail on "survived".
 
-Each module is its own cosmic-ray session (runs/mutation/<module>.sqlite, ignored by git) and runs
-the tests of :data:`MODULE_TESTS` against each of its mutants: the tests that hold that module's
+The run mutates a snapshot, never the worktree: HEAD's files are copied to runs/mutation/tree
+(``git archive``; the package layout rebuilt with symlinks, imported through ``PYTHONPATH``), so
+tests can be written while a run goes on, and an interrupted run leaves nothing behind in the
+checkout. Each module is a cosmic-ray session (runs/mutation/<module>.sqlite, ignored by git: init,
+operator and pragma filters, and the results); this script applies the chosen mutants ONE AT A TIME,
+in a seeded random order across all the modules, and stores each result as soon as it is known (and
+one line per mutant in runs/mutation/results.jsonl), so a run stopped early (``--stop-at``) is still a
+random part of its sample and ``--resume`` continues it.
+
+Each mutant runs the tests of :data:`MODULE_TESTS` for its module: the tests that hold that module's
 code against an independent answer (a hand-worked case, the plain-Python reference model, pandas),
 fastest and most likely to fail first; ``pytest -x`` stops at the first failure. Groups name sets of
-modules: ``engine`` (the compiled step: execution, actions, phases, kernels), ``env`` (the Python
-around it: core, trading_env, vector_env, backtest, metrics), ``factors`` (custom factors and
-normalisation) and ``store`` (the store's merge).
+modules: ``engine`` (the compiled step: execution, actions, phases, kernels, layouts, intrinsics),
+``env`` (the Python around it: core, trading_env, vector_env, backtest, metrics), ``factors`` (custom
+factors and normalisation) and ``store`` (the store's merge).
+
+Samples: ``--sample N`` runs N mutants per module (uniform); ``--stratified N`` runs N in all,
+allocated to the modules in proportion to their numbers of mutants (largest remainder, at least one
+each), so the pooled score is an unbiased estimate over the whole population. The report gives the
+score with a 95% (Wilson) interval.
 
 numba: every mutant's test run gets its own ``NUMBA_CACHE_DIR``. A mutant of a module numba compiles
 (:data:`COMPILED`) starts from an empty one, so a mutated kernel can never be served from a cache of
@@ -17,20 +30,17 @@ the unmutated source at the start of the run (which also checks the tests pass t
 ``NUMBA_DISABLE_JIT=1`` is not an option: the kernels call LLVM intrinsics (envs/intrinsics.py)
 that exist only compiled. Hypothesis runs the profile ``mutation`` (fixed examples, no shrinking).
 Mutants inside type annotations are skipped (never evaluated: every module here has ``from
-__future__ import annotations``).
+__future__ import annotations``). A test run longer than the module's :data:`TIMEOUT` is stopped
+and reported apart (not counted as killed).
 
 Usage::
 
-    python scripts/mutation.py [GROUP|MODULE ...] [--sample N] [--seed S]   # init, exec, report
-    python scripts/mutation.py --report [GROUP|MODULE ...]                  # reports of finished runs
+    python scripts/mutation.py [GROUP|MODULE ...] [--stratified N | --sample N] [--seed S] [--stop-at HH:MM]
+    python scripts/mutation.py [GROUP|MODULE ...] --resume [--stop-at HH:MM]   # continue a stopped run
+    python scripts/mutation.py --report [GROUP|MODULE ...]                     # reports of finished runs
 
-``--sample N`` runs a seeded uniform random sample of N mutants per module; the report gives the
-score with a 95% (Wilson) interval. Mutants judged equivalent (no behaviour of the program changes)
-are listed with the reason in :data:`EQUIVALENT` and left out of the score.
-
-cosmic-ray edits the module file in place while it runs and restores it after each mutant: do not
-edit it meanwhile (after an interrupted run, ``git checkout`` it: the mutant in progress stays
-applied). A run refuses to start while the modules have uncommitted changes.
+Mutants judged equivalent (no behaviour of the program changes) are listed with the reason in
+:data:`EQUIVALENT` and left out of the score.
 """
 
 from __future__ import annotations
@@ -49,8 +59,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "runs" / "mutation"
+TREE = OUT / "tree"  # the snapshot the run mutates (runs/mutation/tree/../shared links the shared data)
+RESULTS = OUT / "results.jsonl"
 BIN = Path(sys.executable).parent
 WARM_CACHE = OUT / "numba-warm"
+#: import names under factorgym. that live in top-level folders (pyproject's package-dir)
+LAYERS = ("envs", "data_layer", "agents", "configs")
 
 # operators left out: variable insertion/replacement and decorator removal (mostly equivalent or
 # nonsensical mutants: removing @numba.njit changes speed, not results), exception-type swaps, and
@@ -60,28 +74,36 @@ EXCLUDED_OPERATORS = [r"core/VariableInserter", r"core/VariableReplacer", r"core
                       r"core/ExceptionReplacer",
                       r"core/ReplaceBinaryOperator_.*_(LShift|RShift|BitOr|BitXor|BitAnd|Mod|FloorDiv|Pow|MatMult)$"]
 
-# the reference-based engine tests: one kernel shape family (2 assets), so a mutant compiles once
+# the reference-based engine tests: one kernel shape family (2 assets), so a mutant compiles few
+# signatures; the hand-worked case first (one signature, ~50 s cold), the random references after
 _BY_HAND = "tests/test_money_paths_by_hand.py"
 _REFERENCE = ["tests/test_reference_step.py", "tests/test_autoreset.py"]
+_ENGINE = [_BY_HAND, *_REFERENCE, "tests/test_mutants_engine.py"]
+_ENV_ADDED = "tests/test_mutants_env.py"  # (tests written for survivors of earlier runs)
 
 #: module -> the tests run against each of its mutants (in this order; pytest stops at the first failure)
 MODULE_TESTS: dict[str, list[str]] = {
-    "envs/execution.py": ["tests/test_process_order.py", _BY_HAND, *_REFERENCE],
-    "envs/actions.py": [_BY_HAND, *_REFERENCE],
-    "envs/phases.py": [_BY_HAND, *_REFERENCE],
-    "envs/kernels.py": [_BY_HAND, *_REFERENCE],
-    "envs/core.py": [_BY_HAND, *_REFERENCE],
-    "envs/trading_env.py": [_BY_HAND, "tests/test_action_inputs.py", *_REFERENCE],
-    "envs/vector_env.py": [*_REFERENCE],
-    "envs/backtest.py": ["tests/test_backtest.py", *_REFERENCE],
-    "envs/metrics.py": ["tests/test_metrics.py", "tests/test_backtest.py"],
-    "data_layer/factors/custom.py": ["tests/test_factors_custom.py", "tests/test_factor_values.py"],
-    "data_layer/factors/normalise.py": ["tests/test_normalise.py", "tests/test_factors_custom.py"],
+    "envs/execution.py": ["tests/test_process_order.py", *_ENGINE],
+    "envs/actions.py": _ENGINE,
+    "envs/phases.py": _ENGINE,
+    "envs/kernels.py": _ENGINE,
+    "envs/layouts.py": _ENGINE,
+    "envs/intrinsics.py": _ENGINE,
+    "envs/core.py": [*_ENGINE, _ENV_ADDED],
+    "envs/trading_env.py": [_BY_HAND, "tests/test_action_inputs.py", *_REFERENCE, _ENV_ADDED],
+    "envs/vector_env.py": [*_REFERENCE, "tests/test_mutants_engine.py"],
+    "envs/backtest.py": ["tests/test_backtest.py", *_REFERENCE, _ENV_ADDED],
+    "envs/metrics.py": ["tests/test_metrics.py", "tests/test_backtest.py", _ENV_ADDED],
+    "data_layer/factors/custom.py": ["tests/test_factors_custom.py", "tests/test_factor_values.py",
+                                     "tests/test_mutants_factors.py"],
+    "data_layer/factors/normalise.py": ["tests/test_normalise.py", "tests/test_factors_custom.py",
+                                        "tests/test_mutants_factors.py"],
     "data_layer/store_merge.py": ["tests/test_store.py", "tests/test_no_silent_data_mistakes.py"],
 }
 
 GROUPS: dict[str, list[str]] = {
-    "engine": ["envs/execution.py", "envs/actions.py", "envs/phases.py", "envs/kernels.py"],
+    "engine": ["envs/execution.py", "envs/actions.py", "envs/phases.py", "envs/kernels.py", "envs/layouts.py",
+               "envs/intrinsics.py"],
     "env": ["envs/core.py", "envs/trading_env.py", "envs/vector_env.py", "envs/backtest.py", "envs/metrics.py"],
     "factors": ["data_layer/factors/custom.py", "data_layer/factors/normalise.py"],
     "store": ["data_layer/store_merge.py"],
@@ -90,10 +112,9 @@ GROUPS: dict[str, list[str]] = {
 #: modules with numba-compiled functions: their mutants start from an empty numba cache
 COMPILED = {*GROUPS["engine"], "data_layer/factors/normalise.py"}
 
-#: per-mutant timeout (s): a cold compile of the step kernels on a busy machine, and the tests. A
-#: mutant that times out is reported apart (not counted as killed): on a shared machine it says little
-TIMEOUT = {"engine": 1800, "env": 900, "factors": 300, "store": 300}
-
+#: per-mutant limit (s) on the test run: a cold compile of the step kernels on a busy machine (~1-4
+#: min), and the tests. A mutant that runs longer (a loop that never ends) is reported apart
+TIMEOUT = {"engine": 900, "env": 600, "factors": 300, "store": 300}
 
 
 def _listing(name: str) -> dict[str, str]:
@@ -116,35 +137,58 @@ def _stem(module: str) -> str:
     return module.replace("/", "_").removesuffix(".py")
 
 
-def _pytest(module: str, cache: str, quiet_out: bool = True) -> int:
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache, HYPOTHESIS_PROFILE="mutation", PYTHONDONTWRITEBYTECODE="1")
+def _db(module: str) -> Path:
+    return OUT / f"{_stem(module)}.sqlite"
+
+
+def snapshot() -> str:
+    """Copy HEAD's files to :data:`TREE` with the package layout of the editable install (symlinks
+    factorgym/<layer> -> ../<layer>); returns HEAD's commit."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, check=True, capture_output=True, text=True).stdout
+    shutil.rmtree(TREE, ignore_errors=True)
+    TREE.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(TREE)], input=archive, check=True)
+    for layer in LAYERS:
+        (TREE / "factorgym" / layer).symlink_to(Path("..") / layer)
+    shared = OUT / "shared"
+    if not shared.is_symlink() and (REPO.parent / "shared").exists():
+        shared.symlink_to(REPO.parent / "shared")
+    return head.strip()
+
+
+def _pytest(module: str, cache: str, timeout: float | None = None, tests: list[str] | None = None) -> int | None:
+    """Run ``module``'s tests in the snapshot (``-x``); the exit code, or None past ``timeout``."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache, HYPOTHESIS_PROFILE="mutation", PYTHONDONTWRITEBYTECODE="1",
+               PYTHONPATH=str(TREE))
     cmd = [str(BIN / "python"), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
-           *MODULE_TESTS[module]]
-    out = subprocess.DEVNULL if quiet_out else None
-    return subprocess.run(cmd, cwd=REPO, env=env, stdout=out, stderr=out).returncode
+           *(tests or MODULE_TESTS[module])]
+    try:
+        return subprocess.run(cmd, cwd=TREE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=timeout).returncode
+    except subprocess.TimeoutExpired:  # (subprocess.run has killed pytest)
+        return None
 
 
-def run_tests(module: str) -> int:
-    """The test command of one mutant: its own copy of the warm numba cache, the mutation
+def run_tests(module: str) -> int | None:
+    """The tests of one mutant: its own numba cache (empty, or a copy of the warm one), the mutation
     hypothesis profile, stop at the first failure."""
     cache = tempfile.mkdtemp(prefix="numba-mutant-")
     try:
         if module not in COMPILED and WARM_CACHE.exists():
             shutil.copytree(WARM_CACHE, cache, dirs_exist_ok=True)
-        return _pytest(module, cache)
+        return _pytest(module, cache, TIMEOUT[_group_of(module)])
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
 
 def warm_up(modules: list[str]) -> None:
-    """Compile the kernels once from the unmutated source into :data:`WARM_CACHE`, running every
+    """Compile the kernels once from the unmutated snapshot into :data:`WARM_CACHE`, running every
     module's tests there: a test that fails without a mutant would 'kill' every mutant."""
     shutil.rmtree(WARM_CACHE, ignore_errors=True)
     WARM_CACHE.mkdir(parents=True)
     tests = list(dict.fromkeys(t for m in modules for t in MODULE_TESTS[m]))
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(WARM_CACHE), HYPOTHESIS_PROFILE="mutation")
-    rc = subprocess.run([str(BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
-                         *tests], cwd=REPO, env=env).returncode
+    rc = _pytest(modules[0], str(WARM_CACHE), tests=tests)
     if rc != 0:
         sys.exit(f"the mutation tests fail on the unmutated source (pytest exit {rc}); fix them first")
 
@@ -157,7 +201,7 @@ def _config(module: str) -> Path:
 module-path = ["{module}"]
 timeout = {TIMEOUT[_group_of(module)]}.0
 excluded-modules = []
-test-command = "{BIN / 'python'} {Path(__file__).resolve()} --run-tests {module}"
+test-command = "false"
 
 [cosmic-ray.distributor]
 name = "local"
@@ -182,10 +226,17 @@ def _skip(db_path: Path, keep) -> int:
     return n
 
 
+def _pending(module: str) -> list[str]:
+    from cosmic_ray.work_db import WorkDB, use_db
+
+    with use_db(str(_db(module)), WorkDB.Mode.open) as db:
+        return sorted(it.job_id for it in db.pending_work_items)
+
+
 def _annotation_spans(module: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """(start, end) positions of the type annotations of ``module``: with ``from __future__ import
     annotations`` they are never evaluated, so every mutant inside one is equivalent."""
-    tree = ast.parse((REPO / module).read_text())
+    tree = ast.parse((TREE / module).read_text())
     nodes = []
     for n in ast.walk(tree):
         if isinstance(n, ast.arg) and n.annotation is not None:
@@ -197,25 +248,85 @@ def _annotation_spans(module: str) -> list[tuple[tuple[int, int], tuple[int, int
     return [((a.lineno, a.col_offset), (a.end_lineno, a.end_col_offset)) for a in nodes]
 
 
-def start(module: str, sample: int | None, seed: int) -> None:
+def init(module: str) -> int:
+    """A fresh cosmic-ray session of ``module`` in the snapshot; returns its number of mutants."""
     cfg = _config(module)
-    db = OUT / f"{_stem(module)}.sqlite"
+    db = _db(module)
     db.unlink(missing_ok=True)
-    quiet = dict(cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    quiet = dict(cwd=TREE, check=True, stdout=subprocess.DEVNULL)
     subprocess.run([str(BIN / "cosmic-ray"), "init", str(cfg), str(db)], **quiet)
     subprocess.run([str(BIN / "cr-filter-operators"), str(db), str(cfg)], **quiet)
     subprocess.run([str(BIN / "cr-filter-pragma"), str(db)], **quiet)
-    if "from __future__ import annotations" in (REPO / module).read_text():
+    if "from __future__ import annotations" in (TREE / module).read_text():
         spans = _annotation_spans(module)
         _skip(db, lambda it: not any(a <= tuple(it.mutations[0].start_pos) < b for a, b in spans))
-    if sample:
-        from cosmic_ray.work_db import WorkDB, use_db
+    return len(_pending(module))
 
-        with use_db(str(db), WorkDB.Mode.open) as d:
-            ids = sorted(it.job_id for it in d.pending_work_items)
-        chosen = set(random.Random(f"{seed}:{module}").sample(ids, min(sample, len(ids))))
-        _skip(db, lambda it: it.job_id in chosen)
-    subprocess.run([str(BIN / "cosmic-ray"), "exec", str(cfg), str(db)], cwd=REPO, check=True)
+
+def allocate(sizes: dict[str, int], total: int) -> dict[str, int]:
+    """``total`` draws spread over the modules in proportion to their sizes (largest remainder), at
+    least one per module with mutants when ``total`` allows."""
+    pop = sum(sizes.values())
+    quota = {m: total * n / pop for m, n in sizes.items()}
+    out = {m: min(n, max(int(quota[m]), 1 if n and total >= len(sizes) else 0)) for m, n in sizes.items()}
+    for m in sorted(sizes, key=lambda m: quota[m] - int(quota[m]), reverse=True):
+        if sum(out.values()) >= total:
+            break
+        if out[m] < sizes[m]:
+            out[m] += 1
+    return out
+
+
+def choose(modules: list[str], per_module: dict[str, int], seed: int) -> None:
+    """Keep a seeded uniform sample of ``per_module[m]`` mutants of each module (the rest skipped)."""
+    for m in modules:
+        ids = _pending(m)
+        chosen = set(random.Random(f"{seed}:{m}").sample(ids, min(per_module[m], len(ids))))
+        _skip(_db(m), lambda it: it.job_id in chosen)
+
+
+def execute(modules: list[str], seed: int, stop_at: float | None) -> None:
+    """Run every pending mutant of ``modules``, one at a time, in a seeded order across modules;
+    each result is stored at once (the module's session and a line in :data:`RESULTS`)."""
+    import time
+
+    import cosmic_ray.plugins
+    from cosmic_ray.mutating import _make_diff, use_mutation
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
+
+    todo = []
+    for m in modules:
+        with use_db(str(_db(m)), WorkDB.Mode.open) as db:
+            todo += [(m, it) for it in db.pending_work_items]
+    todo.sort(key=lambda t: (t[0], t[1].job_id))
+    random.Random(f"{seed}:order").shuffle(todo)
+    os.chdir(TREE)  # cosmic-ray's module paths are relative to the snapshot
+    for i, (module, item) in enumerate(todo):
+        if stop_at is not None and time.time() >= stop_at:
+            print(f"# stopped at --stop-at with {len(todo) - i} mutants left (--resume continues)")
+            return
+        spec = item.mutations[0]
+        operator = cosmic_ray.plugins.get_operator(spec.operator_name)(**spec.operator_args)
+        t0 = time.time()
+        with use_mutation(spec.module_path, operator, spec.occurrence) as (before, after):
+            if after is None:
+                result = WorkResult(worker_outcome=WorkerOutcome.NO_TEST)
+            else:
+                rc = run_tests(module)
+                outcome = TestOutcome.SURVIVED if rc == 0 else TestOutcome.KILLED
+                result = WorkResult(output="timeout" if rc is None else f"pytest exit {rc}", test_outcome=outcome,
+                                    worker_outcome=WorkerOutcome.NORMAL,
+                                    diff="\n".join(_make_diff(before, after, spec.module_path)))
+        with use_db(str(_db(module)), WorkDB.Mode.open) as db:
+            db.set_result(item.job_id, result)
+        line = dict(module=module, mutant=_key(spec), outcome=result.output or result.worker_outcome.value,
+                    survived=result.test_outcome == TestOutcome.SURVIVED, seconds=round(time.time() - t0, 1),
+                    diff=[d for d in (result.diff or "").splitlines() if d[:1] in "+-" and d[:3] not in ("+++", "---")])
+        with RESULTS.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        print(f"[{i + 1}/{len(todo)}] {'SURVIVED' if line['survived'] else line['outcome']:<13} "
+              f"{line['seconds']:6.0f}s {line['mutant']}", flush=True)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -262,6 +373,9 @@ def report(module: str) -> dict | None:
             else:  # killed, or incompetent (the mutant does not import or compile)
                 killed += 1
         pending = total - db.num_results
+    run_info = OUT / "run.json"  # the population after the operator, pragma and annotation filters
+    if run_info.exists():
+        total = json.loads(run_info.read_text()).get("mutants", {}).get(module, total)
     n = killed + survived
     lo, hi = wilson(killed, n)
     later = sum(_key(m) in KILLED_BY_ADDED_TEST for m, _ in survivors)
@@ -283,6 +397,42 @@ def report(module: str) -> dict | None:
     return row
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The per-module rows and their total as a Markdown table (benchmarks/results/mutation.md)."""
+    def pct(k, n, ci):
+        return f"{k / n:.0%} ({ci[0]:.0%}-{ci[1]:.0%})" if n else "n/a"
+
+    out = ["| module | mutants | run | equivalent | timed out | killed | survived | score as run (95% CI) "
+           "| killed by tests added | score now (95% CI) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    tot = dict.fromkeys(("mutants", "run", "equivalent", "timeouts", "killed", "survived", "killed_by_added_tests"), 0)
+    for r in rows:
+        n = r["killed"] + r["survived"]
+        out.append(f"| {r['module']} | {r['mutants']} | {r['run']} | {r['equivalent']} | {r['timeouts']} | {r['killed']} "
+                   f"| {r['survived']} | {pct(r['killed'], n, r['ci95'])} | {r['killed_by_added_tests']} "
+                   f"| {pct(r['killed'] + r['killed_by_added_tests'], n, r['ci95_now'])} |")
+        for k in tot:
+            tot[k] += r[k]
+    n = tot["killed"] + tot["survived"]
+    k2 = tot["killed"] + tot["killed_by_added_tests"]
+    out.append(f"| **all** | {tot['mutants']} | {tot['run']} | {tot['equivalent']} | {tot['timeouts']} | {tot['killed']} "
+               f"| {tot['survived']} | **{pct(tot['killed'], n, wilson(tot['killed'], n))}** "
+               f"| {tot['killed_by_added_tests']} | **{pct(k2, n, wilson(k2, n))}** |")
+    return "\n".join(out)
+
+
+def print_costs(modules: list[str]) -> None:
+    """Median seconds per mutant of the last run (runs/mutation/results.jsonl), by group and outcome."""
+    import statistics
+
+    lines = [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()]
+    for g, mods in GROUPS.items():
+        for what, sel in (("killed", lambda r: not r["survived"]), ("survived", lambda r: r["survived"])):
+            secs = [r["seconds"] for r in lines if r["module"] in mods and r["module"] in modules and sel(r)]
+            if secs:
+                print(f"# {g}: {len(secs)} {what}, median {statistics.median(secs):.0f} s per mutant "
+                      f"(max {max(secs):.0f} s)")
+
+
 def _modules(names: list[str], ap) -> list[str]:
     out: list[str] = []
     for name in names:
@@ -295,27 +445,53 @@ def _modules(names: list[str], ap) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _stop_time(hhmm: str | None) -> float | None:
+    """--stop-at HH:MM (UTC, today, or tomorrow if already past) as a timestamp."""
+    import datetime as dt
+
+    if hhmm is None:
+        return None
+    now = dt.datetime.now(dt.timezone.utc)
+    h, m = (int(x) for x in hhmm.split(":"))
+    t = now.replace(hour=h, minute=m, second=0, microsecond=0)
+    return (t if t > now else t + dt.timedelta(days=1)).timestamp()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", default=list(GROUPS),
                     help=f"groups ({', '.join(GROUPS)}) or module paths to run (default: every group)")
-    ap.add_argument("--sample", type=int, default=None, help="run only N randomly chosen mutants per module")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the --sample choice")
-    ap.add_argument("--report", action="store_true", help="only print the reports of the modules' last runs")
+    how = ap.add_mutually_exclusive_group()
+    how.add_argument("--sample", type=int, default=None, help="run N randomly chosen mutants of each module")
+    how.add_argument("--stratified", type=int, default=None, metavar="N",
+                     help="run N randomly chosen mutants in all, allocated to the modules in proportion to their sizes")
+    how.add_argument("--resume", action="store_true", help="continue the pending mutants of the last run (same snapshot)")
+    how.add_argument("--report", action="store_true", help="only print the reports of the modules' last runs")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the sample and of the order the mutants run in")
+    ap.add_argument("--stop-at", metavar="HH:MM", help="start no mutant after this UTC time (then --resume continues)")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-module rows to this JSON file")
-    ap.add_argument("--run-tests", metavar="MODULE", help=argparse.SUPPRESS)  # the per-mutant test command
+    ap.add_argument("--markdown", action="store_true", help="also print the per-module table in Markdown")
     args = ap.parse_args()
-    if args.run_tests:
-        return run_tests(args.run_tests)
     modules = _modules(args.names, ap)
-    if not args.report:
-        dirty = subprocess.run(["git", "diff", "--quiet", "--", *modules], cwd=REPO).returncode != 0
+    if not (args.report or args.resume):
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *modules], cwd=REPO).returncode != 0
         if dirty:
-            sys.exit(f"{modules} have uncommitted changes (a mutant left by an interrupted run?); "
-                     f"commit or `git checkout` them first")
+            print(f"# note: {modules} have uncommitted changes; the run mutates HEAD's version", file=sys.stderr)
+        head = snapshot()
+        RESULTS.unlink(missing_ok=True)
+        sizes = {m: init(m) for m in modules}
+        total = sum(sizes.values())
+        per = (allocate(sizes, args.stratified) if args.stratified
+               else {m: args.sample or n for m, n in sizes.items()})
+        choose(modules, per, args.seed)
+        (OUT / "run.json").write_text(json.dumps(dict(commit=head, seed=args.seed, stratified=args.stratified,
+                                                      sample=args.sample, mutants=sizes, chosen=per), indent=1) + "\n")
+        print(f"# {total} mutants in {len(modules)} modules at {head[:10]}; running {sum(per.values())}: {per}")
         warm_up(modules)
-        for module in modules:
-            start(module, args.sample, args.seed)
+    if not args.report:
+        if not TREE.exists():
+            sys.exit("no snapshot to resume (runs/mutation/tree); start a run first")
+        execute(modules, args.seed, _stop_time(args.stop_at))
     rows = [r for r in (report(m) for m in modules) if r]
     n = sum(r["killed"] + r["survived"] for r in rows)
     if len(rows) > 1 and n:
@@ -323,9 +499,13 @@ def main() -> int:
         (lo, hi), (lo2, hi2) = wilson(k, n), wilson(k + later, n)
         print(f"# all: killed {k}/{n} = {k / n:.1%} (95% CI {lo:.0%}-{hi:.0%}); with the tests added since: "
               f"{k + later}/{n} = {(k + later) / n:.1%} (95% CI {lo2:.0%}-{hi2:.0%}); equivalent "
-              f"{sum(r['equivalent'] for r in rows)} (samples per module are not weighted by module size)")
+              f"{sum(r['equivalent'] for r in rows)} (pooled: an estimate for all the modules' mutants when the sample was --stratified)")
+    if RESULTS.exists():
+        print_costs(modules)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    if args.markdown:
+        print(markdown_table(rows))
     return 0
 
 

@@ -25,7 +25,7 @@ def test_wilson_interval_against_hand_values():
 def test_annotation_spans_cover_annotations_only(tmp_path, monkeypatch):
     src = "from __future__ import annotations\ndef f(a: int | None, b=1) -> list[int]:\n    x: dict = {}\n    return [a | b]\n"
     (tmp_path / "m.py").write_text(src)
-    monkeypatch.setattr(M, "REPO", tmp_path)
+    monkeypatch.setattr(M, "TREE", tmp_path)  # (the run reads modules from its snapshot)
     spans = M._annotation_spans("m.py")
     texts = sorted(src.splitlines()[a[0] - 1][a[1]:b[1]] for a, b in spans)
     assert texts == ["dict", "int | None", "list[int]"]  # the body's a | b is not an annotation
@@ -40,3 +40,11 @@ def test_every_module_maps_to_existing_tests_and_listed_mutants_name_real_lines(
         for key in json.loads((ROOT / "scripts" / name).read_text()):
             module, line = key.split(" ")[0].split(":")
             assert module in M.MODULE_TESTS and 0 < int(line) <= len((ROOT / module).read_text().splitlines()), key
+
+
+def test_stratified_allocation_is_proportional_with_at_least_one_per_module():
+    # quotas 160 x size / 5892: 29.3, 22.7, 3.0, 1.5 (min 1) ... -> largest remainders, total exact
+    sizes = {"a": 1080, "b": 836, "c": 110, "d": 56, "e": 3810}
+    got = M.allocate(sizes, 160)
+    assert sum(got.values()) == 160 and got["a"] == 29 and got["b"] == 23 and got["c"] == 3 and got["d"] == 2
+    assert M.allocate({"a": 100, "b": 1}, 10) == {"a": 9, "b": 1}

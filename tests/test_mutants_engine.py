@@ -1,0 +1,114 @@
+"""Engine paths that the mutation run (scripts/mutation.py) found unchecked, each worked by hand with
+fees and slippage on two assets (so the second asset's rows are read). The numbers are derived in
+the comments, independently of the engine."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from _reference_cases import action_sequences, assert_info_matches, assert_obs_matches, assert_reward_matches, \
+    assert_trades_match, cases
+from factorgym.data_layer.tensor import FactorTensor
+from factorgym.envs import CryptoTradingEnv, CryptoTradingVectorEnv, ExecutionConfig
+from test_reference_step import VECTOR_INFO_KEYS
+
+HOUR = 3_600_000
+
+
+def make_env(open_, close, cfg, tradable=None, **kw) -> CryptoTradingEnv:
+    o, c = np.array(open_, float), np.array(close, float)
+    prices = np.stack([o, np.fmax(o, c), np.fmin(o, c), c, np.full(o.shape, 1000.0)], axis=-1)
+    t = FactorTensor.from_arrays(np.zeros((len(o), 2, 1)), prices, np.arange(len(o)) * HOUR, symbols=["X", "Y"],
+                                 tradable=None if tradable is None else np.array(tradable))
+    e = CryptoTradingEnv(t, mapping="direct", long_only=False, execution=cfg, initial_cash=1000.0,
+                         random_start=False, **kw)
+    e.reset(options={"start": 0})
+    return e
+
+
+def test_liquidation_at_the_close_fills_the_second_asset_at_its_close():
+    """Margin breached only by the close's borrow charge (not intrabar): the short in Y (the second
+    asset) is bought back at Y's close with slippage and fee, not at any other price of the bar."""
+    cfg = ExecutionConfig(taker_fee=0.001, slippage_bps=10.0, half_spread_bps=0.0, impact_coef=0.0,
+                          borrow_rate_per_bar=0.6, max_leverage=2.0, maintenance_margin=0.25, use_market_rules=False)
+    # bar 1: Y opens at 50, closes at 55 (high 55); X flat at 100
+    e = make_env([[100.0, 50.0], [100.0, 50.0], [100.0, 55.0]], [[100.0, 50.0], [100.0, 55.0], [100.0, 55.0]], cfg)
+    # fill at bar 1's open (E_open 1000): Y -100% -> sell 20 at 50 x 0.999 = 49.95: proceeds 999, fee 0.999;
+    # cash 1998.001. Intrabar at Y's high 55: equity 1998.001 - 1100 = 898.001 >= 0.25 x 1100: no breach.
+    # Close: borrow 0.6 x 20 x 55 = 660 -> cash 1338.001, equity 238.001 < 0.25 x 1100 = 275: liquidated at
+    # the close: buy 20 at 55 x 1.001 = 55.055 (cost 1101.1, fee 1.1011) -> cash = equity = 235.7999
+    _, reward, term, _, info = e.step(np.array([0.0, -1.0], np.float32))
+    assert info["status"] == "liquidated" and term
+    kinds = [(t["symbol"], t["side"], t["kind"]) for t in info["trades"]]
+    assert kinds[-1][:2] == ("Y", "buy"), kinds
+    buy = info["trades"][-1]
+    assert buy["quantity"] == pytest.approx(20.0, abs=1e-12) and buy["price"] == pytest.approx(55.055, abs=1e-12)
+    assert buy["fee"] == pytest.approx(1.1011, abs=1e-12) and buy["slippage_cost"] == pytest.approx(1.1, abs=1e-12)
+    assert info["borrow_cost"] == pytest.approx(660.0, abs=1e-9)
+    assert info["cash"] == pytest.approx(235.7999, abs=1e-9) and info["equity"] == pytest.approx(235.7999, abs=1e-9)
+    assert info["fees"] == pytest.approx(0.999 + 1.1011, abs=1e-12)
+    assert list(info["positions"]) == [0.0, 0.0]
+    assert reward == pytest.approx(math.log(235.7999 / 1000), abs=1e-12)
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_each_env_of_a_two_block_vector_env_matches_the_reference(data):
+    """13 envs: two blocks of 8 lanes, the second partly padding (the 5-env reference tests fill one
+    block only); every env held against its own plain-Python reference for 6 steps."""
+    case = data.draw(cases(schemes=("signed", "direct_short")))
+    N, steps = 13, 6
+    lo, last = case.window - 1, case.tensor.n_bars - 1
+    starts = data.draw(st.lists(st.integers(lo, last - steps - 1), min_size=N, max_size=N))
+    actions = data.draw(st.lists(action_sequences(case.scheme, N), min_size=steps, max_size=steps))
+    venv = CryptoTradingVectorEnv(case.tensor, N, **case.env_kwargs())
+    refs = [case.reference() for _ in range(N)]
+    obs, infos = venv.reset(seed=0, options={"start": np.asarray(starts)})
+    for i, ref in enumerate(refs):
+        ref_obs, ref_info = ref.reset(starts[i], last)
+        assert_obs_matches(obs[i], ref_obs, f"env {i} reset")
+        assert_info_matches({k: v[i] for k, v in infos.items()}, ref_info, f"env {i} reset")
+    for k in range(steps):
+        obs, rewards, term, trunc, infos = venv.step(np.stack([case.as_action(a) for a in actions[k]]))
+        for i, ref in enumerate(refs):
+            if ref.done:
+                continue
+            ref_obs, ref_reward, ref_term, ref_trunc, ref_info = ref.step(actions[k][i])
+            where = f"step {k}, env {i} (bar {ref.t})"
+            assert (term[i], trunc[i]) == (ref_term, ref_trunc), where
+            assert_reward_matches(rewards[i], ref_reward, where)
+            step_info = infos["final_info"] if ref.done else infos
+            assert_info_matches({key: step_info[key][i] for key in VECTOR_INFO_KEYS}, ref_info, where)
+            if not ref.done:
+                assert_trades_match(venv.trades(i), ref_info, where)
+                assert_obs_matches(obs[i], ref_obs, where)
+
+
+def test_market_rules_defaults_are_no_rules_and_the_reciprocals_are_exact():
+    from factorgym.envs.execution import MarketRules, market_rules
+
+    assert market_rules() == MarketRules(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    r = market_rules(fee=0.001, lot_step=0.25, min_amount=1.0, min_notional=5.0, price_step=0.01)
+    assert r == MarketRules(0.001, 0.25, 4.0, 1.0, 5.0, 0.01, 100.0)
+
+
+def test_weights_are_reported_for_an_account_worth_less_than_one_unit():
+    """Equity below 1 quote unit is still an account: weights = position x close / equity (here
+    frictionless, X +50%, Y -50% of 0.5 at bar 1's open 100 / 50, marked at 110 / 50)."""
+    cfg = ExecutionConfig(taker_fee=0.0, maker_fee=0.0, slippage_bps=0.0, half_spread_bps=0.0, impact_coef=0.0,
+                          max_leverage=2.0, use_market_rules=False)
+    open_, close = [[100.0, 50.0], [100.0, 50.0], [110.0, 50.0]], [[100.0, 50.0], [110.0, 50.0], [110.0, 50.0]]
+    o, c = np.array(open_), np.array(close)
+    prices = np.stack([o, np.fmax(o, c), np.fmin(o, c), c, np.full(o.shape, 1000.0)], axis=-1)
+    t = FactorTensor.from_arrays(np.zeros((3, 2, 1)), prices, np.arange(3) * HOUR, symbols=["X", "Y"])
+    e = CryptoTradingEnv(t, mapping="direct", long_only=False, execution=cfg, initial_cash=0.5, random_start=False)
+    e.reset(options={"start": 0})
+    _, _, _, _, info = e.step(np.array([0.5, -0.5], np.float32))
+    # buy 0.0025 X at 100, sell 0.005 Y at 50: cash 0.5; equity 0.5 + 0.0025 x 110 - 0.005 x 50 = 0.525
+    assert info["equity"] == pytest.approx(0.525, abs=1e-15)
+    assert list(info["weights"]) == pytest.approx([0.275 / 0.525, -0.25 / 0.525], abs=1e-12)

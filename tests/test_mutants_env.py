@@ -1,0 +1,102 @@
+"""Paths of the Python around the engine that the mutation run (scripts/mutation.py) found
+unchecked: each test fails for a planted bug that the suite let through."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from factorgym.data_layer.tensor import FactorTensor
+from factorgym.envs import CryptoTradingEnv, ExecutionConfig
+
+HOUR = 3_600_000
+
+
+def two_assets(T: int = 12) -> FactorTensor:
+    rng = np.random.default_rng(3)
+    close = np.exp(np.cumsum(rng.normal(0, 0.02, (T, 2)), axis=0)) * np.array([100.0, 20.0])
+    return FactorTensor.from_arrays(rng.normal(size=(T, 2, 2)), close, np.arange(T) * HOUR, symbols=["X", "Y"])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int8, np.int16, np.uint8, np.bool_])
+def test_an_action_array_of_any_number_dtype_acts_as_its_values(dtype):
+    """A 1-d action array of a dtype other than float32/float64 (which the kernels take as they
+    are) is converted first: it steps exactly as the float32 array of the same values."""
+    values = [1, 0] if dtype in (np.uint8, np.bool_) else [1, -1]
+    kw = dict(window=2, mapping="direct", long_only=False, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False))
+    ref, env = CryptoTradingEnv(two_assets(), **kw), CryptoTradingEnv(two_assets(), **kw)
+    ref.reset(options={"start": 1})
+    env.reset(options={"start": 1})
+    for _ in range(3):
+        obs_a, r_a, _, _, info_a = ref.step(np.array(values, np.float32))
+        obs_b, r_b, _, _, info_b = env.step(np.array(values, dtype))
+        assert np.array_equal(obs_a, obs_b) and r_a == r_b
+        assert list(info_b["weights"]) == list(info_a["weights"]) and info_b["equity"] == info_a["equity"]
+    assert info_a["positions"][0] > 0.0  # the action was taken (not read as zeros)
+
+
+@pytest.mark.parametrize("days, text", [(0.5, "12 h"), (1.99, "48 h"), (2.0, "2 d"), (108.4, "108 d")])
+def test_a_span_shows_in_days_from_two_days_and_in_hours_below(days, text):
+    from factorgym.envs.backtest import format_metric
+
+    assert format_metric("span_days", days) == text
+
+
+def test_metrics_of_a_two_bar_run_by_hand():
+    """Two bars (one return): exposure and turnover are the second bar's values (the first bar is
+    the starting state), annualised turnover = 0.5 x 8760 bars a year."""
+    from factorgym.envs.metrics import compute_metrics
+
+    m = compute_metrics([1000.0, 1100.0], bars_per_year=8760.0, turnover=[0.0, 0.5], fees=[0.0, 2.0],
+                        gross_exposure=[0.0, 0.8], n_trades=3)
+    assert m["exposure"] == pytest.approx(0.8, abs=1e-15)
+    assert m["turnover"] == pytest.approx(0.5 * 8760.0, rel=1e-15)
+    assert m["total_turnover"] == 0.5 and m["fees"] == 2.0 and m["fees_frac"] == pytest.approx(0.002, abs=1e-15)
+    assert m["total_return"] == pytest.approx(0.1, abs=1e-15) and m["n_bars"] == 1.0 and m["hit_rate"] == 1.0
+
+
+def test_metrics_of_a_one_bar_run_are_undefined_without_numpy_warnings():
+    """One bar (no return): the per-bar means are nan, and no 'mean of empty slice' warning is raised."""
+    import warnings
+
+    from factorgym.envs.metrics import compute_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = compute_metrics([1000.0], bars_per_year=8760.0, turnover=[0.0], fees=[0.0], gross_exposure=[0.0])
+    assert np.isnan(m["turnover"]) and np.isnan(m["exposure"]) and m["n_bars"] == 0.0
+    assert m["total_turnover"] == 0.0 and m["final_equity"] == 1000.0
+
+
+def test_backtest_records_the_default_seed_zero_and_its_numbers_do_not_depend_on_the_seed():
+    from factorgym.envs.backtest import backtest
+
+    def policy(obs):
+        return np.array([0.5, -0.5], np.float32)
+
+    kw = dict(window=2, mapping="direct", env_kwargs={"long_only": False},
+              execution=ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False))
+    default, seeded = backtest(two_assets(), policy, **kw), backtest(two_assets(), policy, seed=7, **kw)
+    assert default.info["seed"] == 0 and seeded.info["seed"] == 7
+    assert np.array_equal(default.equity, seeded.equity) and default.equity[-1] != default.equity[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_box_action_of_the_wrong_length_is_refused_and_moves_nothing(dtype, n):
+    """A 1-d float action with too few or too many values (the fast path hands it to the kernel
+    as it is) fails with the one-line shape error; the env has not moved: its next valid step is a
+    fresh env's first."""
+    kw = dict(window=2, mapping="direct", long_only=False, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False))
+    env, fresh = CryptoTradingEnv(two_assets(), **kw), CryptoTradingEnv(two_assets(), **kw)
+    env.reset(options={"start": 1})
+    fresh.reset(options={"start": 1})
+    with pytest.raises(ValueError, match=rf"has shape \({n},\); the action space .* expects \(2,\)"):
+        env.step(np.full(n, 0.5, dtype))
+    a = np.array([0.5, -0.5], dtype)
+    obs_a, r_a, _, _, info_a = fresh.step(a)
+    obs_b, r_b, _, _, info_b = env.step(a)
+    assert np.array_equal(obs_a, obs_b) and r_a == r_b and info_a["equity"] == info_b["equity"]
+    assert info_a["timestamp"] == info_b["timestamp"]

@@ -1,0 +1,63 @@
+"""Custom factors, normalisation and the store's merge: paths that the mutation run
+(scripts/mutation.py) found unchecked, each test failing for a planted bug the suite let through."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from _factor_data import random_panel
+from factorgym.data_layer.factors import factor_from_config
+
+# built-in custom factors with their DEFAULT parameters -> the warm-up their definition needs
+DEFAULT_WARMUP = {"log_return": 1, "realized_vol": 24, "volume_zscore": 23, "bb_pctb": 19, "obv_flow": 24,
+                  "candle_shape": 0, "price_position": 23}
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_WARMUP))
+def test_a_builtin_with_default_params_declares_the_warmup_its_window_needs(name):
+    """The declared warm-up of each built-in, parameters left to their defaults, is exactly the row
+    of its first valid value: rows before it are NaN, the row itself is a value (a warm-up one bar
+    too long would throw that first value away, one too short would let NaN rows through)."""
+    p = random_panel(T=80, A=1, holes=False)
+    f = factor_from_config({"kind": "custom", "name": name})
+    assert f.warmup == DEFAULT_WARMUP[name]
+    x = f.compute(p)[:, 0, :]
+    assert np.isnan(x[: f.warmup]).all() and np.isfinite(x[f.warmup]).all()
+
+
+def test_price_position_with_its_default_window_against_pandas():
+    p = random_panel(T=80, A=1, holes=False)
+    got = factor_from_config({"kind": "custom", "name": "price_position"}).compute(p)[:, 0, 0]
+    c, hi, lo = pd.Series(p.close[:, 0]), pd.Series(p.high[:, 0]).rolling(24).max(), pd.Series(p.low[:, 0]).rolling(24).min()
+    np.testing.assert_allclose(got, ((c - lo) / (hi - lo)).to_numpy(), rtol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("per_asset", [False, True])
+def test_train_stats_of_a_feature_without_valid_bars_are_zero_without_numpy_warnings(per_asset):
+    """A feature (or, per asset, an asset's feature) with no valid bar in the fit range gets mean 0,
+    std 0 and count 0 (its z-scores are then 0), computed without a divide warning; the others are
+    the plain mean and population std of their valid bars."""
+    import warnings
+
+    from factorgym.data_layer.factors.normalise import NormaliseConfig, fit_train_stats
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(20, 2, 2))
+    x[:, :, 1] = np.nan  # feature 1 never valid
+    x[:, 1, 0] = np.nan  # asset 1 has no valid feature 0 either
+    ts = np.arange(20, dtype=np.int64) * 3_600_000
+    cfg = NormaliseConfig(method="train", fit_end=int(ts[10]), per_asset=per_asset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats = fit_train_stats(x, ts, np.ones((20, 2), bool), cfg)
+    a0 = x[:10, 0, 0]
+    if per_asset:
+        assert stats["count"] == [[10, 0], [0, 0]]
+        np.testing.assert_allclose(stats["mean"], [[a0.mean(), 0.0], [0.0, 0.0]], rtol=1e-12, atol=0)
+        np.testing.assert_allclose(stats["std"], [[a0.std(), 0.0], [0.0, 0.0]], rtol=1e-12, atol=0)
+    else:
+        assert stats["count"] == [10, 0]
+        np.testing.assert_allclose(stats["mean"], [a0.mean(), 0.0], rtol=1e-12, atol=0)
+        np.testing.assert_allclose(stats["std"], [a0.std(), 0.0], rtol=1e-12, atol=0)
