@@ -86,11 +86,13 @@ def test_resume_continues_after_ctrl_c(tmp_path, tensors, monkeypatch):
     # TensorBoard steps continue where the first part stopped
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    steps = []
-    for ev in sorted((tmp_path / "run" / "tb").glob("events.*")):
+    # in the order they were written: file names sort by their counter as text ("10" < "9"), so use wall time
+    points = []
+    for ev in (tmp_path / "run" / "tb").glob("events.*"):
         acc = EventAccumulator(str(ev))
         acc.Reload()
-        steps += [s.step for s in acc.Scalars("time/fps")] if "time/fps" in acc.Tags()["scalars"] else []
+        points += [(s.wall_time, s.step) for s in acc.Scalars("time/fps")] if "time/fps" in acc.Tags()["scalars"] else []
+    steps = [step for _, step in sorted(points)]
     assert steps == sorted(steps) and steps[-1] >= 160
 
 
