@@ -151,10 +151,11 @@ def _killed_runs(bundle, tdir, split, state, kills, seed):
     for _ in range(kills):
         before = _n_events(state)
         p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO, env=_env())
-        deadline = time.monotonic() + 120
-        while p.poll() is None and _n_events(state) <= before + 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(float(rng.uniform(0.0, 0.06)))  # somewhere in a bar (a bar takes ~10-30 ms): mid-decision, mid-fill
+        # kill at a random event within the next few bars (a bar writes ~10 events and takes a few ms):
+        # mid-decision, mid-fill, or before the first bar; counted in events so a faster loop still gets killed
+        target, deadline = before + int(rng.integers(1, 30)), time.monotonic() + 120
+        while p.poll() is None and _n_events(state) < target and time.monotonic() < deadline:
+            time.sleep(0.001)
         if p.poll() is not None:
             assert p.returncode == 0, p.stderr.read().decode()
             break
