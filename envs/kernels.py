@@ -112,7 +112,7 @@ def _finish(config, block, rows, A, B):
             block[lane(out + OUT.reward, j, B)] = select_nb(live, reward * config[CONFIG.reward_scale], 0.0)
             block[lane(STATE.sharpe_mean, j, B)] = select_nb(live, mean + eta * (r - mean), mean)
             block[lane(STATE.sharpe_square, j, B)] = select_nb(live, square + eta * (r * r - square), square)
-    else:  # the log-return rewards are computed in the observation pass (see _log_reward)
+    else:  # the log-return rewards are computed after the block (see _log_rewards)
         for j in range(B):
             block[lane(out + OUT.reward, j, B)] = 0.0
     for j in range(B):
@@ -146,7 +146,7 @@ def _finish(config, block, rows, A, B):
         block[lane(out + OUT.truncated, j, B)] = select_nb(live & truncated, 1.0, 0.0)
         block[lane(out + OUT.status, j, B)] = select_nb(live, status, block[lane(out + OUT.status, j, B)])
         block[lane(out + OUT.bar, j, B)] = select_nb(live, f, 0.0)
-        # (the equity ratio until _log_reward replaces it by its log)
+        # (the equity ratio until _log_rewards replaces it by its log)
         block[lane(out + OUT.log_return, j, B)] = select_nb(live, equity / previous, 0.0)
         block[lane(out + OUT.drawdown, j, B)] = select_nb(live, 1.0 - equity / new_peak, 0.0)
         for i in range(A):
@@ -172,22 +172,25 @@ def _store_block(lo, work, out, block, rows, A, B):
 
 
 @numba.njit(inline="always", **JIT)
-def _log_reward(out, config, n):
-    """Env n's log return from the equity ratio the step left in ``out[OUT.log_return]``, and its
-    reward unless it is the differential Sharpe (scalar: ``log`` does not vectorise here)."""
-    ratio = out[OUT.log_return, n]
-    log_return = math.log(ratio if ratio > LOG_FLOOR else LOG_FLOOR)
-    out[OUT.log_return, n] = log_return
+def _log_rewards(out, config, lo, hi):
+    """The log returns of envs lo..hi that stepped, from the equity ratio the step left in
+    ``out[OUT.log_return]``, and their rewards unless the reward is the differential Sharpe (scalar:
+    ``log`` does not vectorise here). One call per block (see :func:`write_obs_nb`)."""
     kind = int(config[CONFIG.reward])
-    if kind == REWARD_SHARPE:
-        return
-    if kind == REWARD_DRAWDOWN:
-        reward = log_return - config[CONFIG.drawdown_penalty] * out[OUT.drawdown, n]
-    elif kind == REWARD_TURNOVER:
-        reward = log_return - config[CONFIG.turnover_penalty] * out[OUT.turnover, n]
-    else:
-        reward = log_return
-    out[OUT.reward, n] = reward * config[CONFIG.reward_scale]
+    for n in range(lo, hi):
+        if out[OUT.bar, n] > 0.0:  # stepped in this call (skipped and malformed envs have bar 0)
+            ratio = out[OUT.log_return, n]
+            log_return = math.log(ratio if ratio > LOG_FLOOR else LOG_FLOOR)
+            out[OUT.log_return, n] = log_return
+            if kind == REWARD_SHARPE:
+                continue
+            if kind == REWARD_DRAWDOWN:
+                reward = log_return - config[CONFIG.drawdown_penalty] * out[OUT.drawdown, n]
+            elif kind == REWARD_TURNOVER:
+                reward = log_return - config[CONFIG.turnover_penalty] * out[OUT.turnover, n]
+            else:
+                reward = log_return
+            out[OUT.reward, n] = reward * config[CONFIG.reward_scale]
 
 
 @numba.njit(inline="always", **JIT)
@@ -224,10 +227,9 @@ def step_blocks_nb(b0, b1, N, prices, data, config, work, out, act, obs, dims):
         settle_phases_nb(config, block, rules, rows, A, B)
         _finish(config, block, rows, A, B)
         _store_block(lo, work, out, block, rows, A, B)
-        for n in range(lo, min(lo + B, N)):
-            if out[OUT.bar, n] > 0.0:  # stepped in this call (skipped and malformed envs have bar 0)
-                _log_reward(out, config, n)
-                write_obs_nb(obs, n * D, int(out[OUT.bar, n]), data, prices, work, n, window, A, features_per_bar, raw)
+        hi = min(lo + B, N)
+        _log_rewards(out, config, lo, hi)
+        write_obs_nb(obs, lo, hi, D, out, data, prices, work, window, A, features_per_bar, raw, True)
 
 
 @numba.njit(inline="always", **JIT)
@@ -328,4 +330,4 @@ def reset_batch_nb(idx, starts, ends, prices, data, config, work, obs, out):
         out[OUT.equity, n] = initial
         out[OUT.cash, n] = initial
         out[OUT.bar, n] = starts[j]
-        write_obs_nb(obs, n * D, starts[j], data, prices, work, n, window, A, features_per_bar, raw)
+        write_obs_nb(obs, n, n + 1, D, out, data, prices, work, window, A, features_per_bar, raw, False)
