@@ -227,9 +227,9 @@ def step_blocks_nb(b0, b1, N, prices, data, config, work, out, act, obs, dims):
         settle_phases_nb(config, block, rules, rows, A, B)
         _finish(config, block, rows, A, B)
         _store_block(lo, work, out, block, rows, A, B)
-        hi = min(lo + B, N)
-        _log_rewards(out, config, lo, hi)
-        write_obs_nb(obs, lo, hi, D, out, data, prices, work, window, A, features_per_bar, raw, True)
+    lo, hi = b0 * B, min(b1 * B, N)
+    _log_rewards(out, config, lo, hi)
+    write_obs_nb(obs, lo, hi, D, out, data, prices, work, window, A, features_per_bar, raw, True)
 
 
 @numba.njit(inline="always", **JIT)
