@@ -35,7 +35,11 @@ as ``minimal_*`` for comparison; the goals use the faithful loop.
 Funding: the vector env at window 1, long/short (signed mapping, 2x), over the same tensor without
 and with a funding rate per bar (``vector_w1_signed_funding_off`` / ``_on``; goal: on >= 0.9x off).
 
-Each figure is the best of ``--repeats`` interleaved runs (the machine is shared).
+Each figure is the best of ``--repeats`` interleaved runs (the machine is shared); each line's
+``reference`` also gives ``load_1min`` (the load average when it was printed) and
+``openblas_env_dropped``: the OpenBLAS tuning variables (``OPENBLAS_CORETYPE``, ``OPENBLAS_L2_SIZE``)
+this script removed from its own environment before numpy loaded OpenBLAS (a core type forced for
+another machine slows the numpy reference), with the values they had.
 
 Prints one JSON line per figure:
     python benchmarks/env_speed.py [--quick] [--skip-ppo] [--repeats N]
@@ -49,6 +53,9 @@ import os
 # 2-core machine would distort every figure
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# OpenBLAS reads these when it loads: drop them for this measurement only (named in every line)
+OPENBLAS_DROPPED = {_var: os.environ.pop(_var) for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                    if _var in os.environ}
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
@@ -273,6 +280,7 @@ def ppo_env_share(tensor: FactorTensor, total_steps: int) -> dict:
 
 def emit(case: str, metric: str, value: float, goal: float | None, meets: bool | None, reference: dict) -> None:
     """One JSON line; ``goal`` is in the unit of ``value`` (or None when the figure has no goal)."""
+    reference = {**reference, "load_1min": round(os.getloadavg()[0], 2), "openblas_env_dropped": OPENBLAS_DROPPED}
     print(json.dumps({"bench": "env_speed", "case": case, "metric": metric, "value": round(value, 4),
                       "goal": None if goal is None else round(goal, 4), "meets_goal": meets, "reference": reference}),
           flush=True)
