@@ -83,8 +83,9 @@ def _load_block(lo, N, work, act, prices, config, block, rows, A, K, B):
             block[lane(c, j, B)] = work[c, u0 + np.uint64(j)]
     for j in range(B):
         n = min(lo + j, N - 1)  # (padding lanes past the last env read its action; they are done)
+        row = np.uint64(n * K)  # (unsigned: no negative-index wraparound per action value)
         for k in range(A + 1):
-            block[lane(rows.actions + k, j, B)] = select_nb(k < K, act[n * K + min(k, K - 1)], 0.0)
+            block[lane(rows.actions + k, j, B)] = select_nb(k < K, act[row + np.uint64(min(k, K - 1))], 0.0)
         block[lane(rows.temps + TEMP.liquidate, j, B)] = 0.0
     for j in range(B):
         done = block[lane(rows.counters + COUNTER.done, j, B)] != 0.0
@@ -195,13 +196,17 @@ def _log_rewards(out, config, lo, hi):
 
 @numba.njit(inline="always", **JIT)
 def _prefetch_block(lo, N, prices, data, work, A, counters, features_per_bar, B):
-    """Ask for the price and feature rows the envs lo..lo+B will read."""
+    """Ask for every cache line of the price records and the feature row of the bar the envs
+    lo..lo+B will fill at (the first and last element alone missed the lines between them)."""
+    record_row = A * N_PRICE  # float64: 8 a line
     for n in range(lo, min(lo + B, N)):
         if work[counters + COUNTER.done, n] == 0.0:
             f = int(work[counters + COUNTER.bar, n]) + 1
-            prefetch_nb(prices, f * A * N_PRICE)
-            prefetch_nb(prices, f * A * N_PRICE + A * N_PRICE - 1)
-            prefetch_nb(data, f * features_per_bar)
+            for k in range(0, record_row, 8):
+                prefetch_nb(prices, f * record_row + k)
+            prefetch_nb(prices, f * record_row + record_row - 1)
+            for k in range(0, features_per_bar, 16):  # float32: 16 a line
+                prefetch_nb(data, f * features_per_bar + k)
             prefetch_nb(data, f * features_per_bar + features_per_bar - 1)
 
 

@@ -146,7 +146,7 @@ def price_records(tensor: Any, tradable: np.ndarray) -> np.ndarray:
     close = np.where(tradable, prices[..., 3], np.nan)
     mark = _ffill(close)  # last tradable close, carried forward; 0 before the first listing
     open_ = np.where(tradable, prices[..., 0], mark)
-    records = np.zeros((T, A, len(PRICE)))
+    records = _zeros_aligned((T, A, len(PRICE)))
     records[..., PRICE.open] = open_
     records[..., PRICE.mark] = mark
     records[..., PRICE.inv_volume] = inverse(np.where(tradable, prices[..., 4], 0.0))  # 0 = no impact term
@@ -160,6 +160,15 @@ def price_records(tensor: Any, tradable: np.ndarray) -> np.ndarray:
             raise DataValidationError(f"tensor.funding must be [T, A] = {(T, A)}, got {funding.shape}")
         records[..., PRICE.funding] = np.where(tradable & np.isfinite(funding), funding, 0.0)
     return records
+
+
+def _zeros_aligned(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
+    """float64 zeros whose first element starts a cache line: each 64-byte ``PRICE`` record then
+    fills one line (numpy's own alignment, 16 bytes, split every record over two)."""
+    n = int(np.prod(shape))
+    buf = np.zeros(n + align // 8)
+    skip = (-buf.ctypes.data % align) // 8
+    return buf[skip:skip + n].reshape(shape)
 
 
 def _ffill(a: np.ndarray) -> np.ndarray:
