@@ -81,17 +81,17 @@ def map_actions_nb(config, block, rows, A, K, B):
 
 
 @numba.njit(inline="always", **JIT)
-def write_obs_nb(obs, lo, hi, D, out, data, prices, work, window, A, features_per_bar, raw, stepped_only):
+def write_obs_nb(obs, lo, hi, D, out, data, prices, work, window, A, features_per_bar, copy_features, stepped_only):
     """Observations of envs lo..hi (env n's at ``obs[n x D]``) of the bars ``out[OUT.bar, n]`` (with
     ``stepped_only``: only of the envs that stepped, whose bar is > 0): feature rows bar-W+1..bar (0
-    where untradable or not finite), the mask rows (``PRICE.tradable``), then weights [A], cash
-    weight, equity / initial equity, drawdown. ``data`` holds the feature rows [T, A, F] flat;
-    ``raw``: as the tensor has them (a memory map), sanitised by :func:`copy_raw_rows_nb`; else
-    already sanitised, and copied as they are.
+    where untradable or not finite; with ``copy_features``, copied from ``data``, the sanitised rows
+    [T, A, F] flat; else left to :func:`write_raw_features_nb`), the mask rows (``PRICE.tradable``),
+    then weights [A], cash weight, equity / initial equity, drawdown.
 
-    One call per block of envs, not per env: each inlined call of a function that takes arrays
-    costs an atomic reference count increment and decrement per array (numba's), which LLVM could
-    not remove here; per env, they took a third of the vector env's step."""
+    Called once per block of envs, not per env, and calls nothing: each inlined call of a function
+    that takes arrays can cost numba an atomic reference count increment and decrement per array,
+    which its pruning pass does not remove around calls and branches; per env they took a third of
+    the vector env's step."""
     for n in range(lo, hi):
         bar = int(out[OUT.bar, n])
         if stepped_only and bar <= 0:  # (skipped and malformed envs have bar 0)
@@ -100,12 +100,10 @@ def write_obs_nb(obs, lo, hi, D, out, data, prices, work, window, A, features_pe
         # the row copies into vector moves
         start = n * D
         first = bar - window + 1
-        count = np.uint64(window * features_per_bar)
-        src = np.uint64(first * features_per_bar)
-        dst = np.uint64(start)
-        if raw:
-            copy_raw_rows_nb(obs, dst, data, src, prices, first, window, A, features_per_bar)
-        else:
+        if copy_features:
+            count = np.uint64(window * features_per_bar)
+            src = np.uint64(first * features_per_bar)
+            dst = np.uint64(start)
             for j in range(count):
                 obs[dst + j] = data[src + j]
         dst = start + window * features_per_bar
@@ -124,15 +122,22 @@ def write_obs_nb(obs, lo, hi, D, out, data, prices, work, window, A, features_pe
 
 
 @numba.njit(**JIT)
-def copy_raw_rows_nb(obs, dst, data, src, prices, first, window, A, features_per_bar):
-    """The feature rows of bars first..first+W-1 from ``data[src:]`` (a memory-mapped tensor's own,
-    unsanitised) into ``obs[dst:]``, 0 where untradable or not finite. Not inlined: kept out of the
-    in-memory tensors' step (its branches and loops there cost them speed)."""
+def write_raw_features_nb(obs, lo, hi, D, out, data, prices, window, A, features_per_bar, stepped_only):
+    """The feature rows of the observations of envs lo..hi (as :func:`write_obs_nb`) from a memory-mapped
+    tensor's own, unsanitised rows ``data``: 0 where untradable or not finite. Not inlined: kept out
+    of the in-memory tensors' step (its branches and loops there cost them speed)."""
     F = np.uint64(features_per_bar // A) if A > 0 else np.uint64(0)
     zero = np.float32(0.0)
-    for r in range(window * A):  # (one row of F features per bar and asset)
-        ok = prices[first + r // A, r % A, PRICE.tradable] > 0.0
-        row = np.uint64(r) * F
-        for f in range(F):
-            x = data[src + row + f]
-            obs[dst + row + f] = select_nb(ok & (x - x == zero), x, zero)  # (x - x is 0 iff x is finite)
+    for n in range(lo, hi):
+        bar = int(out[OUT.bar, n])
+        if stepped_only and bar <= 0:
+            continue
+        first = bar - window + 1
+        src = np.uint64(first * features_per_bar)
+        dst = np.uint64(n * D)
+        for r in range(window * A):  # (one row of F features per bar and asset)
+            ok = prices[first + r // A, r % A, PRICE.tradable] > 0.0
+            row = np.uint64(r) * F
+            for f in range(F):
+                x = data[src + row + f]
+                obs[dst + row + f] = select_nb(ok & (x - x == zero), x, zero)  # (x - x is 0 iff x is finite)

@@ -34,7 +34,7 @@ import math
 import numba
 import numpy as np
 
-from factorgym.envs.actions import map_actions_nb, write_obs_nb
+from factorgym.envs.actions import map_actions_nb, write_obs_nb, write_raw_features_nb
 from factorgym.envs.execution import (
     ENV_BAD_SHAPE, ENV_BANKRUPT, ENV_LIQUIDATED, ENV_OK, LOG_FLOOR, REWARD_DRAWDOWN, REWARD_SHARPE, REWARD_TURNOVER,
     SCHEME_SIMPLEX,
@@ -232,9 +232,11 @@ def step_blocks_nb(b0, b1, N, prices, data, config, work, out, act, obs, dims):
         settle_phases_nb(config, block, rules, rows, A, B)
         _finish(config, block, rows, A, B)
         _store_block(lo, work, out, block, rows, A, B)
+        write_obs_nb(obs, lo, min(lo + B, N), D, out, data, prices, work, window, A, features_per_bar, not raw, True)
     lo, hi = b0 * B, min(b1 * B, N)
-    _log_rewards(out, config, lo, hi)
-    write_obs_nb(obs, lo, hi, D, out, data, prices, work, window, A, features_per_bar, raw, True)
+    _log_rewards(out, config, lo, hi)  # (a pass of its own: it calls log, see write_obs_nb)
+    if raw:
+        write_raw_features_nb(obs, lo, hi, D, out, data, prices, window, A, features_per_bar, True)
 
 
 @numba.njit(inline="always", **JIT)
@@ -335,4 +337,6 @@ def reset_batch_nb(idx, starts, ends, prices, data, config, work, obs, out):
         out[OUT.equity, n] = initial
         out[OUT.cash, n] = initial
         out[OUT.bar, n] = starts[j]
-        write_obs_nb(obs, n, n + 1, D, out, data, prices, work, window, A, features_per_bar, raw, False)
+        write_obs_nb(obs, n, n + 1, D, out, data, prices, work, window, A, features_per_bar, not raw, False)
+        if raw:
+            write_raw_features_nb(obs, n, n + 1, D, out, data, prices, window, A, features_per_bar, False)
