@@ -270,17 +270,22 @@ class PortfolioCore:
         they are, anything else is converted to float64. Observations are written into ``obs``
         (a C-contiguous float32 [N, obs_dim] or [N x obs_dim] array) or ``self.obs``.
         """
+        # (identity tests of the dtypes and classes: this runs every step, and == on dtypes is slow)
         a = self.act if act is None else act
-        if type(a) is not np.ndarray or a.dtype not in (F32, F64) or a.ndim != 1:
+        if a.__class__ is not np.ndarray or (a.dtype is not F32 and a.dtype is not F64):
             a = np.asarray(a)
-            a = (a if a.dtype in (F32, F64) else a.astype(np.float64)).reshape(-1)
+            if a.dtype != F32 and a.dtype != F64:
+                a = a.astype(np.float64)
+        if a.ndim != 1:
+            a = a.reshape(-1)
         if a.shape[0] != self.act.shape[0]:
             raise ValueError(f"actions have {a.shape[0]} values; expected n_envs x action_dim = {self.act.shape[0]}")
         if out is not None:
-            if out.dtype != F64 or not out.flags.c_contiguous or out.shape != self._out.shape:
+            if out.__class__ is not np.ndarray or out.dtype != F64 or not out.flags.c_contiguous \
+                    or out.shape != self._out.shape:
                 raise ValueError(f"out must be a C-contiguous float64 array of shape {self._out.shape}")
             self._out, self.out = out, out[:, :self.n_envs].T
-        fn = self.step32 if a.dtype == F32 else self.step64
+        fn = self._entries.get(a.dtype) or self._entry(a.dtype)
         return fn(self.prices, self.data, self.config, self.work, self.dims, self._out, a, self._flat_obs(obs))
 
     # The float64 and float32 action entry points, each compiled on first use: most users step with
@@ -302,7 +307,8 @@ class PortfolioCore:
     def _flat_obs(self, obs: np.ndarray | None) -> np.ndarray:
         if obs is None:
             return self.obs
-        if obs.dtype != F32 or not obs.flags.c_contiguous or obs.size != self.obs.size:
+        if obs.__class__ is not np.ndarray or (obs.dtype is not F32 and obs.dtype != F32) \
+                or not obs.flags.c_contiguous or obs.size != self.obs.size:
             raise ValueError(f"observation buffer must be C-contiguous float32 with {self.obs.size} values")
         return obs.reshape(-1)
 

@@ -51,6 +51,7 @@ from factorgym.envs.phases import fill_phases_nb, settle_phases_nb
 stack_block_nb = stack_block_intrinsic(lambda A, B: block_rows(A, A + 1).size * B)
 stack_totals_nb = stack_block_intrinsic(lambda A, B: len(TOTALS) * B)
 stack_rules_nb = stack_block_intrinsic(lambda A, B: N_RULE * A * B)
+stack_settings_nb = stack_block_intrinsic(lambda A, B: len(CONFIG))
 PAR_CHUNK = 8  # blocks per task of the parallel kernel (each task sets up its own stack block)
 
 
@@ -223,14 +224,20 @@ def step_blocks_nb(b0, b1, N, prices, data, config, work, out, act, obs, dims):
     totals = stack_totals_nb(dims)
     rules = stack_rules_nb(dims)
     _copy_rules(config, rules, A, B)
+    # the phases read the CONFIG scalars from a stack copy: passed into inlined functions that branch
+    # (or into the rare phases compiled on their own), an argument array costs numba an atomic
+    # reference count increment and decrement per block; a stack array has no count
+    settings = stack_settings_nb(dims)
+    for c in range(len(CONFIG)):
+        settings[c] = config[c]
     for b in range(b0, b1):
         lo = b * B
         _prefetch_block(lo + B, N, prices, data, work, A, rows.counters, features_per_bar, B)
         _load_block(lo, N, work, act, prices, config, block, rows, A, K, B)
         map_actions_nb(config, block, rows, A, A + 1, B)
-        fill_phases_nb(config, block, totals, rules, rows, A, B)
-        settle_phases_nb(config, block, rules, rows, A, B)
-        _finish(config, block, rows, A, B)
+        fill_phases_nb(settings, block, totals, rules, rows, A, B)
+        settle_phases_nb(settings, block, rules, rows, A, B)
+        _finish(settings, block, rows, A, B)
         _store_block(lo, work, out, block, rows, A, B)
         write_obs_nb(obs, lo, min(lo + B, N), D, out, data, prices, work, window, A, features_per_bar, not raw, True)
     lo, hi = b0 * B, min(b1 * B, N)

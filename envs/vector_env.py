@@ -29,6 +29,10 @@ from factorgym.envs.trading_env import CryptoTradingEnv
 from factorgym.errors import ConfigError
 
 _SCALARS = tuple((key, getattr(OUT, key)) for key in INFO_SCALARS)  # info key -> results field
+# the scalar infos are consecutive fields of OUT: one slice of the results' field rows gives them all
+_SCALAR_ROWS = slice(min(f for _, f in _SCALARS), max(f for _, f in _SCALARS) + 1)
+_SCALAR_KEYS = OUT._fields[_SCALAR_ROWS]
+assert sorted(_SCALAR_KEYS) == sorted(INFO_SCALARS), "the scalar infos must be consecutive fields of OUT"
 
 
 class CryptoTradingVectorEnv(VectorEnv):
@@ -69,6 +73,7 @@ class CryptoTradingVectorEnv(VectorEnv):
         A = core.n_assets
         self._cols = slice(OUT_WEIGHTS, OUT_WEIGHTS + A), slice(OUT_WEIGHTS + A, OUT_WEIGHTS + 2 * A)
         self._out_shape = out_shape(A, self.num_envs)
+        self._obs_shape = (self.num_envs, core.obs_dim)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
@@ -107,7 +112,7 @@ class CryptoTradingVectorEnv(VectorEnv):
         if not self._live:
             raise RuntimeError("step() before reset(); call reset() first")
         core = self.core
-        obs = np.empty((self.num_envs, core.obs_dim), dtype=np.float32)
+        obs = np.empty(self._obs_shape, dtype=np.float32)
         # a fresh results array per step: rewards and infos are its columns, owned by the caller, so
         # nothing is copied; only a step with resets copies it (the reset rewrites those envs' rows)
         n_done = core.step(actions, obs, np.empty(self._out_shape))
@@ -118,7 +123,7 @@ class CryptoTradingVectorEnv(VectorEnv):
                              f"(NaN, or a discrete index that is not an integer in range)")
         rewards = results[:, OUT.reward]
         if n_done == 0:  # (the usual step: no env finished)
-            terminated, truncated = np.zeros(self.num_envs, dtype=bool), np.zeros(self.num_envs, dtype=bool)
+            terminated, truncated = np.zeros((2, self.num_envs), dtype=bool)
         else:
             terminated, truncated = results[:, OUT.terminated] == 1.0, results[:, OUT.truncated] == 1.0
         if self._reward_fn is not None:
@@ -161,15 +166,15 @@ class CryptoTradingVectorEnv(VectorEnv):
         core = self.core
         if results is None:
             results = core.out.copy()
-        infos: dict[str, Any] = {"timestamp": core.timestamps[results[:, OUT.bar].astype(np.int64)]}
-        for key, field in _SCALARS:
-            infos[key] = results[:, field]
+        rows = results.T  # [fields, N] (a step's results: contiguous rows)
+        infos: dict[str, Any] = {"timestamp": core.timestamps.take(rows[OUT.bar].astype(np.intp))}
+        infos.update(zip(_SCALAR_KEYS, rows[_SCALAR_ROWS]))  # (one slice, iterated: a view per row)
         w, q = self._cols
         infos["weights"] = results[:, w]
         infos["positions"] = results[:, q]
-        infos["n_trades"] = results[:, OUT.n_trades].astype(np.int64)
+        infos["n_trades"] = rows[OUT.n_trades].astype(np.int64)
         if include_status:
-            infos["status"] = results[:, OUT.status].astype(np.int8)
+            infos["status"] = rows[OUT.status].astype(np.int8)
         return infos
 
     def _bounds(self, idx: np.ndarray, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
