@@ -213,7 +213,8 @@ def _prefetch_block(lo, N, prices, data, work, A, counters, features_per_bar, B)
 
 @numba.njit(**JIT)
 def step_blocks_nb(b0, b1, N, prices, data, config, work, out, act, obs, dims):
-    """Step the envs of blocks b0..b1: per block, load, phases, store, then the observations. (Not
+    """Step the envs of blocks b0..b1: per block, load, phases, store, then the observations; then the
+    log returns and rewards (and a memory-mapped tensor's feature rows) of all of them. (Not
     inlined: numba's IR inlining costs grow with the callee's size squared, and this body inlined
     into each kernel took minutes to compile. The stack block is allocated here.)"""
     A, B = len(dims[0]), len(dims[1])  # compile-time constants (tuple lengths)
