@@ -43,7 +43,7 @@ from factorgym.envs.intrinsics import lane_index_nb as lane
 from factorgym.envs.intrinsics import prefetch_nb, select_nb, stack_block_intrinsic
 from factorgym.envs.jit import JIT
 from factorgym.envs.layouts import (
-    CONFIG, COUNTER, N_FILL, N_PRICE, N_RULE, OUT, OUT_WEIGHTS, PRICE, STATE,
+    CONFIG, COUNTER, FILL, N_FILL, N_PRICE, N_RULE, OUT, OUT_WEIGHTS, PRICE, STATE,
     STATE_POSITIONS, TEMP, TOTALS, block_rows, work_offsets,
 )
 from factorgym.envs.phases import fill_phases_nb, settle_phases_nb
@@ -164,10 +164,26 @@ def _store_block(lo, work, out, block, rows, A, B):
     for c in range(rows.fills):
         for j in range(B):
             work[c, u0 + np.uint64(j)] = block[lane(c, j, B)]
-    for r in range(3 * A):  # (the block holds the fills field-major, work row-major: fill row r, FILL field)
+    for r in range(A):  # (the block holds the fills field-major, work row-major: fill row r, FILL field)
         for c in range(N_FILL):
             for j in range(B):
                 work[rows.fills + r * N_FILL + c, u0 + np.uint64(j)] = block[lane(rows.fills + c * 3 * A + r, j, B)]
+    # The untradable-close and liquidation rows (rare; two thirds of the fill rows, a fifth of a step's
+    # stores): a row without a fill is stored as zeros, so the work rows of an env are 0 unless the
+    # last store put a fill there; they are stored only if this block has such a fill or work still
+    # holds one (the outcome is the same for each env whatever its neighbours in the block)
+    special = False
+    for r in range(A, 3 * A):
+        for j in range(B):
+            special |= (block[lane(rows.fills + FILL.quantity * 3 * A + r, j, B)] != 0.0) \
+                | (work[rows.fills + r * N_FILL + FILL.quantity, u0 + np.uint64(j)] != 0.0)
+    if special:
+        for r in range(A, 3 * A):
+            for c in range(N_FILL):
+                for j in range(B):
+                    filled = block[lane(rows.fills + FILL.quantity * 3 * A + r, j, B)] != 0.0
+                    x = block[lane(rows.fills + c * 3 * A + r, j, B)]
+                    work[rows.fills + r * N_FILL + c, u0 + np.uint64(j)] = select_nb(filled, x, 0.0)
     for c in range(OUT_WEIGHTS + 3 * A):
         for j in range(B):
             out[c, u0 + np.uint64(j)] = block[lane(rows.out + c, j, B)]

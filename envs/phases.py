@@ -203,7 +203,8 @@ def buys_and_closes_nb(config, block, totals, rules, rows, A, B):
             close = close_untradable & live & (q != 0.0) & (block[lane(tradable_row + i, j, B)] == 0.0)
             fill = close_at_mark_nb(q, block[lane(mark + i, j, B)], rules[lane(RULE.fee * A + i, j, B)])
             fill = OrderResult(select_nb(close, fill.status, IGNORED_NO_CHANGE), select_nb(close, fill.quantity, 0.0),
-                               fill.price, fill.fee, fill.slippage_cost)
+                               select_nb(close, fill.price, 0.0), select_nb(close, fill.fee, 0.0),
+                               select_nb(close, fill.slippage_cost, 0.0))  # (no close: a row of zeros, see _store_block)
             _store_fill(block, rows, FILL_UNTRADABLE_CLOSE * A + i, j, fill, A, B)
             cash, position = apply_fill_nb(totals[lane(TOTALS.cash, j, B)], q, fill, True)
             totals[lane(TOTALS.cash, j, B)] = cash

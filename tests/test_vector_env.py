@@ -195,3 +195,33 @@ def test_results_do_not_depend_on_the_number_of_envs():
         for x, y in zip(ra[:4], rb[:4]):
             assert np.array_equal(x, y[:small])
         assert all(a.trades(i) == b.trades(i) for i in range(small))
+
+
+def test_rare_fill_rows_hold_only_this_steps_fills_whatever_the_other_envs_in_the_block():
+    """Untradable closes and liquidations are stored only when a block of envs has one or still holds
+    one from the last step (``kernels._store_block``): each env's fill rows must equal its own, as a
+    single env has them, and a close must not outlive its step."""
+    T, A, N = 40, 2, 9
+    rng = np.random.default_rng(1)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (T, A)), axis=0))
+    tradable = np.ones((T, A), dtype=bool)
+    tradable[12, 1] = False  # asset 1 does not trade at bar 12: held positions in it are closed there
+    t = FactorTensor.from_arrays(rng.normal(size=(T, A, 2)), close, np.arange(T) * HOUR, tradable=tradable)
+    kw = dict(window=1, mapping="direct", execution=ExecutionConfig(taker_fee=0.001, on_untradable="close"),
+              episode_length=20)
+    starts = np.array([5, 7] + [14] * (N - 2))  # env 0 fills at bar 12 in step 7, env 1 in step 5
+    venv = CryptoTradingVectorEnv(t, N, **kw)
+    venv.reset(options={"start": starts})
+    singles = [CryptoTradingEnv(t, **kw) for _ in range(2)]
+    for env, s in zip(singles, starts):
+        env.reset(options={"start": int(s)})
+    weights = np.full((N, A), 0.4)
+    for step in range(1, 10):
+        venv.step(weights)
+        for i, env in enumerate(singles):
+            _, _, _, _, info = env.step(weights[i])
+            assert np.array_equal(venv.core.fills[i], env.core.fills[0]), (step, i)
+            closes = [x for x in info["trades"] if x["kind"] == "untradable_close"]
+            assert len(closes) == (1 if step == (7, 5)[i] else 0), (step, i, info["trades"])
+            assert venv.trades(i) == info["trades"]
+            assert not venv.core.fills[i, A:].any() or step == (7, 5)[i]  # (rows A.. : closes, liquidations)
