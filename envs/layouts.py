@@ -22,6 +22,8 @@ constant there). Blocks of per-asset values follow a layout's named fields at ``
 Python reads ``out[:, :N].T`` as [N, fields] with contiguous columns (the vector env's infos).
 Fill rows sit at fixed places, ``kind x A + asset`` (kinds ``FILL_KINDS``), quantity 0 = no fill, so
 that no store address depends on earlier fills; they are listed in fill order by ``core.fill_rows``.
+An untradable-close or liquidation row without a fill is all 0 (the kernels store those rows only
+when a block of envs has one or had one in its last step).
 """
 
 from __future__ import annotations
