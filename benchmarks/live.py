@@ -11,7 +11,8 @@
   backtest's first call (which loads its kernels: how the figure was taken before).
 * the paper exchange's event-log figures (``benchmarks/_event_log_bench.py``), when present.
 
-Run: ``python benchmarks/live.py`` (``--quick`` for fewer bars).
+Run: ``python benchmarks/live.py`` (``--quick`` for fewer bars; ``--replay-only`` for the replay-speed
+lines alone, the quick loop when working on the replay).
 """
 
 from __future__ import annotations
@@ -221,7 +222,11 @@ def replay_speed(n_bars: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer bars")
+    ap.add_argument("--replay-only", action="store_true", help="only the replay-speed lines (paper replay vs backtest)")
     args = ap.parse_args(argv)
+    if args.replay_only:
+        replay_speed(100 if args.quick else 400)
+        return 0
     decision_latency(200 if args.quick else 1000, qlib=False)
     if importlib.util.find_spec("qlib"):
         decision_latency(200 if args.quick else 500, qlib=True)
