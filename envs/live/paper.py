@@ -83,6 +83,9 @@ class PaperExchange:
         latency_bars: orders fill this many bars after the one they were placed for.
         funding: [T, A] funding rates to use instead of ``candles.funding``.
         durable: commit each event with a full fsync (see :class:`EventLog`).
+        group_commit: commit the log every that many batches (a replay, which recomputes what a
+            kill loses; see :class:`EventLog`); 1 (live candles, a real exchange): each before it
+            is acted on. :meth:`commit` and :meth:`close` commit what is pending.
     """
 
     id = "paper"
@@ -91,7 +94,7 @@ class PaperExchange:
                  execution: ExecutionConfig | None = None, initial_cash: float = 10_000.0, state_dir: str | Path,
                  run_id: str = "paper", long_only: bool = True, participation: float | None = None,
                  remainder: str = "cancel", latency_bars: int = 0, funding: np.ndarray | None = None,
-                 durable: bool = True) -> None:
+                 durable: bool = True, group_commit: int = 1) -> None:
         if remainder not in ("cancel", "keep"):
             raise ConfigError(f"remainder={remainder!r}; expected 'cancel' or 'keep'")
         if participation is not None and not (0.0 < participation <= 1.0):
@@ -133,7 +136,7 @@ class PaperExchange:
             self._index = {int(t): k for k, t in enumerate(self._timestamps)}
         self.markets = self._markets()
         self._block = pk.new_block(len(self.symbols))
-        self.events = EventLog(Path(state_dir) / "events.sqlite", run_id, durable=durable)
+        self.events = EventLog(Path(state_dir) / "events.sqlite", run_id, durable=durable, group_commit=group_commit)
         self.book = self._new_book()
         for event in self.events:
             self.book.apply(event)
@@ -314,7 +317,12 @@ class PaperExchange:
     def now(self) -> int | None:
         return self.book.now
 
+    def commit(self) -> None:
+        """Commit the log's pending batches (``group_commit`` > 1): before a pause, or a report."""
+        self.events.commit()
+
     def close(self) -> None:
+        """Commit what is pending and close the log."""
         self.events.close()
 
     # ------------------------------------------------------------------ internals
