@@ -173,6 +173,23 @@ class PaperExchange:
             lo = stop
         return rows
 
+    def ohlcv_arrays(self, symbol: str, timeframe: str = "1h", since: int | None = None,
+                     limit: int | None = None) -> dict[str, np.ndarray]:
+        """:meth:`fetch_ohlcv`'s candles (the same rows) as numpy arrays, without a Python list per
+        candle: ``time`` int64 and ``open``, ``high``, ``low``, ``close``, ``volume`` float64, oldest first."""
+        i = self._symbol_index(symbol)
+        if timeframe != self.timeframe:
+            raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
+        ts = self._timestamps
+        now = self.book.now if self.book.now is not None else int(ts[0])
+        lo = 0 if since is None else int(np.searchsorted(ts, since))
+        hi = int(np.searchsorted(ts, now))
+        k = lo + np.flatnonzero(self._tradable[lo:hi, i])
+        if limit is not None:
+            k = k[:max(int(limit), 0)]
+        o, h, low, c, v = self._prices[k, i, :5].T.copy()
+        return {"time": ts[k], "open": o, "high": h, "low": low, "close": c, "volume": v}
+
     def fetch_balance(self) -> dict[str, Any]:
         return self.book.balance()
 
