@@ -92,6 +92,25 @@ def test_weight_orders_equal_backtest_at_every_bar(tmp_path, long_only, funding)
     np.testing.assert_array_equal([t["fee"]["cost"] for t in mine], trades["fee"].to_numpy())
 
 
+def test_a_liquidation_equals_backtest_and_is_a_fill_event(tmp_path):
+    tensor = _tensor(T=40, gaps=False)
+    tensor.prices[25:, 2, :4] *= 1.48  # SOL gaps up 48 % while the account is short 1.9x its equity in it
+    execution = ExecutionConfig(max_leverage=2.0, maintenance_margin=0.05)
+    w = np.tile([0.0, 0.0, -1.9], (40, 1))
+    calls = iter(range(10**9))
+    res = backtest(tensor, lambda obs: w[next(calls)], mapping="direct", execution=execution,
+                   env_kwargs={"long_only": False})
+    ex, equity = _run_paper(tensor, w, tmp_path, execution=execution, long_only=False, start=0)
+    assert res.info["status"] == "liquidated"
+    np.testing.assert_array_equal(equity[:len(res.equity)], res.equity)
+    bars = [e.data for e in ex.events if e.kind == "bar"]
+    assert bars[len(res.equity) - 2]["status"] == "liquidated"
+    liquidations = [e.data["trade"] for e in ex.events if e.kind == "fill" and e.data["trade"]["info"]["kind"] == "liquidation"]
+    assert [t["symbol"] for t in liquidations[:1]] == ["SOL/USDT"] and liquidations[0]["side"] == "buy"
+    mine = ex.fetch_my_trades()[:len(res.trades)]
+    np.testing.assert_array_equal([t["price"] for t in mine], res.trades["price"].to_numpy())
+
+
 def test_engine_config_is_the_envs(tmp_path):
     from factorgym.envs.core import PortfolioCore
     from factorgym.envs.config import RewardConfig

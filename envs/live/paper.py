@@ -398,34 +398,34 @@ class PaperExchange:
                 weight_orders[i], weights[i] = o, o["info"]["targetWeight"]
         cash0, pos0 = self.book.cash, np.asarray(self.book.positions, dtype=np.float64)
         pk.orders_nb(self.config, record, cash0, pos0, weights, self._block)
-        fills = pk.fills_of(self._block, A)
-        status = pk.order_status_of(self._block, A)
+        fills = pk.fills_of(self._block, A).tolist()  # (Python floats: cheaper than numpy scalars, same values)
+        status = pk.order_status_of(self._block, A).tolist()
         cash, pos = pk.account_of(self._block, A)
         close_ts = f_ts + self.tf_ms
         events: list[tuple[str, dict]] = [("order_done", {"id": o["id"], "status": "canceled",
                                                           "reason": "superseded by a later target"})
                                           for o in superseded]
         n_trades = len(self.book.trades)
+        symbols = self.symbols
 
         def trade(i, q, price, fee, slip, order_id, kind):
             nonlocal n_trades
             n_trades += 1
-            t = {"id": f"t{n_trades}", "order": order_id, "ts": f_ts, "symbol": self.symbols[i],
-                 "side": "buy" if q > 0 else "sell", "amount": abs(float(q)), "price": float(price), "fee": float(fee),
-                 "info": {"kind": kind, "slippage_cost": float(slip)}}
-            return t
+            return {"id": f"t{n_trades}", "order": order_id, "ts": f_ts, "symbol": symbols[i],
+                    "side": "buy" if q > 0 else "sell", "amount": abs(float(q)), "price": float(price),
+                    "fee": float(fee), "info": {"kind": kind, "slippage_cost": float(slip)}}
 
         def fill(*args):
             events.append(("fill", {"trade": trade(*args)}))
 
         # a weight order fills once: its fill rides on its order_done event; fill order: sells, buys
-        for i in sorted(weight_orders, key=lambda i: (fills[i, 0] >= 0, i)):
+        for i in sorted(weight_orders, key=lambda i: (fills[i][0] >= 0, i)):
             o = weight_orders[i]
             q, price, fee, slip = fills[i]
             t = trade(i, q, price, fee, slip, o["id"], "order") if q != 0.0 else None
-            name = ORDER_STATUS[int(status[i])]
             done = "closed" if status[i] in (FILLED, IGNORED_NO_CHANGE) else "rejected"
-            events.append(("order_done", {"id": o["id"], "status": done, "amount": abs(float(q)), "trade": t,
+            name = ORDER_STATUS[status[i]]
+            events.append(("order_done", {"id": o["id"], "status": done, "amount": abs(q), "trade": t,
                                           "reason": None if done == "closed" else _REASONS.get(name, name)}))
         cash, pos = fill_amount_orders(self, due, record, cash, pos, fill, events)
         cash, pos = fill_limit_orders(self, due, record, cash, pos, fill, events)
@@ -435,17 +435,17 @@ class PaperExchange:
                 fill(i, q, price, fee, slip, None, "untradable_close")
         summary = np.zeros(len(pk.SUMMARY))
         pk.close_nb(self.config, cash, pos, self._block, summary)
-        liq = pk.fills_of(self._block, A)
-        for i in range(A):
-            q, price, fee, slip = liq[2 * A + i]
-            if summary[3] > 0 and q != 0.0:
-                fill(i, q, price, fee, slip, None, "liquidation")
+        equity, borrow, funding, liquidated = summary.tolist()
+        if liquidated > 0:
+            liq = pk.fills_of(self._block, A).tolist()
+            for i in range(A):
+                q, price, fee, slip = liq[2 * A + i]
+                if q != 0.0:
+                    fill(i, q, price, fee, slip, None, "liquidation")
         cash, pos = pk.account_of(self._block, A)
-        equity = float(summary[0])
-        state = "liquidated" if summary[3] > 0 else ("bankrupt" if equity <= 0 else "ok")
+        state = "liquidated" if liquidated > 0 else ("bankrupt" if equity <= 0 else "ok")
         events.append(("bar", {"bar_ts": f_ts, "now": close_ts, "cash": cash, "positions": pos.tolist(),
-                               "equity": equity, "borrow": float(summary[1]), "funding": float(summary[2]),
-                               "status": state}))
+                               "equity": equity, "borrow": borrow, "funding": funding, "status": state}))
         with self.events.batch():
             written = [self.events.append(kind, close_ts, **data) for kind, data in events]
         for event in written:
