@@ -48,7 +48,12 @@ def test_a_batch_is_all_or_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         with log.batch():
             log.append("fill", 1, q=1.0)
+            assert log.count("fill") == 1  # (a read inside the batch puts its rows in the transaction)
             raise RuntimeError("crash mid-bar")
+    other = sqlite3.connect(path, timeout=0)  # the failed batch's transaction is over: another writer gets the lock
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+    other.close()
     with log.batch() as written:
         log.append("fill", 1, q=2.0)
         log.append("bar", 1, cash=1.0)

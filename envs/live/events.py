@@ -265,7 +265,10 @@ class EventLog:
         self._rows[:] = [r for r in self._rows if r[1] <= seq]
         if self._inserted_seq > seq:
             try:
-                self._db.execute("DELETE FROM events WHERE run_id = ? AND seq > ?", (self.run_id, seq))
+                if self._n_batches == 0:  # (the open transaction holds this batch alone)
+                    self._db.execute("ROLLBACK")
+                else:
+                    self._db.execute("DELETE FROM events WHERE run_id = ? AND seq > ?", (self.run_id, seq))
             except BaseException:
                 self._drop_uncommitted()
                 raise
