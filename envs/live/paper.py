@@ -163,8 +163,8 @@ class PaperExchange:
             raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
         ts = self._timestamps
         now = self.book.now if self.book.now is not None else int(ts[0])
-        lo = 0 if since is None else int(np.searchsorted(ts, since))
-        hi = int(np.searchsorted(ts, now))
+        lo = 0 if since is None else int(ts.searchsorted(since))
+        hi = int(ts.searchsorted(now))
         rows: list[list[float]] = []
         while lo < hi and (limit is None or len(rows) < limit):  # (a page reads only what it returns)
             stop = hi if limit is None else min(hi, lo + limit - len(rows))
@@ -182,13 +182,19 @@ class PaperExchange:
             raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
         ts = self._timestamps
         now = self.book.now if self.book.now is not None else int(ts[0])
-        lo = 0 if since is None else int(np.searchsorted(ts, since))
-        hi = int(np.searchsorted(ts, now))
-        k = lo + np.flatnonzero(self._tradable[lo:hi, i])
-        if limit is not None:
-            k = k[:max(int(limit), 0)]
-        o, h, low, c, v = self._prices[k, i, :5].T.copy()
-        return {"time": ts[k], "open": o, "high": h, "low": low, "close": c, "volume": v}
+        lo = 0 if since is None else int(ts.searchsorted(since))
+        hi = int(ts.searchsorted(now))
+        ok = self._tradable[lo:hi, i]
+        if np.count_nonzero(ok) == ok.shape[0]:  # (the common case, a slice: cheaper than picking rows)
+            hi = hi if limit is None else min(hi, lo + max(int(limit), 0))
+            rows, times = self._prices[lo:hi, i, :5], ts[lo:hi].copy()
+        else:
+            k = lo + np.flatnonzero(ok)
+            if limit is not None:
+                k = k[:max(int(limit), 0)]
+            rows, times = self._prices[k, i, :5], ts[k]
+        o, h, low, c, v = rows.T.copy()
+        return {"time": times, "open": o, "high": h, "low": low, "close": c, "volume": v}
 
     def fetch_balance(self) -> dict[str, Any]:
         return self.book.balance()
