@@ -289,6 +289,25 @@ def test_structures_have_ccxt_shapes(tmp_path):
     assert ex.fetch_ohlcv("BTC/USDT", "1h")[-1] == [H, 101.0, 103.0, 99.0, 101.5, 400.0]
 
 
+def test_structures_returned_are_the_callers_to_change(tmp_path):
+    import copy
+
+    tensor, ex = _one_asset(tmp_path, ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    ex.advance(H)
+    placed = ex.create_order("BTC/USDT", "market", "buy", 2.0, params={"clientOrderId": "c1"})
+    ex.advance(2 * H)
+    order, trades = ex.fetch_order(placed["id"]), ex.fetch_my_trades()
+    before = copy.deepcopy((order, trades, ex.fetch_orders()))
+    for o in (placed, order, *ex.fetch_orders()):
+        o["info"]["x"], o["fee"]["cost"], o["fees"][0]["cost"], o["status"] = 1, -1.0, -1.0, "mine"
+        for t in o["trades"]:
+            t["fee"]["cost"], t["fees"][0]["cost"], t["info"]["kind"] = -1.0, -1.0, "mine"
+    for t in trades:
+        t["fee"]["cost"], t["fees"][0]["cost"], t["info"]["kind"], t["price"] = -1.0, -1.0, "mine", 0.0
+    assert (ex.fetch_order(placed["id"]), ex.fetch_my_trades(), ex.fetch_orders()) == before
+    assert order["trades"] and trades
+
+
 def test_a_batch_commits_a_bars_orders_together_or_not_at_all(tmp_path):
     tensor, ex = _one_asset(tmp_path, ExecutionConfig.frictionless())
     ex.advance(H)

@@ -259,7 +259,7 @@ class PaperExchange:
 
     def fetch_my_trades(self, symbol: str | None = None, since: int | None = None, limit: int | None = None,
                         params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        out = [dict(t) for t in self.book.trades if (symbol is None or t["symbol"] == symbol)
+        out = [_copy_trade(t) for t in self.book.trades if (symbol is None or t["symbol"] == symbol)
                and (since is None or t["timestamp"] >= since)]
         return out if limit is None else out[:limit]
 
@@ -462,12 +462,20 @@ _ERRORS = {"InsufficientFunds": InsufficientFunds, "BadSymbol": BadSymbol, "Inva
 
 
 def _copy(order: dict) -> dict:
-    """A copy of an order structure the caller may change (its nested dicts and lists copied too)."""
-    out = dict(order)
-    out["info"], out["fee"] = dict(order["info"]), dict(order["fee"])
-    out["fees"] = [dict(f) for f in order["fees"]]
-    out["trades"] = [{**t, "fee": dict(t["fee"]), "fees": [dict(f) for f in t["fees"]], "info": dict(t["info"])}
-                     for t in order["trades"]]
+    """A copy of an order structure the caller may change (its nested dicts and lists copied too;
+    ``dict.copy`` rather than ``dict(...)``/``{**...}``: half the cost, two copies an order a bar)."""
+    out = order.copy()
+    out["info"], out["fee"] = order["info"].copy(), order["fee"].copy()
+    out["fees"] = [f.copy() for f in order["fees"]]
+    out["trades"] = [_copy_trade(t) for t in order["trades"]]
+    return out
+
+
+def _copy_trade(trade: dict) -> dict:
+    """A copy of a trade structure the caller may change."""
+    out = trade.copy()
+    out["fee"], out["info"] = trade["fee"].copy(), trade["info"].copy()
+    out["fees"] = [f.copy() for f in trade["fees"]]
     return out
 
 
