@@ -4,7 +4,8 @@ lines ``benchmarks/live.py`` prints); ``python benchmarks/_event_log_bench.py`` 
 
 Data: 4 assets, seeded random walk, hourly bars; each bar the paper exchange gets a target-weight
 order per asset (random weights), as the live loop sends them, and a decision event. The log is
-written with ``durable=False`` (survives a killed process; fsync per commit would measure the disk).
+written as a replay writes it: ``durable=False`` (survives a killed process; fsync per commit would
+measure the disk) and group commit (``REPLAY_GROUP_COMMIT`` batches a commit).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def _tensor(T: int, seed: int = 0):
 
 
 def _paper_run(tensor, weights, state: Path, durable: bool = False):
+    from factorgym.agents.live.runner import REPLAY_GROUP_COMMIT
     from factorgym.envs.live.paper import PaperExchange
-    ex = PaperExchange(tensor, state_dir=state, durable=durable)
+    ex = PaperExchange(tensor, state_dir=state, durable=durable, group_commit=REPLAY_GROUP_COMMIT)
     ts = tensor.timestamps
     ex.advance(int(ts[1]))
     for t in range(1, len(ts) - 1):

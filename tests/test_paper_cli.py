@@ -64,6 +64,9 @@ def test_replay_of_a_trained_bundle_equals_backtest(trained, tmp_path):
                    execution=kw["execution"], initial_cash=kw["initial_cash"])
     env, pol, last, exact = open_paper_replay(bundle, tmp_path / "s", tdir, split=split, durable=False)
     assert not exact  # the tensor's own prices: first-bar features differ, so compare from a warm start...
+    from factorgym.agents.live.runner import REPLAY_GROUP_COMMIT
+
+    assert env.exchange.events.group_commit == REPLAY_GROUP_COMMIT > 1  # (a replay: group commit)
     env.exchange.close()
     # ... the exact comparison feeds the raw candles (warm-up included), as --store does
     from factorgym.agents.live.runner import online_rows

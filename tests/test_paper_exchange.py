@@ -92,6 +92,25 @@ def test_weight_orders_equal_backtest_at_every_bar(tmp_path, long_only, funding)
     np.testing.assert_array_equal([t["fee"]["cost"] for t in mine], trades["fee"].to_numpy())
 
 
+def test_a_liquidation_equals_backtest_and_is_a_fill_event(tmp_path):
+    tensor = _tensor(T=40, gaps=False)
+    tensor.prices[25:, 2, :4] *= 1.48  # SOL gaps up 48 % while the account is short 1.9x its equity in it
+    execution = ExecutionConfig(max_leverage=2.0, maintenance_margin=0.05)
+    w = np.tile([0.0, 0.0, -1.9], (40, 1))
+    calls = iter(range(10**9))
+    res = backtest(tensor, lambda obs: w[next(calls)], mapping="direct", execution=execution,
+                   env_kwargs={"long_only": False})
+    ex, equity = _run_paper(tensor, w, tmp_path, execution=execution, long_only=False, start=0)
+    assert res.info["status"] == "liquidated"
+    np.testing.assert_array_equal(equity[:len(res.equity)], res.equity)
+    bars = [e.data for e in ex.events if e.kind == "bar"]
+    assert bars[len(res.equity) - 2]["status"] == "liquidated"
+    liquidations = [e.data["trade"] for e in ex.events if e.kind == "fill" and e.data["trade"]["info"]["kind"] == "liquidation"]
+    assert [t["symbol"] for t in liquidations[:1]] == ["SOL/USDT"] and liquidations[0]["side"] == "buy"
+    mine = ex.fetch_my_trades()[:len(res.trades)]
+    np.testing.assert_array_equal([t["price"] for t in mine], res.trades["price"].to_numpy())
+
+
 def test_engine_config_is_the_envs(tmp_path):
     from factorgym.envs.core import PortfolioCore
     from factorgym.envs.config import RewardConfig
@@ -270,6 +289,25 @@ def test_structures_have_ccxt_shapes(tmp_path):
     assert ex.fetch_ohlcv("BTC/USDT", "1h")[-1] == [H, 101.0, 103.0, 99.0, 101.5, 400.0]
 
 
+def test_structures_returned_are_the_callers_to_change(tmp_path):
+    import copy
+
+    tensor, ex = _one_asset(tmp_path, ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    ex.advance(H)
+    placed = ex.create_order("BTC/USDT", "market", "buy", 2.0, params={"clientOrderId": "c1"})
+    ex.advance(2 * H)
+    order, trades = ex.fetch_order(placed["id"]), ex.fetch_my_trades()
+    before = copy.deepcopy((order, trades, ex.fetch_orders()))
+    for o in (placed, order, *ex.fetch_orders()):
+        o["info"]["x"], o["fee"]["cost"], o["fees"][0]["cost"], o["status"] = 1, -1.0, -1.0, "mine"
+        for t in o["trades"]:
+            t["fee"]["cost"], t["fees"][0]["cost"], t["info"]["kind"] = -1.0, -1.0, "mine"
+    for t in trades:
+        t["fee"]["cost"], t["fees"][0]["cost"], t["info"]["kind"], t["price"] = -1.0, -1.0, "mine", 0.0
+    assert (ex.fetch_order(placed["id"]), ex.fetch_my_trades(), ex.fetch_orders()) == before
+    assert order["trades"] and trades
+
+
 def test_a_batch_commits_a_bars_orders_together_or_not_at_all(tmp_path):
     tensor, ex = _one_asset(tmp_path, ExecutionConfig.frictionless())
     ex.advance(H)
@@ -295,7 +333,7 @@ from factorgym.envs.live.paper import PaperExchange
 tensor = _tensor(T=40, funding=True)
 w = _weights(40, 3, long_only=False)
 ex = PaperExchange(tensor, execution=ExecutionConfig(borrow_rate_per_bar=1e-5, lot_step=0.001, max_leverage=2.0),
-                   state_dir=sys.argv[1], long_only=False, durable=False)
+                   state_dir=sys.argv[1], long_only=False, durable=False, group_commit=int(sys.argv[4]))
 ts = [int(x) for x in tensor.timestamps]
 if ex.now is None:
     ex.advance(ts[1])
@@ -315,14 +353,15 @@ print(repr(ex.status()["equity"]))
 """
 
 
-def test_sigkilled_runs_resume_to_the_uninterrupted_equity(tmp_path, subprocess_env):
+@pytest.mark.parametrize("group_commit", [1, 5])  # 5: the kills lose committed-later batches, recomputed
+def test_sigkilled_runs_resume_to_the_uninterrupted_equity(tmp_path, subprocess_env, group_commit):
     import subprocess
     import sys
     from pathlib import Path
     here = str(Path(__file__).parent)
 
     def run(state, stop):
-        return subprocess.run([sys.executable, "-c", _RESUMABLE_LOOP, str(state), str(stop), here],
+        return subprocess.run([sys.executable, "-c", _RESUMABLE_LOOP, str(state), str(stop), here, str(group_commit)],
                               capture_output=True, text=True, timeout=300, env=subprocess_env)
 
     whole = run(tmp_path / "whole", -1)
@@ -338,6 +377,93 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_equity(tmp_path, subprocess_
     last = run(tmp_path / "killed", -1)
     assert last.returncode == 0, last.stderr
     assert last.stdout == whole.stdout  # the same final equity, to the last bit
+
+
+@pytest.mark.parametrize("since, limit", [(None, None), (None, 5), (21 * H, None), (19 * H, 3), (0, 0), (500 * H, None)])
+def test_ohlcv_arrays_are_fetch_ohlcvs_rows(tmp_path, since, limit):
+    tensor = _tensor(T=40)  # (ETH misses bars 20-22)
+    ex = PaperExchange(tensor, state_dir=tmp_path)
+    ex.advance(H)
+    ex.advance(30 * H)
+    for sym in SYMBOLS:
+        got = ex.ohlcv_arrays(sym, "1h", since=since, limit=limit)
+        rows = ex.fetch_ohlcv(sym, "1h", since=since, limit=limit)
+        assert got["time"].dtype == np.int64 and got["close"].dtype == np.float64
+        assert np.column_stack([got[k] for k in ("time", "open", "high", "low", "close", "volume")]).tolist() == rows
+    assert len(ex.ohlcv_arrays("ETH/USDT", "1h")["time"]) == 27  # (30 closed bars, 3 missing)
+    with pytest.raises(BadSymbol):
+        ex.ohlcv_arrays("XRP/USDT", "1h")
+    ex.close()
+
+
+def test_group_commit_defers_commits_and_commit_writes_them(tmp_path, monkeypatch):
+    import sqlite3
+
+    import factorgym.envs.live.events as events
+
+    monkeypatch.setattr(events, "GROUP_COMMIT_S", 1e9)  # (a slow machine would commit the old batches)
+    tensor = _tensor(T=40)
+    w = _weights(40, 3, long_only=True)
+    ex, _ = _run_paper(tensor, w, tmp_path / "g", execution=ExecutionConfig(), long_only=True, start=0,
+                       group_commit=1000)
+
+    def on_disk():
+        db = sqlite3.connect(tmp_path / "g" / "events.sqlite")
+        try:
+            return db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        finally:
+            db.close()
+
+    n, status = ex.events.last_seq, ex.status()
+    assert on_disk() == 0 and n > 100
+    ex.commit()
+    assert on_disk() == n
+    ex.close()
+    ref, _ = _run_paper(tensor, w, tmp_path / "one", execution=ExecutionConfig(), long_only=True, start=0)
+    assert ref.events.last_seq == n and {**ref.status(), "last_decision": None} == {**status, "last_decision": None}
+    ref.close()
+    again = PaperExchange(tensor, execution=ExecutionConfig(), state_dir=tmp_path / "g")
+    assert {**again.status(), "last_decision": None} == {**status, "last_decision": None}
+    again.close()
+
+
+def test_a_format_1_log_replays_to_the_same_account(tmp_path):
+    """A run's log rewritten as format 1 wrote it (JSON text, no user_version) gives the same account,
+    and the run goes on in format 1."""
+    import json
+    import sqlite3
+    import zlib
+
+    from factorgym.envs.live.events import decode
+
+    tensor = _tensor(T=40, funding=True)
+    execution = ExecutionConfig(borrow_rate_per_bar=1e-5, lot_step=0.001, max_leverage=2.0)
+    w = _weights(40, 3, long_only=False)
+    ex, _ = _run_paper(tensor, w, tmp_path, execution=execution, long_only=False, start=0)
+    status, trades, orders = ex.status(), ex.fetch_my_trades(), ex.fetch_orders()
+    ex.close()
+    db = sqlite3.connect(tmp_path / "events.sqlite")
+    rows = db.execute("SELECT run_id, seq, ts, kind, payload FROM events ORDER BY seq").fetchall()
+    assert {type(r[4]) for r in rows} == {bytes, str}  # (format 2: both kinds of payload)
+    db.execute("DELETE FROM events")
+    crc = 0
+    for run_id, seq, ts, kind, payload in rows:
+        text = json.dumps(decode(payload), separators=(",", ":"))
+        crc = zlib.crc32(f"{crc}|{seq}|{ts}|{kind}|{text}".encode())
+        db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", (run_id, seq, ts, kind, text, crc))
+    db.execute("PRAGMA user_version = 0")
+    db.commit()
+    db.close()
+    again = PaperExchange(tensor, execution=execution, state_dir=tmp_path, long_only=False)
+    assert again.events.format == 1 and again.events.repaired is None
+    replayed = again.status()
+    assert json.dumps(replayed.pop("last_decision")) == json.dumps(status.pop("last_decision"))  # (NaN = hold)
+    assert replayed == status and again.fetch_my_trades() == trades and again.fetch_orders() == orders
+    again.create_order("BTC/USDT", "market", "buy", None, params={"targetWeight": 0.1, "clientOrderId": "new"})
+    again.close()
+    db = sqlite3.connect(tmp_path / "events.sqlite")
+    assert {t for (t,) in db.execute("SELECT typeof(payload) FROM events")} == {"text"}
+    db.close()
 
 
 # ---------------------------------------------------------------------- limit orders

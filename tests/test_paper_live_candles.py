@@ -135,6 +135,7 @@ def test_live_candles_equal_backtest_with_a_gap_and_a_revised_candle(trained, tm
         first_decision = (fx.now_ms - 2_000) // HOUR * HOUR - HOUR
         fx.revise(REVISED[0], first_decision + REVISED[1] * HOUR)
         env, policy, _ = _open(bundle, tmp_path / "state", fx)
+        assert env.exchange.events.group_commit == 1  # (live candles: every batch committed before it is acted on)
         try:
             result = run_loop(env, policy, max_bars=n, out=None)
         finally:
