@@ -87,6 +87,30 @@ def market_rules_from_markets(markets: dict[str, dict], symbols: list[str]) -> d
     return rules
 
 
+def fill_bar_record(out: np.ndarray, carried: np.ndarray, bar: np.ndarray, tradable: np.ndarray) -> None:
+    """Write the fill bar's ``PRICE`` record [A, len(PRICE)] into ``out`` in place: row 1 of the env's
+    ``price_records`` over two bars, the first a bar at the mark ``carried`` (tradable where > 0), the
+    second ``bar`` (OHLCV [A, 5], tradable where ``tradable``), without building the two-bar arrays.
+    The same operations as ``price_records`` (tested bit-identical): untradable, the mark is carried
+    and open = low = high = mark; no volume, no funding."""
+    from factorgym.envs.layouts import PRICE
+
+    ok = np.asarray(tradable, dtype=bool)
+    close = np.where(ok, bar[:, 3], np.nan)
+    prev = np.where((carried > 0) & np.isfinite(carried), carried, 0.0)
+    mark = np.where(np.isfinite(close), close, prev)  # (price_records' forward fill over the two bars)
+    open_ = np.where(ok, bar[:, 0], mark)
+    volume = np.where(ok, bar[:, 4], 0.0)
+    out[:, PRICE.open] = open_
+    out[:, PRICE.mark] = mark
+    out[:, PRICE.inv_volume] = np.where(volume > 0, 1.0 / np.where(volume > 0, volume, 1.0), 0.0)
+    out[:, PRICE.tradable] = ok
+    out[:, PRICE.low] = np.where(ok, np.fmin(np.fmin(bar[:, 2], open_), mark), mark)
+    out[:, PRICE.high] = np.where(ok, np.fmax(np.fmax(bar[:, 1], open_), mark), mark)
+    out[:, PRICE.funding] = 0.0
+    out[:, PRICE.pad] = 0.0
+
+
 def target_weights(config: np.ndarray, action: np.ndarray, n_assets: int) -> np.ndarray:
     """Target weights [A] of ``action`` (float64 [K]) by the env's own ``map_actions_nb`` on a one-lane
     block; NaN where a direct-mapping action holds. Raises ``ValueError`` for a malformed action."""

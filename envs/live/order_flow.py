@@ -28,7 +28,7 @@ class OrderFlow:
     def plan_orders(self, action) -> list[dict]:
         """The orders for ``action`` (no exchange call): dicts with symbol, side, amount, exact,
         clientOrderId (and targetWeight in weights mode); sells first, then buys, each in asset order."""
-        A, W, t = len(self.symbols), self.window, self.bar_ts
+        A, t = len(self.symbols), self.bar_ts
         b = self._book
         if self.order_mode == "weights":
             act = self._shadow._to_action(action) if not isinstance(action, np.ndarray) or action.ndim != 1 else action
@@ -36,7 +36,7 @@ class OrderFlow:
             held = self._weights()
             orders = []
             for i in range(A):
-                if math.isnan(w[i]) or (self._masks[-1][i] == 0 and self._delivered[i]):
+                if math.isnan(w[i]) or (self._mask[-1, i] == 0 and self._delivered[i]):
                     continue  # hold, or still in its warm-up: no order (a gap bar's asset gets its order; the
                     # exchange rejects it at the fill if that bar does not trade either, as the env does)
                 side = "buy" if w[i] > held[i] else "sell"
@@ -45,16 +45,12 @@ class OrderFlow:
                                "targetWeight": float(w[i]), "exact": bool(w[i] == 0.0),
                                "clientOrderId": self._cid(t, self.symbols[i])})
             return orders
-        tradable = np.array([i in self._forming and self._masks[-1][i] > 0 for i in range(A)])
+        tradable = np.array([i in self._forming and self._mask[-1, i] > 0 for i in range(A)])
         ref = np.array([self._forming.get(i, self._last_close[i]) for i in range(A)])
-        rec = np.zeros((2, A, 5))
-        rec[0, :, :4] = self._last_close[:, None]
-        rec[1, :, :4] = ref[:, None]
-        rec[1, :, 4] = self._last_volume  # (the fill bar's volume is unknown: the last bar's stands in)
-        ok = np.stack([self._last_close > 0, tradable & (ref > 0)])
-        rows = self._window(self._rows, W) + [self._rows[-1]]
-        masks = self._window(self._masks, W) + [self._masks[-1]]
-        self._load_shadow(rows, masks, rec, ok, t + self.tf_ms)
+        bar = np.empty((A, 5))
+        bar[:, :4] = ref[:, None]
+        bar[:, 4] = self._last_volume  # (the fill bar's volume is unknown: the last bar's stands in)
+        self._load_shadow(False, self._last_close, bar, tradable & (ref > 0), t + self.tf_ms)
         self._shadow_step(action, b)
         fills = self._shadow.core.fills[0]
         after = self._shadow.core.out[0, OUT_WEIGHTS + A:OUT_WEIGHTS + 2 * A]
