@@ -158,6 +158,29 @@ def test_replay_equals_backtest(market, tmp_path, candles_path):
     assert len(res.trades) > 20  # the policy trades
 
 
+def test_the_observation_is_the_accounts_whatever_cash_the_policy_trained_with(market, tmp_path):
+    """An account that starts with other cash than the training env: every observation (the loop's
+    own at reset, the shadow env's after a step) measures equity against the account's start."""
+    from factorgym.envs.live.live_env import LiveTradingEnv, ReplayClock
+
+    candles, tensor = market
+    window, start = 4, tensor.n_bars - 30
+    ex = _paper_class("arrays")(_feed(candles), execution=EXECUTION, initial_cash=2_500.0, state_dir=tmp_path / "s")
+    ex.advance(int(tensor.timestamps[start]) + HOUR)
+    online = OnlineFactors.from_tensor(tensor)
+    env = LiveTradingEnv(ex, symbols=list(tensor.symbols), feature_names=list(tensor.feature_names), timeframe="1h",
+                         window=window, online=lambda ts, bar, ok: (online.update(ts, bar, ok), online.tradable.copy()),
+                         clock=ReplayClock(ex), env_kwargs=dict(execution=EXECUTION, initial_cash=10_000.0,
+                                                                mapping="simplex"), market_rules={})
+    policy = LinearPolicy(window * 3 * tensor.n_features + window * 3 + 3 + 3, 4)
+    obs, _ = env.reset()
+    assert obs[-2] == np.float32(1.0)  # equity / initial cash
+    for _ in range(10):
+        obs, _, _, _, info = env.step(policy(obs))
+        np.testing.assert_array_equal(obs, env._obs())
+        assert obs[-2] == np.float32(info["equity"] / 2_500.0)
+
+
 def test_a_paper_bar_is_two_commits(market, tmp_path):
     """The decision with its orders is one commit, the fill bar's events with the loop's book another."""
     candles, tensor = market

@@ -180,6 +180,7 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         env.reset(options={"start": W - 1, "end": W})
         work = env.core.work
         work[STATE.cash, 0], work[STATE.equity, 0], work[STATE.peak, 0] = book["cash"], book["equity"], book["peak"]
+        work[STATE.initial_cash, 0] = book["initial_cash"]  # the account's start, not the training env's
         work[STATE.sharpe_mean, 0], work[STATE.sharpe_square, 0] = book["sharpe_mean"], book["sharpe_square"]
         work[STATE_POSITIONS:STATE_POSITIONS + len(self.symbols), 0] = book["positions"]
         return env.step(action)
