@@ -223,12 +223,16 @@ class LiveTradingEnv(OrderFlow, gym.Env):
             if c is not None:
                 bar[i] = [float(x) for x in c]
         ok = np.isfinite(bar).all(axis=1)
-        gap = ~ok & self._seen  # the store's "mark" policy: last close carried, volume 0, untradable
-        bar[~ok] = np.nan
-        bar[gap, :4] = self._last_raw_close[gap, None]
-        bar[gap, 4] = 0.0
-        self._seen |= ok
-        self._last_raw_close = np.where(ok, bar[:, 3], self._last_raw_close)
+        if ok.all():  # (the common case: every asset delivered)
+            self._seen[:] = True
+            self._last_raw_close = bar[:, 3].copy()
+        else:
+            gap = ~ok & self._seen  # the store's "mark" policy: last close carried, volume 0, untradable
+            bar[~ok] = np.nan
+            bar[gap, :4] = self._last_raw_close[gap, None]
+            bar[gap, 4] = 0.0
+            self._seen |= ok
+            self._last_raw_close = np.where(ok, bar[:, 3], self._last_raw_close)
         row, tradable = self.online(int(ts), bar, ok)
         tradable = np.asarray(tradable, dtype=bool) & ok
         feats = np.asarray(row, dtype=np.float64).astype(np.float32)

@@ -127,6 +127,9 @@ def _fmax(a: float, b: float) -> float:
     return b if a != a or b > a else a
 
 
+_BLOCK_ROWS: dict[tuple[int, int], Any] = {}
+
+
 def target_weights(config: np.ndarray, action: np.ndarray, n_assets: int) -> np.ndarray:
     """Target weights [A] of ``action`` (float64 [K]) by the env's own ``map_actions_nb`` on a one-lane
     block; NaN where a direct-mapping action holds. Raises ``ValueError`` for a malformed action."""
@@ -134,7 +137,9 @@ def target_weights(config: np.ndarray, action: np.ndarray, n_assets: int) -> np.
     from factorgym.envs.layouts import COUNTER, OUT, block_rows
 
     A, K = n_assets, len(action)
-    rows = block_rows(A, K)
+    rows = _BLOCK_ROWS.get((A, K))
+    if rows is None:
+        rows = _BLOCK_ROWS[(A, K)] = block_rows(A, K)  # (Python-mode numba helper: worth keeping)
     block = np.zeros(rows.size)
     block[rows.actions:rows.actions + K] = action
     block[rows.counters + COUNTER.done] = 0.0

@@ -67,7 +67,9 @@ class OrderFlow:
 
     def _cid(self, bar_ts: int, symbol: str, attempt: int = 0):
         """The exchange's own client id form where it has one (``CcxtExchange.client_order_id``)."""
-        own = getattr(self.exchange, "client_order_id", None)
+        own = self.__dict__.get("_own_cid", False)
+        if own is False:
+            own = self._own_cid = getattr(self.exchange, "client_order_id", None)
         return own(bar_ts, symbol, attempt) if callable(own) else client_order_id(self.run_id, bar_ts, symbol, attempt)
 
     def submit(self, orders: list[dict]) -> list[dict]:
