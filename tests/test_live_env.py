@@ -206,6 +206,56 @@ def test_a_paper_bar_is_two_commits(market, tmp_path):
     assert ex.events.last().kind == "loop_book"
 
 
+@pytest.mark.parametrize("candles_path", ["arrays", "lists"])
+def test_amount_orders_are_sized_at_the_forming_bars_open(candles_path):
+    """On an exchange that serves the forming candle, the loop feeds the closed bars and sizes amount
+    orders at the forming bar's open, whichever way the candles come (ccxt lists, numpy columns)."""
+    from factorgym.envs.layouts import PRICE
+    from factorgym.envs.live.live_env import LiveTradingEnv
+
+    A, T, W = 3, 60, 4
+    x = random_ohlcv(T, A, 2)
+    symbols = SYMBOLS[:A]
+
+    class Exchange:
+        id, events = "fake", None
+
+        def load_markets(self, reload=False):
+            return {}
+
+        def fetch_ohlcv(self, symbol, timeframe="1h", since=None, limit=None):
+            i, lo = symbols.index(symbol), int(since or 0) // HOUR
+            return [[k * HOUR, *x[k, i].tolist()] for k in range(lo, min(T, lo + (limit or T)))]
+
+        def fetch_balance(self):
+            return {"total": {"USDT": 1_000.0}}
+
+    if candles_path == "arrays":
+        def ohlcv_arrays(self, symbol, timeframe="1h", since=None, limit=None):
+            rows = np.array(self.fetch_ohlcv(symbol, timeframe, since, limit)).reshape(-1, 6)
+            return {"time": rows[:, 0].astype(np.int64), **{f: rows[:, k + 1] for k, f in enumerate(FIELDS)}}
+        Exchange.ohlcv_arrays = ohlcv_arrays
+
+    class Clock:
+        def now_ms(self):
+            return (T - 1) * HOUR + 1  # bar T - 1 is forming
+
+        def wait_for_close(self, bar_ts, tf_ms):
+            pass
+
+    fed = []
+    env = LiveTradingEnv(Exchange(), symbols=symbols, feature_names=["f"], timeframe="1h", window=W,
+                         online=lambda ts, bar, ok: (fed.append(bar.copy()) or bar[:, 3:4] / bar[:, :1], ok),
+                         clock=Clock(), env_kwargs={"mapping": "simplex"}, market_rules={}, order_mode="amounts")
+    env.reset()
+    assert env.bar_ts == (T - 2) * HOUR
+    np.testing.assert_array_equal(np.array(fed), x[:T - 1])
+    assert env._forming == {i: float(x[T - 1, i, 0]) for i in range(A)}
+    orders = env.plan_orders(np.array([0.0, 0.5, 0.3, 0.2], np.float32))
+    np.testing.assert_array_equal(env._shadow.core.prices[W, :, PRICE.open], x[T - 1, :, 0])
+    assert [o["side"] for o in orders] == ["buy"] * 3 and all(o["amount"] > 0 for o in orders)
+
+
 def test_fill_bar_record_is_price_records_row_bit_for_bit():
     """The loop's in-place record of the fill bar equals the env's price_records over the two bars
     (carried mark, fill bar): tradable or not, listed or not, zero volume, a bar below the mark."""
