@@ -187,9 +187,9 @@ class LiveTradingEnv(OrderFlow, gym.Env):
 
     # ------------------------------------------------------------------ candles
     def _fetch(self, since: int) -> dict[int, dict[int, list]]:
-        """``{asset: {ts: (o, h, l, c, v) floats}}`` of every bar the exchange has from ``since`` (paged):
-        through ``exchange.ohlcv_arrays`` (numpy columns, no per-candle lists) when it has one, else
-        ccxt's ``fetch_ohlcv``."""
+        """``{asset: {ts: candle}}`` (ccxt's ``[ts, o, h, l, c, v]``) of every bar the exchange has from
+        ``since`` (paged): through ``exchange.ohlcv_arrays`` (numpy columns, no per-candle lists on
+        the exchange's side) when it has one, else ccxt's ``fetch_ohlcv``."""
         arrays = getattr(self.exchange, "ohlcv_arrays", None)
         out: dict[int, dict[int, list]] = {}
         for i, sym in enumerate(self.symbols):
@@ -198,17 +198,16 @@ class LiveTradingEnv(OrderFlow, gym.Env):
             for _ in range(100_000):
                 if arrays is not None:
                     cols = arrays(sym, self.timeframe, since=cursor, limit=1000)
-                    page = zip(np.asarray(cols["time"], dtype=np.int64).tolist(),
-                               zip(*(np.asarray(cols[f], dtype=np.float64).tolist() for f in _OHLCV)))
+                    page = list(zip(np.asarray(cols["time"], dtype=np.int64).tolist(),
+                                    *(np.asarray(cols[f], dtype=np.float64).tolist() for f in _OHLCV)))
                 else:
-                    page = ((int(c[0]), [float(x) for x in c[1:6]])
-                            for c in self.exchange.fetch_ohlcv(sym, self.timeframe, since=cursor, limit=1000))
-                n = new = 0
-                for t, c in page:
-                    n += 1
+                    page = self.exchange.fetch_ohlcv(sym, self.timeframe, since=cursor, limit=1000)
+                new = None
+                for c in page:
+                    t = int(c[0])
                     if t >= cursor and t not in bars:
                         bars[t], new = c, t
-                if n < 1000 or not new:
+                if len(page) < 1000 or new is None:
                     break
                 cursor = new + self.tf_ms
             out[i] = bars
@@ -222,7 +221,7 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         for i in range(A):
             c = fetched.get(i, {}).get(ts)
             if c is not None:
-                bar[i] = c
+                bar[i] = c[1:6]
         ok = np.isfinite(bar).all(axis=1)
         if ok.all():  # (the common case: every asset delivered)
             self._seen[:] = True
@@ -262,7 +261,7 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         for ts in range(int(first), int(until) + 1, self.tf_ms):
             self._feed(ts, fetched)
         nxt = int(until) + self.tf_ms
-        self._forming = {i: float(b[nxt][0]) for i, b in fetched.items() if nxt in b}
+        self._forming = {i: float(b[nxt][1]) for i, b in fetched.items() if nxt in b}
 
     def _last_closed(self) -> int:
         now = int(self.clock.now_ms())
