@@ -277,6 +277,9 @@ def test_fill_bar_record_is_price_records_row_bit_for_bit():
         got = np.full((A, len(PRICE)), 7.0)  # (stale values: every field is written)
         fill_bar_record(got, carried, bar, ok)
         assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (got, want)
+        strided = np.full((A, 2 * len(PRICE)), 7.0)[:, ::2]  # (not C-contiguous)
+        fill_bar_record(strided, carried, bar, ok)
+        assert np.array_equal(np.ascontiguousarray(strided).view(np.uint64), want.view(np.uint64))
 
 
 def test_a_paced_run_commits_its_log_before_it_sleeps(monkeypatch):

@@ -169,3 +169,19 @@ def test_quickstart_qlib_rows_online_equal_offline(btc_hourly):
     off = tensor.features.astype(np.float64)
     scale = np.maximum(np.abs(off), 1.0)
     assert np.isfinite(off).mean() > 0.9 and (np.abs(rows - off) / scale).max() <= 1e-5
+
+
+def test_a_nan_volume_mid_series_leaves_the_other_assets_exact(caplog):
+    """A non-finite input after a series started (TA-Lib's stream handles refuse it) poisons that
+    asset's routine, with a warning; the rows go on, and the other assets' stay bit-identical."""
+    from factorgym.data_layer.factors.base import CandlePanel, factor_from_config
+
+    x = _hard_candles(600, 3, seed=3)
+    x[400, 0, 4] = np.nan
+    panel = CandlePanel.from_arrays(np.arange(len(x), dtype=np.int64) * HOUR, x, ["S0/USD", "S1/USD", "S2/USD"])
+    for name, params in BUILT_IN_CUSTOM:
+        factor = factor_from_config({"kind": "custom", "name": name, "params": params})
+        online = factor.online(panel.symbols)
+        rows = np.stack([online.update(t * HOUR, x[t]) for t in range(len(x))])
+        np.testing.assert_array_equal(rows[:, 1:], factor.compute(panel)[:, 1:])
+    assert "non-finite input" in caplog.text

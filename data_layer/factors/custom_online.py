@@ -9,7 +9,9 @@ differs in them. Here each asset keeps TA-Lib's own ``talib.stream`` handle of t
 on the series' first values and updated bar by bar (the same state as the batch routine: tested),
 and the element-wise arithmetic around it repeats the function's, operation for operation, with
 numpy's logarithms (``math.log`` may differ from ``np.log`` in the last bit). Leading NaN inputs are
-skipped, as TA-Lib's Python wrapper skips them.
+skipped, as TA-Lib's Python wrapper skips them. Exact for finite inputs: a non-finite one later
+(a NaN volume, a close <= 0) makes that routine NaN from then on (the batch routines' running sums
+are poisoned too, though TA-Lib's variance may recover at a re-centring: rows can differ there).
 
 Each class: ``Cls(n_assets, **params)``; ``update(bar [A, 5], has bool [A]) -> float64 [A, k]`` (rows
 of assets without a bar are NaN and leave their state alone). :class:`~.custom.CustomIncremental`
@@ -18,28 +20,38 @@ masks the declared warm-up, as the offline path does.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import deque
 from typing import Any
 
 import numpy as np
 
 NAN = float("nan")
+log = logging.getLogger(__name__)
 
 
 class Rolling:
     """One series through a TA-Lib stream handle: ``add(x)`` -> the routine's output at this value
     (a float, or a tuple for several outputs), ``None`` inside its lookback."""
 
-    __slots__ = ("name", "params", "period", "handle", "history")
+    __slots__ = ("name", "params", "period", "handle", "history", "poisoned")
 
     def __init__(self, name: str, period: int, **params: Any) -> None:
         self.name, self.period, self.params = name, int(period), {"timeperiod": int(period), **params}
         self.handle = None
         self.history: list[float] = []
+        self.poisoned = False
 
     def add(self, x: float):
         if self.handle is not None:
-            return self.handle.update(x)
+            if math.isfinite(x) and not self.poisoned:
+                return self.handle.update(x)
+            if not self.poisoned:  # (TA-Lib's stream handles refuse a NaN)
+                log.warning("online %s: a non-finite input (%r) after the series started; NaN from now on "
+                            "(the batch routine's running state is poisoned too)", self.name, x)
+                self.poisoned = True
+            return NAN
         if not self.history and x != x:  # a leading NaN: the batch routine starts after it
             return None
         self.history.append(x)

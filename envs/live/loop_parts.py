@@ -97,8 +97,11 @@ def fill_bar_record(out: np.ndarray, carried: np.ndarray, bar: np.ndarray, trada
     from factorgym.envs.layouts import PRICE
 
     P = len(PRICE)
-    if not out.flags.c_contiguous:
-        raise ValueError("fill_bar_record writes through a flat view: out must be C-contiguous")
+    if not out.flags.c_contiguous:  # (written through a flat view: fill a contiguous copy, then copy it in)
+        tmp = np.empty(out.shape)
+        fill_bar_record(tmp, carried, bar, tradable)
+        out[...] = tmp
+        return
     flat = out.reshape(-1)
     for i, (prev, (o, h, lo, c, v), ok) in enumerate(zip(carried.tolist(), bar.tolist(), tradable.tolist())):
         if not (prev > 0 and math.isfinite(prev)):
