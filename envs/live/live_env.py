@@ -404,7 +404,7 @@ class LiveTradingEnv(OrderFlow, gym.Env):
                 "sharpe_square": float(work[STATE.sharpe_square, 0])}
         cash, positions = self._balances()
         self._book = book
-        if cash != book["cash"] or not np.array_equal(positions, book["positions"]):
+        if cash != book["cash"] or positions.tolist() != book["positions"].tolist():
             self._event("reconcile", fill_ts, cash=cash, expected_cash=book["cash"], positions=positions.tolist(),
                         expected_positions=book["positions"].tolist())
             equity = self._mark(cash, positions)

@@ -33,16 +33,17 @@ class OrderFlow:
         if self.order_mode == "weights":
             act = self._shadow._to_action(action) if not isinstance(action, np.ndarray) or action.ndim != 1 else action
             w = target_weights(self._shadow.core.config, np.asarray(act, dtype=np.float64), A)
-            held = self._weights()
+            held = self._weights().tolist()
+            marks, equity = self._last_close.tolist(), b["equity"]
+            warming = ((self._mask[-1] == 0) & self._delivered).tolist()
             orders = []
-            for i in range(A):
-                if math.isnan(w[i]) or (self._mask[-1, i] == 0 and self._delivered[i]):
+            for i, (wi, hi, mi, warm) in enumerate(zip(w.tolist(), held, marks, warming)):
+                if math.isnan(wi) or warm:
                     continue  # hold, or still in its warm-up: no order (a gap bar's asset gets its order; the
                     # exchange rejects it at the fill if that bar does not trade either, as the env does)
-                side = "buy" if w[i] > held[i] else "sell"
-                est = abs(w[i] - held[i]) * b["equity"] / self._last_close[i] if self._last_close[i] > 0 else 0.0
-                orders.append({"asset": i, "symbol": self.symbols[i], "side": side, "amount": est,
-                               "targetWeight": float(w[i]), "exact": bool(w[i] == 0.0),
+                est = abs(wi - hi) * equity / mi if mi > 0 else 0.0
+                orders.append({"asset": i, "symbol": self.symbols[i], "side": "buy" if wi > hi else "sell",
+                               "amount": est, "targetWeight": wi, "exact": wi == 0.0,
                                "clientOrderId": self._cid(t, self.symbols[i])})
             return orders
         tradable = np.array([i in self._forming and self._mask[-1, i] > 0 for i in range(A)])
