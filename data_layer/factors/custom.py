@@ -220,13 +220,17 @@ class CustomIncremental:
         self.factor = factor
         self._state = factor.spec.online(len(symbols), **factor.params)
         self._seen = np.zeros(len(symbols), dtype=np.int64)
+        self._warming = True
 
     def update(self, timestamp: int, bar: np.ndarray) -> np.ndarray:
         bar = np.asarray(bar, dtype=np.float64)
         has = np.isfinite(bar[:, 3])
         out = self._state.update(bar, has)
-        self._seen += has
-        out[self._seen <= self.factor.warmup] = np.nan
+        if self._warming:  # (until every asset is past the declared warm-up)
+            self._seen += has
+            warm = self._seen <= self.factor.warmup
+            out[warm] = np.nan
+            self._warming = bool(warm.any())
         return out
 
 

@@ -78,9 +78,9 @@ class _PerAsset:
 
     def update(self, bar: np.ndarray, has: np.ndarray) -> np.ndarray:
         out = np.full((len(self.states), self.k), np.nan)
-        rows = bar.tolist()
-        for a in np.flatnonzero(has).tolist():
-            out[a] = self._one(self.states[a], *rows[a])
+        for a, (ok, row, state) in enumerate(zip(has.tolist(), bar.tolist(), self.states)):
+            if ok:
+                out[a] = self._one(state, *row)
         return out
 
 
