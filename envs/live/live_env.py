@@ -48,7 +48,12 @@ from factorgym.envs.spaces import split_obs
 from factorgym.errors import ConfigError
 
 log = logging.getLogger(__name__)
-_OHLCV = ("open", "high", "low", "close", "volume")  # the columns of ``exchange.ohlcv_arrays``
+_OHLCV_COLUMNS = ("time", "open", "high", "low", "close", "volume")  # of ``exchange.ohlcv_arrays``
+
+
+def _floats(column: Any) -> list:
+    """A column of ``ohlcv_arrays`` as a list (numpy's ``tolist``: no per-value conversion in Python)."""
+    return column.tolist() if type(column) is np.ndarray else list(column)
 
 #: ``online(ts, bar [A, 5] float64 OHLCV (NaN = no bar), store_ok bool [A]) -> (row float64 [A, F], tradable bool [A])``
 OnlineRows = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -198,8 +203,7 @@ class LiveTradingEnv(OrderFlow, gym.Env):
             for _ in range(100_000):
                 if arrays is not None:
                     cols = arrays(sym, self.timeframe, since=cursor, limit=1000)
-                    page = list(zip(np.asarray(cols["time"], dtype=np.int64).tolist(),
-                                    *(np.asarray(cols[f], dtype=np.float64).tolist() for f in _OHLCV)))
+                    page = list(zip(*(_floats(cols[f]) for f in _OHLCV_COLUMNS)))
                 else:
                     page = self.exchange.fetch_ohlcv(sym, self.timeframe, since=cursor, limit=1000)
                 new = None
