@@ -75,12 +75,41 @@ def _recording(policy, hashes, actions):
     return act
 
 
-def _live_run(tensor, candles, policy, start, end, window, state_dir, run_id="parity"):
-    from factorgym.envs.live.live_env import LiveTradingEnv, ReplayClock
+def _paper_class(candles_path: str):
+    """The paper exchange serving the loop its candles as ccxt lists (``fetch_ohlcv`` only) or as numpy
+    columns (``ohlcv_arrays``; made from ``fetch_ohlcv`` if the exchange has none), counting the calls."""
     from factorgym.envs.live.paper import PaperExchange
 
+    own = getattr(PaperExchange, "ohlcv_arrays", None)
+
+    def from_lists(self, symbol, timeframe="1h", since=None, limit=None):
+        rows = np.array(PaperExchange.fetch_ohlcv(self, symbol, timeframe, since=since, limit=limit), np.float64).reshape(-1, 6)
+        return {"time": rows[:, 0].astype(np.int64), **{f: rows[:, k + 1] for k, f in enumerate(FIELDS)}}
+
+    def ohlcv_arrays(self, symbol, timeframe="1h", since=None, limit=None):
+        self.calls["arrays"] += 1
+        return (own or from_lists)(self, symbol, timeframe, since=since, limit=limit)
+
+    def fetch_ohlcv(self, *args, **kwargs):
+        self.calls["lists"] += 1
+        return PaperExchange.fetch_ohlcv(self, *args, **kwargs)
+
+    def init(self, *args, **kwargs):
+        self.calls = {"arrays": 0, "lists": 0}
+        PaperExchange.__init__(self, *args, **kwargs)
+
+    return type("CountingPaper", (PaperExchange,), {"__init__": init, "fetch_ohlcv": fetch_ohlcv,
+                                                    "ohlcv_arrays": ohlcv_arrays if candles_path == "arrays" else None})
+
+
+FIELDS = ["open", "high", "low", "close", "volume"]
+
+
+def _live_run(tensor, candles, policy, start, end, window, state_dir, run_id="parity", candles_path="arrays"):
+    from factorgym.envs.live.live_env import LiveTradingEnv, ReplayClock
+
     feed = _feed(candles)
-    ex = PaperExchange(feed, execution=EXECUTION, initial_cash=10_000.0, state_dir=state_dir, run_id=run_id)
+    ex = _paper_class(candles_path)(feed, execution=EXECUTION, initial_cash=10_000.0, state_dir=state_dir, run_id=run_id)
     online = OnlineFactors.from_tensor(tensor)
     rows = lambda ts, bar, ok: (online.update(ts, bar, ok), online.tradable.copy())  # noqa: E731
     if ex.now is None:
@@ -106,7 +135,9 @@ def market(tmp_path_factory):
     return candles, tensor
 
 
-def test_replay_equals_backtest(market, tmp_path):
+@pytest.mark.parametrize("candles_path", ["arrays", "lists"])
+def test_replay_equals_backtest(market, tmp_path, candles_path):
+    """Either way the loop reads its candles (numpy columns, ccxt lists), the replay is the backtest."""
     candles, tensor = market
     window = 4
     start, end = tensor.n_bars - 110, tensor.n_bars - 1
@@ -117,12 +148,37 @@ def test_replay_equals_backtest(market, tmp_path):
                    mapping="simplex", execution=EXECUTION)
     assert res.info["status"] == "ok" and len(res.equity) == end - start
     assert (~tensor.tradable[start:end, 2]).sum() >= 3  # the gap bars fall inside the replay
-    equity, hashes, actions, ex = _live_run(tensor, candles, policy, start, end, window, tmp_path / "state")
+    equity, hashes, actions, ex = _live_run(tensor, candles, policy, start, end, window, tmp_path / "state",
+                                            candles_path=candles_path)
+    assert ex.calls[candles_path] >= end - start and ex.calls["arrays" if candles_path == "lists" else "lists"] == 0
     assert hashes == b_hashes[: end - start - 1]
     assert all(np.array_equal(a, b) for a, b in zip(actions, b_actions))
     np.testing.assert_allclose(equity, res.equity, rtol=1e-9, atol=0)
     assert ex.events.count("reconcile") == 0
     assert len(res.trades) > 20  # the policy trades
+
+
+def test_the_observation_is_the_accounts_whatever_cash_the_policy_trained_with(market, tmp_path):
+    """An account that starts with other cash than the training env: every observation (the loop's
+    own at reset, the shadow env's after a step) measures equity against the account's start."""
+    from factorgym.envs.live.live_env import LiveTradingEnv, ReplayClock
+
+    candles, tensor = market
+    window, start = 4, tensor.n_bars - 30
+    ex = _paper_class("arrays")(_feed(candles), execution=EXECUTION, initial_cash=2_500.0, state_dir=tmp_path / "s")
+    ex.advance(int(tensor.timestamps[start]) + HOUR)
+    online = OnlineFactors.from_tensor(tensor)
+    env = LiveTradingEnv(ex, symbols=list(tensor.symbols), feature_names=list(tensor.feature_names), timeframe="1h",
+                         window=window, online=lambda ts, bar, ok: (online.update(ts, bar, ok), online.tradable.copy()),
+                         clock=ReplayClock(ex), env_kwargs=dict(execution=EXECUTION, initial_cash=10_000.0,
+                                                                mapping="simplex"), market_rules={})
+    policy = LinearPolicy(window * 3 * tensor.n_features + window * 3 + 3 + 3, 4)
+    obs, _ = env.reset()
+    assert obs[-2] == np.float32(1.0)  # equity / initial cash
+    for _ in range(10):
+        obs, _, _, _, info = env.step(policy(obs))
+        np.testing.assert_array_equal(obs, env._obs())
+        assert obs[-2] == np.float32(info["equity"] / 2_500.0)
 
 
 def test_a_paper_bar_is_two_commits(market, tmp_path):
@@ -148,6 +204,114 @@ def test_a_paper_bar_is_two_commits(market, tmp_path):
     assert len(commits) == 2 * 5
     assert ex.events.last_seq - n_before > 2 * 5  # several events a commit
     assert ex.events.last().kind == "loop_book"
+
+
+@pytest.mark.parametrize("candles_path", ["arrays", "lists"])
+def test_amount_orders_are_sized_at_the_forming_bars_open(candles_path):
+    """On an exchange that serves the forming candle, the loop feeds the closed bars and sizes amount
+    orders at the forming bar's open, whichever way the candles come (ccxt lists, numpy columns)."""
+    from factorgym.envs.layouts import PRICE
+    from factorgym.envs.live.live_env import LiveTradingEnv
+
+    A, T, W = 3, 60, 4
+    x = random_ohlcv(T, A, 2)
+    symbols = SYMBOLS[:A]
+
+    class Exchange:
+        id, events = "fake", None
+
+        def load_markets(self, reload=False):
+            return {}
+
+        def fetch_ohlcv(self, symbol, timeframe="1h", since=None, limit=None):
+            i, lo = symbols.index(symbol), int(since or 0) // HOUR
+            return [[k * HOUR, *x[k, i].tolist()] for k in range(lo, min(T, lo + (limit or T)))]
+
+        def fetch_balance(self):
+            return {"total": {"USDT": 1_000.0}}
+
+    if candles_path == "arrays":
+        def ohlcv_arrays(self, symbol, timeframe="1h", since=None, limit=None):
+            rows = np.array(self.fetch_ohlcv(symbol, timeframe, since, limit)).reshape(-1, 6)
+            return {"time": rows[:, 0].astype(np.int64), **{f: rows[:, k + 1] for k, f in enumerate(FIELDS)}}
+        Exchange.ohlcv_arrays = ohlcv_arrays
+
+    class Clock:
+        def now_ms(self):
+            return (T - 1) * HOUR + 1  # bar T - 1 is forming
+
+        def wait_for_close(self, bar_ts, tf_ms):
+            pass
+
+    fed = []
+    env = LiveTradingEnv(Exchange(), symbols=symbols, feature_names=["f"], timeframe="1h", window=W,
+                         online=lambda ts, bar, ok: (fed.append(bar.copy()) or bar[:, 3:4] / bar[:, :1], ok),
+                         clock=Clock(), env_kwargs={"mapping": "simplex"}, market_rules={}, order_mode="amounts")
+    env.reset()
+    assert env.bar_ts == (T - 2) * HOUR
+    np.testing.assert_array_equal(np.array(fed), x[:T - 1])
+    assert env._forming == {i: float(x[T - 1, i, 0]) for i in range(A)}
+    orders = env.plan_orders(np.array([0.0, 0.5, 0.3, 0.2], np.float32))
+    np.testing.assert_array_equal(env._shadow.core.prices[W, :, PRICE.open], x[T - 1, :, 0])
+    assert [o["side"] for o in orders] == ["buy"] * 3 and all(o["amount"] > 0 for o in orders)
+
+
+def test_fill_bar_record_is_price_records_row_bit_for_bit():
+    """The loop's in-place record of the fill bar equals the env's price_records over the two bars
+    (carried mark, fill bar): tradable or not, listed or not, zero volume, a bar below the mark."""
+    from factorgym.envs.layouts import PRICE, price_records
+    from factorgym.envs.live.loop_parts import fill_bar_record
+
+    rng = np.random.default_rng(4)
+    A = 6
+    for _ in range(300):
+        carried = np.where(rng.random(A) < 0.2, 0.0, rng.uniform(50, 150, A))
+        carried[rng.random(A) < 0.05] = np.nan
+        bar = random_ohlcv(1, A, int(rng.integers(1 << 30)))[0] * rng.uniform(0.5, 1.5)
+        bar[rng.random(A) < 0.2, 4] = 0.0
+        ok = rng.random(A) < 0.7
+        bar[~ok & (rng.random(A) < 0.5)] = np.nan  # (an untradable bar's prices are never read)
+        two_ok = np.stack([carried > 0, ok])
+        two = np.stack([np.repeat(carried[:, None], 5, axis=1), bar])
+        want = price_records(SimpleNamespace(prices=np.where(two_ok[..., None], two, np.nan)), two_ok)[1]
+        got = np.full((A, len(PRICE)), 7.0)  # (stale values: every field is written)
+        fill_bar_record(got, carried, bar, ok)
+        assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (got, want)
+        strided = np.full((A, 2 * len(PRICE)), 7.0)[:, ::2]  # (not C-contiguous)
+        fill_bar_record(strided, carried, bar, ok)
+        assert np.array_equal(np.ascontiguousarray(strided).view(np.uint64), want.view(np.uint64))
+
+
+def test_a_paced_run_commits_its_log_before_it_sleeps(monkeypatch):
+    """``--speed``: the loop commits the exchange's log (a group-committing log holds batches back)
+    before each wait, so a paced run is durable while it waits."""
+    from factorgym.agents.live import runner
+
+    calls = []
+
+    class Exchange:
+        events = None
+
+        def commit(self):
+            calls.append("commit")
+
+    class Env:
+        exchange, clock, symbols, last_decision_ms = Exchange(), None, ["A/USDT"], 0.0
+        bar_ts = 0
+
+        def reset(self, options=None):
+            return np.zeros(3, np.float32), {"equity": 1.0}
+
+        def step(self, action):
+            calls.append("step")
+            self.bar_ts += HOUR
+            return np.zeros(3, np.float32), 0.0, False, False, {"equity": 1.0, "timestamp": self.bar_ts, "cash": 1.0,
+                                                               "weights": np.zeros(1)}
+
+    monkeypatch.setattr(runner.time, "sleep", lambda s: calls.append("sleep"))
+    result = runner.run_loop(Env(), lambda obs: np.zeros(2), max_bars=3, speed=1e-3, out=None)
+    assert result.bars == 3
+    assert calls == ["step", "commit", "sleep"] * 3
 
 
 # ---------------------------------------------------------------------- the loop on a faulty ccxt exchange

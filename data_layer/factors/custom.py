@@ -9,7 +9,10 @@ and returns ``[n]`` or ``[n, k]``::
 
 Row ``i`` of the result must depend on rows ``i - warmup .. i`` only: the online path recomputes
 over the last ``warmup + 1`` bars, and :meth:`CustomFactor.compute` checks this once on the first
-asset (a function that reads the future or further back than declared is refused).
+asset (a function that reads the future or further back than declared is refused). A function
+registered with ``online=`` (the built-ins: ``custom_online.py``) keeps incremental state instead:
+O(1) a bar, and bit-identical to the offline rows (a recompute may differ from TA-Lib's running
+sums in the last bits).
 
 YAML: ``{kind: custom, name: log_return, params: {periods: 24}}`` for a registered function, or
 ``{kind: custom, func: "my_pkg.my_mod:my_factor", warmup: 20, outputs: [a, b]}`` for any importable
@@ -47,6 +50,9 @@ class CustomSpec:
     func: Callable[..., np.ndarray]
     warmup: int | Callable[[dict[str, Any]], int]
     outputs: tuple[str, ...] | None = None
+    #: incremental online state, ``online(n_assets, **params)`` (``custom_online.py``); None: the online
+    #: path recomputes the function over each asset's last ``warmup + 1`` bars
+    online: Callable[..., Any] | None = None
 
 
 _CUSTOM: dict[str, CustomSpec] = {}
@@ -54,14 +60,15 @@ _ALLOWED_KEYS = {"kind", "name", "func", "warmup", "params", "outputs", "alias"}
 
 
 def custom_factor(name: str | None = None, *, warmup: int | Callable[[dict[str, Any]], int],
-                  outputs: list[str] | None = None):
-    """Decorator registering ``func`` as a custom factor (``warmup`` in bars, maybe from params)."""
+                  outputs: list[str] | None = None, online: Callable[..., Any] | None = None):
+    """Decorator registering ``func`` as a custom factor (``warmup`` in bars, maybe from params;
+    ``online``: its incremental state class, see ``custom_online.py``)."""
 
     def deco(func):
         key = name or func.__name__
         if key in _CUSTOM and _CUSTOM[key].func is not func:
             log.warning("custom factor %r is registered again; %r replaces it", key, func)
-        _CUSTOM[key] = CustomSpec(key, func, warmup, tuple(outputs) if outputs else None)
+        _CUSTOM[key] = CustomSpec(key, func, warmup, tuple(outputs) if outputs else None, online)
         func.factorgym_spec = _CUSTOM[key]
         return func
 
@@ -144,7 +151,9 @@ class CustomFactor:
 
         return compute_per_asset(panel, len(self.names), one)
 
-    def online(self, symbols: list[str]) -> "CustomOnline":
+    def online(self, symbols: list[str]) -> "CustomOnline | CustomIncremental":
+        if self.spec.online is not None:
+            return CustomIncremental(self, symbols)
         return CustomOnline(self, symbols)
 
     def __repr__(self) -> str:
@@ -204,8 +213,32 @@ class CustomOnline:
         return out
 
 
+class CustomIncremental:
+    """The spec's incremental state (``custom_online.py``), rows inside the declared warm-up masked."""
+
+    def __init__(self, factor: CustomFactor, symbols: list[str]) -> None:
+        self.factor = factor
+        self._state = factor.spec.online(len(symbols), **factor.params)
+        self._seen = np.zeros(len(symbols), dtype=np.int64)
+        self._warming = True
+
+    def update(self, timestamp: int, bar: np.ndarray) -> np.ndarray:
+        bar = np.asarray(bar, dtype=np.float64)
+        has = np.isfinite(bar[:, 3])
+        out = self._state.update(bar, has)
+        if self._warming:  # (until every asset is past the declared warm-up)
+            self._seen += has
+            warm = self._seen <= self.factor.warmup
+            out[warm] = np.nan
+            self._warming = bool(warm.any())
+        return out
+
+
 # ---------------------------------------------------------------------- built-in, scale-free
 # Rolling sums, means and extremes go through TA-Lib's C routines (O(n), not O(n * window)).
+
+
+from factorgym.data_layer.factors import custom_online as _inc  # noqa: E402 - (pure numpy: no cycle)
 
 
 def _talib():
@@ -214,7 +247,7 @@ def _talib():
     return talib
 
 
-@custom_factor("log_return", warmup=lambda p: int(p.get("periods", 1)))
+@custom_factor("log_return", warmup=lambda p: int(p.get("periods", 1)), online=_inc.LogReturnOnline)
 def log_return(open, high, low, close, volume, periods=1):
     """log(close_t / close_{t-periods})."""
     out = np.full(len(close), np.nan)
@@ -222,14 +255,14 @@ def log_return(open, high, low, close, volume, periods=1):
     return out
 
 
-@custom_factor("realized_vol", warmup=lambda p: int(p.get("window", 24)))
+@custom_factor("realized_vol", warmup=lambda p: int(p.get("window", 24)), online=_inc.RealizedVolOnline)
 def realized_vol(open, high, low, close, volume, window=24):
     """Standard deviation (population) of the last ``window`` one-bar log returns, per bar."""
     r = np.concatenate([[np.nan], np.diff(np.log(close))])
     return _talib().STDDEV(r, timeperiod=window, nbdev=1.0)
 
 
-@custom_factor("volume_zscore", warmup=lambda p: int(p.get("window", 24)) - 1)
+@custom_factor("volume_zscore", warmup=lambda p: int(p.get("window", 24)) - 1, online=_inc.VolumeZscoreOnline)
 def volume_zscore(open, high, low, close, volume, window=24):
     """z-score of log(1 + volume) against its last ``window`` bars (0 where they are all equal)."""
     ta = _talib()
@@ -239,7 +272,7 @@ def volume_zscore(open, high, low, close, volume, window=24):
     return np.where(sd > 1e-9, (lv - mean) / np.where(sd > 1e-9, sd, 1.0), 0.0)
 
 
-@custom_factor("bb_pctb", warmup=lambda p: int(p.get("timeperiod", 20)) - 1)
+@custom_factor("bb_pctb", warmup=lambda p: int(p.get("timeperiod", 20)) - 1, online=_inc.BBPctbOnline)
 def bb_pctb(open, high, low, close, volume, timeperiod=20, nbdev=2.0):
     """Bollinger %b: (close - lower) / (upper - lower), 0.5 when the bands collapse."""
     up, _, lo = _talib().BBANDS(close, timeperiod=timeperiod, nbdevup=nbdev, nbdevdn=nbdev, matype=0)
@@ -247,7 +280,7 @@ def bb_pctb(open, high, low, close, volume, timeperiod=20, nbdev=2.0):
     return np.where(width > 0, (close - lo) / np.where(width > 0, width, 1.0), 0.5)
 
 
-@custom_factor("obv_flow", warmup=lambda p: int(p.get("window", 24)))
+@custom_factor("obv_flow", warmup=lambda p: int(p.get("window", 24)), online=_inc.ObvFlowOnline)
 def obv_flow(open, high, low, close, volume, window=24):
     """OBV change over ``window`` bars / volume over them: signed volume share in [-1, 1]."""
     ta = _talib()
@@ -257,7 +290,7 @@ def obv_flow(open, high, low, close, volume, window=24):
     return np.where(win_v > 0, win_sv / np.where(win_v > 0, win_v, 1.0), 0.0)
 
 
-@custom_factor("candle_shape", warmup=0, outputs=["range", "body", "upper_shadow", "lower_shadow"])
+@custom_factor("candle_shape", warmup=0, outputs=["range", "body", "upper_shadow", "lower_shadow"], online=_inc.CandleShapeOnline)
 def candle_shape(open, high, low, close, volume):
     """(high-low)/close, (close-open)/close, upper and lower shadows / close."""
     return np.column_stack([
@@ -268,7 +301,7 @@ def candle_shape(open, high, low, close, volume):
     ])
 
 
-@custom_factor("price_position", warmup=lambda p: int(p.get("window", 24)) - 1)
+@custom_factor("price_position", warmup=lambda p: int(p.get("window", 24)) - 1, online=_inc.PricePositionOnline)
 def price_position(open, high, low, close, volume, window=24):
     """Where the close sits in the last ``window`` bars' high-low range, in [0, 1] (0.5 if flat)."""
     ta = _talib()
@@ -304,7 +337,7 @@ def _build(config: dict[str, Any]) -> CustomFactor:
         spec = getattr(func, "factorgym_spec", None)
         if "warmup" in config:
             spec = CustomSpec(config.get("name") or func.__name__, func, int(config["warmup"]),
-                              spec.outputs if spec else None)
+                              spec.outputs if spec else None, spec.online if spec else None)
         elif spec is None:
             raise ConfigError(f"custom factor func {config['func']!r} needs 'warmup' (bars of history it reads)")
     else:
@@ -316,5 +349,5 @@ def _build(config: dict[str, Any]) -> CustomFactor:
             )
         spec = _CUSTOM[name]
         if "warmup" in config:
-            spec = CustomSpec(spec.name, spec.func, int(config["warmup"]), spec.outputs)
+            spec = CustomSpec(spec.name, spec.func, int(config["warmup"]), spec.outputs, spec.online)
     return CustomFactor(spec, config.get("params"), config.get("outputs"), config.get("alias"))

@@ -39,11 +39,17 @@ class OnlineFactors:
         fs = self.factor_set
         self.feature_names = fs.names
         self._online = [f.online(self.symbols) for f in fs.factors]
-        self._slices = fs.column_slices
+        # (per factor: its online state, its columns, its cross-sectional transform or None)
+        self._parts = [(o, sl, None if cs in (None, "none") else cs)
+                       for o, sl, cs in zip(self._online, fs.column_slices, fs.cross_sectional)]
         self._mask = fs.normalise_mask
+        # the normalised columns: all of them (a slice: no fancy-index copies), some, or none
+        self._norm_cols = None if not self._mask.any() else slice(None) if self._mask.all() else self._mask
         stats = (norm_stats or {}).get("stats") if norm_stats and "stats" in norm_stats else norm_stats
         self._norm = OnlineNormaliser(fs.normalise, len(self.symbols), int(self._mask.sum()),
                                       stats if fs.normalise.method == "train" else None)
+        self._warmup = fs.warmup  # (a property that walks the set: read once)
+        self._shape = (len(self.symbols), len(self.feature_names))
         self._seen = np.zeros(len(self.symbols), dtype=np.int64)
         self.tradable = np.zeros(len(self.symbols), dtype=bool)
         self.timestamp: int | None = None
@@ -59,27 +65,27 @@ class OnlineFactors:
     def update_raw(self, timestamp: int, bar: np.ndarray) -> np.ndarray:
         """Un-normalised feature row float64 ``[A, F]`` (cross-sectional transforms applied)."""
         bar = np.asarray(bar, dtype=np.float64)
-        if bar.shape != (len(self.symbols), 5):
-            raise ConfigError(f"online bar must be [A, 5] = {(len(self.symbols), 5)} OHLCV, got {bar.shape}")
+        if bar.shape != (self._shape[0], 5):
+            raise ConfigError(f"online bar must be [A, 5] = {(self._shape[0], 5)} OHLCV, got {bar.shape}")
         if self.timestamp is not None and timestamp <= self.timestamp:
             raise ConfigError(f"online bars must arrive in time order: {timestamp} is not after {self.timestamp}")
         self.timestamp = int(timestamp)
-        row = np.empty((len(self.symbols), len(self.feature_names)))
-        for o, sl, cs in zip(self._online, self._slices, self.factor_set.cross_sectional):
-            row[:, sl] = cross_sectional(o.update(timestamp, bar), cs)
+        row = np.empty(self._shape)
+        for o, sl, cs in self._parts:
+            values = o.update(timestamp, bar)
+            row[:, sl] = values if cs is None else cross_sectional(values, cs)
         return row
 
     def update(self, timestamp: int, bar: np.ndarray, tradable: np.ndarray | None = None) -> np.ndarray:
         """Feature row float64 ``[A, F]`` as the tensor holds it; sets ``self.tradable`` (bool [A])."""
-        raw = self.update_raw(timestamp, bar)
-        has = np.isfinite(np.asarray(bar, dtype=np.float64)[:, 3])
+        bar = np.asarray(bar, dtype=np.float64)
+        row = self.update_raw(timestamp, bar)  # (a new array: normalised in place)
+        has = np.isfinite(bar[:, 3])
         self._seen += has
-        row = raw.copy()
-        if self._mask.any():
-            row[:, self._mask] = self._norm.update(raw[:, self._mask])
-        ok = has & (self._seen > self.factor_set.warmup)
+        if self._norm_cols is not None:
+            row[:, self._norm_cols] = self._norm.update(row[:, self._norm_cols])
+        ok = has & (self._seen > self._warmup)
         if tradable is not None:
             ok &= np.asarray(tradable, dtype=bool)
         self.tradable = ok
-        row = np.where(ok[:, None] & np.isfinite(row), row, 0.0)
-        return row
+        return np.where(ok[:, None] & np.isfinite(row), row, 0.0)

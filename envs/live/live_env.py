@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,15 +39,21 @@ import gymnasium as gym
 import numpy as np
 
 from factorgym.envs.config import ExecutionConfig, resolve_per_symbol
-from factorgym.envs.layouts import PRICE, STATE, STATE_POSITIONS, price_records
+from factorgym.envs.layouts import PRICE, STATE, STATE_POSITIONS
 from factorgym.envs.live.loop_parts import (  # noqa: F401 - Clock, SystemClock, ReplayClock, obs_hash: public here too
-    Clock, ReplayClock, SystemClock, catch_up_book, market_rules_from_markets, obs_hash,
+    Clock, ReplayClock, SystemClock, catch_up_book, fill_bar_record, market_rules_from_markets, obs_hash,
 )
 from factorgym.envs.live.order_flow import DONE_STATUSES, OrderFlow  # noqa: F401 - DONE_STATUSES: public here too
 from factorgym.envs.spaces import split_obs
 from factorgym.errors import ConfigError
 
 log = logging.getLogger(__name__)
+_OHLCV_COLUMNS = ("time", "open", "high", "low", "close", "volume")  # of ``exchange.ohlcv_arrays``
+
+
+def _floats(column: Any) -> list:
+    """A column of ``ohlcv_arrays`` as a list (numpy's ``tolist``: no per-value conversion in Python)."""
+    return column.tolist() if type(column) is np.ndarray else list(column)
 
 #: ``online(ts, bar [A, 5] float64 OHLCV (NaN = no bar), store_ok bool [A]) -> (row float64 [A, F], tradable bool [A])``
 OnlineRows = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -111,8 +116,13 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         self.action_space = self._shadow.action_space
         self.observation_space = self._shadow.observation_space
         self._dict_obs = self._shadow._dict_obs
-        self._rows: deque[np.ndarray] = deque(maxlen=W + 1)   # float32 [A, F] feature rows, masked
-        self._masks: deque[np.ndarray] = deque(maxlen=W + 1)  # float32 [A]
+        # the last W + 1 feature rows (masked) and mask rows, oldest first, zeros before the first bar fed
+        # (outside every observation); shifted in place a bar at a time: no stacking per bar
+        self._feat = np.zeros((W + 1, A, F), np.float32)
+        self._mask = np.zeros((W + 1, A), np.float32)
+        self._n_fed = 0
+        self._obs_buf = np.zeros(W * A * F + W * A + A + 3, np.float32)
+        self._obs_hash: str | None = None  # of the observation last returned (reset / step)
         self._marks: deque[tuple[int, np.ndarray]] = deque(maxlen=10_000)  # (bar, mark [A]) of the bars fed
         self._last_close = np.zeros(A)       # the env's mark: last tradable close (0 before the first)
         self._prev_mark = np.zeros(A)
@@ -145,23 +155,29 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         self.fee = per["fee"]
         return shadow
 
-    def _load_shadow(self, rows: list[np.ndarray], masks: list[np.ndarray], record_prices: np.ndarray,
-                     record_tradable: np.ndarray, fill_ts: int) -> None:
-        """Put W + 1 feature rows (the decision bar's window, then the fill bar's row) in the shadow, and
-        the fill bar's price record made by the env's ``price_records`` from two bars (the decision
-        bar, whose close is the mark carried over an untradable fill bar, and the fill bar)."""
+    def _load_shadow(self, fill_row_is_last: bool, carried: np.ndarray, bar: np.ndarray, tradable: np.ndarray,
+                     fill_ts: int) -> None:
+        """Put W + 1 feature rows in the shadow: the decision bar's window, then the fill bar's row (the
+        last row fed when ``fill_row_is_last``: settling; else the decision bar's row again: sizing),
+        and the fill bar's price record (``fill_bar_record``: the env's ``price_records`` of the two
+        bars, from the mark ``carried`` over an untradable fill bar and the fill bar's ``bar``)."""
         core = self._shadow.core
-        T = len(rows)
-        two = SimpleNamespace(prices=np.where(record_tradable[..., None], record_prices, np.nan), tradable=record_tradable)
+        W = self.window
+        n = self._feat[0].size
         # the core keeps its arrays read-only (one compiled kernel); the shadow's own copies are refilled here
         core.data.flags.writeable = core.prices.flags.writeable = True
         try:
-            core.data[:] = np.stack(rows).reshape(-1)
-            core.prices[:T - 1, :, PRICE.tradable] = np.stack(masks[:T - 1])  # the window's mask rows
-            core.prices[T - 1] = price_records(two, record_tradable)[1]
+            if fill_row_is_last:
+                core.data[:] = self._feat.reshape(-1)
+                core.prices[:W, :, PRICE.tradable] = self._mask[:W]  # the window's mask rows
+            else:
+                core.data[:W * n] = self._feat[1:].reshape(-1)
+                core.data[W * n:] = self._feat[W].reshape(-1)
+                core.prices[:W, :, PRICE.tradable] = self._mask[1:]
+            fill_bar_record(core.prices[W], carried, bar, tradable)
         finally:
             core.data.flags.writeable = core.prices.flags.writeable = False
-        self._shadow._ts[T - 1] = int(fill_ts)
+        self._shadow._ts[W] = int(fill_ts)
 
     def _shadow_step(self, action, book: dict[str, Any]):
         """Step the shadow from ``book`` (cash, positions, equity, peak, sharpe stats) over its loaded bar."""
@@ -169,48 +185,66 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         env.reset(options={"start": W - 1, "end": W})
         work = env.core.work
         work[STATE.cash, 0], work[STATE.equity, 0], work[STATE.peak, 0] = book["cash"], book["equity"], book["peak"]
+        work[STATE.initial_cash, 0] = book["initial_cash"]  # the account's start, not the training env's
         work[STATE.sharpe_mean, 0], work[STATE.sharpe_square, 0] = book["sharpe_mean"], book["sharpe_square"]
         work[STATE_POSITIONS:STATE_POSITIONS + len(self.symbols), 0] = book["positions"]
         return env.step(action)
 
     # ------------------------------------------------------------------ candles
     def _fetch(self, since: int) -> dict[int, dict[int, list]]:
-        """``{asset: {ts: candle}}`` of every bar the exchange has from ``since`` (paged)."""
+        """``{asset: {ts: candle}}`` (ccxt's ``[ts, o, h, l, c, v]``) of every bar the exchange has from
+        ``since`` (paged): through ``exchange.ohlcv_arrays`` (numpy columns, no per-candle lists on
+        the exchange's side) when it has one, else ccxt's ``fetch_ohlcv``."""
+        arrays = getattr(self.exchange, "ohlcv_arrays", None)
         out: dict[int, dict[int, list]] = {}
         for i, sym in enumerate(self.symbols):
             bars: dict[int, list] = {}
             cursor = int(since)
             for _ in range(100_000):
-                page = self.exchange.fetch_ohlcv(sym, self.timeframe, since=cursor, limit=1000)
-                new = [c for c in page if int(c[0]) >= cursor and int(c[0]) not in bars]
-                for c in new:
-                    bars[int(c[0])] = c
-                if len(page) < 1000 or not new:
+                if arrays is not None:
+                    cols = arrays(sym, self.timeframe, since=cursor, limit=1000)
+                    page = list(zip(*(_floats(cols[f]) for f in _OHLCV_COLUMNS)))
+                else:
+                    page = self.exchange.fetch_ohlcv(sym, self.timeframe, since=cursor, limit=1000)
+                new = None
+                for c in page:
+                    t = int(c[0])
+                    if t >= cursor and t not in bars:
+                        bars[t], new = c, t
+                if len(page) < 1000 or new is None:
                     break
-                cursor = int(new[-1][0]) + self.tf_ms
+                cursor = new + self.tf_ms
             out[i] = bars
         return out
 
     def _feed(self, ts: int, fetched: dict[int, dict[int, list]]) -> None:
         """Feed closed bar ``ts`` (a missing bar as the store's gap policy marks it) to the online
-        factors; append its feature row and mask to the window; update the marks."""
+        factors; shift its feature row and mask into the window; update the marks."""
         A = len(self.symbols)
         bar = np.full((A, 5), np.nan)
-        ok = np.zeros(A, dtype=bool)
         for i in range(A):
             c = fetched.get(i, {}).get(ts)
-            if c is not None and all(math.isfinite(float(x)) for x in c[1:6]):
-                bar[i] = [float(x) for x in c[1:6]]
-                ok[i] = True
-                self._seen[i] = True
-                self._last_raw_close[i] = bar[i, 3]
-            elif self._seen[i]:  # a gap: the store's "mark" policy (last close carried, volume 0, untradable)
-                bar[i] = [self._last_raw_close[i]] * 4 + [0.0]
+            if c is not None:
+                bar[i] = c[1:6]
+        ok = np.isfinite(bar).all(axis=1)
+        if ok.all():  # (the common case: every asset delivered)
+            self._seen[:] = True
+            self._last_raw_close = bar[:, 3].copy()
+        else:
+            gap = ~ok & self._seen  # the store's "mark" policy: last close carried, volume 0, untradable
+            bar[~ok] = np.nan
+            bar[gap, :4] = self._last_raw_close[gap, None]
+            bar[gap, 4] = 0.0
+            self._seen |= ok
+            self._last_raw_close = np.where(ok, bar[:, 3], self._last_raw_close)
         row, tradable = self.online(int(ts), bar, ok)
         tradable = np.asarray(tradable, dtype=bool) & ok
         feats = np.asarray(row, dtype=np.float64).astype(np.float32)
-        self._rows.append(np.where(np.isfinite(feats) & tradable[:, None], feats, np.float32(0)))
-        self._masks.append(tradable.astype(np.float32))
+        self._feat[:-1] = self._feat[1:]
+        self._mask[:-1] = self._mask[1:]
+        self._feat[-1] = np.where(np.isfinite(feats) & tradable[:, None], feats, np.float32(0))
+        self._mask[-1] = tradable
+        self._n_fed += 1
         self._prev_mark = self._last_close.copy()
         self._last_close = np.where(tradable, bar[:, 3], self._last_close)  # the env's mark: last tradable close
         self._last_volume = np.where(tradable, bar[:, 4], self._last_volume)
@@ -255,26 +289,29 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         inv = 1.0 / b["equity"] if b["equity"] > 0.0 else 0.0
         return np.array([q * m * inv for q, m in zip(b["positions"].tolist(), self._last_close.tolist())])
 
-    def _window(self, rows: deque, n: int) -> list[np.ndarray]:
-        """The last ``n`` rows (zero rows in front when fewer were fed: outside every observation)."""
-        have = list(rows)[-n:]
-        return [np.zeros_like(have[0])] * (n - len(have)) + have
-
     def _obs(self) -> Any:
         """The observation of the last closed bar (the kernel's ``write_obs_nb``, in Python)."""
         b = self._book
         A, W = len(self.symbols), self.window
         equity = b["equity"]
         inv = 1.0 / equity if equity > 0.0 else 0.0
-        port = np.empty(A + 3, np.float32)
-        for i in range(A):
-            port[i] = b["positions"][i] * self._last_close[i] * inv
-        port[A] = b["cash"] * inv
-        port[A + 1] = equity / b["initial_cash"]
-        port[A + 2] = 1.0 - equity / b["peak"] if b["peak"] > 0.0 else 0.0
-        obs = np.concatenate([np.stack(self._window(self._rows, W)).reshape(-1),
-                              np.stack(self._window(self._masks, W)).reshape(-1), port]).astype(np.float32)
-        return split_obs(obs, W, A, len(self.feature_names)) if self._dict_obs else obs
+        obs = self._obs_buf
+        n_feat, n_mask = self._feat[1:].size, self._mask[1:].size
+        obs[:n_feat] = self._feat[1:].reshape(-1)
+        obs[n_feat:n_feat + n_mask] = self._mask[1:].reshape(-1)
+        port = n_feat + n_mask
+        for i, (q, m) in enumerate(zip(b["positions"].tolist(), self._last_close.tolist())):
+            obs[port + i] = q * m * inv
+        obs[port + A] = b["cash"] * inv
+        obs[port + A + 1] = equity / b["initial_cash"]
+        obs[port + A + 2] = 1.0 - equity / b["peak"] if b["peak"] > 0.0 else 0.0
+        out = obs.copy()
+        return split_obs(out, W, A, len(self.feature_names)) if self._dict_obs else out
+
+    def _returned(self, obs: Any) -> Any:
+        """Hash the observation handed to the caller once, for the decision taken on it."""
+        self._obs_hash = obs_hash(obs)
+        return obs
 
     def _event(self, kind: str, ts: int, **data: Any) -> None:
         if self.events is not None:
@@ -295,12 +332,13 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         until = self.start_ts if self.start_ts is not None else self._last_closed()
         since = 0 if self.history is None else until - (self.history - 1) * self.tf_ms
         self.bar_ts = None
-        self._rows.clear()
-        self._masks.clear()
+        self._feat[:] = 0.0
+        self._mask[:] = 0.0
+        self._n_fed = 0
         self._marks.clear()
         self._catch_up(since, until)
-        if len(self._rows) < self.window:
-            raise ConfigError(f"the exchange gave {len(self._rows)} closed bars; the policy's window needs {self.window}")
+        if self._n_fed < self.window:
+            raise ConfigError(f"the exchange gave {self._n_fed} closed bars; the policy's window needs {self.window}")
         cash, positions = self._balances()
         equity = self._mark(cash, positions)
         saved = options.get("book") or {}
@@ -317,14 +355,14 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         info = {"timestamp": self.bar_ts, "equity": equity, "cash": cash, "positions": positions.copy(),
                 "weights": self._weights(), "fees": 0.0, "slippage_cost": 0.0, "borrow_cost": 0.0, "funding": 0.0,
                 "turnover": 0.0, "trades": [], "status": "ok"}
-        return self._obs(), info
+        return self._returned(self._obs()), info
 
     def decide(self, action) -> list[dict]:
         """Record the decision (observation hash, action), plan and submit its orders; the first half
         of :meth:`step` (a runner that restarts mid-bar calls it again: the client ids repeat)."""
         t0 = time.perf_counter()
         act = np.asarray(action, dtype=np.float64).reshape(-1).tolist()
-        h = obs_hash(self._obs())
+        h = self._obs_hash if self._obs_hash is not None else obs_hash(self._obs())
         record = getattr(self.exchange, "record_decision", None)
         with self._batch():  # the decision and its orders: one commit, before the orders fill
             if record is not None:
@@ -360,11 +398,7 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         self.clock.wait_for_close(fill_ts, self.tf_ms)
         self.last_orders = [self._wait_fill(order, o) for order, o in zip(self.last_orders, self._planned)]
         self._catch_up(fill_ts, fill_ts)
-        rec = np.zeros((2, A, 5))
-        rec[0, :, :4] = self._prev_mark[:, None]
-        rec[1] = self._bar
-        ok = np.stack([self._prev_mark > 0, self._tradable])
-        self._load_shadow(self._window(self._rows, W + 1), self._window(self._masks, W + 1), rec, ok, fill_ts)
+        self._load_shadow(True, self._prev_mark, self._bar, self._tradable, fill_ts)
         before = self._before
         obs, reward, terminated, _, info = self._shadow_step(action, before)
         work = self._shadow.core.work
@@ -374,7 +408,7 @@ class LiveTradingEnv(OrderFlow, gym.Env):
                 "sharpe_square": float(work[STATE.sharpe_square, 0])}
         cash, positions = self._balances()
         self._book = book
-        if cash != book["cash"] or not np.array_equal(positions, book["positions"]):
+        if cash != book["cash"] or positions.tolist() != book["positions"].tolist():
             self._event("reconcile", fill_ts, cash=cash, expected_cash=book["cash"], positions=positions.tolist(),
                         expected_positions=book["positions"].tolist())
             equity = self._mark(cash, positions)
@@ -384,7 +418,7 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         info["timestamp"] = fill_ts
         info["orders"] = self.last_orders
         self._event("loop_book", fill_ts, **self.book())
-        return obs, reward, terminated, False, info
+        return self._returned(obs), reward, terminated, False, info
 
     def step(self, action):
         if self._book is None:

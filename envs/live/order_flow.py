@@ -28,33 +28,30 @@ class OrderFlow:
     def plan_orders(self, action) -> list[dict]:
         """The orders for ``action`` (no exchange call): dicts with symbol, side, amount, exact,
         clientOrderId (and targetWeight in weights mode); sells first, then buys, each in asset order."""
-        A, W, t = len(self.symbols), self.window, self.bar_ts
+        A, t = len(self.symbols), self.bar_ts
         b = self._book
         if self.order_mode == "weights":
             act = self._shadow._to_action(action) if not isinstance(action, np.ndarray) or action.ndim != 1 else action
             w = target_weights(self._shadow.core.config, np.asarray(act, dtype=np.float64), A)
-            held = self._weights()
+            held = self._weights().tolist()
+            marks, equity = self._last_close.tolist(), b["equity"]
+            warming = ((self._mask[-1] == 0) & self._delivered).tolist()
             orders = []
-            for i in range(A):
-                if math.isnan(w[i]) or (self._masks[-1][i] == 0 and self._delivered[i]):
+            for i, (wi, hi, mi, warm) in enumerate(zip(w.tolist(), held, marks, warming)):
+                if math.isnan(wi) or warm:
                     continue  # hold, or still in its warm-up: no order (a gap bar's asset gets its order; the
                     # exchange rejects it at the fill if that bar does not trade either, as the env does)
-                side = "buy" if w[i] > held[i] else "sell"
-                est = abs(w[i] - held[i]) * b["equity"] / self._last_close[i] if self._last_close[i] > 0 else 0.0
-                orders.append({"asset": i, "symbol": self.symbols[i], "side": side, "amount": est,
-                               "targetWeight": float(w[i]), "exact": bool(w[i] == 0.0),
+                est = abs(wi - hi) * equity / mi if mi > 0 else 0.0
+                orders.append({"asset": i, "symbol": self.symbols[i], "side": "buy" if wi > hi else "sell",
+                               "amount": est, "targetWeight": wi, "exact": wi == 0.0,
                                "clientOrderId": self._cid(t, self.symbols[i])})
             return orders
-        tradable = np.array([i in self._forming and self._masks[-1][i] > 0 for i in range(A)])
+        tradable = np.array([i in self._forming and self._mask[-1, i] > 0 for i in range(A)])
         ref = np.array([self._forming.get(i, self._last_close[i]) for i in range(A)])
-        rec = np.zeros((2, A, 5))
-        rec[0, :, :4] = self._last_close[:, None]
-        rec[1, :, :4] = ref[:, None]
-        rec[1, :, 4] = self._last_volume  # (the fill bar's volume is unknown: the last bar's stands in)
-        ok = np.stack([self._last_close > 0, tradable & (ref > 0)])
-        rows = self._window(self._rows, W) + [self._rows[-1]]
-        masks = self._window(self._masks, W) + [self._masks[-1]]
-        self._load_shadow(rows, masks, rec, ok, t + self.tf_ms)
+        bar = np.empty((A, 5))
+        bar[:, :4] = ref[:, None]
+        bar[:, 4] = self._last_volume  # (the fill bar's volume is unknown: the last bar's stands in)
+        self._load_shadow(False, self._last_close, bar, tradable & (ref > 0), t + self.tf_ms)
         self._shadow_step(action, b)
         fills = self._shadow.core.fills[0]
         after = self._shadow.core.out[0, OUT_WEIGHTS + A:OUT_WEIGHTS + 2 * A]
@@ -71,7 +68,9 @@ class OrderFlow:
 
     def _cid(self, bar_ts: int, symbol: str, attempt: int = 0):
         """The exchange's own client id form where it has one (``CcxtExchange.client_order_id``)."""
-        own = getattr(self.exchange, "client_order_id", None)
+        own = self.__dict__.get("_own_cid", False)
+        if own is False:
+            own = self._own_cid = getattr(self.exchange, "client_order_id", None)
         return own(bar_ts, symbol, attempt) if callable(own) else client_order_id(self.run_id, bar_ts, symbol, attempt)
 
     def submit(self, orders: list[dict]) -> list[dict]:
