@@ -48,3 +48,10 @@ def test_stratified_allocation_is_proportional_with_at_least_one_per_module():
     got = M.allocate(sizes, 160)
     assert sum(got.values()) == 160 and got["a"] == 29 and got["b"] == 23 and got["c"] == 3 and got["d"] == 2
     assert M.allocate({"a": 100, "b": 1}, 10) == {"a": 9, "b": 1}
+
+
+def test_a_mutant_key_parses_as_the_report_prints_it_and_in_colon_form():
+    assert M.parse_key("envs/core.py:142 core/NumberReplacer #61") == ("envs/core.py", 142, "core/NumberReplacer", 61)
+    assert M.parse_key("envs/core.py:142:core/NumberReplacer:61") == ("envs/core.py", 142, "core/NumberReplacer", 61)
+    with pytest.raises(ValueError):
+        M.parse_key("envs/core.py:142 core/NumberReplacer")  # no occurrence: ambiguous
