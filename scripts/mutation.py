@@ -84,6 +84,7 @@ _REFERENCE = ["tests/test_reference_step.py", "tests/test_autoreset.py"]
 _WIDER = ["tests/test_execution.py", "tests/test_env_mmap.py"]
 _ENGINE = [_BY_HAND, *_REFERENCE, "tests/test_mutants_engine.py", *_WIDER]
 _ENV_ADDED = "tests/test_mutants_env.py"  # (tests written for survivors of earlier runs)
+_CONFIG_ERRORS = "tests/test_env_api.py::test_bad_configuration_gives_clear_errors"  # (1 s; the file: 2 min)
 _VECTOR = "tests/test_vector_env.py"  # vector vs single env, batch layouts, autoreset (~6 s warm)
 
 #: module -> the tests run against each of its mutants (in this order; pytest stops at the first failure)
@@ -95,7 +96,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "envs/layouts.py": [*_ENGINE[:-2], _VECTOR, *_WIDER],
     "envs/intrinsics.py": _ENGINE,
     "envs/core.py": [*_ENGINE[:-2], _ENV_ADDED, _VECTOR, *_WIDER],
-    "envs/trading_env.py": [_BY_HAND, "tests/test_action_inputs.py", *_REFERENCE, _ENV_ADDED, *_WIDER],
+    "envs/trading_env.py": [_BY_HAND, "tests/test_action_inputs.py", _CONFIG_ERRORS, *_REFERENCE, _ENV_ADDED, *_WIDER],
     "envs/vector_env.py": [*_REFERENCE, "tests/test_mutants_engine.py", _VECTOR, *_WIDER],
     "envs/backtest.py": ["tests/test_backtest.py", *_REFERENCE, _ENV_ADDED, *_WIDER],
     "envs/metrics.py": ["tests/test_metrics.py", "tests/test_short_spans.py", "tests/test_backtest.py", _ENV_ADDED],

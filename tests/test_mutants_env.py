@@ -100,3 +100,28 @@ def test_a_box_action_of_the_wrong_length_is_refused_and_moves_nothing(dtype, n)
     obs_b, r_b, _, _, info_b = env.step(a)
     assert np.array_equal(obs_a, obs_b) and r_a == r_b and info_a["equity"] == info_b["equity"]
     assert info_a["timestamp"] == info_b["timestamp"]
+
+
+def test_a_curve_flat_up_to_float_round_off_has_an_undefined_sharpe_not_an_infinite_one():
+    """Equity that moves only in its last bits (returns of ~2e-16, std ~1e-16) is a flat curve: both
+    the std and the mean are float noise (below 1e-12), so the Sharpe ratio is 0/0 = nan, as for an
+    exactly flat curve, not mean/0 = inf."""
+    import math
+
+    from factorgym.envs import metrics
+
+    eq = 1000.0 + np.arange(6) * 1e-13
+    r = eq[1:] / eq[:-1] - 1.0
+    assert 0 < abs(r.mean()) < 1e-12 and r.std(ddof=1) < 1e-12  # the premise: noise, not a return
+    assert math.isnan(metrics.sharpe(r, 365.0))
+    assert math.isnan(metrics.compute_metrics(eq, bars_per_year=365)["sharpe"])
+    assert math.isnan(metrics.sharpe(np.zeros(5), 365.0))  # exactly flat: the same answer
+
+
+def test_cagr_of_an_empty_curve_is_undefined_like_the_total_return():
+    import math
+
+    from factorgym.envs import metrics
+
+    assert math.isnan(metrics.cagr([], 1.0)) and math.isnan(metrics.total_return([]))
+    assert metrics.cagr([100.0, 121.0], 2.0) == pytest.approx(0.1, rel=1e-12)  # 1.21 over two years: 10% a year

@@ -96,3 +96,25 @@ def test_train_z_scores_against_numpy_with_small_and_large_spreads_and_both_clip
     got = normalise_offline(x, cfg, stats)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
     assert (got == -2.5).any() and (got == 2.5).any() and ((got > -2.5) & (got < 0)).any()
+
+
+def test_online_train_normalisation_with_the_method_read_from_a_config_file(tmp_path):
+    """The method name comes from YAML (a new str object, not the literal 'train' of the code): the
+    online normaliser still applies the saved train statistics, row for row as offline."""
+    import yaml
+
+    from factorgym.data_layer.factors.normalise import NormaliseConfig, OnlineNormaliser, fit_train_stats, \
+        normalise_offline
+
+    (tmp_path / "n.yaml").write_text("method: train\nfit_end: 1970-01-01T10:00:00Z\nclip: 3.0\n")
+    cfg = NormaliseConfig.from_dict(yaml.safe_load((tmp_path / "n.yaml").read_text()))
+    assert cfg.method == "train" and cfg.fit_end == 10 * 3_600_000
+    rng = np.random.default_rng(4)
+    x = rng.normal(5.0, 2.0, size=(20, 2, 1))
+    ts = np.arange(20, dtype=np.int64) * 3_600_000
+    stats = fit_train_stats(x, ts, np.ones((20, 2), bool), cfg)
+    on = OnlineNormaliser(cfg, 2, 1, stats)
+    rows = np.stack([on.update(r) for r in x])
+    fit = x[:10].ravel()
+    np.testing.assert_allclose(rows, np.clip((x - fit.mean()) / fit.std(), -3.0, 3.0), rtol=1e-9)
+    np.testing.assert_array_equal(rows, normalise_offline(x, cfg, stats))
