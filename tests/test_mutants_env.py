@@ -125,3 +125,17 @@ def test_cagr_of_an_empty_curve_is_undefined_like_the_total_return():
 
     assert math.isnan(metrics.cagr([], 1.0)) and math.isnan(metrics.total_return([]))
     assert metrics.cagr([100.0, 121.0], 2.0) == pytest.approx(0.1, rel=1e-12)  # 1.21 over two years: 10% a year
+
+
+def test_the_price_error_names_the_first_bad_tradable_bar():
+    """Several bad prices on tradable bars: the error points at the earliest one (row and asset),
+    where a user starts fixing the data, not at the last."""
+    from factorgym.errors import DataValidationError
+
+    t = two_assets(T=12)
+    prices = np.array(t.prices)
+    prices[9, 0, 0] = np.nan  # X's open at row 9
+    prices[4, 1, 0] = -1.0  # Y's open at row 4: the first
+    bad = FactorTensor(t.features, prices, t.timestamps, t.symbols, t.feature_names, t.tradable, t.meta)
+    with pytest.raises(DataValidationError, match=r"^Y: open is -1.0 at row 4 \(timestamp 14400000\)"):
+        CryptoTradingEnv(bad)
