@@ -176,11 +176,11 @@ def snapshot(tree: Path = TREE, worktree: bool = False) -> str:
 
 
 def _pytest(module: str, cache: str, timeout: float | None = None, tests: list[str] | None = None,
-            tree: Path = TREE, quiet: bool = True) -> int | None:
+            tree: Path = TREE, quiet: bool = True, markers: str = "not slow") -> int | None:
     """Run ``module``'s tests in the snapshot (``-x``); the exit code, or None past ``timeout``."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache, HYPOTHESIS_PROFILE="mutation", PYTHONDONTWRITEBYTECODE="1",
                PYTHONPATH=str(tree))
-    cmd = [str(BIN / "python"), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+    cmd = [str(BIN / "python"), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", markers,
            *(tests or MODULE_TESTS[module])]
     try:
         out = subprocess.DEVNULL if quiet else None
@@ -358,11 +358,13 @@ def parse_key(key: str) -> tuple[str, int, str, int]:
     return module, int(line), operator, int(occurrence)
 
 
-def check(key: str, tests: list[str], mutant_only: bool = False) -> int:
+def check(key: str, tests: list[str], mutant_only: bool = False, slow: bool = False) -> int:
     """Apply ONE mutant to a fresh snapshot of the checkout (runs/mutation/check, uncommitted tests
     included) and run ``tests`` against it: 0 when the tests pass unmutated (unless ``mutant_only``)
     and fail mutated (the mutant is killed), 1 otherwise. Proves a test written for a survivor kills
-    it for the line the run reported (the mutated line is checked against the key)."""
+    it for the line the run reported (the mutated line is checked against the key). ``slow``: run
+    the tests marked slow too (the run leaves them out)."""
+    markers = "" if slow else "not slow"
     import cosmic_ray.plugins
     from cosmic_ray.mutating import _make_diff, use_mutation
 
@@ -372,7 +374,7 @@ def check(key: str, tests: list[str], mutant_only: bool = False) -> int:
     snapshot(tree, worktree=True)
     if not mutant_only:
         warm.mkdir(parents=True, exist_ok=True)
-        rc = _pytest(module, str(warm), tests=tests, tree=tree, quiet=False)
+        rc = _pytest(module, str(warm), tests=tests, tree=tree, quiet=False, markers=markers)
         print(f"# unmutated: pytest exit {rc}", flush=True)
         if rc != 0:
             return 1
@@ -392,7 +394,8 @@ def check(key: str, tests: list[str], mutant_only: bool = False) -> int:
             try:
                 if module not in COMPILED and warm.exists():
                     shutil.copytree(warm, cache, dirs_exist_ok=True)
-                rc = _pytest(module, cache, TIMEOUT[_group_of(module)], tests=tests, tree=tree, quiet=False)
+                rc = _pytest(module, cache, TIMEOUT[_group_of(module)], tests=tests, tree=tree, quiet=False,
+                             markers=markers)
             finally:
                 shutil.rmtree(cache, ignore_errors=True)
     finally:
@@ -542,6 +545,7 @@ def main() -> int:
     how.add_argument("--check", metavar="MUTANT", help="apply this one mutant ('module:line operator #occurrence', as "
                      "the report prints it) to a snapshot of the checkout and run the test files given as names")
     ap.add_argument("--mutant-only", action="store_true", help="with --check: skip the run on the unmutated source")
+    ap.add_argument("--slow", action="store_true", help="with --check: run the tests marked slow too")
     ap.add_argument("--seed", type=int, default=0, help="seed of the sample and of the order the mutants run in")
     ap.add_argument("--stop-at", metavar="HH:MM", help="start no mutant after this UTC time (then --resume continues)")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-module rows to this JSON file")
@@ -550,7 +554,7 @@ def main() -> int:
     if args.check:
         if args.names == list(GROUPS):
             ap.error("--check needs the test files to run")
-        return check(args.check, args.names, args.mutant_only)
+        return check(args.check, args.names, args.mutant_only, args.slow)
     modules = _modules(args.names, ap)
     if not (args.report or args.resume):
         dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *modules], cwd=REPO).returncode != 0

@@ -139,3 +139,24 @@ def test_the_price_error_names_the_first_bad_tradable_bar():
     bad = FactorTensor(t.features, prices, t.timestamps, t.symbols, t.feature_names, t.tradable, t.meta)
     with pytest.raises(DataValidationError, match=r"^Y: open is -1.0 at row 4 \(timestamp 14400000\)"):
         CryptoTradingEnv(bad)
+
+
+def test_a_vector_env_with_more_than_256_action_values_steps_each_env_as_a_single_env():
+    """130 envs x 2 assets = 260 action values (past CPython's cache of small ints, where 'is' on
+    equal ints stops working): the batch steps, and env i with action i gives what a single env
+    gives for that action from the same start."""
+    from factorgym.envs import CryptoTradingVectorEnv
+
+    N = 130
+    kw = dict(window=2, mapping="direct", long_only=False, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False))
+    venv = CryptoTradingVectorEnv(two_assets(), N, **kw)
+    venv.reset(options={"start": 1})
+    rng = np.random.default_rng(8)
+    actions = rng.uniform(-1, 1, (N, 2))
+    _, rewards, _, _, infos = venv.step(actions)
+    for i in (0, 77, N - 1):
+        env = CryptoTradingEnv(two_assets(), **kw)
+        env.reset(options={"start": 1})
+        _, r, _, _, info = env.step(actions[i])
+        assert rewards[i] == r and infos["equity"][i] == info["equity"]
