@@ -368,7 +368,12 @@ def check(key: str, tests: list[str], mutant_only: bool = False, slow: bool = Fa
     import cosmic_ray.plugins
     from cosmic_ray.mutating import _make_diff, use_mutation
 
+    import fcntl
+
     module, line, op_name, occurrence = parse_key(key)
+    (OUT / "check").mkdir(parents=True, exist_ok=True)
+    lock = open(OUT / "check" / "lock", "w")  # one check at a time: each rebuilds the one check tree
+    fcntl.flock(lock, fcntl.LOCK_EX)
     tree = OUT / "check" / "tree"
     warm = OUT / "check" / "numba-warm"
     snapshot(tree, worktree=True)

@@ -160,3 +160,36 @@ def test_a_vector_env_with_more_than_256_action_values_steps_each_env_as_a_singl
         env.reset(options={"start": 1})
         _, r, _, _, info = env.step(actions[i])
         assert rewards[i] == r and infos["equity"][i] == info["equity"]
+
+
+def test_a_start_of_exactly_1e11_is_a_time_in_ms_not_a_bar_index():
+    """backtest's start/end: an int >= 1e11 is epoch ms (documented), so 100_000_000_000 (1973-03-03
+    09:46:40 UTC) picks the bar stamped at that time, the same run as its bar index."""
+    from factorgym.envs.backtest import backtest
+
+    t = two_assets(T=30)
+    ts = 100_000_000_000 + (np.arange(30) - 10) * HOUR  # bar 10 is stamped exactly 1e11 ms
+    t = FactorTensor(t.features, t.prices, ts, t.symbols, t.feature_names, t.tradable, t.meta)
+    kw = dict(mapping="direct", window=3, execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    by_time = backtest(t, lambda obs: np.array([0.5, 0.2]), start=100_000_000_000, **kw)
+    by_index = backtest(t, lambda obs: np.array([0.5, 0.2]), start=10, **kw)
+    assert by_time.timestamps[0] == 100_000_000_000 and by_time.info["start_bar"] == 10
+    np.testing.assert_array_equal(by_time.equity, by_index.equity)
+
+
+def test_the_shared_price_records_keep_only_a_few_tensors():
+    """Price records (an env's largest array for a mapped tensor) are shared between envs over the
+    same read-only tensor, but the cache holds at most 4 tensors' records: 6 live tensors in turn do
+    not keep 6 copies alive."""
+    from factorgym.envs import core
+
+    tensors = []
+    for k in range(6):
+        t = two_assets(T=12 + k)
+        for a in (t.prices, t.tradable):
+            a.flags.writeable = False
+        tensors.append(t)
+        CryptoTradingEnv(t, window=2)
+    records = [r for _, r in core._RECORDS]
+    assert 1 <= len(records) <= 4
+    assert CryptoTradingEnv(tensors[-1], window=2).core.prices is records[-1]  # still shared for a live tensor
