@@ -193,3 +193,24 @@ def test_the_shared_price_records_keep_only_a_few_tensors():
     records = [r for _, r in core._RECORDS]
     assert 1 <= len(records) <= 4
     assert CryptoTradingEnv(tensors[-1], window=2).core.prices is records[-1]  # still shared for a live tensor
+
+
+@pytest.mark.parametrize("ms", [-3_600_000, -1e-3, 0])
+def test_bars_per_year_refuses_a_negative_or_zero_bar_length(ms):
+    from factorgym.envs.metrics import bars_per_year_from_ms
+
+    with pytest.raises(ValueError, match="timeframe_ms must be > 0"):
+        bars_per_year_from_ms(ms)
+
+
+@pytest.mark.parametrize("start,end", [(5, 5), (5, 3)])
+def test_a_vector_env_refuses_an_episode_end_at_or_before_its_start(start, end):
+    """options['end'] inside the data but not after the start is refused (an episode of no bars
+    would be truncated before its first step), like an end past the data."""
+    from factorgym.envs import CryptoTradingVectorEnv
+    from factorgym.errors import ConfigError
+
+    venv = CryptoTradingVectorEnv(two_assets(), 3, window=2, mapping="direct", long_only=False, random_start=False)
+    with pytest.raises(ConfigError, match=r"options\['end'\] must be after the start"):
+        venv.reset(options={"start": start, "end": end})
+    venv.reset(options={"start": start, "end": start + 1})  # one bar: accepted
