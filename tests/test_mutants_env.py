@@ -214,3 +214,23 @@ def test_a_vector_env_refuses_an_episode_end_at_or_before_its_start(start, end):
     with pytest.raises(ConfigError, match=r"options\['end'\] must be after the start"):
         venv.reset(options={"start": start, "end": end})
     venv.reset(options={"start": start, "end": start + 1})  # one bar: accepted
+
+
+def test_float32_and_float64_actions_mixed_in_one_episode_act_as_their_values():
+    """The single env compiles one entry point per action dtype on first use. An episode that starts
+    with float32 actions and then alternates with float64 ones steps exactly as an env given the
+    same values (float32 values are exact in float64) always as float64: each dtype reaches the
+    entry point compiled for it (the other one cannot unbox it: a TypeError mid-episode)."""
+    kw = dict(window=2, mapping="direct", long_only=False, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False))
+    mixed, ref = CryptoTradingEnv(two_assets(), **kw), CryptoTradingEnv(two_assets(), **kw)
+    mixed.reset(options={"start": 1})
+    ref.reset(options={"start": 1})
+    rng = np.random.default_rng(9)
+    for k in range(6):
+        a32 = rng.uniform(-0.9, 0.9, 2).astype(np.float32)
+        a = a32 if k % 2 == 0 else a32.astype(np.float64)
+        obs_m, r_m, _, _, info_m = mixed.step(a)
+        obs_r, r_r, _, _, info_r = ref.step(a32.astype(np.float64))
+        assert np.array_equal(obs_m, obs_r) and r_m == r_r, k
+        assert info_m["equity"] == info_r["equity"] and np.array_equal(info_m["positions"], info_r["positions"]), k
