@@ -141,3 +141,24 @@ def test_a_non_finite_value_in_any_slot_of_the_action_is_refused_and_moves_nothi
     obs_b, r_b, _, _, info_b = env.step(good)
     assert np.array_equal(obs_a, obs_b) and r_a == r_b and info_a["equity"] == info_b["equity"]
     assert np.array_equal(info_a["positions"], info_b["positions"]) and info_a["timestamp"] == info_b["timestamp"]
+
+
+def test_building_an_env_with_no_lot_rules_and_untradable_bars_raises_no_numpy_warning():
+    """Steps of 0 (no lot or price rule) and the zero volume of untradable bars store a reciprocal
+    of 0 ("no such term"), computed without a divide-by-zero warning (under -W error a warning
+    would be an exception in the user's code)."""
+    import warnings
+
+    from factorgym.envs.layouts import inverse
+
+    o = np.array([[100.0, 50.0], [101.0, 49.0], [102.0, 51.0], [103.0, 50.0]])
+    prices = np.stack([o, o * 1.01, o * 0.99, o, np.full(o.shape, 1000.0)], axis=-1)
+    tradable = np.array([[True, False], [True, False], [True, True], [True, True]])
+    prices[~tradable] = np.nan
+    t = FactorTensor.from_arrays(np.zeros((4, 2, 1)), prices, np.arange(4) * HOUR, symbols=["X", "Y"],
+                                 tradable=tradable)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CryptoTradingEnv(t, mapping="direct", random_start=False,
+                         execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+        np.testing.assert_array_equal(inverse(np.array([0.0, 4.0, -2.0, 0.5])), [0.0, 0.25, 0.0, 2.0])
