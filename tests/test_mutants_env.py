@@ -234,3 +234,36 @@ def test_float32_and_float64_actions_mixed_in_one_episode_act_as_their_values():
         obs_r, r_r, _, _, info_r = ref.step(a32.astype(np.float64))
         assert np.array_equal(obs_m, obs_r) and r_m == r_r, k
         assert info_m["equity"] == info_r["equity"] and np.array_equal(info_m["positions"], info_r["positions"]), k
+
+
+def test_a_dict_observation_env_steps_to_dicts_holding_the_flat_envs_values():
+    """observation='dict': every step (not only reset) returns the dict, whose arrays hold exactly
+    the values of the flat observation of the same env and action."""
+    kw = dict(window=2, mapping="direct", long_only=False, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    flat, d = CryptoTradingEnv(two_assets(), **kw), CryptoTradingEnv(two_assets(), observation="dict", **kw)
+    flat.reset(options={"start": 1})
+    obs_d, _ = d.reset(options={"start": 1})
+    assert isinstance(obs_d, dict)
+    for a in ([0.5, -0.2], [0.0, 0.3]):
+        obs_f, *_ = flat.step(np.array(a))
+        obs_d, *_ = d.step(np.array(a))
+        assert isinstance(obs_d, dict)
+        got = np.sort(np.concatenate([np.ravel(v) for v in obs_d.values()]))
+        np.testing.assert_array_equal(got, np.sort(obs_f))  # the same values, rearranged
+
+
+def test_nan_features_on_tradable_bars_are_reported_once_and_a_clean_tensor_is_not(caplog):
+    import logging
+
+    t = two_assets()
+    with caplog.at_level(logging.WARNING):
+        CryptoTradingEnv(t, window=2)
+    assert "NaN/inf on tradable bars" not in caplog.text
+    feats = np.array(t.features)
+    feats[3, 0, 1] = np.nan
+    feats[5, 1, 0] = np.inf
+    bad = FactorTensor(feats, t.prices, t.timestamps, t.symbols, t.feature_names, t.tradable, t.meta)
+    with caplog.at_level(logging.WARNING):
+        CryptoTradingEnv(bad, window=2)
+    assert "2 feature values are NaN/inf on tradable bars; they are observed as 0" in caplog.text
