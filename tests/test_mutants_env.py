@@ -267,3 +267,20 @@ def test_nan_features_on_tradable_bars_are_reported_once_and_a_clean_tensor_is_n
     with caplog.at_level(logging.WARNING):
         CryptoTradingEnv(bad, window=2)
     assert "2 feature values are NaN/inf on tradable bars; they are observed as 0" in caplog.text
+
+
+def test_a_one_value_vector_env_takes_a_zero_d_action_array_as_its_value():
+    """1 env x 1 asset (signed): a 0-d float array, a Python float and a [1, 1] array are the same
+    one action value."""
+    from factorgym.envs import CryptoTradingVectorEnv
+
+    t = two_assets()
+    one = FactorTensor.from_arrays(np.array(t.features)[:, :1], np.array(t.prices)[:, :1], t.timestamps, symbols=["X"])
+    results = []
+    for a in (np.array(0.5), 0.5, np.array([[0.5]], np.float32)):
+        venv = CryptoTradingVectorEnv(one, 1, window=2, mapping="signed", long_only=False, random_start=False,
+                                      execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+        venv.reset(options={"start": 1})
+        _, rewards, _, _, infos = venv.step(a)
+        results.append((float(rewards[0]), float(infos["equity"][0])))
+    assert results[0] == results[1] == results[2] and results[0][1] != 10_000.0  # it traded (a fee was paid)
