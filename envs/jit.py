@@ -64,7 +64,9 @@ class EngineCacheLocator(caching._CacheLocator):
 
     @classmethod
     def from_function(cls, py_func, py_file):
-        if os.path.abspath(py_file) not in ENGINE_FILES:
+        # realpath, as _HERE: a module imported through a symlinked folder (factorgym/envs -> ../envs)
+        # must still be found, or its kernels fall back to numba's per-file stamp and go stale
+        if os.path.realpath(py_file) not in ENGINE_FILES:
             return None
         for locator in caching.CacheImpl._locator_classes:
             if locator is not cls:

@@ -38,6 +38,7 @@ Usage::
     python scripts/mutation.py [GROUP|MODULE ...] [--stratified N | --sample N] [--seed S] [--stop-at HH:MM]
     python scripts/mutation.py [GROUP|MODULE ...] --resume [--stop-at HH:MM]   # continue a stopped run
     python scripts/mutation.py --report [GROUP|MODULE ...]                     # reports of finished runs
+    python scripts/mutation.py --check "envs/core.py:142 core/NumberReplacer #61" tests/test_x.py [--mutant-only]
 
 Mutants judged equivalent (no behaviour of the program changes) are listed with the reason in
 :data:`EQUIVALENT` and left out of the score.
@@ -78,8 +79,13 @@ EXCLUDED_OPERATORS = [r"core/VariableInserter", r"core/VariableReplacer", r"core
 # signatures; the hand-worked case first (one signature, ~50 s cold), the random references after
 _BY_HAND = "tests/test_money_paths_by_hand.py"
 _REFERENCE = ["tests/test_reference_step.py", "tests/test_autoreset.py"]
-_ENGINE = [_BY_HAND, *_REFERENCE, "tests/test_mutants_engine.py"]
+# existing tests that killed survivors of the session-7 sample (fills, rounding, the five-bar run,
+# hypothesis invariants; mapped vs in-memory runs of every env): last, as they compile more signatures
+_WIDER = ["tests/test_execution.py", "tests/test_env_mmap.py"]
+_ENGINE = [_BY_HAND, *_REFERENCE, "tests/test_mutants_engine.py", *_WIDER]
 _ENV_ADDED = "tests/test_mutants_env.py"  # (tests written for survivors of earlier runs)
+_CONFIG_ERRORS = "tests/test_env_api.py::test_bad_configuration_gives_clear_errors"  # (1 s; the file: 2 min)
+_VECTOR = "tests/test_vector_env.py"  # vector vs single env, batch layouts, autoreset (~6 s warm)
 
 #: module -> the tests run against each of its mutants (in this order; pytest stops at the first failure)
 MODULE_TESTS: dict[str, list[str]] = {
@@ -87,18 +93,19 @@ MODULE_TESTS: dict[str, list[str]] = {
     "envs/actions.py": _ENGINE,
     "envs/phases.py": _ENGINE,
     "envs/kernels.py": _ENGINE,
-    "envs/layouts.py": _ENGINE,
+    "envs/layouts.py": [*_ENGINE[:-2], _VECTOR, *_WIDER],
     "envs/intrinsics.py": _ENGINE,
-    "envs/core.py": [*_ENGINE, _ENV_ADDED],
-    "envs/trading_env.py": [_BY_HAND, "tests/test_action_inputs.py", *_REFERENCE, _ENV_ADDED],
-    "envs/vector_env.py": [*_REFERENCE, "tests/test_mutants_engine.py"],
-    "envs/backtest.py": ["tests/test_backtest.py", *_REFERENCE, _ENV_ADDED],
-    "envs/metrics.py": ["tests/test_metrics.py", "tests/test_backtest.py", _ENV_ADDED],
+    "envs/core.py": [*_ENGINE[:-2], _ENV_ADDED, _VECTOR, *_WIDER],
+    "envs/trading_env.py": [_BY_HAND, "tests/test_action_inputs.py", _CONFIG_ERRORS, *_REFERENCE, _ENV_ADDED, *_WIDER],
+    "envs/vector_env.py": [*_REFERENCE, "tests/test_mutants_engine.py", _VECTOR, *_WIDER],
+    "envs/backtest.py": ["tests/test_backtest.py", *_REFERENCE, _ENV_ADDED, *_WIDER],
+    "envs/metrics.py": ["tests/test_metrics.py", "tests/test_short_spans.py", "tests/test_backtest.py", _ENV_ADDED],
     "data_layer/factors/custom.py": ["tests/test_factors_custom.py", "tests/test_factor_values.py",
                                      "tests/test_mutants_factors.py"],
     "data_layer/factors/normalise.py": ["tests/test_normalise.py", "tests/test_factors_custom.py",
                                         "tests/test_mutants_factors.py"],
-    "data_layer/store_merge.py": ["tests/test_store.py", "tests/test_no_silent_data_mistakes.py"],
+    "data_layer/store_merge.py": ["tests/test_store.py", "tests/test_store_partitions.py",
+                                  "tests/test_no_silent_data_mistakes.py"],
 }
 
 GROUPS: dict[str, list[str]] = {
@@ -141,31 +148,43 @@ def _db(module: str) -> Path:
     return OUT / f"{_stem(module)}.sqlite"
 
 
-def snapshot() -> str:
-    """Copy HEAD's files to :data:`TREE` with the package layout of the editable install (symlinks
-    factorgym/<layer> -> ../<layer>); returns HEAD's commit."""
+def snapshot(tree: Path = TREE, worktree: bool = False) -> str:
+    """Copy HEAD's files (``worktree``: the checkout's tracked and untracked files as they are now,
+    so a test not yet committed can be checked) to ``tree`` with the package layout of the editable
+    install (symlinks factorgym/<layer> -> ../<layer>); returns HEAD's commit."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, check=True, capture_output=True, text=True).stdout
-    shutil.rmtree(TREE, ignore_errors=True)
-    TREE.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(TREE)], input=archive, check=True)
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    if worktree:
+        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
+                               capture_output=True, text=True).stdout.split("\0")
+        for f in filter(None, files):
+            if (REPO / f).is_file() and not (REPO / f).is_symlink():
+                (tree / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / f, tree / f)
+    else:
+        archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     for layer in LAYERS:
-        (TREE / "factorgym" / layer).symlink_to(Path("..") / layer)
-    shared = OUT / "shared"
+        link = tree / "factorgym" / layer
+        if not link.exists():
+            link.symlink_to(Path("..") / layer)
+    shared = tree.parent / "shared"  # the tests find the shared data at <repo>/../shared
     if not shared.is_symlink() and (REPO.parent / "shared").exists():
         shared.symlink_to(REPO.parent / "shared")
     return head.strip()
 
 
-def _pytest(module: str, cache: str, timeout: float | None = None, tests: list[str] | None = None) -> int | None:
+def _pytest(module: str, cache: str, timeout: float | None = None, tests: list[str] | None = None,
+            tree: Path = TREE, quiet: bool = True, markers: str = "not slow") -> int | None:
     """Run ``module``'s tests in the snapshot (``-x``); the exit code, or None past ``timeout``."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache, HYPOTHESIS_PROFILE="mutation", PYTHONDONTWRITEBYTECODE="1",
-               PYTHONPATH=str(TREE))
-    cmd = [str(BIN / "python"), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+               PYTHONPATH=str(tree))
+    cmd = [str(BIN / "python"), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", markers,
            *(tests or MODULE_TESTS[module])]
     try:
-        return subprocess.run(cmd, cwd=TREE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              timeout=timeout).returncode
+        out = subprocess.DEVNULL if quiet else None
+        return subprocess.run(cmd, cwd=tree, env=env, stdout=out, stderr=out, timeout=timeout).returncode
     except subprocess.TimeoutExpired:  # (subprocess.run has killed pytest)
         return None
 
@@ -329,6 +348,67 @@ def execute(modules: list[str], seed: int, stop_at: float | None) -> None:
               f"{line['seconds']:6.0f}s {line['mutant']}", flush=True)
 
 
+def parse_key(key: str) -> tuple[str, int, str, int]:
+    """``"envs/core.py:142 core/NumberReplacer #61"`` (or ``envs/core.py:142:core/NumberReplacer:61``)
+    -> (module, line, operator, occurrence)."""
+    parts = key.replace(" #", ":").replace(" ", ":").split(":")
+    if len(parts) != 4:
+        raise ValueError(f"not a mutant key (module:line operator #occurrence): {key!r}")
+    module, line, operator, occurrence = parts
+    return module, int(line), operator, int(occurrence)
+
+
+def check(key: str, tests: list[str], mutant_only: bool = False, slow: bool = False) -> int:
+    """Apply ONE mutant to a fresh snapshot of the checkout (runs/mutation/check, uncommitted tests
+    included) and run ``tests`` against it: 0 when the tests pass unmutated (unless ``mutant_only``)
+    and fail mutated (the mutant is killed), 1 otherwise. Proves a test written for a survivor kills
+    it for the line the run reported (the mutated line is checked against the key). ``slow``: run
+    the tests marked slow too (the run leaves them out)."""
+    markers = "" if slow else "not slow"
+    import cosmic_ray.plugins
+    from cosmic_ray.mutating import _make_diff, use_mutation
+
+    import fcntl
+
+    module, line, op_name, occurrence = parse_key(key)
+    (OUT / "check").mkdir(parents=True, exist_ok=True)
+    lock = open(OUT / "check" / "lock", "w")  # one check at a time: each rebuilds the one check tree
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    tree = OUT / "check" / "tree"
+    warm = OUT / "check" / "numba-warm"
+    snapshot(tree, worktree=True)
+    if not mutant_only:
+        warm.mkdir(parents=True, exist_ok=True)
+        rc = _pytest(module, str(warm), tests=tests, tree=tree, quiet=False, markers=markers)
+        print(f"# unmutated: pytest exit {rc}", flush=True)
+        if rc != 0:
+            return 1
+    operator = cosmic_ray.plugins.get_operator(op_name)()
+    cwd = os.getcwd()
+    os.chdir(tree)
+    try:
+        with use_mutation(Path(module), operator, occurrence) as (before, after):
+            if after is None:
+                sys.exit(f"no occurrence {occurrence} of {op_name} in {module}")
+            diff = [d for d in _make_diff(before, after, module) if d[:1] in "+-" and d[:3] not in ("+++", "---")]
+            changed = [i + 1 for i, (a, b) in enumerate(zip(before.split("\n"), after.split("\n"))) if a != b]
+            print("# mutant:\n" + "\n".join("    " + d for d in diff), flush=True)
+            if line not in changed:
+                sys.exit(f"the mutant changes line(s) {changed}, not {line}: the source moved since the run")
+            cache = tempfile.mkdtemp(prefix="numba-check-")
+            try:
+                if module not in COMPILED and warm.exists():
+                    shutil.copytree(warm, cache, dirs_exist_ok=True)
+                rc = _pytest(module, cache, TIMEOUT[_group_of(module)], tests=tests, tree=tree, quiet=False,
+                             markers=markers)
+            finally:
+                shutil.rmtree(cache, ignore_errors=True)
+    finally:
+        os.chdir(cwd)
+    print(f"# mutated: pytest exit {rc} -> {'KILLED' if rc not in (0, None) else 'NOT killed'}")
+    return 0 if rc not in (0, None) else 1
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a proportion k/n."""
     if n == 0:
@@ -467,11 +547,19 @@ def main() -> int:
                      help="run N randomly chosen mutants in all, allocated to the modules in proportion to their sizes")
     how.add_argument("--resume", action="store_true", help="continue the pending mutants of the last run (same snapshot)")
     how.add_argument("--report", action="store_true", help="only print the reports of the modules' last runs")
+    how.add_argument("--check", metavar="MUTANT", help="apply this one mutant ('module:line operator #occurrence', as "
+                     "the report prints it) to a snapshot of the checkout and run the test files given as names")
+    ap.add_argument("--mutant-only", action="store_true", help="with --check: skip the run on the unmutated source")
+    ap.add_argument("--slow", action="store_true", help="with --check: run the tests marked slow too")
     ap.add_argument("--seed", type=int, default=0, help="seed of the sample and of the order the mutants run in")
     ap.add_argument("--stop-at", metavar="HH:MM", help="start no mutant after this UTC time (then --resume continues)")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-module rows to this JSON file")
     ap.add_argument("--markdown", action="store_true", help="also print the per-module table in Markdown")
     args = ap.parse_args()
+    if args.check:
+        if args.names == list(GROUPS):
+            ap.error("--check needs the test files to run")
+        return check(args.check, args.names, args.mutant_only, args.slow)
     modules = _modules(args.names, ap)
     if not (args.report or args.resume):
         dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *modules], cwd=REPO).returncode != 0

@@ -68,3 +68,21 @@ def test_the_engine_locator_names_the_source_file_as_numba_expects():
     locator = EngineCacheLocator.from_function(fn, execution.__file__)
     assert locator is not None and locator._py_file == execution.__file__
     assert locator.get_source_stamp() == locator.get_source_stamp() and len(locator.get_source_stamp()) == 64
+
+
+def test_an_engine_file_reached_through_a_symlinked_folder_gets_the_engine_locator(tmp_path):
+    """The package can be laid out with symlinks (factorgym/envs -> ../envs, as the mutation snapshot
+    does): numba then names the file by the link's path. The engine locator must still claim it, or
+    the kernel's cache is stamped by its own file only and a kernel compiled before an edit of
+    execution.py is served after it (a stale kernel)."""
+    from factorgym.envs import execution
+    from factorgym.envs.jit import EngineCacheLocator
+
+    link = tmp_path / "envs"
+    link.symlink_to(Path(execution.__file__).resolve().parent, target_is_directory=True)
+    via_link = str(link / "execution.py")
+    assert os.path.realpath(via_link) == str(Path(execution.__file__).resolve())  # the same file
+    locator = EngineCacheLocator.from_function(execution.process_order.py_func, via_link)
+    assert locator is not None  # old code (abspath) returned None: numba's own per-file locator took over
+    assert locator.get_source_stamp() == EngineCacheLocator.from_function(
+        execution.process_order.py_func, execution.__file__).get_source_stamp()

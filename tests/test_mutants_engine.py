@@ -112,3 +112,53 @@ def test_weights_are_reported_for_an_account_worth_less_than_one_unit():
     # buy 0.0025 X at 100, sell 0.005 Y at 50: cash 0.5; equity 0.5 + 0.0025 x 110 - 0.005 x 50 = 0.525
     assert info["equity"] == pytest.approx(0.525, abs=1e-15)
     assert list(info["weights"]) == pytest.approx([0.275 / 0.525, -0.25 / 0.525], abs=1e-12)
+
+
+
+def _two_asset_tensor() -> FactorTensor:
+    o = np.array([[100.0, 50.0], [101.0, 49.0], [102.0, 51.0], [103.0, 50.0]])
+    prices = np.stack([o, o * 1.01, o * 0.99, o, np.full(o.shape, 1000.0)], axis=-1)
+    return FactorTensor.from_arrays(np.zeros((4, 2, 1)), prices, np.arange(4) * HOUR, symbols=["X", "Y"])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("scheme,slot", [("simplex", 0), ("simplex", 1), ("simplex", 2), ("signed", 1)])
+def test_a_non_finite_value_in_any_slot_of_the_action_is_refused_and_moves_nothing(scheme, slot, bad):
+    """NaN or inf in ANY component of the action (not only the first; simplex has A + 1 = 3 slots,
+    the last for cash) makes it malformed: ValueError, and the env has not moved (its next valid
+    step equals a fresh env's first)."""
+    kw = dict(mapping=scheme, long_only=scheme == "simplex", initial_cash=1000.0, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, slippage_bps=5.0, use_market_rules=False))
+    env, fresh = CryptoTradingEnv(_two_asset_tensor(), **kw), CryptoTradingEnv(_two_asset_tensor(), **kw)
+    env.reset(options={"start": 0})
+    fresh.reset(options={"start": 0})
+    good = np.array([0.5, -0.5, 0.0] if scheme == "simplex" else [0.5, -0.5])
+    action = good.copy()
+    action[slot] = bad
+    with pytest.raises(ValueError, match="not in the action space"):
+        env.step(action)
+    obs_a, r_a, _, _, info_a = fresh.step(good)
+    obs_b, r_b, _, _, info_b = env.step(good)
+    assert np.array_equal(obs_a, obs_b) and r_a == r_b and info_a["equity"] == info_b["equity"]
+    assert np.array_equal(info_a["positions"], info_b["positions"]) and info_a["timestamp"] == info_b["timestamp"]
+
+
+def test_building_an_env_with_no_lot_rules_and_untradable_bars_raises_no_numpy_warning():
+    """Steps of 0 (no lot or price rule) and the zero volume of untradable bars store a reciprocal
+    of 0 ("no such term"), computed without a divide-by-zero warning (under -W error a warning
+    would be an exception in the user's code)."""
+    import warnings
+
+    from factorgym.envs.layouts import inverse
+
+    o = np.array([[100.0, 50.0], [101.0, 49.0], [102.0, 51.0], [103.0, 50.0]])
+    prices = np.stack([o, o * 1.01, o * 0.99, o, np.full(o.shape, 1000.0)], axis=-1)
+    tradable = np.array([[True, False], [True, False], [True, True], [True, True]])
+    prices[~tradable] = np.nan
+    t = FactorTensor.from_arrays(np.zeros((4, 2, 1)), prices, np.arange(4) * HOUR, symbols=["X", "Y"],
+                                 tradable=tradable)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CryptoTradingEnv(t, mapping="direct", random_start=False,
+                         execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+        np.testing.assert_array_equal(inverse(np.array([0.0, 4.0, -2.0, 0.5])), [0.0, 0.25, 0.0, 2.0])

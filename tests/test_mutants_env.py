@@ -100,3 +100,187 @@ def test_a_box_action_of_the_wrong_length_is_refused_and_moves_nothing(dtype, n)
     obs_b, r_b, _, _, info_b = env.step(a)
     assert np.array_equal(obs_a, obs_b) and r_a == r_b and info_a["equity"] == info_b["equity"]
     assert info_a["timestamp"] == info_b["timestamp"]
+
+
+def test_a_curve_flat_up_to_float_round_off_has_an_undefined_sharpe_not_an_infinite_one():
+    """Equity that moves only in its last bits (returns of ~2e-16, std ~1e-16) is a flat curve: both
+    the std and the mean are float noise (below 1e-12), so the Sharpe ratio is 0/0 = nan, as for an
+    exactly flat curve, not mean/0 = inf."""
+    import math
+
+    from factorgym.envs import metrics
+
+    eq = 1000.0 + np.arange(6) * 1e-13
+    r = eq[1:] / eq[:-1] - 1.0
+    assert 0 < abs(r.mean()) < 1e-12 and r.std(ddof=1) < 1e-12  # the premise: noise, not a return
+    assert math.isnan(metrics.sharpe(r, 365.0))
+    assert math.isnan(metrics.compute_metrics(eq, bars_per_year=365)["sharpe"])
+    assert math.isnan(metrics.sharpe(np.zeros(5), 365.0))  # exactly flat: the same answer
+
+
+def test_cagr_of_an_empty_curve_is_undefined_like_the_total_return():
+    import math
+
+    from factorgym.envs import metrics
+
+    assert math.isnan(metrics.cagr([], 1.0)) and math.isnan(metrics.total_return([]))
+    assert metrics.cagr([100.0, 121.0], 2.0) == pytest.approx(0.1, rel=1e-12)  # 1.21 over two years: 10% a year
+
+
+def test_the_price_error_names_the_first_bad_tradable_bar():
+    """Several bad prices on tradable bars: the error points at the earliest one (row and asset),
+    where a user starts fixing the data, not at the last."""
+    from factorgym.errors import DataValidationError
+
+    t = two_assets(T=12)
+    prices = np.array(t.prices)
+    prices[9, 0, 0] = np.nan  # X's open at row 9
+    prices[4, 1, 0] = -1.0  # Y's open at row 4: the first
+    bad = FactorTensor(t.features, prices, t.timestamps, t.symbols, t.feature_names, t.tradable, t.meta)
+    with pytest.raises(DataValidationError, match=r"^Y: open is -1.0 at row 4 \(timestamp 14400000\)"):
+        CryptoTradingEnv(bad)
+
+
+def test_a_vector_env_with_more_than_256_action_values_steps_each_env_as_a_single_env():
+    """130 envs x 2 assets = 260 action values (past CPython's cache of small ints, where 'is' on
+    equal ints stops working): the batch steps, and env i with action i gives what a single env
+    gives for that action from the same start."""
+    from factorgym.envs import CryptoTradingVectorEnv
+
+    N = 130
+    kw = dict(window=2, mapping="direct", long_only=False, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False))
+    venv = CryptoTradingVectorEnv(two_assets(), N, **kw)
+    venv.reset(options={"start": 1})
+    rng = np.random.default_rng(8)
+    actions = rng.uniform(-1, 1, (N, 2))
+    _, rewards, _, _, infos = venv.step(actions)
+    for i in (0, 77, N - 1):
+        env = CryptoTradingEnv(two_assets(), **kw)
+        env.reset(options={"start": 1})
+        _, r, _, _, info = env.step(actions[i])
+        assert rewards[i] == r and infos["equity"][i] == info["equity"]
+
+
+def test_a_start_of_exactly_1e11_is_a_time_in_ms_not_a_bar_index():
+    """backtest's start/end: an int >= 1e11 is epoch ms (documented), so 100_000_000_000 (1973-03-03
+    09:46:40 UTC) picks the bar stamped at that time, the same run as its bar index."""
+    from factorgym.envs.backtest import backtest
+
+    t = two_assets(T=30)
+    ts = 100_000_000_000 + (np.arange(30) - 10) * HOUR  # bar 10 is stamped exactly 1e11 ms
+    t = FactorTensor(t.features, t.prices, ts, t.symbols, t.feature_names, t.tradable, t.meta)
+    kw = dict(mapping="direct", window=3, execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    by_time = backtest(t, lambda obs: np.array([0.5, 0.2]), start=100_000_000_000, **kw)
+    by_index = backtest(t, lambda obs: np.array([0.5, 0.2]), start=10, **kw)
+    assert by_time.timestamps[0] == 100_000_000_000 and by_time.info["start_bar"] == 10
+    np.testing.assert_array_equal(by_time.equity, by_index.equity)
+
+
+def test_the_shared_price_records_keep_only_a_few_tensors():
+    """Price records (an env's largest array for a mapped tensor) are shared between envs over the
+    same read-only tensor, but the cache holds at most 4 tensors' records: 6 live tensors in turn do
+    not keep 6 copies alive."""
+    from factorgym.envs import core
+
+    tensors = []
+    for k in range(6):
+        t = two_assets(T=12 + k)
+        for a in (t.prices, t.tradable):
+            a.flags.writeable = False
+        tensors.append(t)
+        CryptoTradingEnv(t, window=2)
+    records = [r for _, r in core._RECORDS]
+    assert 1 <= len(records) <= 4
+    assert CryptoTradingEnv(tensors[-1], window=2).core.prices is records[-1]  # still shared for a live tensor
+
+
+@pytest.mark.parametrize("ms", [-3_600_000, -1e-3, 0])
+def test_bars_per_year_refuses_a_negative_or_zero_bar_length(ms):
+    from factorgym.envs.metrics import bars_per_year_from_ms
+
+    with pytest.raises(ValueError, match="timeframe_ms must be > 0"):
+        bars_per_year_from_ms(ms)
+
+
+@pytest.mark.parametrize("start,end", [(5, 5), (5, 3)])
+def test_a_vector_env_refuses_an_episode_end_at_or_before_its_start(start, end):
+    """options['end'] inside the data but not after the start is refused (an episode of no bars
+    would be truncated before its first step), like an end past the data."""
+    from factorgym.envs import CryptoTradingVectorEnv
+    from factorgym.errors import ConfigError
+
+    venv = CryptoTradingVectorEnv(two_assets(), 3, window=2, mapping="direct", long_only=False, random_start=False)
+    with pytest.raises(ConfigError, match=r"options\['end'\] must be after the start"):
+        venv.reset(options={"start": start, "end": end})
+    venv.reset(options={"start": start, "end": start + 1})  # one bar: accepted
+
+
+def test_float32_and_float64_actions_mixed_in_one_episode_act_as_their_values():
+    """The single env compiles one entry point per action dtype on first use. An episode that starts
+    with float32 actions and then alternates with float64 ones steps exactly as an env given the
+    same values (float32 values are exact in float64) always as float64: each dtype reaches the
+    entry point compiled for it (the other one cannot unbox it: a TypeError mid-episode)."""
+    kw = dict(window=2, mapping="direct", long_only=False, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False))
+    mixed, ref = CryptoTradingEnv(two_assets(), **kw), CryptoTradingEnv(two_assets(), **kw)
+    mixed.reset(options={"start": 1})
+    ref.reset(options={"start": 1})
+    rng = np.random.default_rng(9)
+    for k in range(6):
+        a32 = rng.uniform(-0.9, 0.9, 2).astype(np.float32)
+        a = a32 if k % 2 == 0 else a32.astype(np.float64)
+        obs_m, r_m, _, _, info_m = mixed.step(a)
+        obs_r, r_r, _, _, info_r = ref.step(a32.astype(np.float64))
+        assert np.array_equal(obs_m, obs_r) and r_m == r_r, k
+        assert info_m["equity"] == info_r["equity"] and np.array_equal(info_m["positions"], info_r["positions"]), k
+
+
+def test_a_dict_observation_env_steps_to_dicts_holding_the_flat_envs_values():
+    """observation='dict': every step (not only reset) returns the dict, whose arrays hold exactly
+    the values of the flat observation of the same env and action."""
+    kw = dict(window=2, mapping="direct", long_only=False, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    flat, d = CryptoTradingEnv(two_assets(), **kw), CryptoTradingEnv(two_assets(), observation="dict", **kw)
+    flat.reset(options={"start": 1})
+    obs_d, _ = d.reset(options={"start": 1})
+    assert isinstance(obs_d, dict)
+    for a in ([0.5, -0.2], [0.0, 0.3]):
+        obs_f, *_ = flat.step(np.array(a))
+        obs_d, *_ = d.step(np.array(a))
+        assert isinstance(obs_d, dict)
+        got = np.sort(np.concatenate([np.ravel(v) for v in obs_d.values()]))
+        np.testing.assert_array_equal(got, np.sort(obs_f))  # the same values, rearranged
+
+
+def test_nan_features_on_tradable_bars_are_reported_once_and_a_clean_tensor_is_not(caplog):
+    import logging
+
+    t = two_assets()
+    with caplog.at_level(logging.WARNING):
+        CryptoTradingEnv(t, window=2)
+    assert "NaN/inf on tradable bars" not in caplog.text
+    feats = np.array(t.features)
+    feats[3, 0, 1] = np.nan
+    feats[5, 1, 0] = np.inf
+    bad = FactorTensor(feats, t.prices, t.timestamps, t.symbols, t.feature_names, t.tradable, t.meta)
+    with caplog.at_level(logging.WARNING):
+        CryptoTradingEnv(bad, window=2)
+    assert "2 feature values are NaN/inf on tradable bars; they are observed as 0" in caplog.text
+
+
+def test_a_one_value_vector_env_takes_a_zero_d_action_array_as_its_value():
+    """1 env x 1 asset (signed): a 0-d float array, a Python float and a [1, 1] array are the same
+    one action value."""
+    from factorgym.envs import CryptoTradingVectorEnv
+
+    t = two_assets()
+    one = FactorTensor.from_arrays(np.array(t.features)[:, :1], np.array(t.prices)[:, :1], t.timestamps, symbols=["X"])
+    results = []
+    for a in (np.array(0.5), 0.5, np.array([[0.5]], np.float32)):
+        venv = CryptoTradingVectorEnv(one, 1, window=2, mapping="signed", long_only=False, random_start=False,
+                                      execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+        venv.reset(options={"start": 1})
+        _, rewards, _, _, infos = venv.step(a)
+        results.append((float(rewards[0]), float(infos["equity"][0])))
+    assert results[0] == results[1] == results[2] and results[0][1] != 10_000.0  # it traded (a fee was paid)

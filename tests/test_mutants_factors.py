@@ -61,3 +61,60 @@ def test_train_stats_of_a_feature_without_valid_bars_are_zero_without_numpy_warn
         assert stats["count"] == [10, 0]
         np.testing.assert_allclose(stats["mean"], [a0.mean(), 0.0], rtol=1e-12, atol=0)
         np.testing.assert_allclose(stats["std"], [a0.std(), 0.0], rtol=1e-12, atol=0)
+
+
+def test_price_position_of_a_coin_priced_below_one_against_pandas():
+    """A coin quoted at ~0.1 (ranges far below 1 unit): the position is still (close - low) / range,
+    not rescaled by the price level."""
+    from _factor_data import HOUR, random_ohlcv
+    from factorgym.data_layer.factors.base import CandlePanel
+
+    x = random_ohlcv(80, 1, seed=3) * np.array([1e-3, 1e-3, 1e-3, 1e-3, 1.0])  # prices ~0.1, volume as is
+    p = CandlePanel.from_arrays(np.arange(80, dtype=np.int64) * HOUR, x, ["S0/USD"])
+    got = factor_from_config({"kind": "custom", "name": "price_position"}).compute(p)[:, 0, 0]
+    c, hi, lo = pd.Series(x[:, 0, 3]), pd.Series(x[:, 0, 1]).rolling(24).max(), pd.Series(x[:, 0, 2]).rolling(24).min()
+    want = ((c - lo) / (hi - lo)).to_numpy()
+    assert np.nanmax(want) - np.nanmin(want) > 0.5  # the check spans the range, not one corner
+    np.testing.assert_allclose(got, want, rtol=1e-9, equal_nan=True)
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 250.0])
+def test_train_z_scores_against_numpy_with_small_and_large_spreads_and_both_clip_bounds(scale):
+    """method 'train': z = clip((x - mean) / std, -clip, clip) with the fit range's pooled mean and
+    population std, computed here with plain numpy; spreads far below 1 (a factor in returns) are
+    scaled, not treated as flat, and the lower bound is -clip."""
+    from factorgym.data_layer.factors.normalise import NormaliseConfig, fit_train_stats, normalise_offline
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(0.3 * scale, scale, size=(60, 2, 1))
+    x[45:, 0, 0] = np.linspace(-6, 6, 15) * scale + 0.3 * scale  # far outside both bounds after the fit
+    ts = np.arange(60, dtype=np.int64) * 3_600_000
+    cfg = NormaliseConfig(method="train", fit_end=int(ts[40]), clip=2.5)
+    stats = fit_train_stats(x, ts, np.ones((60, 2), bool), cfg)
+    fit = x[:40].ravel()
+    want = np.clip((x - fit.mean()) / fit.std(), -2.5, 2.5)
+    got = normalise_offline(x, cfg, stats)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert (got == -2.5).any() and (got == 2.5).any() and ((got > -2.5) & (got < 0)).any()
+
+
+def test_online_train_normalisation_with_the_method_read_from_a_config_file(tmp_path):
+    """The method name comes from YAML (a new str object, not the literal 'train' of the code): the
+    online normaliser still applies the saved train statistics, row for row as offline."""
+    import yaml
+
+    from factorgym.data_layer.factors.normalise import NormaliseConfig, OnlineNormaliser, fit_train_stats, \
+        normalise_offline
+
+    (tmp_path / "n.yaml").write_text("method: train\nfit_end: 1970-01-01T10:00:00Z\nclip: 3.0\n")
+    cfg = NormaliseConfig.from_dict(yaml.safe_load((tmp_path / "n.yaml").read_text()))
+    assert cfg.method == "train" and cfg.fit_end == 10 * 3_600_000
+    rng = np.random.default_rng(4)
+    x = rng.normal(5.0, 2.0, size=(20, 2, 1))
+    ts = np.arange(20, dtype=np.int64) * 3_600_000
+    stats = fit_train_stats(x, ts, np.ones((20, 2), bool), cfg)
+    on = OnlineNormaliser(cfg, 2, 1, stats)
+    rows = np.stack([on.update(r) for r in x])
+    fit = x[:10].ravel()
+    np.testing.assert_allclose(rows, np.clip((x - fit.mean()) / fit.std(), -3.0, 3.0), rtol=1e-9)
+    np.testing.assert_array_equal(rows, normalise_offline(x, cfg, stats))

@@ -34,7 +34,7 @@ def test_annotation_spans_cover_annotations_only(tmp_path, monkeypatch):
 def test_every_module_maps_to_existing_tests_and_listed_mutants_name_real_lines():
     for module, tests in M.MODULE_TESTS.items():
         assert (ROOT / module).exists(), module
-        assert tests and all((ROOT / t).exists() for t in tests), module
+        assert tests and all((ROOT / t.split("::")[0]).exists() for t in tests), module  # (a file or a test id)
     assert {m for mods in M.GROUPS.values() for m in mods} == set(M.MODULE_TESTS)
     for name in ("mutation_equivalent.json", "mutation_killed_by_added_tests.json"):
         for key in json.loads((ROOT / "scripts" / name).read_text()):
@@ -48,3 +48,10 @@ def test_stratified_allocation_is_proportional_with_at_least_one_per_module():
     got = M.allocate(sizes, 160)
     assert sum(got.values()) == 160 and got["a"] == 29 and got["b"] == 23 and got["c"] == 3 and got["d"] == 2
     assert M.allocate({"a": 100, "b": 1}, 10) == {"a": 9, "b": 1}
+
+
+def test_a_mutant_key_parses_as_the_report_prints_it_and_in_colon_form():
+    assert M.parse_key("envs/core.py:142 core/NumberReplacer #61") == ("envs/core.py", 142, "core/NumberReplacer", 61)
+    assert M.parse_key("envs/core.py:142:core/NumberReplacer:61") == ("envs/core.py", 142, "core/NumberReplacer", 61)
+    with pytest.raises(ValueError):
+        M.parse_key("envs/core.py:142 core/NumberReplacer")  # no occurrence: ambiguous
