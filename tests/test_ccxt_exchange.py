@@ -166,9 +166,11 @@ def _no_secret_anywhere(tmp_path, log_text):
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
     db = sqlite3.connect(tmp_path / "state" / "events.sqlite")
-    text = "\n".join(row[0] for row in db.execute("SELECT payload FROM events"))
+    # format 2: per-bar kinds are MessagePack BLOBs, the others JSON text; scan both as bytes
+    payloads = [row[0] if isinstance(row[0], bytes) else row[0].encode() for row in db.execute("SELECT payload FROM events")]
     db.close()
-    assert KEY not in text and SECRET not in text
+    blob = b"\n".join(payloads)
+    assert KEY.encode() not in blob and SECRET.encode() not in blob
 
 
 def test_no_answer_at_all_stops_without_resending(fake, tmp_path, monkeypatch):
