@@ -80,6 +80,7 @@ def _feed(x: np.ndarray, symbols: list[str]):
 
 def decision_latency(n_bars: int, qlib: bool) -> None:
     from factorgym.data_layer.factors.online import OnlineFactors
+    from factorgym.envs.live.candle_panel import CandlePanel
     from factorgym.envs.live.live_env import LiveTradingEnv
 
     A, W = 4, 8
@@ -138,13 +139,11 @@ def decision_latency(n_bars: int, qlib: bool) -> None:
                     qlib_s[0] += time.perf_counter() - t
 
             o.update = timed
-    fetched_rows = {i: {} for i in range(A)}
     for k in range(n_bars):
         t = warm + 1 + k  # bar t closes: its candles arrive (fetched before the clock starts: round trips excluded)
-        for i in range(A):
-            fetched_rows[i] = {t * HOUR: [t * HOUR, *x[t, i].tolist()], (t + 1) * HOUR: [(t + 1) * HOUR, *x[t + 1, i, :1].tolist() * 4, 0.0]}
+        fetched = CandlePanel(np.array([t * HOUR]), x[t:t + 1].copy())
         t0 = time.perf_counter()
-        env._feed(t * HOUR, fetched_rows)
+        env._feed(t * HOUR, fetched)
         t1 = time.perf_counter()
         env._forming = {i: float(x[t + 1, i, 0]) for i in range(A)}
         obs = env._obs()

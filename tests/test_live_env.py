@@ -76,36 +76,37 @@ def _recording(policy, hashes, actions):
 
 
 def _paper_class(candles_path: str):
-    """The paper exchange serving the loop its candles as ccxt lists (``fetch_ohlcv`` only) or as numpy
-    columns (``ohlcv_arrays``; made from ``fetch_ohlcv`` if the exchange has none), counting the calls."""
+    """The paper exchange serving the loop its candles as one panel of all symbols (``ohlcv_panel``),
+    as numpy columns per symbol (``ohlcv_arrays``) or as ccxt lists (``fetch_ohlcv`` only),
+    counting the calls."""
     from factorgym.envs.live.paper import PaperExchange
 
-    own = getattr(PaperExchange, "ohlcv_arrays", None)
+    def ohlcv_panel(self, *args, **kwargs):
+        self.calls["panel"] += 1
+        return PaperExchange.ohlcv_panel(self, *args, **kwargs)
 
-    def from_lists(self, symbol, timeframe="1h", since=None, limit=None):
-        rows = np.array(PaperExchange.fetch_ohlcv(self, symbol, timeframe, since=since, limit=limit), np.float64).reshape(-1, 6)
-        return {"time": rows[:, 0].astype(np.int64), **{f: rows[:, k + 1] for k, f in enumerate(FIELDS)}}
-
-    def ohlcv_arrays(self, symbol, timeframe="1h", since=None, limit=None):
+    def ohlcv_arrays(self, *args, **kwargs):
         self.calls["arrays"] += 1
-        return (own or from_lists)(self, symbol, timeframe, since=since, limit=limit)
+        return PaperExchange.ohlcv_arrays(self, *args, **kwargs)
 
     def fetch_ohlcv(self, *args, **kwargs):
         self.calls["lists"] += 1
         return PaperExchange.fetch_ohlcv(self, *args, **kwargs)
 
     def init(self, *args, **kwargs):
-        self.calls = {"arrays": 0, "lists": 0}
+        self.calls = {"panel": 0, "arrays": 0, "lists": 0}
         PaperExchange.__init__(self, *args, **kwargs)
 
-    return type("CountingPaper", (PaperExchange,), {"__init__": init, "fetch_ohlcv": fetch_ohlcv,
-                                                    "ohlcv_arrays": ohlcv_arrays if candles_path == "arrays" else None})
+    return type("CountingPaper", (PaperExchange,), {
+        "__init__": init, "fetch_ohlcv": fetch_ohlcv,
+        "ohlcv_panel": ohlcv_panel if candles_path == "panel" else None,
+        "ohlcv_arrays": ohlcv_arrays if candles_path in ("panel", "arrays") else None})
 
 
 FIELDS = ["open", "high", "low", "close", "volume"]
 
 
-def _live_run(tensor, candles, policy, start, end, window, state_dir, run_id="parity", candles_path="arrays"):
+def _live_run(tensor, candles, policy, start, end, window, state_dir, run_id="parity", candles_path="panel"):
     from factorgym.envs.live.live_env import LiveTradingEnv, ReplayClock
 
     feed = _feed(candles)
@@ -135,9 +136,10 @@ def market(tmp_path_factory):
     return candles, tensor
 
 
-@pytest.mark.parametrize("candles_path", ["arrays", "lists"])
+@pytest.mark.parametrize("candles_path", ["panel", "arrays", "lists"])
 def test_replay_equals_backtest(market, tmp_path, candles_path):
-    """Either way the loop reads its candles (numpy columns, ccxt lists), the replay is the backtest."""
+    """Whichever way the loop reads its candles (one panel, numpy columns per symbol, ccxt lists),
+    the replay is the backtest."""
     candles, tensor = market
     window = 4
     start, end = tensor.n_bars - 110, tensor.n_bars - 1
@@ -150,7 +152,8 @@ def test_replay_equals_backtest(market, tmp_path, candles_path):
     assert (~tensor.tradable[start:end, 2]).sum() >= 3  # the gap bars fall inside the replay
     equity, hashes, actions, ex = _live_run(tensor, candles, policy, start, end, window, tmp_path / "state",
                                             candles_path=candles_path)
-    assert ex.calls[candles_path] >= end - start and ex.calls["arrays" if candles_path == "lists" else "lists"] == 0
+    assert ex.calls[candles_path] >= end - start
+    assert sum(ex.calls.values()) == ex.calls[candles_path]  # (only that path)
     assert hashes == b_hashes[: end - start - 1]
     assert all(np.array_equal(a, b) for a, b in zip(actions, b_actions))
     np.testing.assert_allclose(equity, res.equity, rtol=1e-9, atol=0)

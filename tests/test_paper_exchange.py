@@ -396,6 +396,31 @@ def test_ohlcv_arrays_are_fetch_ohlcvs_rows(tmp_path, since, limit):
     ex.close()
 
 
+@pytest.mark.parametrize("since, limit", [(None, None), (None, 5), (19 * H, 3), (20 * H, 2), (0, 0), (500 * H, None)])
+@pytest.mark.parametrize("symbols", [SYMBOLS, ["SOL/USDT", "ETH/USDT"], ["ETH/USDT"]])
+def test_ohlcv_panel_holds_each_symbols_fetch_ohlcv_rows(tmp_path, since, limit, symbols):
+    """The panel (any symbols, any order) is fetch_ohlcv's candles of each symbol, NaN where it has
+    none; its times are the bars at which any of them traded (ETH alone misses 20-22: no rows)."""
+    tensor = _tensor(T=40)  # (ETH misses bars 20-22)
+    ex = PaperExchange(tensor, state_dir=tmp_path)
+    ex.advance(H)
+    ex.advance(30 * H)
+    got = ex.ohlcv_panel(symbols, "1h", since=since, limit=limit)
+    times, ohlcv = got["time"], got["ohlcv"]
+    assert times.dtype == np.int64 and ohlcv.dtype == np.float64 and ohlcv.shape == (len(times), len(symbols), 5)
+    for j, sym in enumerate(symbols):
+        rows = [[t, *r] for t, r in zip(times.tolist(), ohlcv[:, j].tolist()) if not math.isnan(r[0])]
+        full = ex.fetch_ohlcv(sym, "1h", since=since)
+        assert rows == [c for c in full if c[0] in set(times.tolist())]  # (a limit cuts bar times, not candles)
+        assert np.isnan(ohlcv[:, j]).all(axis=1).sum() == len(times) - len(rows)
+    every = ex.ohlcv_panel(symbols, "1h", since=since)["time"].tolist()
+    assert times.tolist() == (every if limit is None else every[:limit])
+    assert every == sorted({c[0] for s in symbols for c in ex.fetch_ohlcv(s, "1h", since=since)})
+    with pytest.raises(BadSymbol):
+        ex.ohlcv_panel(["XRP/USDT"], "1h")
+    ex.close()
+
+
 def test_group_commit_defers_commits_and_commit_writes_them(tmp_path, monkeypatch):
     import sqlite3
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from factorgym.envs.config import ExecutionConfig, resolve_per_symbol
 from factorgym.envs.layouts import PRICE, STATE, STATE_POSITIONS
+from factorgym.envs.live.candle_panel import CandlePanel, fetch_panel
 from factorgym.envs.live.loop_parts import (  # noqa: F401 - Clock, SystemClock, ReplayClock, obs_hash: public here too
     Clock, ReplayClock, SystemClock, catch_up_book, fill_bar_record, market_rules_from_markets, obs_hash,
 )
@@ -48,13 +49,6 @@ from factorgym.envs.spaces import split_obs
 from factorgym.errors import ConfigError
 
 log = logging.getLogger(__name__)
-_OHLCV_COLUMNS = ("time", "open", "high", "low", "close", "volume")  # of ``exchange.ohlcv_arrays``
-
-
-def _floats(column: Any) -> list:
-    """A column of ``ohlcv_arrays`` as a list (numpy's ``tolist``: no per-value conversion in Python)."""
-    return column.tolist() if type(column) is np.ndarray else list(column)
-
 #: ``online(ts, bar [A, 5] float64 OHLCV (NaN = no bar), store_ok bool [A]) -> (row float64 [A, F], tradable bool [A])``
 OnlineRows = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -191,41 +185,25 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         return env.step(action)
 
     # ------------------------------------------------------------------ candles
-    def _fetch(self, since: int) -> dict[int, dict[int, list]]:
-        """``{asset: {ts: candle}}`` (ccxt's ``[ts, o, h, l, c, v]``) of every bar the exchange has from
-        ``since`` (paged): through ``exchange.ohlcv_arrays`` (numpy columns, no per-candle lists on
-        the exchange's side) when it has one, else ccxt's ``fetch_ohlcv``."""
-        arrays = getattr(self.exchange, "ohlcv_arrays", None)
-        out: dict[int, dict[int, list]] = {}
-        for i, sym in enumerate(self.symbols):
-            bars: dict[int, list] = {}
-            cursor = int(since)
-            for _ in range(100_000):
-                if arrays is not None:
-                    cols = arrays(sym, self.timeframe, since=cursor, limit=1000)
-                    page = list(zip(*(_floats(cols[f]) for f in _OHLCV_COLUMNS)))
-                else:
-                    page = self.exchange.fetch_ohlcv(sym, self.timeframe, since=cursor, limit=1000)
-                new = None
-                for c in page:
-                    t = int(c[0])
-                    if t >= cursor and t not in bars:
-                        bars[t], new = c, t
-                if len(page) < 1000 or new is None:
-                    break
-                cursor = new + self.tf_ms
-            out[i] = bars
-        return out
+    def _fetch(self, since: int) -> CandlePanel:
+        """Every candle the exchange has from ``since`` (paged), as one panel: through the exchange's
+        ``ohlcv_panel`` (all symbols in one call: the paper exchange) or ``ohlcv_arrays`` (numpy
+        columns) when it has one, else ccxt's ``fetch_ohlcv``."""
+        panel, arrays = (getattr(self.exchange, k, None) for k in ("ohlcv_panel", "ohlcv_arrays"))
+        tf = self.timeframe
+        if panel is not None:
+            return fetch_panel(self.symbols, since, self.tf_ms,
+                               ohlcv_panel=lambda s, since, limit: panel(s, tf, since=since, limit=limit))
+        if arrays is not None:
+            return fetch_panel(self.symbols, since, self.tf_ms,
+                               ohlcv_arrays=lambda s, since, limit: arrays(s, tf, since=since, limit=limit))
+        return fetch_panel(self.symbols, since, self.tf_ms,
+                           fetch_ohlcv=lambda s, since, limit: self.exchange.fetch_ohlcv(s, tf, since=since, limit=limit))
 
-    def _feed(self, ts: int, fetched: dict[int, dict[int, list]]) -> None:
+    def _feed(self, ts: int, fetched: CandlePanel) -> None:
         """Feed closed bar ``ts`` (a missing bar as the store's gap policy marks it) to the online
         factors; shift its feature row and mask into the window; update the marks."""
-        A = len(self.symbols)
-        bar = np.full((A, 5), np.nan)
-        for i in range(A):
-            c = fetched.get(i, {}).get(ts)
-            if c is not None:
-                bar[i] = c[1:6]
+        bar = fetched.bar(ts)
         ok = np.isfinite(bar).all(axis=1)
         if ok.all():  # (the common case: every asset delivered)
             self._seen[:] = True
@@ -239,33 +217,32 @@ class LiveTradingEnv(OrderFlow, gym.Env):
             self._last_raw_close = np.where(ok, bar[:, 3], self._last_raw_close)
         row, tradable = self.online(int(ts), bar, ok)
         tradable = np.asarray(tradable, dtype=bool) & ok
-        feats = np.asarray(row, dtype=np.float64).astype(np.float32)
+        feats = np.asarray(row, dtype=np.float32)
         self._feat[:-1] = self._feat[1:]
         self._mask[:-1] = self._mask[1:]
         self._feat[-1] = np.where(np.isfinite(feats) & tradable[:, None], feats, np.float32(0))
         self._mask[-1] = tradable
         self._n_fed += 1
-        self._prev_mark = self._last_close.copy()
+        self._prev_mark = self._last_close
         self._last_close = np.where(tradable, bar[:, 3], self._last_close)  # the env's mark: last tradable close
         self._last_volume = np.where(tradable, bar[:, 4], self._last_volume)
         self._bar, self._tradable, self._delivered = bar, tradable, ok
-        self._marks.append((int(ts), self._last_close.copy()))
+        self._marks.append((int(ts), self._last_close))
         self.bar_ts = int(ts)
 
     def _catch_up(self, since: int, until: int) -> None:
         """Feed every closed bar after the last one fed (from ``since`` on the first call) up to
         ``until`` (open time); remember the forming bar's opens."""
-        fetched = self._fetch(since if self.bar_ts is None else self.bar_ts + self.tf_ms)
         first = since if self.bar_ts is None else self.bar_ts + self.tf_ms
+        fetched = self._fetch(first)
         if self.bar_ts is None:
-            starts = [min(b) for b in fetched.values() if b]
-            if not starts:
+            start = fetched.first_time()
+            if start is None:
                 raise ConfigError(f"the exchange returned no candles for {self.symbols} ({self.timeframe}) since {since}")
-            first = max(first, min(starts))
+            first = max(first, start)
         for ts in range(int(first), int(until) + 1, self.tf_ms):
             self._feed(ts, fetched)
-        nxt = int(until) + self.tf_ms
-        self._forming = {i: float(b[nxt][1]) for i, b in fetched.items() if nxt in b}
+        self._forming = fetched.opens(int(until) + self.tf_ms)
 
     def _last_closed(self) -> int:
         now = int(self.clock.now_ms())

@@ -5,7 +5,6 @@ book carried over bars settled after it was last saved."""
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from typing import Any, Protocol
 
@@ -93,63 +92,22 @@ def fill_bar_record(out: np.ndarray, carried: np.ndarray, bar: np.ndarray, trada
     ``price_records`` over two bars, the first a bar at the mark ``carried`` (tradable where > 0), the
     second ``bar`` (OHLCV [A, 5], tradable where ``tradable``), without building the two-bar arrays
     (tested bit-identical). Untradable: the mark is carried, open = low = high = mark, no volume; no
-    funding. Per asset in plain floats (a few assets: cheaper than a dozen numpy calls)."""
-    from factorgym.envs.layouts import PRICE
+    funding. (Compiled: one call instead of a dozen numpy calls or a Python loop over the assets.)"""
+    from factorgym.envs.live.paper_kernel import fill_record_nb
 
-    P = len(PRICE)
-    if not out.flags.c_contiguous:  # (written through a flat view: fill a contiguous copy, then copy it in)
-        tmp = np.empty(out.shape)
-        fill_bar_record(tmp, carried, bar, tradable)
-        out[...] = tmp
-        return
-    flat = out.reshape(-1)
-    for i, (prev, (o, h, lo, c, v), ok) in enumerate(zip(carried.tolist(), bar.tolist(), tradable.tolist())):
-        if not (prev > 0 and math.isfinite(prev)):
-            prev = 0.0  # (not listed yet: price_records' forward fill gives 0)
-        r = i * P
-        if ok:
-            mark = c if math.isfinite(c) else prev
-            flat[r + PRICE.open] = o
-            flat[r + PRICE.mark] = mark
-            flat[r + PRICE.inv_volume] = 1.0 / v if v > 0 else 0.0
-            flat[r + PRICE.tradable] = 1.0
-            flat[r + PRICE.low] = _fmin(_fmin(lo, o), mark)
-            flat[r + PRICE.high] = _fmax(_fmax(h, o), mark)
-        else:
-            flat[r + PRICE.open] = flat[r + PRICE.mark] = flat[r + PRICE.low] = flat[r + PRICE.high] = prev
-            flat[r + PRICE.inv_volume] = flat[r + PRICE.tradable] = 0.0
-        flat[r + PRICE.funding] = flat[r + PRICE.pad] = 0.0
-
-
-def _fmin(a: float, b: float) -> float:
-    """numpy's ``fmin``: the smaller, ignoring a NaN."""
-    return b if a != a or b < a else a
-
-
-def _fmax(a: float, b: float) -> float:
-    return b if a != a or b > a else a
-
-
-_BLOCK_ROWS: dict[tuple[int, int], Any] = {}
+    fill_record_nb(out, np.asarray(carried, dtype=np.float64), np.asarray(bar, dtype=np.float64),
+                   np.asarray(tradable, dtype=np.bool_))
 
 
 def target_weights(config: np.ndarray, action: np.ndarray, n_assets: int) -> np.ndarray:
     """Target weights [A] of ``action`` (float64 [K]) by the env's own ``map_actions_nb`` on a one-lane
     block; NaN where a direct-mapping action holds. Raises ``ValueError`` for a malformed action."""
-    from factorgym.envs.actions import map_actions_nb
-    from factorgym.envs.layouts import COUNTER, OUT, block_rows
+    from factorgym.envs.live.paper_kernel import target_weights_nb
 
-    A, K = n_assets, len(action)
-    rows = _BLOCK_ROWS.get((A, K))
-    if rows is None:
-        rows = _BLOCK_ROWS[(A, K)] = block_rows(A, K)  # (Python-mode numba helper: worth keeping)
-    block = np.zeros(rows.size)
-    block[rows.actions:rows.actions + K] = action
-    block[rows.counters + COUNTER.done] = 0.0
-    map_actions_nb(config, block, rows, A, K, 1)
-    if block[rows.out + OUT.status] != 0.0:
-        raise ValueError(f"action {action.tolist()} is not in the action space (NaN, or a bad discrete index)")
-    return block[rows.weights:rows.weights + A].copy()
+    out = np.empty(n_assets)
+    if target_weights_nb(config, np.asarray(action, dtype=np.float64), n_assets, out) != 0.0:
+        raise ValueError(f"action {np.asarray(action).tolist()} is not in the action space (NaN, or a bad discrete index)")
+    return out
 
 
 def error_name(exc: BaseException) -> str:

@@ -196,6 +196,30 @@ class PaperExchange:
         o, h, low, c, v = rows.T.copy()
         return {"time": times, "open": o, "high": h, "low": low, "close": c, "volume": v}
 
+    def ohlcv_panel(self, symbols: list[str], timeframe: str = "1h", since: int | None = None,
+                    limit: int | None = None) -> dict[str, np.ndarray]:
+        """:meth:`fetch_ohlcv`'s candles of several symbols at once, as one panel (what the live loop
+        reads each bar; one call instead of one per symbol): ``time`` int64 [n], the open times at
+        which any of ``symbols`` traded, oldest first (at most ``limit``), and ``ohlcv`` float64
+        [n, len(symbols), 5], a row of NaN where that symbol has no candle."""
+        idx = [self._symbol_index(s) for s in symbols]
+        if timeframe != self.timeframe:
+            raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
+        ts = self._timestamps
+        now = self.book.now if self.book.now is not None else int(ts[0])
+        lo = 0 if since is None else int(ts.searchsorted(since))
+        hi = int(ts.searchsorted(now))
+        ok = self._tradable[lo:hi][:, idx]
+        if not ok.all():
+            k = lo + np.flatnonzero(ok.any(axis=1))  # (the times none of them traded are not candles)
+            k = k if limit is None else k[:max(int(limit), 0)]
+            times, ok = ts[k], self._tradable[k][:, idx]
+            ohlcv = np.where(ok[:, :, None], self._prices[k][:, idx, :5], np.nan)
+        else:
+            hi = hi if limit is None else min(hi, lo + max(int(limit), 0))
+            times, ohlcv = ts[lo:hi].copy(), self._prices[lo:hi, idx, :5]  # (a fancy index: a copy)
+        return {"time": times, "ohlcv": ohlcv}
+
     def fetch_balance(self) -> dict[str, Any]:
         return self.book.balance()
 

@@ -18,9 +18,12 @@ Block: ``block_rows(A, A)`` rows of one lane; its state rows are ``STATE`` then 
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
+from factorgym.envs.actions import map_actions_nb
 from factorgym.envs.jit import JIT
 from factorgym.envs.layouts import CONFIG, N_FILL, N_RULE, OUT, PRICE, STATE, STATE_POSITIONS, TEMP, TOTALS, block_rows
 from factorgym.envs.phases import fill_phases_nb, settle_phases_nb
@@ -82,6 +85,58 @@ def close_nb(config, cash, positions, block, summary):
     summary[1] = block[rows.out + OUT.borrow_cost]
     summary[2] = block[rows.out + OUT.funding]
     summary[3] = block[rows.temps + TEMP.liquidate]
+
+
+@numba.njit(**JIT)
+def target_weights_nb(config, action, A, out):
+    """The env's ``map_actions_nb`` on a one-lane block: the target weights of ``action`` (float64
+    [K]) into ``out`` [A] (NaN where a direct-mapping action holds); returns the env's status row
+    (0: well formed; ``ENV_BAD_ACTION`` otherwise)."""
+    K = action.shape[0]
+    rows = block_rows(A, K)
+    block = np.zeros(rows.size)
+    for k in range(K):
+        block[rows.actions + k] = action[k]
+    map_actions_nb(config, block, rows, A, K, 1)
+    for i in range(A):
+        out[i] = block[rows.weights + i]
+    return block[rows.out + OUT.status]
+
+
+@numba.njit(**JIT)
+def fill_record_nb(out, carried, bar, tradable):
+    """The fill bar's ``PRICE`` records [A, len(PRICE)] into ``out``: row 1 of the env's
+    ``price_records`` over two bars, the first at the mark ``carried`` (tradable where > 0), the
+    second ``bar`` (OHLCV [A, 5], tradable where ``tradable``). Untradable: the mark is carried,
+    open = low = high = mark, no volume; no funding (see ``loop_parts.fill_bar_record``)."""
+    for i in range(out.shape[0]):
+        prev = carried[i]
+        if not (prev > 0.0 and math.isfinite(prev)):
+            prev = 0.0  # (not listed yet: price_records' forward fill gives 0)
+        if tradable[i]:
+            o, c, v = bar[i, 0], bar[i, 3], bar[i, 4]
+            mark = c if math.isfinite(c) else prev
+            out[i, PRICE.open] = o
+            out[i, PRICE.mark] = mark
+            out[i, PRICE.inv_volume] = 1.0 / v if v > 0.0 else 0.0
+            out[i, PRICE.tradable] = 1.0
+            out[i, PRICE.low] = _fmin(_fmin(bar[i, 2], o), mark)
+            out[i, PRICE.high] = _fmax(_fmax(bar[i, 1], o), mark)
+        else:
+            out[i, PRICE.open] = out[i, PRICE.mark] = out[i, PRICE.low] = out[i, PRICE.high] = prev
+            out[i, PRICE.inv_volume] = out[i, PRICE.tradable] = 0.0
+        out[i, PRICE.funding] = out[i, PRICE.pad] = 0.0
+
+
+@numba.njit(**JIT)
+def _fmin(a, b):
+    """numpy's ``fmin``: the smaller, ignoring a NaN."""
+    return b if a != a or b < a else a
+
+
+@numba.njit(**JIT)
+def _fmax(a, b):
+    return b if a != a or b > a else a
 
 
 def fills_of(block: np.ndarray, A: int) -> np.ndarray:
