@@ -184,14 +184,19 @@ class CryptoTradingEnv(gym.Env):
         super().reset(seed=seed)
         start, end = self._episode_bounds(options or {})
         obs = np.empty(self._obs_dim, dtype=np.float32)
-        self._core.reset(np.zeros(1, dtype=np.int64), np.array([start], dtype=np.int64), np.array([end], dtype=np.int64), obs)
-        self._done = False
-        self._prev_equity = self.initial_cash
+        self._start_episode(start, end, obs)
         A = self._core.n_assets
         info = {"timestamp": self._ts[start], **dict.fromkeys(INFO_SCALARS, 0.0), "equity": self.initial_cash,
                 "cash": self.initial_cash, "weights": np.zeros(A), "positions": np.zeros(A), "trades": [],
                 "status": "ok", "start": start, "end": end}
         return self._wrap(obs), info
+
+    def _start_episode(self, start: int, end: int, obs: np.ndarray) -> None:
+        """The core of :meth:`reset` for bounds already checked, first observation into ``obs``: the
+        live loop's shadow env restarts here every bar (no Gymnasium seeding, no info dict)."""
+        self._core.reset(np.zeros(1, dtype=np.int64), np.array([start], dtype=np.int64), np.array([end], dtype=np.int64), obs)
+        self._done = False
+        self._prev_equity = self.initial_cash
 
     def step(self, action):
         # The hot path (~2 us): one compiled call on 8 arguments, one .tolist() of the stats row, copies

@@ -77,11 +77,10 @@ class _PerAsset:
         raise NotImplementedError
 
     def update(self, bar: np.ndarray, has: np.ndarray) -> np.ndarray:
-        out = np.full((len(self.states), self.k), np.nan)
-        for a, (ok, row, state) in enumerate(zip(has.tolist(), bar.tolist(), self.states)):
-            if ok:
-                out[a] = self._one(state, *row)
-        return out
+        missing = (NAN,) * self.k
+        rows = [self._one(state, *row) if ok else missing
+                for ok, row, state in zip(has.tolist(), bar.tolist(), self.states)]
+        return np.array(rows, dtype=np.float64).reshape(len(self.states), self.k)
 
 
 class LogReturnOnline(_PerAsset):

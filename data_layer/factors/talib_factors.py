@@ -21,6 +21,7 @@ YAML entry::
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any
 
 import numpy as np
@@ -181,7 +182,9 @@ class TalibOnline:
         got: list[int] = []
         vals: list[tuple] = []
         fields = bar[:, self._fields].tolist()
-        for a in np.flatnonzero(np.isfinite(bar[:, 3])).tolist():
+        for a, close in enumerate(bar[:, 3].tolist()):
+            if not math.isfinite(close):
+                continue  # (no bar for this asset)
             inputs = fields[a]
             h = self._handles[a]
             if h is not None:
@@ -201,8 +204,11 @@ class TalibOnline:
                 value = h.value
             got.append(a)
             vals.append(value if isinstance(value, tuple) else (value,))
+        # outputs and scale of every asset's value at once (the offline path's _post)
+        if len(got) == len(self.symbols):
+            return self.factor._post(np.array(vals, dtype=np.float64), bar[:, 3])
         out = np.full((len(self.symbols), self._k), np.nan)
-        if got:  # outputs and scale of every asset's value at once (the offline path's _post)
+        if got:
             out[got] = self.factor._post(np.asarray(vals, dtype=np.float64), bar[got, 3])
         return out
 

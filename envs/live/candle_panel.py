@@ -101,7 +101,7 @@ def _panel_pages(symbols: list[str], since: int, tf_ms: int, ohlcv_panel: Callab
         page = ohlcv_panel(symbols, since=cursor, limit=PAGE)
         t, r = np.asarray(page["time"], dtype=np.int64), np.asarray(page["ohlcv"], dtype=np.float64)
         keep = t >= cursor
-        if not keep.all():
+        if np.count_nonzero(keep) != keep.size:
             t, r = t[keep], r[keep]
         times.append(t)
         rows.append(r)

@@ -176,6 +176,11 @@ class EventLog:
 
     def append(self, kind: str, ts: int, /, **data: Any) -> Event:
         """Append one event (outside :meth:`batch` it is a batch of its own; see the module's rules)."""
+        return self.append_data(kind, ts, data)
+
+    def append_data(self, kind: str, ts: int, data: dict[str, Any]) -> Event:
+        """:meth:`append` with the fields as one dict (kept as the event's data: the caller must not
+        change it afterwards)."""
         payload: str | bytes | None = self._pack(data) if kind in self._packed else None
         redacted = False
         if payload is not None and self._secrets and any(s.encode() in payload for s in self._secrets):
@@ -186,7 +191,7 @@ class EventLog:
                 if secret in payload:
                     payload, redacted = payload.replace(secret, REDACTED), True
         seq = self._seq + 1
-        ts = int(ts)
+        ts = ts if type(ts) is int else int(ts)
         crc = checksum(self._last_checksum, seq, ts, kind, payload)
         self._rows.append((self.run_id, seq, ts, kind, payload, crc))
         self._seq, self._last_checksum = seq, crc

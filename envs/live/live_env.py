@@ -105,6 +105,7 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         A, F, W = len(self.symbols), len(self.feature_names), self.window
         self._meta = {"market_rules": market_rules, "timeframe": timeframe}
         self._shadow = self._make_shadow(A, F, W, kw)
+        self._shadow_obs: np.ndarray | None = None  # (scratch: the shadow's first observation, unused)
         self.initial_cash = self._shadow.initial_cash
         self.execution = self._shadow.execution
         self.action_space = self._shadow.action_space
@@ -176,7 +177,11 @@ class LiveTradingEnv(OrderFlow, gym.Env):
     def _shadow_step(self, action, book: dict[str, Any]):
         """Step the shadow from ``book`` (cash, positions, equity, peak, sharpe stats) over its loaded bar."""
         env, W = self._shadow, self.window
-        env.reset(options={"start": W - 1, "end": W})
+        if self._shadow_obs is None:  # (the first time through reset(): it checks the bounds)
+            env.reset(options={"start": W - 1, "end": W})
+            self._shadow_obs = np.empty(env._obs_dim, np.float32)
+        else:
+            env._start_episode(W - 1, W, self._shadow_obs)
         work = env.core.work
         work[STATE.cash, 0], work[STATE.equity, 0], work[STATE.peak, 0] = book["cash"], book["equity"], book["peak"]
         work[STATE.initial_cash, 0] = book["initial_cash"]  # the account's start, not the training env's
@@ -205,7 +210,7 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         factors; shift its feature row and mask into the window; update the marks."""
         bar = fetched.bar(ts)
         ok = np.isfinite(bar).all(axis=1)
-        if ok.all():  # (the common case: every asset delivered)
+        if np.count_nonzero(ok) == ok.size:  # (the common case: every asset delivered)
             self._seen[:] = True
             self._last_raw_close = bar[:, 3].copy()
         else:
@@ -343,7 +348,7 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         record = getattr(self.exchange, "record_decision", None)
         with self._batch():  # the decision and its orders: one commit, before the orders fill
             if record is not None:
-                record(self.bar_ts, h, act)
+                record(self.bar_ts, h, act)  # (a list: used as it is)
             else:
                 self._event("decision", self.bar_ts, obs_hash=h, action=act)
             self._before = dict(self._book, positions=self._book["positions"].copy())

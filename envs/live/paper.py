@@ -135,6 +135,7 @@ class PaperExchange:
             self._timestamps = np.asarray(candles.timestamps, dtype=np.int64)
             self._index = {int(t): k for k, t in enumerate(self._timestamps)}
         self.markets = self._markets()
+        self._panel_index: dict[tuple, Any] = {}  # symbols asked by ohlcv_panel -> their columns
         self._block = pk.new_block(len(self.symbols))
         self.events = EventLog(Path(state_dir) / "events.sqlite", run_id, durable=durable, group_commit=group_commit)
         self.book = self._new_book()
@@ -202,7 +203,12 @@ class PaperExchange:
         reads each bar; one call instead of one per symbol): ``time`` int64 [n], the open times at
         which any of ``symbols`` traded, oldest first (at most ``limit``), and ``ohlcv`` float64
         [n, len(symbols), 5], a row of NaN where that symbol has no candle."""
-        idx = [self._symbol_index(s) for s in symbols]
+        key = tuple(symbols)
+        idx = self._panel_index.get(key)
+        if idx is None:
+            idx = [self._symbol_index(s) for s in symbols]
+            # (the exchange's own symbols in order: a slice, no fancy-index copy per field)
+            idx = self._panel_index[key] = slice(None) if idx == list(range(len(self.symbols))) else idx
         if timeframe != self.timeframe:
             raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
         ts = self._timestamps
@@ -210,14 +216,15 @@ class PaperExchange:
         lo = 0 if since is None else int(ts.searchsorted(since))
         hi = int(ts.searchsorted(now))
         ok = self._tradable[lo:hi][:, idx]
-        if not ok.all():
+        if np.count_nonzero(ok) != ok.size:
             k = lo + np.flatnonzero(ok.any(axis=1))  # (the times none of them traded are not candles)
             k = k if limit is None else k[:max(int(limit), 0)]
             times, ok = ts[k], self._tradable[k][:, idx]
             ohlcv = np.where(ok[:, :, None], self._prices[k][:, idx, :5], np.nan)
         else:
             hi = hi if limit is None else min(hi, lo + max(int(limit), 0))
-            times, ohlcv = ts[lo:hi].copy(), self._prices[lo:hi, idx, :5]  # (a fancy index: a copy)
+            times, ohlcv = ts[lo:hi].copy(), self._prices[lo:hi, idx, :5]
+            ohlcv = ohlcv.copy() if type(idx) is slice else ohlcv  # (the caller's own array, never a view)
         return {"time": times, "ohlcv": ohlcv}
 
     def fetch_balance(self) -> dict[str, Any]:
@@ -325,7 +332,9 @@ class PaperExchange:
 
     def record_decision(self, bar_ts: int, obs_hash: str, action: Any) -> None:
         """Log a decision (the bar it was taken at the close of, the observation's hash, the action)."""
-        act = np.asarray(action, dtype=np.float64).tolist() if not isinstance(action, dict) else action
+        if type(action) is not list or not all(type(a) is float for a in action):  # (the loop's: a list of floats)
+            action = np.asarray(action, dtype=np.float64).tolist() if not isinstance(action, dict) else action
+        act = action
         self._emit("decision", self.book.now if self.book.now is not None else int(bar_ts), bar_ts=int(bar_ts),
                    obs_hash=str(obs_hash), action=act)
 
@@ -375,7 +384,7 @@ class PaperExchange:
     # ------------------------------------------------------------------ internals
     def _emit(self, kind: str, ts: int, /, **data: Any) -> None:
         """Append the event (committed), then apply it to the book."""
-        self.book.apply(self.events.append(kind, ts, **data))
+        self.book.apply(self.events.append_data(kind, ts, data))
 
     def _new_book(self) -> Book:
         return Book(self.symbols, self.bases, self.quote)
@@ -477,7 +486,7 @@ class PaperExchange:
         events.append(("bar", {"bar_ts": f_ts, "now": close_ts, "cash": cash, "positions": pos.tolist(),
                                "equity": equity, "borrow": borrow, "funding": funding, "status": state}))
         with self.events.batch():
-            written = [self.events.append(kind, close_ts, **data) for kind, data in events]
+            written = [self.events.append_data(kind, close_ts, data) for kind, data in events]
         for event in written:
             self.book.apply(event)
 
