@@ -68,6 +68,9 @@ def test_replay_of_a_trained_bundle_equals_backtest(trained, tmp_path):
 
     assert env.exchange.events.group_commit == REPLAY_GROUP_COMMIT > 1  # (a replay: group commit)
     env.exchange.close()
+    env, *_ = open_paper_replay(bundle, tmp_path / "s1", tdir, split=split, durable=False, group_commit=1)
+    assert env.exchange.events.group_commit == 1  # (--group-commit 1: a commit per batch)
+    env.exchange.close()
     # ... the exact comparison feeds the raw candles (warm-up included), as --store does
     from factorgym.agents.live.runner import online_rows
     from factorgym.envs.live.live_env import LiveTradingEnv, ReplayClock
@@ -144,12 +147,12 @@ def _n_events(state: Path) -> int:
         return 0
 
 
-def _killed_runs(bundle, tdir, split, state, kills, seed):
+def _killed_runs(bundle, tdir, split, state, kills, seed, extra=()):
     """Start the replay; once it is writing events, SIGKILL it at a random moment; restart; ``kills``
     times (fewer if the run ends first), then run to the end. Returns the number of kills that landed."""
     rng = np.random.default_rng(seed)
     argv = [sys.executable, "-m", "factorgym", "paper", "--policy", str(bundle), "--state", str(state),
-            "--replay", str(tdir), "--split", split, "--quiet"]
+            "--replay", str(tdir), "--split", split, "--quiet", *extra]
     landed = 0
     for _ in range(kills):
         before = _n_events(state)
@@ -171,7 +174,7 @@ def _killed_runs(bundle, tdir, split, state, kills, seed):
     return landed
 
 
-def _check_killed_equals_uninterrupted(trained, tmp_path, kills, n_bars):
+def _check_killed_equals_uninterrupted(trained, tmp_path, kills, n_bars, extra=()):
     tensor, tdir, bundle = trained
     split, a, b = _span(tensor, n_bars)
     from factorgym.agents.live.runner import open_paper_replay, run_loop
@@ -179,7 +182,7 @@ def _check_killed_equals_uninterrupted(trained, tmp_path, kills, n_bars):
     env, policy, last, _ = open_paper_replay(bundle, tmp_path / "ref", tdir, split=split)  # uninterrupted, in-process
     run_loop(env, policy, end_ts=last, out=None)
     env.exchange.close()
-    landed = _killed_runs(bundle, tdir, split, tmp_path / "killed", kills, seed=kills)
+    landed = _killed_runs(bundle, tdir, split, tmp_path / "killed", kills, seed=kills, extra=extra)
     assert landed == kills, f"the run ended after {landed} kills; give it more bars"
     acc_ref, fills_ref, bars_ref = _orders(tmp_path / "ref")
     acc, fills, bars = _orders(tmp_path / "killed")
@@ -205,7 +208,9 @@ def test_sigkill_twice_then_resume(trained, tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_twenty_times_then_resume(trained, tmp_path):
-    _check_killed_equals_uninterrupted(trained, tmp_path, kills=20, n_bars=160)
+    # (a commit every 4 batches, two bars: 20 kills land at 20 places in 160 bars; the default's 32
+    # batches would end the run after ~10; the 2-kill test above runs the default)
+    _check_killed_equals_uninterrupted(trained, tmp_path, kills=20, n_bars=160, extra=("--group-commit", "4"))
 
 
 def test_live_refuses_real_money_without_the_flag(tmp_path):

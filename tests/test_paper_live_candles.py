@@ -435,7 +435,8 @@ def test_a_feed_grown_bar_by_bar_equals_the_whole_candle_set(tmp_path):
 
 @pytest.mark.parametrize("mode, extra, option", [
     ("--exchange", ["--split", "validation"], "--split"), ("--exchange", ["--store", "store"], "--store"),
-    ("--exchange", ["--speed", "5"], "--speed"), ("--replay", ["--symbols", "BTC/USDT"], "--symbols"),
+    ("--exchange", ["--speed", "5"], "--speed"), ("--exchange", ["--group-commit", "4"], "--group-commit"),
+    ("--replay", ["--symbols", "BTC/USDT"], "--symbols"),
     ("--replay", ["--base-url", "http://127.0.0.1:1"], "--base-url"), ("--replay", ["--history", "50"], "--history"),
     ("--replay", ["--poll", "1"], "--poll"), ("--replay", ["--timeframe", "1h"], "--timeframe"),
 ])

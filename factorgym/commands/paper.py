@@ -91,6 +91,10 @@ def add_parser(subparsers) -> None:
                    help="commit events without an fsync each (synchronous=NORMAL, WAL): a killed or crashed process "
                         "loses nothing, a power cut may lose the last bars (the log stays consistent and the run "
                         "resumes from its last commit on disk). The default with --replay")
+    p.add_argument("--group-commit", type=int, default=None, metavar="N",
+                   help="--replay: commit the event log every N batches (two a bar; default 32, or sooner once the "
+                        "oldest is 0.25 s old). A replay is deterministic, so a kill loses only work the same command "
+                        "recomputes; 1 commits every batch before acting on it")
     p.set_defaults(func=run)
 
 
@@ -114,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     env, policy, last, exact = open_paper_replay(args.policy, args.state, args.replay, split=args.split or "test",
                                                  store=args.store, run_id=args.run_id or "paper",
-                                                 durable=log_durable(args, replay=True))
+                                                 durable=log_durable(args, replay=True), group_commit=args.group_commit)
     out = None if args.quiet else sys.stdout
     if not exact and out is not None:
         print("note: no --store with the tensor's warm-up candles: online features of the first bars differ "
@@ -191,7 +195,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 #: options that only a replay uses, and only a live-candles run (``--exchange``), with their ``args`` names
-REPLAY_ONLY = {"--split": "split", "--store": "store", "--speed": "speed"}
+REPLAY_ONLY = {"--split": "split", "--store": "store", "--speed": "speed", "--group-commit": "group_commit"}
 LIVE_ONLY = {"--symbols": "symbols", "--base-url": "base_url", "--history": "history", "--poll": "poll",
              "--timeframe": "timeframe"}
 
