@@ -68,9 +68,14 @@ def run(bars: int = 1500) -> list[dict]:
         tensor = _tensor(bars)
         weights = rng.dirichlet(np.ones(A + 1), size=bars)[:, :A]
         _paper_run(_tensor(8), weights, tmp / "warm").close()  # (compile the kernels first)
-        t0 = time.perf_counter()
-        ex = _paper_run(tensor, weights, tmp / "paper")
-        paper_s = time.perf_counter() - t0
+        paper_s = float("inf")
+        for k in range(3):  # (the best of 3: a single run caught a busy moment of the shared machine)
+            if k:
+                ex.close()
+                shutil.rmtree(tmp / "paper")
+            t0 = time.perf_counter()
+            ex = _paper_run(tensor, weights, tmp / "paper")
+            paper_s = min(paper_s, time.perf_counter() - t0)
         n_events = ex.events.last_seq
         ex.events._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         ex.close()
@@ -79,11 +84,13 @@ def run(bars: int = 1500) -> list[dict]:
         lines.append(_line("4 assets, target-weight orders every bar", "event_log_bytes_per_bar", round(per_bar),
                            4096, per_bar <= 4096, events_per_bar=round(n_events / (bars - 2), 2),
                            raw_candles_bytes_per_bar=A * 5 * 8))
-        calls = iter(range(10 ** 9))
         backtest(_tensor(8), lambda obs: weights[0], mapping="direct", env_kwargs={"long_only": True})  # (compile)
-        t0 = time.perf_counter()
-        backtest(tensor, lambda obs: weights[next(calls) + 1], mapping="direct", env_kwargs={"long_only": True})
-        bt_s = time.perf_counter() - t0
+        bt_s = float("inf")
+        for _ in range(3):
+            calls = iter(range(10 ** 9))
+            t0 = time.perf_counter()
+            backtest(tensor, lambda obs: weights[next(calls) + 1], mapping="direct", env_kwargs={"long_only": True})
+            bt_s = min(bt_s, time.perf_counter() - t0)
         paper_rate, bt_rate = (bars - 2) / paper_s, (bars - 1) / bt_s
         lines.append(_line("4 assets, replay of a split", "paper_exchange_bars_per_s", round(paper_rate, 1),
                            round(0.1 * bt_rate, 1), paper_rate >= 0.1 * bt_rate, backtest_bars_per_s=round(bt_rate, 1),
