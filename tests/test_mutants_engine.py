@@ -162,3 +162,18 @@ def test_building_an_env_with_no_lot_rules_and_untradable_bars_raises_no_numpy_w
         CryptoTradingEnv(t, mapping="direct", random_start=False,
                          execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
         np.testing.assert_array_equal(inverse(np.array([0.0, 4.0, -2.0, 0.5])), [0.0, 0.25, 0.0, 2.0])
+
+
+def test_an_account_marked_at_exactly_zero_equity_is_bankrupt_with_zero_weights():
+    """Frictionless, no maintenance margin: short all 1000 of equity in Y at 50 (20 units, cash 2000)
+    and Y closes at exactly 100 (its high): equity 2000 - 20 x 100 = 0.0 exactly, never below the
+    margin (0 x gross) on the way, so the close finds it bankrupt. Weights of an account worth
+    nothing are 0 (the reference model's q x mark / E if E > 0 else 0), not -inf."""
+    cfg = ExecutionConfig.frictionless(max_leverage=1.0, maintenance_margin=0.0)
+    e = make_env([[100.0, 50.0], [100.0, 50.0], [100.0, 100.0]], [[100.0, 50.0], [100.0, 100.0], [100.0, 100.0]],
+                 cfg)
+    obs, _, term, _, info = e.step(np.array([0.0, -1.0], np.float32))
+    assert info["status"] == "bankrupt" and term
+    assert info["equity"] == 0.0 and info["cash"] == 2000.0 and list(info["positions"]) == [0.0, -20.0]
+    assert list(info["weights"]) == [0.0, 0.0]
+    assert np.isfinite(obs).all()
