@@ -332,3 +332,22 @@ def test_a_portfolio_core_without_level_size_takes_a_level_as_a_weight_of_one():
         _, _, _, _, info = env.step(level)
         assert core.info_scalars(0)["equity"] == info["equity"] and core.state[0, -1] == info["positions"][0]
     assert 0.2 < info["weights"][0] < 0.3  # the second step's level 1 = 25% of equity
+
+
+@pytest.mark.parametrize("lev", [0.5, 1.0, 1.5])
+def test_the_long_only_leverage_note_is_logged_only_when_it_holds(lev, caplog):
+    """Long-only with max_leverage < 1 logs that at most that fraction of equity is invested, and an
+    all-in action then holds about that fraction; at 1 or above a long-only account holds at most
+    100% (no leverage without shorts or borrowing), so the note would be false and is not logged."""
+    import logging
+
+    kw = dict(window=2, mapping="direct", long_only=True, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, max_leverage=lev, use_market_rules=False))
+    with caplog.at_level(logging.INFO, logger="factorgym.envs.core"):
+        env = CryptoTradingEnv(two_assets(), **kw)
+    noted = "at most that fraction of equity is invested" in caplog.text
+    env.reset(options={"start": 1})
+    _, _, _, _, info = env.step(np.array([1.0, 1.0]))
+    invested = float(np.sum(info["weights"]))
+    assert noted == (lev < 1.0)
+    assert invested == pytest.approx(min(lev, 1.0), abs=0.05)
