@@ -177,3 +177,28 @@ def test_an_account_marked_at_exactly_zero_equity_is_bankrupt_with_zero_weights(
     assert info["equity"] == 0.0 and info["cash"] == 2000.0 and list(info["positions"]) == [0.0, -20.0]
     assert list(info["weights"]) == [0.0, 0.0]
     assert np.isfinite(obs).all()
+
+
+@pytest.mark.parametrize("bad", [[0.0, -np.inf], [0.0, -1.0, 0.0]], ids=["inf", "wrong-length"])
+def test_a_refused_action_on_a_bar_that_breaches_the_margin_liquidates_nothing(bad):
+    """Short Y -100% at bar 1 (20 units at 50 with a 0.1% fee: cash 1998.001); bar 2's high of 90
+    puts the margin under water intrabar (1998.001 - 1800 < 0.25 x 1800). A malformed action for
+    bar 2 is refused: the account is untouched, so the valid action sent next is liquidated at bar
+    2 exactly as in a twin env that never got the bad action (a refused env is not live)."""
+    cfg = ExecutionConfig(taker_fee=0.001, slippage_bps=0.0, half_spread_bps=0.0, impact_coef=0.0,
+                          max_leverage=2.0, maintenance_margin=0.25, use_market_rules=False)
+    open_ = [[100.0, 50.0], [100.0, 50.0], [100.0, 50.0], [100.0, 90.0]]
+    close = [[100.0, 50.0], [100.0, 50.0], [100.0, 90.0], [100.0, 90.0]]
+    env, twin = make_env(open_, close, cfg), make_env(open_, close, cfg)
+    short = np.array([0.0, -1.0])
+    for e in (env, twin):
+        _, _, _, _, info = e.step(short)
+        assert info["status"] == "ok" and info["positions"][1] == pytest.approx(-20.0, abs=1e-12)
+    with pytest.raises(ValueError):
+        env.step(np.array(bad))
+    _, r_e, term_e, _, info_e = env.step(short)
+    _, r_t, term_t, _, info_t = twin.step(short)
+    assert info_t["status"] == "liquidated" and term_t
+    assert (info_e["status"], term_e, r_e) == (info_t["status"], term_t, r_t)
+    assert info_e["equity"] == info_t["equity"] and info_e["fees"] == info_t["fees"]
+    assert [t["price"] for t in info_e["trades"]] == [t["price"] for t in info_t["trades"]]
