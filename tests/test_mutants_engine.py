@@ -202,3 +202,23 @@ def test_a_refused_action_on_a_bar_that_breaches_the_margin_liquidates_nothing(b
     assert (info_e["status"], term_e, r_e) == (info_t["status"], term_t, r_t)
     assert info_e["equity"] == info_t["equity"] and info_e["fees"] == info_t["fees"]
     assert [t["price"] for t in info_e["trades"]] == [t["price"] for t in info_t["trades"]]
+
+
+def test_funding_of_each_asset_is_charged_on_its_own_close():
+    """Two perpetuals, frictionless: at bar 1's open buy 3 X at 100 (30%) and 10 Y at 50 (50%). At
+    bar 1's close X is 100 with a rate of 0.2%, Y is 55 with 0.1%: funding 0.002 x 3 x 100 +
+    0.001 x 10 x 55 = 0.6 + 0.55 = 1.15 paid (longs pay a positive rate); cash 1000 - 300 - 500 -
+    1.15 = 198.85, equity 198.85 + 300 + 550 = 1048.85."""
+    o = np.array([[100.0, 50.0], [100.0, 50.0], [100.0, 55.0]])
+    c = np.array([[100.0, 50.0], [100.0, 55.0], [100.0, 55.0]])
+    prices = np.stack([o, np.fmax(o, c), np.fmin(o, c), c, np.full(o.shape, 1000.0)], axis=-1)
+    funding = np.array([[0.0, 0.0], [0.002, 0.001], [0.0, 0.0]])
+    t = FactorTensor.from_arrays(np.zeros((3, 2, 1)), prices, np.arange(3) * HOUR, symbols=["X/USDT:USDT", "Y/USDT:USDT"],
+                                 funding=funding)
+    e = CryptoTradingEnv(t, mapping="direct", long_only=False, initial_cash=1000.0, random_start=False,
+                         execution=ExecutionConfig.frictionless(max_leverage=1.0))
+    e.reset(options={"start": 0})
+    _, _, _, _, info = e.step(np.array([0.3, 0.5]))
+    assert list(info["positions"]) == pytest.approx([3.0, 10.0], abs=1e-12)
+    assert info["funding"] == pytest.approx(1.15, abs=1e-12)
+    assert info["cash"] == pytest.approx(198.85, abs=1e-9) and info["equity"] == pytest.approx(1048.85, abs=1e-9)
