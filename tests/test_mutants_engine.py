@@ -222,3 +222,22 @@ def test_funding_of_each_asset_is_charged_on_its_own_close():
     assert list(info["positions"]) == pytest.approx([3.0, 10.0], abs=1e-12)
     assert info["funding"] == pytest.approx(1.15, abs=1e-12)
     assert info["cash"] == pytest.approx(198.85, abs=1e-9) and info["equity"] == pytest.approx(1048.85, abs=1e-9)
+
+
+@pytest.mark.parametrize("bad", [[3, 0], [0, 3], [-1, 0], [1.5, 0]])
+def test_a_discrete_index_one_past_the_last_level_is_refused_and_moves_nothing(bad):
+    """Three levels (indices 0, 1, 2): index 3 (= the number of levels), -1 or 1.5 is not in the
+    MultiDiscrete space: ValueError, and the env's next valid step equals a fresh env's first;
+    index 2 is the last level (100% of the asset's level size)."""
+    kw = dict(action_scheme="discrete", levels=(0.0, 0.5, 1.0), long_only=True, initial_cash=1000.0,
+              random_start=False, execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    env, fresh = CryptoTradingEnv(_two_asset_tensor(), **kw), CryptoTradingEnv(_two_asset_tensor(), **kw)
+    env.reset(options={"start": 0})
+    fresh.reset(options={"start": 0})
+    with pytest.raises(ValueError, match="not in the action space"):
+        env.step(np.array(bad))
+    good = np.array([2, 0])
+    obs_a, r_a, _, _, info_a = fresh.step(good)
+    obs_b, r_b, _, _, info_b = env.step(good)
+    assert np.array_equal(obs_a, obs_b) and r_a == r_b and info_a["equity"] == info_b["equity"]
+    assert info_a["weights"][0] == pytest.approx(0.5, abs=0.01)  # level 1.0 x level size 1 / A = 0.5

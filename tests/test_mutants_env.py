@@ -351,3 +351,30 @@ def test_the_long_only_leverage_note_is_logged_only_when_it_holds(lev, caplog):
     invested = float(np.sum(info["weights"]))
     assert noted == (lev < 1.0)
     assert invested == pytest.approx(min(lev, 1.0), abs=0.05)
+
+
+def test_final_obs_and_final_info_appear_only_on_steps_where_an_env_ended_as_in_gymnasium():
+    """Same-step autoreset: the 'final_obs'/'final_info' keys (and their masks) are in the infos only
+    on a step where some env terminated or truncated, as Gymnasium's own SyncVectorEnv (SAME_STEP)
+    over the same single envs gives them."""
+    import gymnasium as gym
+
+    from factorgym.envs import CryptoTradingVectorEnv
+
+    kw = dict(window=2, mapping="direct", long_only=False, random_start=False, episode_length=3,
+              execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    final = {"final_obs", "final_info", "_final_obs", "_final_info"}
+    venv = CryptoTradingVectorEnv(two_assets(), 2, **kw)
+    sync = gym.vector.SyncVectorEnv([lambda: CryptoTradingEnv(two_assets(), **kw)] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    venv.reset(options={"start": 1})
+    sync.reset(options={"start": 1})
+    ended = []
+    for _ in range(4):
+        a = np.array([[0.5, -0.2], [0.1, 0.3]])
+        _, _, term, trunc, infos = venv.step(a)
+        _, _, term_g, trunc_g, infos_g = sync.step(a)
+        assert (term | trunc).tolist() == (term_g | trunc_g).tolist()
+        assert final & set(infos) == final & set(infos_g), (final & set(infos), final & set(infos_g))
+        ended.append(bool((term | trunc).any()))
+    assert ended == [False, False, True, False]  # both kinds of step were seen
