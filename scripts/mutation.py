@@ -433,7 +433,7 @@ def report(module: str) -> dict | None:
         print(f"# {module}: no run")
         return None
     killed = survived = equivalent = timeouts = 0
-    survivors = []
+    survivors, equivalents = [], []
     with use_db(str(db_path), WorkDB.Mode.open) as db:
         total = db.num_work_items
         skipped = 0
@@ -445,6 +445,7 @@ def report(module: str) -> dict | None:
             if result.test_outcome == TestOutcome.SURVIVED:
                 if _key(m) in EQUIVALENT:
                     equivalent += 1
+                    equivalents.append((m, result))
                 else:
                     survived += 1
                     survivors.append((m, result))
@@ -469,11 +470,15 @@ def report(module: str) -> dict | None:
     print(f"# {module}: {total} mutants, {n + equivalent + timeouts} run ({equivalent} equivalent, {timeouts} "
           f"timed out), {pending} pending; "
           f"killed {score}{now}")
-    for m, result in survivors:
-        print(f"  SURVIVED {_key(m)}" + (f" -> killed now by {KILLED_BY_ADDED_TEST[_key(m)]}"
-                                         if _key(m) in KILLED_BY_ADDED_TEST else ""))
-        print("\n".join("    " + line for line in (result.diff or "").splitlines()
-                        if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))))
+    # (the reason beside the diff: a listing keyed by the line numbers of an older commit could name
+    # another mutant once the code moved; a reason that does not fit its diff shows it)
+    for what, items in (("SURVIVED", survivors), ("EQUIVALENT", equivalents)):
+        for m, result in items:
+            why = (f" -> killed now by {KILLED_BY_ADDED_TEST[_key(m)]}" if _key(m) in KILLED_BY_ADDED_TEST else "") \
+                if what == "SURVIVED" else f": {EQUIVALENT[_key(m)]}"
+            print(f"  {what} {_key(m)}{why}")
+            print("\n".join("    " + line for line in (result.diff or "").splitlines()
+                            if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))))
     return row
 
 

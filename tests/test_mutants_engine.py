@@ -162,3 +162,82 @@ def test_building_an_env_with_no_lot_rules_and_untradable_bars_raises_no_numpy_w
         CryptoTradingEnv(t, mapping="direct", random_start=False,
                          execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
         np.testing.assert_array_equal(inverse(np.array([0.0, 4.0, -2.0, 0.5])), [0.0, 0.25, 0.0, 2.0])
+
+
+def test_an_account_marked_at_exactly_zero_equity_is_bankrupt_with_zero_weights():
+    """Frictionless, no maintenance margin: short all 1000 of equity in Y at 50 (20 units, cash 2000)
+    and Y closes at exactly 100 (its high): equity 2000 - 20 x 100 = 0.0 exactly, never below the
+    margin (0 x gross) on the way, so the close finds it bankrupt. Weights of an account worth
+    nothing are 0 (the reference model's q x mark / E if E > 0 else 0), not -inf."""
+    cfg = ExecutionConfig.frictionless(max_leverage=1.0, maintenance_margin=0.0)
+    e = make_env([[100.0, 50.0], [100.0, 50.0], [100.0, 100.0]], [[100.0, 50.0], [100.0, 100.0], [100.0, 100.0]],
+                 cfg)
+    obs, _, term, _, info = e.step(np.array([0.0, -1.0], np.float32))
+    assert info["status"] == "bankrupt" and term
+    assert info["equity"] == 0.0 and info["cash"] == 2000.0 and list(info["positions"]) == [0.0, -20.0]
+    assert list(info["weights"]) == [0.0, 0.0]
+    assert np.isfinite(obs).all()
+
+
+@pytest.mark.parametrize("bad", [[0.0, -np.inf], [0.0, -1.0, 0.0]], ids=["inf", "wrong-length"])
+def test_a_refused_action_on_a_bar_that_breaches_the_margin_liquidates_nothing(bad):
+    """Short Y -100% at bar 1 (20 units at 50 with a 0.1% fee: cash 1998.001); bar 2's high of 90
+    puts the margin under water intrabar (1998.001 - 1800 < 0.25 x 1800). A malformed action for
+    bar 2 is refused: the account is untouched, so the valid action sent next is liquidated at bar
+    2 exactly as in a twin env that never got the bad action (a refused env is not live)."""
+    cfg = ExecutionConfig(taker_fee=0.001, slippage_bps=0.0, half_spread_bps=0.0, impact_coef=0.0,
+                          max_leverage=2.0, maintenance_margin=0.25, use_market_rules=False)
+    open_ = [[100.0, 50.0], [100.0, 50.0], [100.0, 50.0], [100.0, 90.0]]
+    close = [[100.0, 50.0], [100.0, 50.0], [100.0, 90.0], [100.0, 90.0]]
+    env, twin = make_env(open_, close, cfg), make_env(open_, close, cfg)
+    short = np.array([0.0, -1.0])
+    for e in (env, twin):
+        _, _, _, _, info = e.step(short)
+        assert info["status"] == "ok" and info["positions"][1] == pytest.approx(-20.0, abs=1e-12)
+    with pytest.raises(ValueError):
+        env.step(np.array(bad))
+    _, r_e, term_e, _, info_e = env.step(short)
+    _, r_t, term_t, _, info_t = twin.step(short)
+    assert info_t["status"] == "liquidated" and term_t
+    assert (info_e["status"], term_e, r_e) == (info_t["status"], term_t, r_t)
+    assert info_e["equity"] == info_t["equity"] and info_e["fees"] == info_t["fees"]
+    assert [t["price"] for t in info_e["trades"]] == [t["price"] for t in info_t["trades"]]
+
+
+def test_funding_of_each_asset_is_charged_on_its_own_close():
+    """Two perpetuals, frictionless: at bar 1's open buy 3 X at 100 (30%) and 10 Y at 50 (50%). At
+    bar 1's close X is 100 with a rate of 0.2%, Y is 55 with 0.1%: funding 0.002 x 3 x 100 +
+    0.001 x 10 x 55 = 0.6 + 0.55 = 1.15 paid (longs pay a positive rate); cash 1000 - 300 - 500 -
+    1.15 = 198.85, equity 198.85 + 300 + 550 = 1048.85."""
+    o = np.array([[100.0, 50.0], [100.0, 50.0], [100.0, 55.0]])
+    c = np.array([[100.0, 50.0], [100.0, 55.0], [100.0, 55.0]])
+    prices = np.stack([o, np.fmax(o, c), np.fmin(o, c), c, np.full(o.shape, 1000.0)], axis=-1)
+    funding = np.array([[0.0, 0.0], [0.002, 0.001], [0.0, 0.0]])
+    t = FactorTensor.from_arrays(np.zeros((3, 2, 1)), prices, np.arange(3) * HOUR, symbols=["X/USDT:USDT", "Y/USDT:USDT"],
+                                 funding=funding)
+    e = CryptoTradingEnv(t, mapping="direct", long_only=False, initial_cash=1000.0, random_start=False,
+                         execution=ExecutionConfig.frictionless(max_leverage=1.0))
+    e.reset(options={"start": 0})
+    _, _, _, _, info = e.step(np.array([0.3, 0.5]))
+    assert list(info["positions"]) == pytest.approx([3.0, 10.0], abs=1e-12)
+    assert info["funding"] == pytest.approx(1.15, abs=1e-12)
+    assert info["cash"] == pytest.approx(198.85, abs=1e-9) and info["equity"] == pytest.approx(1048.85, abs=1e-9)
+
+
+@pytest.mark.parametrize("bad", [[3, 0], [0, 3], [-1, 0], [1.5, 0]])
+def test_a_discrete_index_one_past_the_last_level_is_refused_and_moves_nothing(bad):
+    """Three levels (indices 0, 1, 2): index 3 (= the number of levels), -1 or 1.5 is not in the
+    MultiDiscrete space: ValueError, and the env's next valid step equals a fresh env's first;
+    index 2 is the last level (100% of the asset's level size)."""
+    kw = dict(action_scheme="discrete", levels=(0.0, 0.5, 1.0), long_only=True, initial_cash=1000.0,
+              random_start=False, execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    env, fresh = CryptoTradingEnv(_two_asset_tensor(), **kw), CryptoTradingEnv(_two_asset_tensor(), **kw)
+    env.reset(options={"start": 0})
+    fresh.reset(options={"start": 0})
+    with pytest.raises(ValueError, match="not in the action space"):
+        env.step(np.array(bad))
+    good = np.array([2, 0])
+    obs_a, r_a, _, _, info_a = fresh.step(good)
+    obs_b, r_b, _, _, info_b = env.step(good)
+    assert np.array_equal(obs_a, obs_b) and r_a == r_b and info_a["equity"] == info_b["equity"]
+    assert info_a["weights"][0] == pytest.approx(0.5, abs=0.01)  # level 1.0 x level size 1 / A = 0.5

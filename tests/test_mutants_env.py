@@ -284,3 +284,97 @@ def test_a_one_value_vector_env_takes_a_zero_d_action_array_as_its_value():
         _, rewards, _, _, infos = venv.step(a)
         results.append((float(rewards[0]), float(infos["equity"][0])))
     assert results[0] == results[1] == results[2] and results[0][1] != 10_000.0  # it traded (a fee was paid)
+
+
+def test_each_metric_kind_has_its_display_format():
+    """format_metric's kinds: a count as a whole number, money with thousands separators and cents,
+    a ratio to three decimals, a fraction as a percentage (the docstring's ``12.34%``, ``1.23``)."""
+    from factorgym.envs.backtest import format_metric
+
+    assert format_metric("n_trades", 1234.4) == "1234"
+    assert format_metric("final_equity", 12345.678) == "12,345.68" and format_metric("fees", 0.5) == "0.50"
+    assert format_metric("sharpe", 1.23456) == "1.235" and format_metric("turnover", 12.0) == "12.000"
+    assert format_metric("total_return", 0.1234) == "12.34%"
+
+
+def test_the_start_error_names_the_range_of_starts_that_are_accepted():
+    """12 bars, window 2: the first decision bar is 1 (two feature rows, bars 0-1) and the last is 10
+    (bar 11 is needed to fill at). The error for a start outside names exactly [1, 10], and both
+    ends of that range are accepted."""
+    from factorgym.errors import ConfigError
+
+    env = CryptoTradingEnv(two_assets(T=12), window=2, mapping="direct", random_start=False)
+    for bad in (0, 11):
+        with pytest.raises(ConfigError, match=rf"options\['start'\]={bad} is outside \[1, 10\]"):
+            env.reset(options={"start": bad})
+    for good in (1, 10):
+        _, info = env.reset(options={"start": good})
+        assert info["timestamp"] == good * HOUR
+
+
+def test_a_portfolio_core_without_level_size_takes_a_level_as_a_weight_of_one():
+    """PortfolioCore (public) built for the discrete scheme without level_size: one level unit is a
+    weight of 1, so it steps as the env of one asset, whose level size is 1 / A = 1 (levels 0.25 and
+    0.5 stay below the gross cap, so any other unit would show)."""
+    from factorgym.envs import PortfolioCore, RewardConfig
+
+    t = two_assets()
+    one = FactorTensor.from_arrays(np.array(t.features)[:, :1], np.array(t.prices)[:, :1], t.timestamps, symbols=["X"])
+    cfg = ExecutionConfig(taker_fee=0.001, use_market_rules=False)
+    core = PortfolioCore(one, 1, window=2, scheme="discrete", execution=cfg, reward=RewardConfig(),
+                         initial_cash=1000.0, long_only=True, levels=(0.0, 0.25, 0.5))
+    env = CryptoTradingEnv(one, window=2, action_scheme="discrete", levels=[0.0, 0.25, 0.5], long_only=True,
+                           execution=cfg, initial_cash=1000.0, random_start=False)
+    core.reset(np.array([0]), np.array([1]), np.array([11]))
+    env.reset(options={"start": 1})
+    for level in (2, 1):
+        core.step(np.array([float(level)]))
+        _, _, _, _, info = env.step(level)
+        assert core.info_scalars(0)["equity"] == info["equity"] and core.state[0, -1] == info["positions"][0]
+    assert 0.2 < info["weights"][0] < 0.3  # the second step's level 1 = 25% of equity
+
+
+@pytest.mark.parametrize("lev", [0.5, 1.0, 1.5])
+def test_the_long_only_leverage_note_is_logged_only_when_it_holds(lev, caplog):
+    """Long-only with max_leverage < 1 logs that at most that fraction of equity is invested, and an
+    all-in action then holds about that fraction; at 1 or above a long-only account holds at most
+    100% (no leverage without shorts or borrowing), so the note would be false and is not logged."""
+    import logging
+
+    kw = dict(window=2, mapping="direct", long_only=True, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, max_leverage=lev, use_market_rules=False))
+    with caplog.at_level(logging.INFO, logger="factorgym.envs.core"):
+        env = CryptoTradingEnv(two_assets(), **kw)
+    noted = "at most that fraction of equity is invested" in caplog.text
+    env.reset(options={"start": 1})
+    _, _, _, _, info = env.step(np.array([1.0, 1.0]))
+    invested = float(np.sum(info["weights"]))
+    assert noted == (lev < 1.0)
+    assert invested == pytest.approx(min(lev, 1.0), abs=0.05)
+
+
+def test_final_obs_and_final_info_appear_only_on_steps_where_an_env_ended_as_in_gymnasium():
+    """Same-step autoreset: the 'final_obs'/'final_info' keys (and their masks) are in the infos only
+    on a step where some env terminated or truncated, as Gymnasium's own SyncVectorEnv (SAME_STEP)
+    over the same single envs gives them."""
+    import gymnasium as gym
+
+    from factorgym.envs import CryptoTradingVectorEnv
+
+    kw = dict(window=2, mapping="direct", long_only=False, random_start=False, episode_length=3,
+              execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    final = {"final_obs", "final_info", "_final_obs", "_final_info"}
+    venv = CryptoTradingVectorEnv(two_assets(), 2, **kw)
+    sync = gym.vector.SyncVectorEnv([lambda: CryptoTradingEnv(two_assets(), **kw)] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    venv.reset(options={"start": 1})
+    sync.reset(options={"start": 1})
+    ended = []
+    for _ in range(4):
+        a = np.array([[0.5, -0.2], [0.1, 0.3]])
+        _, _, term, trunc, infos = venv.step(a)
+        _, _, term_g, trunc_g, infos_g = sync.step(a)
+        assert (term | trunc).tolist() == (term_g | trunc_g).tolist()
+        assert final & set(infos) == final & set(infos_g), (final & set(infos), final & set(infos_g))
+        ended.append(bool((term | trunc).any()))
+    assert ended == [False, False, True, False]  # both kinds of step were seen

@@ -118,3 +118,33 @@ def test_online_train_normalisation_with_the_method_read_from_a_config_file(tmp_
     fit = x[:10].ravel()
     np.testing.assert_allclose(rows, np.clip((x - fit.mean()) / fit.std(), -3.0, 3.0), rtol=1e-9)
     np.testing.assert_array_equal(rows, normalise_offline(x, cfg, stats))
+
+
+def test_method_none_read_from_a_config_file_leaves_the_features_as_they_are(tmp_path):
+    """'none' from YAML (a new str object, not the literal of the code): the features come back
+    unchanged, NaN included (not z-scored)."""
+    import yaml
+
+    from factorgym.data_layer.factors.normalise import NormaliseConfig, normalise_offline
+
+    (tmp_path / "n.yaml").write_text("method: none\n")
+    cfg = NormaliseConfig.from_dict(yaml.safe_load((tmp_path / "n.yaml").read_text()))
+    x = np.random.default_rng(6).normal(3.0, 2.0, size=(150, 2, 1))
+    x[7, 1, 0] = np.nan
+    np.testing.assert_array_equal(normalise_offline(x, cfg), x)
+
+
+def test_rolling_normalisation_with_the_default_window_against_pandas():
+    """method 'rolling' with window left out: the 720-bar window the shipped factor configs state
+    (30 days of hourly bars), min_periods 100, clip 5; pandas' rolling mean and population std."""
+    from factorgym.data_layer.factors.normalise import NormaliseConfig, normalise_offline
+
+    cfg = NormaliseConfig.from_dict({"method": "rolling"})
+    rng = np.random.default_rng(12)
+    x = np.cumsum(rng.normal(0.0, 1.0, size=(900, 1, 1)), axis=0)  # a drifting level: the window matters
+    s = pd.Series(x[:, 0, 0])
+    roll = s.rolling(720, min_periods=100)
+    want = ((s - roll.mean()) / roll.std(ddof=0)).clip(-5.0, 5.0).to_numpy()
+    got = normalise_offline(x, cfg)[:, 0, 0]
+    assert np.isnan(got[:99]).all() and np.isfinite(got[99:]).all()
+    np.testing.assert_allclose(got[99:], want[99:], rtol=1e-7, atol=1e-9)
