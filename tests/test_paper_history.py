@@ -21,7 +21,7 @@ from factorgym.errors import ConfigError
 
 H = 3_600_000
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
-KEEP = 5
+KEEP = 4
 EXECUTION = ExecutionConfig(slippage_bps=2.0, lot_step=0.001, min_notional=5.0)
 
 
@@ -136,7 +136,11 @@ def test_orders_and_trades_since_any_time_equal_the_uncapped_exchanges(pair):
     ts = tensor.timestamps.tolist()
     assert capped.fetch_my_trades() == full.fetch_my_trades()
     assert capped.fetch_orders() == full.fetch_orders()
-    for since in [None, ts[0] - 1, *ts[::4], ts[-1] + H]:
+    oldest = capped.book.trades[0]["timestamp"]
+    assert list(full.book.trades)[-KEEP - 1]["timestamp"] == oldest  # (the book starts inside a bar's trades)
+    for since in [None, *ts, ts[0] - 1, oldest + 1, ts[-1] + H]:
+        assert capped.fetch_my_trades(since=since) == full.fetch_my_trades(since=since), since
+    for since in [None, ts[0] - 1, *ts[::4], *ts[-6:], oldest + 1, ts[-1] + H]:
         for symbol in (None, "SOL/USDT"):
             for limit in (None, 1, 7, 40):
                 args = dict(symbol=symbol, since=since, limit=limit)
