@@ -235,11 +235,13 @@ class _Key:
 
 
 def test_the_client_id_index_returns_every_candidate_latest_first(monkeypatch):
-    monkeypatch.setattr(ClientIdIndex, "MERGE", 4)
+    monkeypatch.setattr(ClientIdIndex, "MERGE", 5)
     index = ClientIdIndex()
     for seq in range(1, 11):
-        index.add(_Key(f"k{seq}", seq % 3 - 2 ** 62), seq)  # 3 hashes, merged twice, 2 left in the tail
-    assert len(index) == 10 and len(index.state()[0]) == 8
+        index.add(_Key(f"k{seq}", seq % 3 - 2 ** 62), seq)  # 3 hashes: a collision merges the tail first
+    for seq in range(11, 14):
+        index.add(_Key(f"k{seq}", seq), seq)
+    assert len(index) == 13 and index.state()[2] == {1 - 2 ** 62: 10, 11: 11, 12: 12, 13: 13}  # (the rest merged)
     assert index.get(_Key("x", 1 - 2 ** 62)) == [10, 7, 4, 1]
     assert index.get(_Key("x", 0 - 2 ** 62)) == [9, 6, 3]
-    assert index.get(_Key("x", 5)) == []
+    assert index.get(_Key("x", 5)) == [] and index.get(_Key("x", 11)) == [11] and index.get(_Key("x", 13)) == [13]

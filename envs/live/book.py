@@ -100,19 +100,20 @@ class ClientIdIndex:
     def __init__(self) -> None:
         self._keys = np.empty(0, np.int64)
         self._seqs = np.empty(0, np.int64)
-        self._tail: dict[int, list[int]] = {}
-        self._n_tail = 0
+        self._tail: dict[int, int] = {}
 
     def add(self, client_id: Any, seq: int) -> None:
-        self._tail.setdefault(hash(client_id), []).append(seq)
-        self._n_tail += 1
-        if self._n_tail >= self.MERGE:
+        h = hash(client_id)
+        if h in self._tail:  # (a collision: the arrays hold any number under one hash)
+            self._merge()
+        self._tail[h] = seq
+        if len(self._tail) >= self.MERGE:
             self._merge()
 
     def get(self, client_id: Any) -> list[int]:
         """The seqs filed under the client id's hash, latest first."""
         h = hash(client_id)
-        out = list(self._tail.get(h, ()))
+        out = [self._tail[h]] if h in self._tail else []
         keys = self._keys
         k = int(keys.searchsorted(h))
         while k < len(keys) and keys[k] == h:
@@ -121,20 +122,19 @@ class ClientIdIndex:
         return sorted(out, reverse=True)
 
     def _merge(self) -> None:
-        pairs = sorted((h, q) for h, seqs in self._tail.items() for q in seqs)
+        pairs = sorted(self._tail.items())
         keys = np.fromiter((h for h, _ in pairs), np.int64, len(pairs))
         at = self._keys.searchsorted(keys, side="right")
         self._keys = np.insert(self._keys, at, keys)
         self._seqs = np.insert(self._seqs, at, np.fromiter((q for _, q in pairs), np.int64, len(pairs)))
         self._tail.clear()
-        self._n_tail = 0
 
     def __len__(self) -> int:
-        return len(self._keys) + self._n_tail
+        return len(self._keys) + len(self._tail)
 
     def state(self) -> tuple:
         """Everything it holds, comparable (a test: a replayed book equals the running one)."""
-        return self._keys.tolist(), self._seqs.tolist(), {h: list(q) for h, q in self._tail.items()}
+        return self._keys.tolist(), self._seqs.tolist(), dict(self._tail)
 
 
 class Book:
