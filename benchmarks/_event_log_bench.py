@@ -1,5 +1,6 @@
 """Figures of the paper exchange's event log: size per bar, restart (replay) time for 100k events,
-paper fill throughput beside the backtest's on the same data. ``run() -> list[dict]`` (the JSON
+paper fill throughput beside the backtest's on the same data, and the memory a long run grows by
+(Python heap, tracemalloc, per 10k bars once the book's history cap is full; beside an uncapped book). ``run() -> list[dict]`` (the JSON
 lines ``benchmarks/live.py`` prints); ``python benchmarks/_event_log_bench.py`` prints them itself.
 
 Data: 4 assets, seeded random walk, hourly bars; each bar the paper exchange gets a target-weight
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tracemalloc
 import sys
 import tempfile
 import time
@@ -22,6 +24,7 @@ import numpy as np
 H = 3_600_000
 A = 4
 REPLAY_EVENTS = 100_000
+HEAP_BARS = 10_000  # (the default cap, 10k orders and trades, is full after 2,500 bars of 4 orders; `iso`'s cache after 4,096)
 
 
 def _tensor(T: int, seed: int = 0):
@@ -36,13 +39,15 @@ def _tensor(T: int, seed: int = 0):
     return FactorTensor.from_arrays(rng.normal(size=(T, A, 2)), prices, np.arange(T) * H, symbols=symbols)
 
 
-def _paper_run(tensor, weights, state: Path, durable: bool = False):
+def _paper_run(tensor, weights, state: Path, durable: bool = False, on_bar=None, **kw):
     from factorgym.agents.live.runner import REPLAY_GROUP_COMMIT
     from factorgym.envs.live.paper import PaperExchange
-    ex = PaperExchange(tensor, state_dir=state, durable=durable, group_commit=REPLAY_GROUP_COMMIT)
+    ex = PaperExchange(tensor, state_dir=state, durable=durable, group_commit=REPLAY_GROUP_COMMIT, **kw)
     ts = tensor.timestamps
     ex.advance(int(ts[1]))
     for t in range(1, len(ts) - 1):
+        if on_bar is not None:
+            on_bar(t)
         with ex.batch():  # (a bar's decision and orders: one commit)
             ex.record_decision(int(ts[t]), "h", weights[t])
             for i, sym in enumerate(tensor.symbols):
@@ -55,6 +60,49 @@ def _paper_run(tensor, weights, state: Path, durable: bool = False):
 def _line(case, metric, value, goal, meets, **reference):
     return {"bench": "event_log", "case": case, "metric": metric, "value": value, "goal": goal,
             "meets_goal": bool(meets), "reference": reference}
+
+
+def heap_growth(tensor, weights, state: Path, keep: int | None) -> tuple[float, int]:
+    """(bytes the Python heap grows by per 10k bars over the run's second half, traced peak bytes)
+    of a paper run with ``keep_history=keep``: the slope of a least-squares line through the traced
+    size every 50 bars (a dict's resizing and the client-id index's merges are saw teeth, not growth)."""
+    T = tensor.n_bars
+    at: dict[int, int] = {}
+
+    def on_bar(t: int) -> None:
+        if t >= T // 2 and t % 50 == 0:
+            at[t] = tracemalloc.get_traced_memory()[0]
+
+    tracemalloc.start()
+    try:
+        ex = _paper_run(tensor, weights, state, on_bar=on_bar, keep_history=keep)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    ex.close()
+    slope = np.polyfit(list(at), list(at.values()), 1)[0]
+    return float(slope) * 10_000, peak
+
+
+def memory_lines(bars: int = HEAP_BARS, tmp: Path | None = None) -> list[dict]:
+    """The heap-growth line: the default cap beside an uncapped book, in the same run."""
+    from factorgym.envs.live.book import KEEP_HISTORY
+    own = tmp is None
+    tmp = Path(tempfile.mkdtemp(prefix="factorgym-heap-")) if own else tmp
+    try:
+        tensor = _tensor(bars, seed=2)
+        w = np.random.default_rng(2).dirichlet(np.ones(A + 1), size=bars)[:, :A]
+        _paper_run(_tensor(8), w, tmp / "warm").close()  # (the kernels compiled before memory is traced)
+        capped, capped_peak = heap_growth(tensor, w, tmp / "capped", KEEP_HISTORY)
+        full, full_peak = heap_growth(tensor, w, tmp / "full", None)
+    finally:
+        if own:
+            shutil.rmtree(tmp, ignore_errors=True)
+    mb = 1e6
+    return [_line(f"4 assets, target-weight orders every bar, keep_history={KEEP_HISTORY}",
+                  "heap_growth_mb_per_10k_bars", round(capped / mb, 3), 1.0, capped / mb <= 1.0,
+                  uncapped_mb_per_10k_bars=round(full / mb, 2), bars=bars, measured_over_bars=bars - 2 - bars // 2,
+                  traced_peak_mb=round(capped_peak / mb, 1), uncapped_traced_peak_mb=round(full_peak / mb, 1))]
 
 
 def run(bars: int = 1500) -> list[dict]:
@@ -113,11 +161,16 @@ def run(bars: int = 1500) -> list[dict]:
         lines.append(_line(f"{total} events, scaled to 100k", "restart_replay_s_per_100k_events",
                            round(per_100k, 3), 10.0, per_100k <= 10.0, events=total, measured_s=round(best, 3),
                            cpu_s_per_100k_events=round(best_cpu * REPLAY_EVENTS / total, 3)))
+        lines += memory_lines(tmp=tmp / "heap")  # (last: tracemalloc slows what runs beside it)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return lines
 
 
 if __name__ == "__main__":
-    for line in run(int(sys.argv[1]) if len(sys.argv) > 1 else 1500):
+    if sys.argv[1:2] == ["--memory"]:  # (the heap-growth line alone)
+        lines = memory_lines(int(sys.argv[2]) if len(sys.argv) > 2 else HEAP_BARS)
+    else:
+        lines = run(int(sys.argv[1]) if len(sys.argv) > 1 else 1500)
+    for line in lines:
         print(json.dumps(line))

@@ -65,8 +65,8 @@ def _run_paper(tensor, weights, tmp_path, *, execution, long_only, start, initia
     return ex, np.array(equity)
 
 
-@pytest.mark.parametrize("long_only,funding", [(True, False), (False, True)])
-def test_weight_orders_equal_backtest_at_every_bar(tmp_path, long_only, funding):
+@pytest.mark.parametrize("long_only,funding,keep", [(True, False, 10_000), (False, True, 10_000), (False, True, 3)])
+def test_weight_orders_equal_backtest_at_every_bar(tmp_path, long_only, funding, keep):
     tensor = _tensor(funding=funding)
     execution = ExecutionConfig(slippage_bps=2.0, lot_step=0.001, min_notional=5.0, price_step=0.01,
                                 borrow_rate_per_bar=2e-5, max_leverage=1.0 if long_only else 2.0,
@@ -79,7 +79,8 @@ def test_weight_orders_equal_backtest_at_every_bar(tmp_path, long_only, funding)
         return w[next(calls)]
 
     res = backtest(tensor, policy, mapping="direct", execution=execution, env_kwargs={"long_only": long_only})
-    ex, equity = _run_paper(tensor, w, tmp_path, execution=execution, long_only=long_only, start=start)
+    ex, equity = _run_paper(tensor, w, tmp_path, execution=execution, long_only=long_only, start=start,
+                            keep_history=keep)  # (3: the book holds 3 trades, the rest is read from the log)
     assert res.info["status"] == "ok"
     assert len(equity) == len(res.equity)
     np.testing.assert_array_equal(equity, res.equity)  # bit for bit (the env's own phase functions)

@@ -15,6 +15,14 @@ replayed from its log are the same object built the same way. Event kinds and wh
 | ``order_done``   | id, status (closed, canceled, rejected), reason, trade    | (its fill, then) order status |
 | ``bar``          | bar_ts, now, cash, positions, equity, borrow, funding, status | balances after a bar      |
 | ``log_repaired`` | dropped_seq, reason, replayed_to                          | (none: a note)               |
+
+History in RAM is capped (``keep``): the book holds every open order, the ``keep`` orders that ended
+most recently and the ``keep`` latest trades; older ones live in the log alone (a real exchange keeps
+them server-side; :mod:`factorgym.envs.live.book_history` rebuilds them from their events). What it
+keeps of them: the counters (orders and trades placed, which name the next ids), the totals (fees,
+borrow, funding), a mark every :data:`MARK_EVERY` orders and trades (the event it came with: where a
+look-up starts reading), and :class:`ClientIdIndex` (16 bytes an order: an old client id sent again
+finds its order, never a new one). So memory grows by about 16 bytes an order, not by the orders.
 """
 
 from __future__ import annotations
@@ -22,9 +30,21 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import functools
+from array import array
+from collections import deque
 from typing import Any
 
+import numpy as np
+
 from factorgym.envs.live.events import Event
+from factorgym.errors import ConfigError
+
+#: orders and trades a book keeps in RAM by default (besides the open orders); None keeps all
+KEEP_HISTORY = 10_000
+#: a mark (the event's seq and time) every that many orders and trades: a look-up in the log reads
+#: from the mark before what it wants
+MARK_EVERY = 256
+ORDER_KINDS = ("order_accepted", "order_rejected")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -59,20 +79,93 @@ def trade_struct(*, id: str, order_id: str | None, ts: int, symbol: str, side: s
     }
 
 
-class Book:
-    """The paper account: a projection of the event log (change it only through :meth:`apply`)."""
+def make_trade(t: dict[str, Any], quote: str, order_type: str | None) -> dict[str, Any]:
+    """The trade structure of a fill's compact form (id, order, ts, symbol, side, amount, price, fee,
+    info); ``order_type``: its order's type (a limit order's fill is a maker's limit trade)."""
+    trade = trade_struct(id=t["id"], order_id=t["order"], ts=t["ts"], symbol=t["symbol"], side=t["side"],
+                         amount=t["amount"], price=t["price"], fee=t["fee"], quote=quote, info=t["info"])
+    if order_type == "limit":  # a resting order filled when the market came to it
+        trade.update(type="limit", takerOrMaker="maker")
+    return trade
 
-    def __init__(self, symbols: list[str], bases: list[str], quote: str) -> None:
+
+class ClientIdIndex:
+    """``hash(client id)`` -> seq of its order's first event, for the orders a book no longer holds:
+    two sorted int64 arrays (16 bytes an order) and a dict of the latest, merged in every
+    :attr:`MERGE`. ``hash`` is the process's own (salted): the index is rebuilt by each replay, never
+    stored. A hit is a candidate (hashes may collide): the caller checks the order in the log."""
+
+    MERGE = 4096
+
+    def __init__(self) -> None:
+        self._keys = np.empty(0, np.int64)
+        self._seqs = np.empty(0, np.int64)
+        self._tail: dict[int, int] = {}
+
+    def add(self, client_id: Any, seq: int) -> None:
+        h = hash(client_id)
+        if h in self._tail:  # (a collision: the arrays hold any number under one hash)
+            self._merge()
+        self._tail[h] = seq
+        if len(self._tail) >= self.MERGE:
+            self._merge()
+
+    def get(self, client_id: Any) -> list[int]:
+        """The seqs filed under the client id's hash, latest first."""
+        h = hash(client_id)
+        out = [self._tail[h]] if h in self._tail else []
+        keys = self._keys
+        k = int(keys.searchsorted(h))
+        while k < len(keys) and keys[k] == h:
+            out.append(int(self._seqs[k]))
+            k += 1
+        return sorted(out, reverse=True)
+
+    def _merge(self) -> None:
+        pairs = sorted(self._tail.items())
+        keys = np.fromiter((h for h, _ in pairs), np.int64, len(pairs))
+        at = self._keys.searchsorted(keys, side="right")
+        self._keys = np.insert(self._keys, at, keys)
+        self._seqs = np.insert(self._seqs, at, np.fromiter((q for _, q in pairs), np.int64, len(pairs)))
+        self._tail.clear()
+
+    def __len__(self) -> int:
+        return len(self._keys) + len(self._tail)
+
+    def state(self) -> tuple:
+        """Everything it holds, comparable (a test: a replayed book equals the running one)."""
+        return self._keys.tolist(), self._seqs.tolist(), dict(self._tail)
+
+
+class Book:
+    """The paper account: a projection of the event log (change it only through :meth:`apply`).
+
+    ``keep``: done orders and trades held in RAM (the latest; None: all), see the module docstring.
+    """
+
+    def __init__(self, symbols: list[str], bases: list[str], quote: str, keep: int | None = KEEP_HISTORY) -> None:
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
+            raise ConfigError(f"keep_history={keep!r}; expected an integer >= 0, or None to keep all")
+        self.keep = keep
         self.symbols, self.bases, self.quote = list(symbols), list(bases), quote
         self.cash = 0.0
         self.positions = [0.0] * len(symbols)
         self.equity = 0.0
         self.initial_cash = 0.0
         self.now: int | None = None  # the open time of the bar new market orders fill at
-        self.orders: dict[str, dict[str, Any]] = {}
+        self.orders: dict[str, dict[str, Any]] = {}  # the open and the `keep` last done, in placing order
         self.open: dict[str, dict[str, Any]] = {}  # the open ones, in placing order
-        self.client_ids: dict[str, str] = {}
-        self.trades: list[dict[str, Any]] = []
+        self.client_ids: dict[str, str] = {}  # client id -> order id, of the orders in `orders`
+        self.trades: deque[dict[str, Any]] = deque(maxlen=keep)  # the `keep` latest
+        self.n_orders = self.n_trades = 0  # placed so far (ids count on from them)
+        self.placed: dict[str, int] = {}  # order id -> seq of its first event, of the orders in `orders` (keep set)
+        self._done: deque[str] = deque()  # the done orders in `orders`, in the order they ended (keep set)
+        self.old_client_ids = ClientIdIndex()  # of the orders no longer in `orders`
+        self.evicted_orders, self.last_evicted_seq = 0, 0  # (the latest first event of those)
+        # marks: the seq and time of the event of orders (trades) 1, 1 + mark_every, ...
+        self.mark_every = MARK_EVERY
+        self.order_marks, self.order_mark_ts = array("q"), array("q")
+        self.trade_marks, self.trade_mark_ts = array("q"), array("q")
         self.last_decision: dict[str, Any] | None = None
         self.last_bar: dict[str, Any] | None = None
         self.status = "ok"
@@ -102,13 +195,21 @@ class Book:
             self.orders[order["id"]] = order
             if order["clientOrderId"] is not None:
                 self.client_ids[order["clientOrderId"]] = order["id"]
+            if self.n_orders % self.mark_every == 0:
+                self.order_marks.append(event.seq)
+                self.order_mark_ts.append(event.ts)
+            self.n_orders += 1
+            if self.keep is not None:
+                self.placed[order["id"]] = event.seq
+                if kind == "order_rejected":
+                    self._retire(order["id"])
         elif kind == "fill":
             self._trade(d["trade"])
         elif kind == "order_done":
             if d.get("trade"):  # (a weight order's one fill rides on its order_done event)
                 self._trade(d["trade"])
             order = self.orders[d["id"]]
-            self.open.pop(d["id"], None)
+            was_open = self.open.pop(d["id"], None) is not None
             order["status"] = d["status"]
             order["lastUpdateTimestamp"] = event.ts
             if d.get("amount") is not None:  # (a target-weight order's size is known at its fill)
@@ -117,6 +218,8 @@ class Book:
                 order["remaining"] = max(order["amount"] - order["filled"], 0.0)
             if d.get("reason"):
                 order["info"] = {**order["info"], "reason": d["reason"]}
+            if self.keep is not None and was_open:
+                self._retire(d["id"])
         elif kind == "bar":
             self.cash = float(d["cash"])
             self.positions = [float(x) for x in d["positions"]]
@@ -127,22 +230,40 @@ class Book:
             self.funding += d["funding"]
             self.last_bar = d
 
+    def _retire(self, oid: str) -> None:
+        """Order ``oid`` is done: the oldest done order beyond ``keep`` leaves RAM (its client id
+        goes to the compact index)."""
+        done = self._done
+        done.append(oid)
+        if len(done) > self.keep:
+            old = done.popleft()
+            order = self.orders.pop(old)
+            seq = self.placed.pop(old)
+            cid = order["clientOrderId"]
+            if cid is not None:
+                if self.client_ids.get(cid) == old:
+                    del self.client_ids[cid]
+                self.old_client_ids.add(cid, seq)
+            self.evicted_orders += 1
+            self.last_evicted_seq = max(self.last_evicted_seq, seq)
+
     def _trade(self, t: dict[str, Any]) -> None:
         """A fill (compact: id, order, ts, symbol, side, amount, price, fee, info) into the trades
         and its order."""
-        trade = trade_struct(id=t["id"], order_id=t["order"], ts=t["ts"], symbol=t["symbol"], side=t["side"],
-                             amount=t["amount"], price=t["price"], fee=t["fee"], quote=self.quote, info=t["info"])
+        order = self.orders.get(t["order"]) if t["order"] is not None else None
+        trade = make_trade(t, self.quote, order["type"] if order is not None else None)
+        if self.n_trades % self.mark_every == 0:
+            self.trade_marks.append(self.n_events)
+            self.trade_mark_ts.append(trade["timestamp"])
+        self.n_trades += 1
         self.trades.append(trade)
         self.fees += trade["fee"]["cost"]
-        order = self.orders.get(trade["order"]) if trade["order"] is not None else None
         if order is not None:
             filled = order["filled"] + trade["amount"]
             cost = order["cost"] + trade["cost"]
             order["filled"], order["cost"] = filled, cost
             order["average"] = cost / filled if filled > 0 else None
-            if order["type"] == "limit":  # a resting order filled when the market came to it
-                trade.update(type="limit", takerOrMaker="maker")
-            else:
+            if order["type"] != "limit":
                 order["price"] = order["average"]
             if order["amount"] is not None:
                 order["remaining"] = max(order["amount"] - filled, 0.0)
@@ -170,7 +291,7 @@ class Book:
         return {
             "time": self.now, "datetime": iso(self.now), "cash": self.cash, "quote": self.quote,
             "positions": dict(zip(self.symbols, self.positions)), "equity": self.equity, "status": self.status,
-            "open_orders": [copy.deepcopy(o) for o in self.open_orders()], "n_trades": len(self.trades),
+            "open_orders": [copy.deepcopy(o) for o in self.open_orders()], "n_trades": self.n_trades,
             "fees": self.fees, "borrow": self.borrow, "funding": self.funding,
             "last_decision": self.last_decision, "events": self.n_events,
         }

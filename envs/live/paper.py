@@ -34,6 +34,13 @@ trading that bar: the order is closed as ``rejected`` with that reason.
 Everything is an event of :class:`~factorgym.envs.live.events.EventLog` (``state_dir/events.sqlite``)
 written before the book changes; the book (:class:`~factorgym.envs.live.book.Book`) is the
 projection of the log, rebuilt on start; :meth:`PaperExchange.state_at` rebuilds any past state.
+
+History. The book holds the open orders and the latest ``keep_history`` done orders and trades; the
+rest is in the log, as a real exchange keeps it on its servers. ``fetch_order`` (by id or client
+id), ``fetch_orders``, ``fetch_my_trades`` and ``cancel_order`` read what the book no longer holds
+from the log (:mod:`~factorgym.envs.live.book_history`): the same answers, slower (a look-up by id
+reads a few hundred orders' events; trades or orders from ``since`` read the log from there). A
+client id sent again finds its first order however old (never a second order).
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ from factorgym.envs.config import ExecutionConfig
 from factorgym.envs.execution import FILLED, IGNORED_NO_CHANGE, ORDER_STATUS, Slippage, market_rules
 from factorgym.envs.layouts import CONFIG, PRICE, RULE, price_records
 from factorgym.envs.live import paper_kernel as pk
-from factorgym.envs.live.book import Book, iso
+from factorgym.envs.live import book_history
+from factorgym.envs.live.book import KEEP_HISTORY, Book, iso
 from factorgym.envs.live.candle_feed import candle_from_payload, candle_payload
 from factorgym.envs.live.events import EventLog
 from factorgym.envs.live.exchange import (
@@ -86,6 +94,8 @@ class PaperExchange:
         group_commit: commit the log every that many batches (a replay, which recomputes what a
             kill loses; see :class:`EventLog`); 1 (live candles, a real exchange): each before it
             is acted on. :meth:`commit` and :meth:`close` commit what is pending.
+        keep_history: done orders and trades held in RAM (the latest; the open orders always);
+            older ones are read from the log when asked for. None: hold all (memory grows with the run).
     """
 
     id = "paper"
@@ -94,7 +104,7 @@ class PaperExchange:
                  execution: ExecutionConfig | None = None, initial_cash: float = 10_000.0, state_dir: str | Path,
                  run_id: str = "paper", long_only: bool = True, participation: float | None = None,
                  remainder: str = "cancel", latency_bars: int = 0, funding: np.ndarray | None = None,
-                 durable: bool = True, group_commit: int = 1) -> None:
+                 durable: bool = True, group_commit: int = 1, keep_history: int | None = KEEP_HISTORY) -> None:
         if remainder not in ("cancel", "keep"):
             raise ConfigError(f"remainder={remainder!r}; expected 'cancel' or 'keep'")
         if participation is not None and not (0.0 < participation <= 1.0):
@@ -115,6 +125,7 @@ class PaperExchange:
         self.execution = execution or ExecutionConfig()
         self.long_only = bool(long_only)
         self.participation, self.remainder, self.latency_bars = participation, remainder, int(latency_bars)
+        self.keep_history = keep_history
         self.config = engine_config(self.execution, self.symbols, meta, initial_cash=float(initial_cash),
                                     long_only=self.long_only)
         self.rules = [market_rules(*(self.config[len(CONFIG) + RULE._fields.index(k) * len(self.symbols) + i]
@@ -137,8 +148,8 @@ class PaperExchange:
         self.markets = self._markets()
         self._panel_index: dict[tuple, Any] = {}  # symbols asked by ohlcv_panel -> their columns
         self._block = pk.new_block(len(self.symbols))
+        self.book = self._new_book()  # (checks keep_history before the log is opened)
         self.events = EventLog(Path(state_dir) / "events.sqlite", run_id, durable=durable, group_commit=group_commit)
-        self.book = self._new_book()
         for event in self.events:
             self.book.apply(event)
             if event.kind == "candle" and self.feed is not None:
@@ -234,8 +245,8 @@ class PaperExchange:
                      params: dict[str, Any] | None = None) -> dict[str, Any]:
         params = dict(params or {})
         cid = params.get("clientOrderId")
-        if cid is not None and cid in self.book.client_ids:  # idempotent: the first order again
-            order = self.book.orders[self.book.client_ids[cid]]
+        order = self._order_of_client(cid) if cid is not None else None
+        if order is not None:  # idempotent: the first order again
             if order["status"] == "rejected":
                 raise _ERRORS.get(order["info"].get("reason", "").split(":")[0], InvalidOrder)(
                     f"paper: order {cid!r} was rejected: {order['info'].get('reason')}")
@@ -243,7 +254,7 @@ class PaperExchange:
         if self.book.now is None:
             raise ExchangeError("paper: the clock has not started; call advance(ts) before placing orders")
         now = self.book.now
-        oid = f"paper-{len(self.book.orders) + 1}"
+        oid = f"paper-{self.book.n_orders + 1}"
         weight = params.get("targetWeight")
         info = {"dueTs": now + self.latency_bars * self.tf_ms}
         if weight is not None:
@@ -264,12 +275,18 @@ class PaperExchange:
         return _copy(self.book.orders[oid])
 
     def fetch_order(self, id: str | None, symbol: str | None = None, params: dict[str, Any] | None = None):
+        """Order ``id`` (or ``params={"clientOrderId": ...}``); one the book no longer holds is read
+        from the log."""
         cid = (params or {}).get("clientOrderId")
-        if id is None and cid is not None:
-            id = self.book.client_ids.get(cid)
-        if id is None or id not in self.book.orders:
+        if id is None:
+            order = self._order_of_client(cid) if cid is not None else None
+        else:
+            order = self.book.orders.get(id)
+            if order is None:
+                order = book_history.order_by_id(self.events, self.book, id)
+        if order is None:
             raise OrderNotFound(f"paper: no order {id if id is not None else cid!r}")
-        return _copy(self.book.orders[id])
+        return _copy(order)
 
     def fetch_open_orders(self, symbol: str | None = None, since: int | None = None, limit: int | None = None,
                           params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -278,21 +295,36 @@ class PaperExchange:
 
     def fetch_orders(self, symbol: str | None = None, since: int | None = None, limit: int | None = None,
                      params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        out = [_copy(o) for o in self.book.orders.values() if symbol is None or o["symbol"] == symbol]
-        return out if limit is None else out[:limit]
+        """The orders placed at or after ``since`` (all: None), in placing order, at most ``limit``;
+        those the book no longer holds are read from the log."""
+        book = self.book
+        if book.evicted_orders:
+            out = book_history.orders(self.events, book, symbol=symbol, since=since, limit=limit)
+        else:
+            out = [o for o in book.orders.values()
+                   if (symbol is None or o["symbol"] == symbol) and (since is None or o["timestamp"] >= since)]
+        return [_copy(o) for o in (out if limit is None else out[:limit])]
 
     def cancel_order(self, id: str, symbol: str | None = None, params: dict[str, Any] | None = None):
         order = self.fetch_order(id, symbol, params)
         if order["status"] != "open":
             raise OrderNotFound(f"paper: order {order['id']!r} is {order['status']}, not open")
         self._emit("order_done", self.book.now or 0, id=order["id"], status="canceled", reason="canceled by the user")
-        return _copy(self.book.orders[order["id"]])
+        return self.fetch_order(order["id"])
 
     def fetch_my_trades(self, symbol: str | None = None, since: int | None = None, limit: int | None = None,
                         params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        out = [_copy_trade(t) for t in self.book.trades if (symbol is None or t["symbol"] == symbol)
-               and (since is None or t["timestamp"] >= since)]
-        return out if limit is None else out[:limit]
+        """The trades at or after ``since`` (all: None), oldest first, at most ``limit``; those the
+        book no longer holds are read from the log."""
+        held = self.book.trades
+        out = []
+        if len(held) < self.book.n_trades and (since is None or not held or held[0]["timestamp"] >= since):
+            out = book_history.trades(self.events, self.book, symbol=symbol, since=since, limit=limit,
+                                      order_type=lambda oid: self.fetch_order(oid)["type"])
+        if limit is None or len(out) < limit:
+            out += [t for t in held if (symbol is None or t["symbol"] == symbol)
+                    and (since is None or t["timestamp"] >= since)]
+        return [_copy_trade(t) for t in (out if limit is None else out[:limit])]
 
     # ------------------------------------------------------------------ the clock and the log
     def advance(self, ts: int) -> None:
@@ -387,7 +419,16 @@ class PaperExchange:
         self.book.apply(self.events.append_data(kind, ts, data))
 
     def _new_book(self) -> Book:
-        return Book(self.symbols, self.bases, self.quote)
+        return Book(self.symbols, self.bases, self.quote, keep=self.keep_history)
+
+    def _order_of_client(self, cid: Any) -> dict[str, Any] | None:
+        """The order placed with client id ``cid`` (the book's, or rebuilt from the log), or None."""
+        oid = self.book.client_ids.get(cid)
+        if oid is not None:
+            return self.book.orders[oid]
+        if len(self.book.old_client_ids):
+            return book_history.order_by_client_id(self.events, self.book, cid)
+        return None
 
     def _check_same_run(self) -> None:
         start = next(iter(self.events), None)
@@ -444,7 +485,7 @@ class PaperExchange:
         events: list[tuple[str, dict]] = [("order_done", {"id": o["id"], "status": "canceled",
                                                           "reason": "superseded by a later target"})
                                           for o in superseded]
-        n_trades = len(self.book.trades)
+        n_trades = self.book.n_trades
         symbols = self.symbols
 
         def trade(i, q, price, fee, slip, order_id, kind):
