@@ -160,8 +160,9 @@ def trades(log: EventLog, book: Book, *, symbol: str | None, since: int | None,
                 continue
             if (symbol is None or t["symbol"] == symbol) and (since is None or t["ts"] >= since):
                 oid = t["order"]
-                kind_of = None if oid is None else (types[oid] if oid in types else order_type(oid))
-                out.append(make_trade(t, book.quote, kind_of))
+                if oid is not None and oid not in types:  # (placed before the read started)
+                    types[oid] = order_type(oid)
+                out.append(make_trade(t, book.quote, None if oid is None else types[oid]))
                 if limit is not None and len(out) >= limit:
                     break
             number += 1
