@@ -62,7 +62,7 @@ def _line(case, metric, value, goal, meets, **reference):
             "meets_goal": bool(meets), "reference": reference}
 
 
-def heap_growth(tensor, weights, state: Path, keep: int | None) -> tuple[float, int]:
+def heap_growth(tensor, weights, state: Path, keep: int | None, probe=None) -> tuple[float, int]:
     """(bytes the Python heap grows by per 10k bars over the run's second half, traced peak bytes)
     of a paper run with ``keep_history=keep``: the slope of a least-squares line through the traced
     size at each bar whose client-id index has just merged its tail (the tail's growth and merge
@@ -84,6 +84,8 @@ def heap_growth(tensor, weights, state: Path, keep: int | None) -> tuple[float, 
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    if probe is not None:
+        probe(ex)
     ex.close()
     at = at if len(at) >= 3 else every
     slope = np.polyfit(list(at), list(at.values()), 1)[0]
@@ -99,7 +101,25 @@ def memory_lines(bars: int = HEAP_BARS, tmp: Path | None = None) -> list[dict]:
         tensor = _tensor(bars, seed=2)
         w = np.random.default_rng(2).dirichlet(np.ones(A + 1), size=bars)[:, :A]
         _paper_run(_tensor(8), w, tmp / "warm").close()  # (the kernels compiled before memory is traced)
-        capped, capped_peak = heap_growth(tensor, w, tmp / "capped", KEEP_HISTORY)
+        lookups: dict[str, float] = {}
+
+        def probe(ex) -> None:
+            """The cost of history the book no longer holds: read from the log."""
+            # order 2560, the last before a mark (MARK_EVERY 256): a read of 255 orders' events; placed
+            # at bar 640 for asset 3 (A orders a bar from bar 1)
+            for name, call in (("fetch_order_old_by_id_ms", lambda: ex.fetch_order("paper-2560")),
+                               ("fetch_order_old_by_client_id_ms",
+                                lambda: ex.fetch_order(None, params={"clientOrderId": "640-3"})),
+                               ("fetch_my_trades_last_half_ms",
+                                lambda: ex.fetch_my_trades(since=int(tensor.timestamps[bars // 2])))):
+                best = float("inf")
+                for _ in range(3):  # (the best of 3: the first read after a long run pays SQLite's warm-up)
+                    t0 = time.perf_counter()
+                    call()
+                    best = min(best, time.perf_counter() - t0)
+                lookups[name] = round(best * 1000, 2)
+
+        capped, capped_peak = heap_growth(tensor, w, tmp / "capped", KEEP_HISTORY, probe)
         full, full_peak = heap_growth(tensor, w, tmp / "full", None)
     finally:
         if own:
@@ -109,7 +129,8 @@ def memory_lines(bars: int = HEAP_BARS, tmp: Path | None = None) -> list[dict]:
                   "heap_growth_mb_per_10k_bars", round(capped / mb, 3), 1.0, capped / mb <= 1.0,
                   uncapped_mb_per_10k_bars=round(full / mb, 2), bars=bars, measured_over_bars=bars - 2 - bars // 2,
                   client_id_index_mb_per_10k_bars=round(16 * A * 10_000 / mb, 2),
-                  traced_peak_mb=round(capped_peak / mb, 1), uncapped_traced_peak_mb=round(full_peak / mb, 1))]
+                  traced_peak_mb=round(capped_peak / mb, 1), uncapped_traced_peak_mb=round(full_peak / mb, 1),
+                  **lookups)]
 
 
 def run(bars: int = 1500) -> list[dict]:
