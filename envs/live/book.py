@@ -143,6 +143,12 @@ class Book:
     ``keep``: done orders and trades held in RAM (the latest; None: all), see the module docstring.
     """
 
+    # (slots: an instance dict of more than 30 keys loses CPython's fast attribute access, ~10 % of a replay)
+    __slots__ = ("keep", "symbols", "bases", "quote", "cash", "positions", "equity", "initial_cash", "now", "orders",
+                 "open", "client_ids", "trades", "n_orders", "n_trades", "placed", "_done", "old_client_ids",
+                 "evicted_orders", "last_evicted_seq", "mark_every", "order_marks", "order_mark_ts", "trade_marks",
+                 "trade_mark_ts", "last_decision", "last_bar", "status", "n_events", "fees", "borrow", "funding")
+
     def __init__(self, symbols: list[str], bases: list[str], quote: str, keep: int | None = KEEP_HISTORY) -> None:
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
             raise ConfigError(f"keep_history={keep!r}; expected an integer >= 0, or None to keep all")
@@ -250,8 +256,9 @@ class Book:
     def _trade(self, t: dict[str, Any]) -> None:
         """A fill (compact: id, order, ts, symbol, side, amount, price, fee, info) into the trades
         and its order."""
-        order = self.orders.get(t["order"]) if t["order"] is not None else None
-        trade = make_trade(t, self.quote, order["type"] if order is not None else None)
+        trade = trade_struct(id=t["id"], order_id=t["order"], ts=t["ts"], symbol=t["symbol"], side=t["side"],
+                             amount=t["amount"], price=t["price"], fee=t["fee"], quote=self.quote, info=t["info"])
+        order = self.orders.get(trade["order"]) if trade["order"] is not None else None
         if self.n_trades % self.mark_every == 0:
             self.trade_marks.append(self.n_events)
             self.trade_mark_ts.append(trade["timestamp"])
@@ -263,7 +270,9 @@ class Book:
             cost = order["cost"] + trade["cost"]
             order["filled"], order["cost"] = filled, cost
             order["average"] = cost / filled if filled > 0 else None
-            if order["type"] != "limit":
+            if order["type"] == "limit":  # a resting order filled when the market came to it (as make_trade)
+                trade.update(type="limit", takerOrMaker="maker")
+            else:
                 order["price"] = order["average"]
             if order["amount"] is not None:
                 order["remaining"] = max(order["amount"] - filled, 0.0)
