@@ -251,7 +251,8 @@ class Book:
                     del self.client_ids[cid]
                 self.old_client_ids.add(cid, seq)
             self.evicted_orders += 1
-            self.last_evicted_seq = max(self.last_evicted_seq, seq)
+            if seq > self.last_evicted_seq:
+                self.last_evicted_seq = seq
 
     def _trade(self, t: dict[str, Any]) -> None:
         """A fill (compact: id, order, ts, symbol, side, amount, price, fee, info) into the trades
