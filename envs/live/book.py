@@ -201,14 +201,17 @@ class Book:
             self.orders[order["id"]] = order
             if order["clientOrderId"] is not None:
                 self.client_ids[order["clientOrderId"]] = order["id"]
-            if self.n_orders % self.mark_every == 0:
+            n = self.n_orders
+            if n % self.mark_every == 0:
                 self.order_marks.append(event.seq)
                 self.order_mark_ts.append(event.ts)
-            self.n_orders += 1
+            self.n_orders = n + 1
             if self.keep is not None:
                 self.placed[order["id"]] = event.seq
                 if kind == "order_rejected":
-                    self._retire(order["id"])
+                    self._done.append(order["id"])
+                    if len(self._done) > self.keep:
+                        self._evict()
         elif kind == "fill":
             self._trade(d["trade"])
         elif kind == "order_done":
@@ -224,8 +227,10 @@ class Book:
                 order["remaining"] = max(order["amount"] - order["filled"], 0.0)
             if d.get("reason"):
                 order["info"] = {**order["info"], "reason": d["reason"]}
-            if self.keep is not None and was_open:
-                self._retire(d["id"])
+            if was_open and self.keep is not None:  # (done: the oldest done order beyond `keep` leaves RAM)
+                self._done.append(d["id"])
+                if len(self._done) > self.keep:
+                    self._evict()
         elif kind == "bar":
             self.cash = float(d["cash"])
             self.positions = [float(x) for x in d["positions"]]
@@ -236,23 +241,19 @@ class Book:
             self.funding += d["funding"]
             self.last_bar = d
 
-    def _retire(self, oid: str) -> None:
-        """Order ``oid`` is done: the oldest done order beyond ``keep`` leaves RAM (its client id
-        goes to the compact index)."""
-        done = self._done
-        done.append(oid)
-        if len(done) > self.keep:
-            old = done.popleft()
-            order = self.orders.pop(old)
-            seq = self.placed.pop(old)
-            cid = order["clientOrderId"]
-            if cid is not None:
-                if self.client_ids.get(cid) == old:
-                    del self.client_ids[cid]
-                self.old_client_ids.add(cid, seq)
-            self.evicted_orders += 1
-            if seq > self.last_evicted_seq:
-                self.last_evicted_seq = seq
+    def _evict(self) -> None:
+        """The oldest done order leaves RAM (its client id goes to the compact index)."""
+        old = self._done.popleft()
+        order = self.orders.pop(old)
+        seq = self.placed.pop(old)
+        cid = order["clientOrderId"]
+        if cid is not None:
+            if self.client_ids.get(cid) == old:
+                del self.client_ids[cid]
+            self.old_client_ids.add(cid, seq)
+        self.evicted_orders += 1
+        if seq > self.last_evicted_seq:
+            self.last_evicted_seq = seq
 
     def _trade(self, t: dict[str, Any]) -> None:
         """A fill (compact: id, order, ts, symbol, side, amount, price, fee, info) into the trades
@@ -260,10 +261,11 @@ class Book:
         trade = trade_struct(id=t["id"], order_id=t["order"], ts=t["ts"], symbol=t["symbol"], side=t["side"],
                              amount=t["amount"], price=t["price"], fee=t["fee"], quote=self.quote, info=t["info"])
         order = self.orders.get(trade["order"]) if trade["order"] is not None else None
-        if self.n_trades % self.mark_every == 0:
+        n = self.n_trades
+        if n % self.mark_every == 0:
             self.trade_marks.append(self.n_events)
             self.trade_mark_ts.append(trade["timestamp"])
-        self.n_trades += 1
+        self.n_trades = n + 1
         self.trades.append(trade)
         self.fees += trade["fee"]["cost"]
         if order is not None:
