@@ -47,7 +47,7 @@ def _paper_run(tensor, weights, state: Path, durable: bool = False, on_bar=None,
     ex.advance(int(ts[1]))
     for t in range(1, len(ts) - 1):
         if on_bar is not None:
-            on_bar(t)
+            on_bar(ex, t)
         with ex.batch():  # (a bar's decision and orders: one commit)
             ex.record_decision(int(ts[t]), "h", weights[t])
             for i, sym in enumerate(tensor.symbols):
@@ -62,16 +62,21 @@ def _line(case, metric, value, goal, meets, **reference):
             "meets_goal": bool(meets), "reference": reference}
 
 
-def heap_growth(tensor, weights, state: Path, keep: int | None) -> tuple[float, int]:
+def heap_growth(tensor, weights, state: Path, keep: int | None, probe=None) -> tuple[float, int]:
     """(bytes the Python heap grows by per 10k bars over the run's second half, traced peak bytes)
     of a paper run with ``keep_history=keep``: the slope of a least-squares line through the traced
-    size every 50 bars (a dict's resizing and the client-id index's merges are saw teeth, not growth)."""
+    size at each bar whose client-id index has just merged its tail (the tail's growth and merge
+    are saw teeth ``MERGE`` orders long, not growth; uncapped: every 50 bars)."""
     T = tensor.n_bars
     at: dict[int, int] = {}
+    every: dict[int, int] = {}  # (every 50 bars: when the run is too short for 3 merges)
 
-    def on_bar(t: int) -> None:
-        if t >= T // 2 and t % 50 == 0:
-            at[t] = tracemalloc.get_traced_memory()[0]
+    def on_bar(ex, t: int) -> None:
+        if t >= T // 2:
+            if keep is not None and len(ex.book.old_client_ids._tail) < A:
+                at[t] = tracemalloc.get_traced_memory()[0]
+            if t % 50 == 0:
+                every[t] = tracemalloc.get_traced_memory()[0]
 
     tracemalloc.start()
     try:
@@ -79,7 +84,10 @@ def heap_growth(tensor, weights, state: Path, keep: int | None) -> tuple[float, 
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    if probe is not None:
+        probe(ex)
     ex.close()
+    at = at if len(at) >= 3 else every
     slope = np.polyfit(list(at), list(at.values()), 1)[0]
     return float(slope) * 10_000, peak
 
@@ -93,7 +101,25 @@ def memory_lines(bars: int = HEAP_BARS, tmp: Path | None = None) -> list[dict]:
         tensor = _tensor(bars, seed=2)
         w = np.random.default_rng(2).dirichlet(np.ones(A + 1), size=bars)[:, :A]
         _paper_run(_tensor(8), w, tmp / "warm").close()  # (the kernels compiled before memory is traced)
-        capped, capped_peak = heap_growth(tensor, w, tmp / "capped", KEEP_HISTORY)
+        lookups: dict[str, float] = {}
+
+        def probe(ex) -> None:
+            """The cost of history the book no longer holds: read from the log."""
+            # order 2560, the last before a mark (MARK_EVERY 256): a read of 255 orders' events; placed
+            # at bar 640 for asset 3 (A orders a bar from bar 1)
+            for name, call in (("fetch_order_old_by_id_ms", lambda: ex.fetch_order("paper-2560")),
+                               ("fetch_order_old_by_client_id_ms",
+                                lambda: ex.fetch_order(None, params={"clientOrderId": "640-3"})),
+                               ("fetch_my_trades_last_half_ms",
+                                lambda: ex.fetch_my_trades(since=int(tensor.timestamps[bars // 2])))):
+                best = float("inf")
+                for _ in range(3):  # (the best of 3: the first read after a long run pays SQLite's warm-up)
+                    t0 = time.perf_counter()
+                    call()
+                    best = min(best, time.perf_counter() - t0)
+                lookups[name] = round(best * 1000, 2)
+
+        capped, capped_peak = heap_growth(tensor, w, tmp / "capped", KEEP_HISTORY, probe)
         full, full_peak = heap_growth(tensor, w, tmp / "full", None)
     finally:
         if own:
@@ -102,7 +128,9 @@ def memory_lines(bars: int = HEAP_BARS, tmp: Path | None = None) -> list[dict]:
     return [_line(f"4 assets, target-weight orders every bar, keep_history={KEEP_HISTORY}",
                   "heap_growth_mb_per_10k_bars", round(capped / mb, 3), 1.0, capped / mb <= 1.0,
                   uncapped_mb_per_10k_bars=round(full / mb, 2), bars=bars, measured_over_bars=bars - 2 - bars // 2,
-                  traced_peak_mb=round(capped_peak / mb, 1), uncapped_traced_peak_mb=round(full_peak / mb, 1))]
+                  client_id_index_mb_per_10k_bars=round(16 * A * 10_000 / mb, 2),
+                  traced_peak_mb=round(capped_peak / mb, 1), uncapped_traced_peak_mb=round(full_peak / mb, 1),
+                  **lookups)]
 
 
 def run(bars: int = 1500) -> list[dict]:

@@ -85,7 +85,7 @@ def _book_state(book: Book) -> dict:
     """Everything the book holds, comparable."""
     def plain(v):
         return v.state() if isinstance(v, ClientIdIndex) else list(v) if isinstance(v, (deque, array)) else v
-    return {k: plain(v) for k, v in vars(book).items()}
+    return {k: plain(getattr(book, k)) for k in Book.__slots__}
 
 
 @pytest.fixture(params=[book_module.MARK_EVERY, 3], ids=["marks-default", "marks-every-3"])

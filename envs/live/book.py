@@ -143,6 +143,12 @@ class Book:
     ``keep``: done orders and trades held in RAM (the latest; None: all), see the module docstring.
     """
 
+    # (slots: an instance dict of more than 30 keys loses CPython's fast attribute access, ~10 % of a replay)
+    __slots__ = ("keep", "symbols", "bases", "quote", "cash", "positions", "equity", "initial_cash", "now", "orders",
+                 "open", "client_ids", "trades", "n_orders", "n_trades", "placed", "_done", "old_client_ids",
+                 "evicted_orders", "last_evicted_seq", "mark_every", "order_marks", "order_mark_ts", "trade_marks",
+                 "trade_mark_ts", "last_decision", "last_bar", "status", "n_events", "fees", "borrow", "funding")
+
     def __init__(self, symbols: list[str], bases: list[str], quote: str, keep: int | None = KEEP_HISTORY) -> None:
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
             raise ConfigError(f"keep_history={keep!r}; expected an integer >= 0, or None to keep all")
@@ -195,14 +201,17 @@ class Book:
             self.orders[order["id"]] = order
             if order["clientOrderId"] is not None:
                 self.client_ids[order["clientOrderId"]] = order["id"]
-            if self.n_orders % self.mark_every == 0:
+            n = self.n_orders
+            if n % self.mark_every == 0:
                 self.order_marks.append(event.seq)
                 self.order_mark_ts.append(event.ts)
-            self.n_orders += 1
+            self.n_orders = n + 1
             if self.keep is not None:
                 self.placed[order["id"]] = event.seq
                 if kind == "order_rejected":
-                    self._retire(order["id"])
+                    self._done.append(order["id"])
+                    if len(self._done) > self.keep:
+                        self._evict()
         elif kind == "fill":
             self._trade(d["trade"])
         elif kind == "order_done":
@@ -218,8 +227,10 @@ class Book:
                 order["remaining"] = max(order["amount"] - order["filled"], 0.0)
             if d.get("reason"):
                 order["info"] = {**order["info"], "reason": d["reason"]}
-            if self.keep is not None and was_open:
-                self._retire(d["id"])
+            if was_open and self.keep is not None:  # (done: the oldest done order beyond `keep` leaves RAM)
+                self._done.append(d["id"])
+                if len(self._done) > self.keep:
+                    self._evict()
         elif kind == "bar":
             self.cash = float(d["cash"])
             self.positions = [float(x) for x in d["positions"]]
@@ -230,32 +241,31 @@ class Book:
             self.funding += d["funding"]
             self.last_bar = d
 
-    def _retire(self, oid: str) -> None:
-        """Order ``oid`` is done: the oldest done order beyond ``keep`` leaves RAM (its client id
-        goes to the compact index)."""
-        done = self._done
-        done.append(oid)
-        if len(done) > self.keep:
-            old = done.popleft()
-            order = self.orders.pop(old)
-            seq = self.placed.pop(old)
-            cid = order["clientOrderId"]
-            if cid is not None:
-                if self.client_ids.get(cid) == old:
-                    del self.client_ids[cid]
-                self.old_client_ids.add(cid, seq)
-            self.evicted_orders += 1
-            self.last_evicted_seq = max(self.last_evicted_seq, seq)
+    def _evict(self) -> None:
+        """The oldest done order leaves RAM (its client id goes to the compact index)."""
+        old = self._done.popleft()
+        order = self.orders.pop(old)
+        seq = self.placed.pop(old)
+        cid = order["clientOrderId"]
+        if cid is not None:
+            if self.client_ids.get(cid) == old:
+                del self.client_ids[cid]
+            self.old_client_ids.add(cid, seq)
+        self.evicted_orders += 1
+        if seq > self.last_evicted_seq:
+            self.last_evicted_seq = seq
 
     def _trade(self, t: dict[str, Any]) -> None:
         """A fill (compact: id, order, ts, symbol, side, amount, price, fee, info) into the trades
         and its order."""
-        order = self.orders.get(t["order"]) if t["order"] is not None else None
-        trade = make_trade(t, self.quote, order["type"] if order is not None else None)
-        if self.n_trades % self.mark_every == 0:
+        trade = trade_struct(id=t["id"], order_id=t["order"], ts=t["ts"], symbol=t["symbol"], side=t["side"],
+                             amount=t["amount"], price=t["price"], fee=t["fee"], quote=self.quote, info=t["info"])
+        order = self.orders.get(trade["order"]) if trade["order"] is not None else None
+        n = self.n_trades
+        if n % self.mark_every == 0:
             self.trade_marks.append(self.n_events)
             self.trade_mark_ts.append(trade["timestamp"])
-        self.n_trades += 1
+        self.n_trades = n + 1
         self.trades.append(trade)
         self.fees += trade["fee"]["cost"]
         if order is not None:
@@ -263,7 +273,9 @@ class Book:
             cost = order["cost"] + trade["cost"]
             order["filled"], order["cost"] = filled, cost
             order["average"] = cost / filled if filled > 0 else None
-            if order["type"] != "limit":
+            if order["type"] == "limit":  # a resting order filled when the market came to it (as make_trade)
+                trade.update(type="limit", takerOrMaker="maker")
+            else:
                 order["price"] = order["average"]
             if order["amount"] is not None:
                 order["remaining"] = max(order["amount"] - filled, 0.0)

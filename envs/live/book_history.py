@@ -95,6 +95,9 @@ def orders(log: EventLog, book: Book, *, symbol: str | None, since: int | None,
     def wanted(o: dict, ts: int) -> bool:
         return (symbol is None or o["symbol"] == symbol) and (since is None or ts >= since)
 
+    def full() -> bool:
+        return limit is not None and len(out) >= limit
+
     start = 0
     if since is not None:
         j = bisect.bisect_left(book.order_mark_ts, since) - 1
@@ -102,7 +105,6 @@ def orders(log: EventLog, book: Book, *, symbol: str | None, since: int | None,
     scratch = _scratch(book)
     out: list[dict[str, Any]] = []
     pending: set[str] = set()  # rebuilt, not done yet
-    full = lambda: limit is not None and len(out) >= limit  # noqa: E731
     rest_from = None  # the first event from which the book holds every order
     with _reading(log, start) as events:
         for ev in events:
@@ -160,8 +162,9 @@ def trades(log: EventLog, book: Book, *, symbol: str | None, since: int | None,
                 continue
             if (symbol is None or t["symbol"] == symbol) and (since is None or t["ts"] >= since):
                 oid = t["order"]
-                kind_of = None if oid is None else (types[oid] if oid in types else order_type(oid))
-                out.append(make_trade(t, book.quote, kind_of))
+                if oid is not None and oid not in types:  # (placed before the read started)
+                    types[oid] = order_type(oid)
+                out.append(make_trade(t, book.quote, None if oid is None else types[oid]))
                 if limit is not None and len(out) >= limit:
                     break
             number += 1

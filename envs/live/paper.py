@@ -426,7 +426,7 @@ class PaperExchange:
         oid = self.book.client_ids.get(cid)
         if oid is not None:
             return self.book.orders[oid]
-        if len(self.book.old_client_ids):
+        if self.book.evicted_orders:
             return book_history.order_by_client_id(self.events, self.book, cid)
         return None
 
