@@ -126,7 +126,9 @@ def memory_lines(bars: int = HEAP_BARS, tmp: Path | None = None) -> list[dict]:
             shutil.rmtree(tmp, ignore_errors=True)
     mb = 1e6
     return [_line(f"4 assets, target-weight orders every bar, keep_history={KEEP_HISTORY}",
-                  "heap_growth_mb_per_10k_bars", round(capped / mb, 3), 1.0, capped / mb <= 1.0,
+                  # goal: at most 2% of an uncapped book's growth in the same run (what is left is the
+                  # 16-byte-an-order client-id index and the measurement's saw teeth: GC, group commit)
+                  "heap_growth_mb_per_10k_bars", round(capped / mb, 3), round(0.02 * full / mb, 2), capped <= 0.02 * full,
                   uncapped_mb_per_10k_bars=round(full / mb, 2), bars=bars, measured_over_bars=bars - 2 - bars // 2,
                   client_id_index_mb_per_10k_bars=round(16 * A * 10_000 / mb, 2),
                   traced_peak_mb=round(capped_peak / mb, 1), uncapped_traced_peak_mb=round(full_peak / mb, 1),
