@@ -304,3 +304,48 @@ def test_ctrl_c_stops_between_bars_and_the_run_resumes(trained, tmp_path, capsys
     assert "stopping after this bar" in out and "stopped at bar" in out and "paper: 4 bars" in out and "interrupted" in out
     assert main(args) == 0
     assert "paper: 7 bars" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value, keep", [(None, 10_000), ("3", 3), ("all", None), ("ALL", None), ("0", 0)])
+def test_keep_history_option_is_the_paper_books_keep(value, keep):
+    """--keep-history N|all as PaperExchange's keep_history; not given: the exchange's own default."""
+    import argparse
+
+    from factorgym.agents.live.runner import _keep
+    from factorgym.commands.paper import keep_history_of
+    from factorgym.envs.live.book import KEEP_HISTORY
+
+    got = keep_history_of(argparse.Namespace(keep_history=value))
+    assert _keep(got) == ({} if value is None else {"keep_history": keep})
+    assert (KEEP_HISTORY if value is None else got) == keep
+
+
+@pytest.mark.parametrize("bad", ["-1", "many", "2.5"])
+def test_a_bad_keep_history_is_one_line_naming_the_option(tmp_path, capsys, bad):
+    from factorgym.cli import main
+
+    rc = main(["paper", "--policy", str(tmp_path / "no_bundle"), "--state", str(tmp_path / "state"),
+               "--replay", str(tmp_path / "tensor"), "--keep-history", bad])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1 and f"--keep-history {bad}" in err, err
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_replay_with_keep_history_keeps_that_many_and_equals_the_default(trained, tmp_path):
+    """--keep-history 3 through the runner: the book holds at most 3 done orders, the run is the same."""
+    from factorgym.agents.live.runner import open_paper_replay, run_loop
+
+    tensor, tdir, bundle = trained
+    split, a, b = _span(tensor, 30)
+    equities = []
+    for name, keep in (("default", "default"), ("three", 3)):
+        env, policy, last, _ = open_paper_replay(bundle, tmp_path / name, tdir, split=split, durable=False,
+                                                 keep_history=keep)
+        run_loop(env, policy, end_ts=last, out=None)
+        book = env.exchange.book
+        if keep == 3:
+            assert book.keep == 3 and len(book.orders) - len(book.open) <= 3 and len(book.trades) <= 3
+            assert book.n_trades > 3  # (more were made than it keeps)
+        equities.append(book.equity)
+        env.exchange.close()
+    assert equities[0] == equities[1]

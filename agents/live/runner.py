@@ -219,11 +219,17 @@ def replay_range(spec: Any, tensor: Any, split: str, run_dir: Path | None) -> tu
 REPLAY_GROUP_COMMIT = 32  # (8 cost ~8% more CPU a bar: SQLite's commit and WAL work)
 
 
+def _keep(keep_history: int | None | str) -> dict[str, Any]:
+    """``PaperExchange``'s ``keep_history`` argument, when one was chosen."""
+    return {} if keep_history == "default" else {"keep_history": keep_history}
+
+
 def open_paper_replay(bundle: str | Path, state_dir: str | Path, tensor_dir: str | Path | None, *, split: str = "test",
                       store: str | Path | None = None, run_id: str = "paper", durable: bool = True,
-                      group_commit: int | None = None):
+                      group_commit: int | None = None, keep_history: int | None | str = "default"):
     """``(env, policy, end_ts, exact)`` for a paper replay of a bundle over a tensor split; the event log
-    commits every ``group_commit`` batches (default :data:`REPLAY_GROUP_COMMIT`)."""
+    commits every ``group_commit`` batches (default :data:`REPLAY_GROUP_COMMIT`); the paper book holds
+    ``keep_history`` done orders and trades in RAM (``"default"``: the exchange's default; None: all)."""
     from factorgym.agents.bundle import find_bundle, load_policy
     from factorgym.agents.policy_backtest import _run_tensor
     from factorgym.data_layer.tensor import FactorTensor
@@ -252,7 +258,8 @@ def open_paper_replay(bundle: str | Path, state_dir: str | Path, tensor_dir: str
     state.mkdir(parents=True, exist_ok=True)
     ex = PaperExchange(feed, execution=execution, initial_cash=spec.initial_cash, state_dir=state, run_id=run_id,
                        long_only=spec.long_only, durable=durable,
-                       group_commit=REPLAY_GROUP_COMMIT if group_commit is None else group_commit)
+                       group_commit=REPLAY_GROUP_COMMIT if group_commit is None else group_commit,
+                       **_keep(keep_history))
     if ex.now is None:
         ex.advance(first + tensor_tf_ms(tensor))
     env = LiveTradingEnv(ex, symbols=spec.symbols, feature_names=spec.feature_names, timeframe=spec.timeframe,
@@ -297,7 +304,8 @@ def check_state(state: Path, identity: dict[str, Any]) -> None:
 def open_paper_live(bundle: str | Path, state_dir: str | Path, exchange_id: str, *, symbols: list[str] | None = None,
                     timeframe: str | None = None, base_url: str | None = None, history: int | None = None,
                     run_id: str = "paper", durable: bool = True, source: Any = None, delay_ms: int = 2_000,
-                    poll_s: float = 30.0, sleep: Callable[[float], None] = time.sleep):
+                    poll_s: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+                    keep_history: int | None | str = "default"):
     """``(env, policy, clock)`` for paper trading ``bundle`` on ``exchange_id``'s live candles: public market
     data through ccxt (``source``: any ``CandleSource`` instead), orders filled by the local paper
     exchange. A new state folder is warmed up with ``history`` closed bars (default: the policy's window
@@ -332,7 +340,8 @@ def open_paper_live(bundle: str | Path, state_dir: str | Path, exchange_id: str,
     (state / "run.json").write_text(json.dumps({**identity, "bundle": str(path), "base_url": bool(base_url),
                                                 "market_rules": rules}))
     ex = PaperExchange(feed, execution=ExecutionConfig(**spec.execution), initial_cash=spec.initial_cash,
-                       state_dir=state, run_id=run_id, long_only=spec.long_only, durable=durable)
+                       state_dir=state, run_id=run_id, long_only=spec.long_only, durable=durable,
+                       **_keep(keep_history))
     try:
         clock = LiveCandles(ex, source, delay_ms=delay_ms, poll_s=poll_s, sleep=sleep)
         if ex.now is None:

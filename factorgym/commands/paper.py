@@ -91,6 +91,10 @@ def add_parser(subparsers) -> None:
                    help="commit events without an fsync each (synchronous=NORMAL, WAL): a killed or crashed process "
                         "loses nothing, a power cut may lose the last bars (the log stays consistent and the run "
                         "resumes from its last commit on disk). The default with --replay")
+    p.add_argument("--keep-history", default=None, metavar="N|all",
+                   help="done orders and trades the paper exchange keeps in memory (default 10000; older ones are "
+                        "read back from the event log when asked for, so memory stays flat however long the run); "
+                        "'all' keeps every one")
     p.add_argument("--group-commit", type=int, default=None, metavar="N",
                    help="--replay: commit the event log every N batches (two a bar; default 32, or sooner once the "
                         "oldest is 0.25 s old). A replay is deterministic, so a kill loses only work the same command "
@@ -118,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
     env, policy, last, exact = open_paper_replay(args.policy, args.state, args.replay, split=args.split or "test",
                                                  store=args.store, run_id=args.run_id or "paper",
-                                                 durable=log_durable(args, replay=True), group_commit=args.group_commit)
+                                                 durable=log_durable(args, replay=True), group_commit=args.group_commit,
+                                                 keep_history=keep_history_of(args))
     out = None if args.quiet else sys.stdout
     if not exact and out is not None:
         print("note: no --store with the tensor's warm-up candles: online features of the first bars differ "
@@ -208,6 +213,22 @@ def refuse_options(args: argparse.Namespace, mode: str, options: dict[str, str])
                               f"{'--replay' if mode == '--exchange' else '--exchange'} runs); leave it out")
 
 
+def keep_history_of(args: argparse.Namespace) -> int | None | str:
+    """``--keep-history N|all`` as ``PaperExchange``'s ``keep_history`` ("default" when not given)."""
+    value = getattr(args, "keep_history", None)
+    if value is None:
+        return "default"
+    if str(value).lower() == "all":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ConfigError(f"--keep-history {value}: expected a number of orders >= 0, or 'all'")
+    return n
+
+
 def symbols_of(values: list[str] | None) -> list[str] | None:
     """``--symbols BTC/USDT,ETH/USDT`` or ``--symbols BTC/USDT ETH/USDT``."""
     if not values:
@@ -223,7 +244,7 @@ def run_live_candles(args: argparse.Namespace) -> int:
     env, policy, _ = open_paper_live(args.policy, args.state, args.exchange, symbols=args.symbols,
                                      timeframe=args.timeframe, base_url=args.base_url, history=args.history,
                                      run_id=args.run_id or "paper", durable=log_durable(args, replay=False),
-                                     poll_s=30.0 if args.poll is None else args.poll)
+                                     poll_s=30.0 if args.poll is None else args.poll, keep_history=keep_history_of(args))
     out = None if args.quiet else sys.stdout
     try:
         result = run_loop(env, policy, max_bars=args.max_bars, out=out, notifier=LoopNotifier(notifiers_from_env()),
