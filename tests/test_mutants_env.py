@@ -378,3 +378,24 @@ def test_final_obs_and_final_info_appear_only_on_steps_where_an_env_ended_as_in_
         assert final & set(infos) == final & set(infos_g), (final & set(infos), final & set(infos_g))
         ended.append(bool((term | trunc).any()))
     assert ended == [False, False, True, False]  # both kinds of step were seen
+
+
+def test_the_html_report_of_a_result_shows_the_first_500_trades_as_the_report_writer_does(tmp_path):
+    """BacktestResult.report_html with its defaults is write_html_report's report: a run of more
+    than 500 fills lists the first 500 ("first 500 shown"), 500 table rows."""
+    from factorgym.envs.backtest import backtest
+    from factorgym.envs.report import write_html_report
+
+    flip = iter(range(10**6))
+    res = backtest(two_assets(T=300), lambda obs: np.array([0.6, -0.3]) if next(flip) % 2 else np.array([-0.3, 0.6]),
+                   mapping="direct", window=2, env_kwargs={"long_only": False},
+                   execution=ExecutionConfig(taker_fee=0.001, max_leverage=1.0, use_market_rules=False))
+    n = len(res.trades)
+    assert n > 500
+    mine = res.report_html(tmp_path / "a.html").read_text()
+    theirs = write_html_report(tmp_path / "b.html", {res.name: res}).read_text()
+    for html in (mine, theirs):
+        assert f"Trades ({n}, first 500 shown)" in html
+        table = html[html.index(f"Trades ({n}"):]
+        body = table[table.index("<tbody>"):table.index("</tbody>")]
+        assert body.count("<tr") == 500

@@ -9,6 +9,7 @@ import pytest
 
 from _factor_data import random_panel
 from factorgym.data_layer.factors import factor_from_config
+from factorgym.data_layer.factors.custom import custom_factor
 
 # built-in custom factors with their DEFAULT parameters -> the warm-up their definition needs
 DEFAULT_WARMUP = {"log_return": 1, "realized_vol": 24, "volume_zscore": 23, "bb_pctb": 19, "obv_flow": 24,
@@ -148,3 +149,32 @@ def test_rolling_normalisation_with_the_default_window_against_pandas():
     got = normalise_offline(x, cfg)[:, 0, 0]
     assert np.isnan(got[:99]).all() and np.isfinite(got[99:]).all()
     np.testing.assert_allclose(got[99:], want[99:], rtol=1e-7, atol=1e-9)
+
+
+@custom_factor("mutants_cumulative_log_close", warmup=3)
+def _cumulative_log_close(open, high, low, close, volume):
+    return np.cumsum(np.log(close))  # every row depends on ALL earlier bars
+
+
+@pytest.mark.parametrize("T", [5, 6, 40])
+def test_a_warmup_too_short_is_refused_on_a_panel_just_past_it(T):
+    """A factor declared with warm-up 3 that depends on the whole history: refused however short the
+    panel, as long as it has a row whose history reaches back past the warm-up (5 bars: row 4
+    would need bars 1-4 only, but depends on bar 0 too)."""
+    from factorgym.errors import ConfigError
+
+    f = factor_from_config({"kind": "custom", "name": "mutants_cumulative_log_close"})
+    with pytest.raises(ConfigError, match="declare a larger warmup"):
+        f.compute(random_panel(T=T, A=1, holes=False))
+
+
+@pytest.mark.parametrize("clip", [0, 0.0, -1.0])
+def test_a_clip_bound_of_zero_or_below_is_refused(clip):
+    """clip bounds z-scores to [-clip, clip]: 0 would flatten every feature to 0 offline (and mean 'no
+    clip' in the compiled routine), so it is refused with the rule; None is 'no clip'."""
+    from factorgym.data_layer.factors.normalise import NormaliseConfig
+    from factorgym.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"normalise.clip must be > 0 or null"):
+        NormaliseConfig.from_dict({"method": "expanding", "clip": clip})
+    assert NormaliseConfig.from_dict({"method": "expanding", "clip": None}).clip is None
