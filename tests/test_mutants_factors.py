@@ -178,3 +178,22 @@ def test_a_clip_bound_of_zero_or_below_is_refused(clip):
     with pytest.raises(ConfigError, match=r"normalise.clip must be > 0 or null"):
         NormaliseConfig.from_dict({"method": "expanding", "clip": clip})
     assert NormaliseConfig.from_dict({"method": "expanding", "clip": None}).clip is None
+
+
+def test_price_position_over_a_flat_range_is_one_half_without_numpy_warnings():
+    """A market that does not move for a whole window (a stablecoin, a halted pair): high = low, so
+    the range is 0 and the position is 0.5 by definition, computed without a divide warning (under
+    -W error a warning would be an exception in the user's build)."""
+    import warnings
+
+    from _factor_data import HOUR, random_ohlcv
+    from factorgym.data_layer.factors.base import CandlePanel
+
+    x = random_ohlcv(80, 1, seed=5)
+    x[30:, 0, :4] = 1.0  # open = high = low = close = 1 from bar 30
+    p = CandlePanel.from_arrays(np.arange(80, dtype=np.int64) * HOUR, x, ["S0/USD"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = factor_from_config({"kind": "custom", "name": "price_position"}).compute(p)[:, 0, 0]
+    assert (got[53:] == 0.5).all()  # bars 30-53 are the first flat 24-bar window
+    assert np.isfinite(got[23:53]).all() and (got[23:53] != 0.5).any()
