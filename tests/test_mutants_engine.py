@@ -241,3 +241,29 @@ def test_a_discrete_index_one_past_the_last_level_is_refused_and_moves_nothing(b
     obs_b, r_b, _, _, info_b = env.step(good)
     assert np.array_equal(obs_a, obs_b) and r_a == r_b and info_a["equity"] == info_b["equity"]
     assert info_a["weights"][0] == pytest.approx(0.5, abs=0.01)  # level 1.0 x level size 1 / A = 0.5
+
+
+def test_after_a_step_with_one_malformed_action_the_other_envs_observations_are_current_over_a_mapped_tensor(tmp_path):
+    """PortfolioCore.step with env 0's action malformed returns -1: env 0 does not move, the others
+    do and get their new observations. Over a memory-mapped tensor (feature rows read raw from the
+    map) those are the same bits as over the tensor in memory, for every env after the bad one."""
+    from factorgym.envs import PortfolioCore, RewardConfig
+
+    rng = np.random.default_rng(21)
+    T = 12
+    o = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, (T, 2)), axis=0))
+    prices = np.stack([o, o * 1.01, o * 0.99, o, np.full(o.shape, 1000.0)], axis=-1)
+    mem = FactorTensor.from_arrays(rng.normal(size=(T, 2, 3)).astype(np.float32), prices, np.arange(T) * HOUR)
+    mem.save(tmp_path / "t")
+    mapped = FactorTensor.load(tmp_path / "t", mmap=True)
+    cfg = ExecutionConfig(taker_fee=0.001, use_market_rules=False)
+    cores = [PortfolioCore(t, 3, window=3, scheme="signed", execution=cfg, reward=RewardConfig(), initial_cash=1000.0,
+                           long_only=False) for t in (mem, mapped)]
+    acts = np.array([[np.nan, 0.5], [0.5, -0.5], [-0.2, 0.4]])
+    for core in cores:
+        core.reset(np.arange(3), np.array([2, 2, 4]), np.array([T - 1] * 3))
+        assert core.step(acts.reshape(-1)) == -1
+        assert list(core.counters[:, 0]) == [2, 3, 5]  # env 0 stayed at its start, the others moved one bar
+    obs_mem, obs_map = (c.obs.reshape(3, -1) for c in cores)
+    assert not np.array_equal(obs_map[1], obs_map[2])
+    np.testing.assert_array_equal(obs_map[1:].view(np.uint32), obs_mem[1:].view(np.uint32))

@@ -197,3 +197,20 @@ def test_price_position_over_a_flat_range_is_one_half_without_numpy_warnings():
         got = factor_from_config({"kind": "custom", "name": "price_position"}).compute(p)[:, 0, 0]
     assert (got[53:] == 0.5).all()  # bars 30-53 are the first flat 24-bar window
     assert np.isfinite(got[23:53]).all() and (got[23:53] != 0.5).any()
+
+
+def test_expanding_normalisation_with_the_defaults_against_pandas():
+    """method 'expanding' with nothing else set: min_periods 100 and the clip at 5 that the shipped
+    factor configs state; pandas' expanding mean and population std. A jump at bar 150 is far past
+    5 standard deviations, so the clip is reached."""
+    from factorgym.data_layer.factors.normalise import NormaliseConfig, normalise_offline
+
+    cfg = NormaliseConfig.from_dict({"method": "expanding"})
+    x = np.random.default_rng(13).normal(2.0, 1.0, size=(200, 1, 1))
+    x[150:, 0, 0] += 50.0
+    s = pd.Series(x[:, 0, 0])
+    e = s.expanding(min_periods=100)
+    want = ((s - e.mean()) / e.std(ddof=0)).clip(-5.0, 5.0).to_numpy()
+    got = normalise_offline(x, cfg)[:, 0, 0]
+    assert np.isnan(got[:99]).all() and got[150] == 5.0
+    np.testing.assert_allclose(got[99:], want[99:], rtol=1e-7, atol=1e-9)
