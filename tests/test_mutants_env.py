@@ -399,3 +399,11 @@ def test_the_html_report_of_a_result_shows_the_first_500_trades_as_the_report_wr
         table = html[html.index(f"Trades ({n}"):]
         body = table[table.index("<tbody>"):table.index("</tbody>")]
         assert body.count("<tr") == 500
+
+
+def test_max_drawdown_is_zero_below_two_bars_as_documented():
+    """'0 for < 2 bars': an empty curve and a one-bar curve have no fall (not a ruin of 1)."""
+    from factorgym.envs import metrics
+
+    assert metrics.max_drawdown([]) == 0.0 and metrics.max_drawdown([1000.0]) == 0.0
+    assert metrics.max_drawdown([100.0, 80.0, 120.0, 90.0]) == pytest.approx(0.25, abs=1e-15)  # 120 -> 90
