@@ -106,7 +106,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "data_layer/factors/normalise.py": ["tests/test_normalise.py", "tests/test_factors_custom.py",
                                         "tests/test_mutants_factors.py"],
     "data_layer/store_merge.py": ["tests/test_store.py", "tests/test_store_partitions.py",
-                                  "tests/test_no_silent_data_mistakes.py"],
+                                  "tests/test_no_silent_data_mistakes.py", "tests/test_mutants_store.py"],
 }
 
 GROUPS: dict[str, list[str]] = {

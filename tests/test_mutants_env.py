@@ -407,3 +407,39 @@ def test_max_drawdown_is_zero_below_two_bars_as_documented():
 
     assert metrics.max_drawdown([]) == 0.0 and metrics.max_drawdown([1000.0]) == 0.0
     assert metrics.max_drawdown([100.0, 80.0, 120.0, 90.0]) == pytest.approx(0.25, abs=1e-15)  # 120 -> 90
+
+
+@pytest.mark.parametrize("options, end", [({"start": 1}, 4), ({"start": 1, "end": 3}, 3), ({"start": 9}, 11)])
+def test_an_episode_ends_at_the_given_end_else_after_episode_length_bars_within_the_data(options, end):
+    """episode_length=3 (12 bars, window 2): from start 1 the episode is truncated at bar 4 after
+    3 steps; an explicit options['end'] wins; near the data's end it stops at the last bar (11)."""
+    env = CryptoTradingEnv(two_assets(T=12), window=2, mapping="direct", episode_length=3, random_start=False)
+    _, info = env.reset(options=options)
+    assert (info["start"], info["end"]) == (options["start"], end)
+    steps, trunc = 0, False
+    while not trunc:
+        _, _, term, trunc, info = env.step(np.array([0.2, 0.1]))
+        steps += 1
+        assert not term
+    assert steps == end - options["start"] and info["timestamp"] == end * HOUR
+
+
+def test_a_backtest_over_more_than_256_bars_that_reaches_the_end_warns_of_no_early_end(caplog):
+    """A run of 300 bars (past CPython's cache of small ints, where 'is' on equal ints fails) that
+    reaches its last bar logs nothing about an early end; a run cut short by ruin does."""
+    import logging
+
+    from factorgym.envs.backtest import backtest
+
+    kw = dict(mapping="direct", window=2, execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    with caplog.at_level(logging.WARNING, logger="factorgym.envs.backtest"):
+        full = backtest(two_assets(T=302), lambda obs: np.array([0.3, 0.2]), **kw)
+    assert len(full.equity) == 301 and "the episode ended" not in caplog.text
+    t = two_assets(T=302)
+    prices = np.array(t.prices)
+    prices[150:, 0, :4] *= 1e-3  # X loses 99.9% at bar 150: a 2x long is ruined
+    ruined = FactorTensor(t.features, prices, t.timestamps, t.symbols, t.feature_names, t.tradable, t.meta)
+    with caplog.at_level(logging.WARNING, logger="factorgym.envs.backtest"):
+        cut = backtest(ruined, lambda obs: np.array([2.0, 0.0]), env_kwargs={"long_only": False},
+                       **{**kw, "execution": ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False)})
+    assert len(cut.equity) < 301 and "the episode ended" in caplog.text

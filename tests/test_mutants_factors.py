@@ -1,4 +1,4 @@
-"""Custom factors, normalisation and the store's merge: paths that the mutation run
+"""Custom factors and normalisation: paths that the mutation run
 (scripts/mutation.py) found unchecked, each test failing for a planted bug the suite let through."""
 
 from __future__ import annotations
@@ -214,3 +214,4 @@ def test_expanding_normalisation_with_the_defaults_against_pandas():
     got = normalise_offline(x, cfg)[:, 0, 0]
     assert np.isnan(got[:99]).all() and got[150] == 5.0
     np.testing.assert_allclose(got[99:], want[99:], rtol=1e-7, atol=1e-9)
+
