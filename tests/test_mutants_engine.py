@@ -267,3 +267,29 @@ def test_after_a_step_with_one_malformed_action_the_other_envs_observations_are_
     obs_mem, obs_map = (c.obs.reshape(3, -1) for c in cores)
     assert not np.array_equal(obs_map[1], obs_map[2])
     np.testing.assert_array_equal(obs_map[1:].view(np.uint32), obs_mem[1:].view(np.uint32))
+
+
+@pytest.mark.parametrize("N", [8, 24])
+def test_a_vector_env_of_whole_blocks_steps_each_env_as_a_single_env(N):
+    """8 and 24 envs fill whole blocks of 8 lanes with no padding block after them (the layout pads
+    only to an odd number of blocks): each env, from its own start and with its own actions, gives
+    what a single env gives, step after step (the 5- and 13-env tests all have padding lanes)."""
+    kw = dict(mapping="signed", long_only=False, initial_cash=1000.0, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, slippage_bps=5.0, max_leverage=2.0, use_market_rules=False))
+    rng = np.random.default_rng(N)
+    o = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.02, (12, 2)), axis=0))
+    prices = np.stack([o, o * 1.01, o * 0.99, o, np.full(o.shape, 1000.0)], axis=-1)
+    t = FactorTensor.from_arrays(rng.normal(size=(12, 2, 1)), prices, np.arange(12) * HOUR, symbols=["X", "Y"])
+    starts = rng.integers(0, 6, N)
+    actions = rng.uniform(-1, 1, (4, N, 2))
+    venv = CryptoTradingVectorEnv(t, N, **kw)
+    venv.reset(options={"start": starts})
+    singles = [CryptoTradingEnv(t, **kw) for _ in range(N)]
+    for e, s in zip(singles, starts):
+        e.reset(options={"start": int(s)})
+    for k in range(4):
+        _, rewards, _, _, infos = venv.step(actions[k])
+        for i, e in enumerate(singles):
+            _, r, _, _, info = e.step(actions[k, i])
+            assert rewards[i] == r and infos["equity"][i] == info["equity"], (k, i)
+            assert list(infos["positions"][i]) == list(info["positions"]), (k, i)
