@@ -293,3 +293,24 @@ def test_a_vector_env_of_whole_blocks_steps_each_env_as_a_single_env(N):
             _, r, _, _, info = e.step(actions[k, i])
             assert rewards[i] == r and infos["equity"][i] == info["equity"], (k, i)
             assert list(infos["positions"][i]) == list(info["positions"]), (k, i)
+
+
+def test_no_funding_is_charged_on_a_bar_where_the_asset_does_not_trade():
+    """A held perpetual over a bar where it is untradable (position frozen; its funding row NaN, or a
+    stray finite rate) pays no funding for it; the other asset, tradable, pays its own: 0.001 x 10 x
+    50 = 0.5 at bar 2's close."""
+    o = np.array([[100.0, 50.0], [100.0, 50.0], [100.0, 50.0], [100.0, 50.0]])
+    prices = np.stack([o, o, o, o, np.full(o.shape, 1000.0)], axis=-1)
+    tradable = np.array([[True, True], [True, True], [False, True], [True, True]])
+    for stray in (np.nan, 0.5):
+        funding = np.array([[0.0, 0.0], [0.0, 0.0], [stray, 0.001], [0.0, 0.0]])
+        t = FactorTensor.from_arrays(np.zeros((4, 2, 1)), prices, np.arange(4) * HOUR,
+                                     symbols=["X/USDT:USDT", "Y/USDT:USDT"], tradable=tradable, funding=funding)
+        e = CryptoTradingEnv(t, mapping="direct", long_only=False, initial_cash=1000.0, random_start=False,
+                             execution=ExecutionConfig.frictionless(max_leverage=1.0))
+        e.reset(options={"start": 0})
+        _, _, _, _, info = e.step(np.array([0.3, 0.5]))  # 3 X at 100, 10 Y at 50
+        assert info["funding"] == 0.0
+        _, _, _, _, info = e.step(np.array([0.3, 0.5]))  # bar 2: X frozen, no order for Y (at its target)
+        assert list(info["positions"]) == pytest.approx([3.0, 10.0], abs=1e-12)
+        assert info["funding"] == pytest.approx(0.5, abs=1e-12) and info["equity"] == pytest.approx(999.5, abs=1e-9)

@@ -443,3 +443,14 @@ def test_a_backtest_over_more_than_256_bars_that_reaches_the_end_warns_of_no_ear
         cut = backtest(ruined, lambda obs: np.array([2.0, 0.0]), env_kwargs={"long_only": False},
                        **{**kw, "execution": ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False)})
     assert len(cut.equity) < 301 and "the episode ended" in caplog.text
+
+
+def test_an_empty_backtest_range_names_its_zero_bars():
+    """start after end: the error says the range has 0 bars (not a negative count, nor 1)."""
+    from factorgym.envs.backtest import backtest
+    from factorgym.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"the backtest range has 0 bars \(start bar 8, end bar 5\)"):
+        backtest(two_assets(T=12), lambda obs: np.array([0.1, 0.1]), start=8, end=5, mapping="direct", window=2)
+    with pytest.raises(ConfigError, match=r"the backtest range has 1 bars \(start bar 8, end bar 9\)"):
+        backtest(two_assets(T=12), lambda obs: np.array([0.1, 0.1]), start=8, end=9, mapping="direct", window=2)

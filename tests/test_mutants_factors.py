@@ -215,3 +215,20 @@ def test_expanding_normalisation_with_the_defaults_against_pandas():
     assert np.isnan(got[:99]).all() and got[150] == 5.0
     np.testing.assert_allclose(got[99:], want[99:], rtol=1e-7, atol=1e-9)
 
+
+
+def test_volume_zscore_of_a_constant_volume_is_zero_without_numpy_warnings():
+    """A window of equal volumes has no spread: the z-score is 0 by definition ("0 where they are all
+    equal"), computed without a divide warning."""
+    import warnings
+
+    from _factor_data import HOUR, random_ohlcv
+    from factorgym.data_layer.factors.base import CandlePanel
+
+    x = random_ohlcv(80, 1, seed=8)
+    x[30:, 0, 4] = 1000.0  # the same volume from bar 30
+    p = CandlePanel.from_arrays(np.arange(80, dtype=np.int64) * HOUR, x, ["S0/USD"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = factor_from_config({"kind": "custom", "name": "volume_zscore"}).compute(p)[:, 0, 0]
+    assert (got[53:] == 0.0).all() and np.isfinite(got[23:]).all() and (got[23:53] != 0.0).any()
