@@ -314,3 +314,21 @@ def test_no_funding_is_charged_on_a_bar_where_the_asset_does_not_trade():
         _, _, _, _, info = e.step(np.array([0.3, 0.5]))  # bar 2: X frozen, no order for Y (at its target)
         assert list(info["positions"]) == pytest.approx([3.0, 10.0], abs=1e-12)
         assert info["funding"] == pytest.approx(0.5, abs=1e-12) and info["equity"] == pytest.approx(999.5, abs=1e-9)
+
+
+
+def test_the_kernels_fill_without_the_general_power_is_the_paper_exchanges_fill_to_the_bit():
+    """One accounting: for an impact exponent of 0.5 the kernels call fill_order_nb with
+    any_exponent=False (compiled without the general power), the paper exchange calls process_order,
+    which uses any_exponent=True. Both must give the same fill to the last bit: the square root,
+    not x ** 0.5 (which differs from sqrt(x) in the last bit for ~0.1% of x). Impact 1 and no fixed
+    slippage put sqrt(participation) straight into the price, over 20,000 sizes."""
+    from factorgym.envs.execution import Slippage, fill_order_nb, market_rules
+
+    rules, slip = market_rules(fee=0.001), Slippage(0.0, 1.0, 0.5)
+    sizes = np.random.default_rng(23).uniform(0.0625, 0.25, 20_000) * np.where(np.arange(20_000) % 2, 1.0, -1.0)
+    for size in sizes:
+        fast = fill_order_nb(size, False, 100.0, 1.0, rules, slip, False)
+        general = fill_order_nb(size, False, 100.0, 1.0, rules, slip, True)
+        assert fast == general, size
+        assert fast.price == 100.0 * (1.0 + np.sign(size) * math.sqrt(abs(size))), size
