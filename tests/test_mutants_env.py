@@ -454,3 +454,13 @@ def test_an_empty_backtest_range_names_its_zero_bars():
         backtest(two_assets(T=12), lambda obs: np.array([0.1, 0.1]), start=8, end=5, mapping="direct", window=2)
     with pytest.raises(ConfigError, match=r"the backtest range has 1 bars \(start bar 8, end bar 9\)"):
         backtest(two_assets(T=12), lambda obs: np.array([0.1, 0.1]), start=8, end=9, mapping="direct", window=2)
+
+
+def test_an_env_starts_with_the_documented_10000_of_cash():
+    """initial_cash defaults to 10_000.0 (the env's option table): reset's equity and cash, and the
+    first step's equity with no position taken."""
+    env = CryptoTradingEnv(two_assets(), window=2, mapping="direct", random_start=False)
+    _, info = env.reset(options={"start": 1})
+    assert info["equity"] == info["cash"] == 10_000.0 and env.initial_cash == 10_000.0
+    _, _, _, _, info = env.step(np.zeros(2))
+    assert info["equity"] == 10_000.0
