@@ -92,12 +92,13 @@ MODULE_TESTS: dict[str, list[str]] = {
     "envs/execution.py": ["tests/test_process_order.py", *_ENGINE],
     "envs/actions.py": _ENGINE,
     "envs/phases.py": _ENGINE,
-    "envs/kernels.py": _ENGINE,
+    # (+ the wrong-length action test of the single env's fast path, which hands it to the kernel as it is)
+    "envs/kernels.py": [*_ENGINE, "tests/test_mutants_env.py::test_a_box_action_of_the_wrong_length_is_refused_and_moves_nothing"],
     "envs/layouts.py": [*_ENGINE[:-2], _VECTOR, *_WIDER],
     "envs/intrinsics.py": _ENGINE,
     "envs/core.py": [*_ENGINE[:-2], _ENV_ADDED, _VECTOR, *_WIDER],
     "envs/trading_env.py": [_BY_HAND, "tests/test_action_inputs.py", _CONFIG_ERRORS, *_REFERENCE, _ENV_ADDED, *_WIDER],
-    "envs/vector_env.py": [*_REFERENCE, "tests/test_mutants_engine.py", _VECTOR, *_WIDER],
+    "envs/vector_env.py": [*_REFERENCE, "tests/test_mutants_engine.py", _ENV_ADDED, _VECTOR, *_WIDER],
     "envs/backtest.py": ["tests/test_backtest.py", *_REFERENCE, _ENV_ADDED, *_WIDER],
     "envs/metrics.py": ["tests/test_metrics.py", "tests/test_short_spans.py", "tests/test_backtest.py", _ENV_ADDED],
     "data_layer/factors/custom.py": ["tests/test_factors_custom.py", "tests/test_factor_values.py",
@@ -105,7 +106,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "data_layer/factors/normalise.py": ["tests/test_normalise.py", "tests/test_factors_custom.py",
                                         "tests/test_mutants_factors.py"],
     "data_layer/store_merge.py": ["tests/test_store.py", "tests/test_store_partitions.py",
-                                  "tests/test_no_silent_data_mistakes.py"],
+                                  "tests/test_no_silent_data_mistakes.py", "tests/test_mutants_store.py"],
 }
 
 GROUPS: dict[str, list[str]] = {

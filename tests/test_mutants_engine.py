@@ -241,3 +241,94 @@ def test_a_discrete_index_one_past_the_last_level_is_refused_and_moves_nothing(b
     obs_b, r_b, _, _, info_b = env.step(good)
     assert np.array_equal(obs_a, obs_b) and r_a == r_b and info_a["equity"] == info_b["equity"]
     assert info_a["weights"][0] == pytest.approx(0.5, abs=0.01)  # level 1.0 x level size 1 / A = 0.5
+
+
+def test_after_a_step_with_one_malformed_action_the_other_envs_observations_are_current_over_a_mapped_tensor(tmp_path):
+    """PortfolioCore.step with env 0's action malformed returns -1: env 0 does not move, the others
+    do and get their new observations. Over a memory-mapped tensor (feature rows read raw from the
+    map) those are the same bits as over the tensor in memory, for every env after the bad one."""
+    from factorgym.envs import PortfolioCore, RewardConfig
+
+    rng = np.random.default_rng(21)
+    T = 12
+    o = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, (T, 2)), axis=0))
+    prices = np.stack([o, o * 1.01, o * 0.99, o, np.full(o.shape, 1000.0)], axis=-1)
+    mem = FactorTensor.from_arrays(rng.normal(size=(T, 2, 3)).astype(np.float32), prices, np.arange(T) * HOUR)
+    mem.save(tmp_path / "t")
+    mapped = FactorTensor.load(tmp_path / "t", mmap=True)
+    cfg = ExecutionConfig(taker_fee=0.001, use_market_rules=False)
+    cores = [PortfolioCore(t, 3, window=3, scheme="signed", execution=cfg, reward=RewardConfig(), initial_cash=1000.0,
+                           long_only=False) for t in (mem, mapped)]
+    acts = np.array([[np.nan, 0.5], [0.5, -0.5], [-0.2, 0.4]])
+    for core in cores:
+        core.reset(np.arange(3), np.array([2, 2, 4]), np.array([T - 1] * 3))
+        assert core.step(acts.reshape(-1)) == -1
+        assert list(core.counters[:, 0]) == [2, 3, 5]  # env 0 stayed at its start, the others moved one bar
+    obs_mem, obs_map = (c.obs.reshape(3, -1) for c in cores)
+    assert not np.array_equal(obs_map[1], obs_map[2])
+    np.testing.assert_array_equal(obs_map[1:].view(np.uint32), obs_mem[1:].view(np.uint32))
+
+
+@pytest.mark.parametrize("N", [8, 24])
+def test_a_vector_env_of_whole_blocks_steps_each_env_as_a_single_env(N):
+    """8 and 24 envs fill whole blocks of 8 lanes with no padding block after them (the layout pads
+    only to an odd number of blocks): each env, from its own start and with its own actions, gives
+    what a single env gives, step after step (the 5- and 13-env tests all have padding lanes)."""
+    kw = dict(mapping="signed", long_only=False, initial_cash=1000.0, random_start=False,
+              execution=ExecutionConfig(taker_fee=0.001, slippage_bps=5.0, max_leverage=2.0, use_market_rules=False))
+    rng = np.random.default_rng(N)
+    o = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.02, (12, 2)), axis=0))
+    prices = np.stack([o, o * 1.01, o * 0.99, o, np.full(o.shape, 1000.0)], axis=-1)
+    t = FactorTensor.from_arrays(rng.normal(size=(12, 2, 1)), prices, np.arange(12) * HOUR, symbols=["X", "Y"])
+    starts = rng.integers(0, 6, N)
+    actions = rng.uniform(-1, 1, (4, N, 2))
+    venv = CryptoTradingVectorEnv(t, N, **kw)
+    venv.reset(options={"start": starts})
+    singles = [CryptoTradingEnv(t, **kw) for _ in range(N)]
+    for e, s in zip(singles, starts):
+        e.reset(options={"start": int(s)})
+    for k in range(4):
+        _, rewards, _, _, infos = venv.step(actions[k])
+        for i, e in enumerate(singles):
+            _, r, _, _, info = e.step(actions[k, i])
+            assert rewards[i] == r and infos["equity"][i] == info["equity"], (k, i)
+            assert list(infos["positions"][i]) == list(info["positions"]), (k, i)
+
+
+def test_no_funding_is_charged_on_a_bar_where_the_asset_does_not_trade():
+    """A held perpetual over a bar where it is untradable (position frozen; its funding row NaN, or a
+    stray finite rate) pays no funding for it; the other asset, tradable, pays its own: 0.001 x 10 x
+    50 = 0.5 at bar 2's close."""
+    o = np.array([[100.0, 50.0], [100.0, 50.0], [100.0, 50.0], [100.0, 50.0]])
+    prices = np.stack([o, o, o, o, np.full(o.shape, 1000.0)], axis=-1)
+    tradable = np.array([[True, True], [True, True], [False, True], [True, True]])
+    for stray in (np.nan, 0.5):
+        funding = np.array([[0.0, 0.0], [0.0, 0.0], [stray, 0.001], [0.0, 0.0]])
+        t = FactorTensor.from_arrays(np.zeros((4, 2, 1)), prices, np.arange(4) * HOUR,
+                                     symbols=["X/USDT:USDT", "Y/USDT:USDT"], tradable=tradable, funding=funding)
+        e = CryptoTradingEnv(t, mapping="direct", long_only=False, initial_cash=1000.0, random_start=False,
+                             execution=ExecutionConfig.frictionless(max_leverage=1.0))
+        e.reset(options={"start": 0})
+        _, _, _, _, info = e.step(np.array([0.3, 0.5]))  # 3 X at 100, 10 Y at 50
+        assert info["funding"] == 0.0
+        _, _, _, _, info = e.step(np.array([0.3, 0.5]))  # bar 2: X frozen, no order for Y (at its target)
+        assert list(info["positions"]) == pytest.approx([3.0, 10.0], abs=1e-12)
+        assert info["funding"] == pytest.approx(0.5, abs=1e-12) and info["equity"] == pytest.approx(999.5, abs=1e-9)
+
+
+
+def test_the_kernels_fill_without_the_general_power_is_the_paper_exchanges_fill_to_the_bit():
+    """One accounting: for an impact exponent of 0.5 the kernels call fill_order_nb with
+    any_exponent=False (compiled without the general power), the paper exchange calls process_order,
+    which uses any_exponent=True. Both must give the same fill to the last bit: the square root,
+    not x ** 0.5 (which differs from sqrt(x) in the last bit for ~0.1% of x). Impact 1 and no fixed
+    slippage put sqrt(participation) straight into the price, over 20,000 sizes."""
+    from factorgym.envs.execution import Slippage, fill_order_nb, market_rules
+
+    rules, slip = market_rules(fee=0.001), Slippage(0.0, 1.0, 0.5)
+    sizes = np.random.default_rng(23).uniform(0.0625, 0.25, 20_000) * np.where(np.arange(20_000) % 2, 1.0, -1.0)
+    for size in sizes:
+        fast = fill_order_nb(size, False, 100.0, 1.0, rules, slip, False)
+        general = fill_order_nb(size, False, 100.0, 1.0, rules, slip, True)
+        assert fast == general, size
+        assert fast.price == 100.0 * (1.0 + np.sign(size) * math.sqrt(abs(size))), size

@@ -378,3 +378,89 @@ def test_final_obs_and_final_info_appear_only_on_steps_where_an_env_ended_as_in_
         assert final & set(infos) == final & set(infos_g), (final & set(infos), final & set(infos_g))
         ended.append(bool((term | trunc).any()))
     assert ended == [False, False, True, False]  # both kinds of step were seen
+
+
+def test_the_html_report_of_a_result_shows_the_first_500_trades_as_the_report_writer_does(tmp_path):
+    """BacktestResult.report_html with its defaults is write_html_report's report: a run of more
+    than 500 fills lists the first 500 ("first 500 shown"), 500 table rows."""
+    from factorgym.envs.backtest import backtest
+    from factorgym.envs.report import write_html_report
+
+    flip = iter(range(10**6))
+    res = backtest(two_assets(T=300), lambda obs: np.array([0.6, -0.3]) if next(flip) % 2 else np.array([-0.3, 0.6]),
+                   mapping="direct", window=2, env_kwargs={"long_only": False},
+                   execution=ExecutionConfig(taker_fee=0.001, max_leverage=1.0, use_market_rules=False))
+    n = len(res.trades)
+    assert n > 500
+    mine = res.report_html(tmp_path / "a.html").read_text()
+    theirs = write_html_report(tmp_path / "b.html", {res.name: res}).read_text()
+    for html in (mine, theirs):
+        assert f"Trades ({n}, first 500 shown)" in html
+        table = html[html.index(f"Trades ({n}"):]
+        body = table[table.index("<tbody>"):table.index("</tbody>")]
+        assert body.count("<tr") == 500
+
+
+def test_max_drawdown_is_zero_below_two_bars_as_documented():
+    """'0 for < 2 bars': an empty curve and a one-bar curve have no fall (not a ruin of 1)."""
+    from factorgym.envs import metrics
+
+    assert metrics.max_drawdown([]) == 0.0 and metrics.max_drawdown([1000.0]) == 0.0
+    assert metrics.max_drawdown([100.0, 80.0, 120.0, 90.0]) == pytest.approx(0.25, abs=1e-15)  # 120 -> 90
+
+
+@pytest.mark.parametrize("options, end", [({"start": 1}, 4), ({"start": 1, "end": 3}, 3), ({"start": 9}, 11)])
+def test_an_episode_ends_at_the_given_end_else_after_episode_length_bars_within_the_data(options, end):
+    """episode_length=3 (12 bars, window 2): from start 1 the episode is truncated at bar 4 after
+    3 steps; an explicit options['end'] wins; near the data's end it stops at the last bar (11)."""
+    env = CryptoTradingEnv(two_assets(T=12), window=2, mapping="direct", episode_length=3, random_start=False)
+    _, info = env.reset(options=options)
+    assert (info["start"], info["end"]) == (options["start"], end)
+    steps, trunc = 0, False
+    while not trunc:
+        _, _, term, trunc, info = env.step(np.array([0.2, 0.1]))
+        steps += 1
+        assert not term
+    assert steps == end - options["start"] and info["timestamp"] == end * HOUR
+
+
+def test_a_backtest_over_more_than_256_bars_that_reaches_the_end_warns_of_no_early_end(caplog):
+    """A run of 300 bars (past CPython's cache of small ints, where 'is' on equal ints fails) that
+    reaches its last bar logs nothing about an early end; a run cut short by ruin does."""
+    import logging
+
+    from factorgym.envs.backtest import backtest
+
+    kw = dict(mapping="direct", window=2, execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    with caplog.at_level(logging.WARNING, logger="factorgym.envs.backtest"):
+        full = backtest(two_assets(T=302), lambda obs: np.array([0.3, 0.2]), **kw)
+    assert len(full.equity) == 301 and "the episode ended" not in caplog.text
+    t = two_assets(T=302)
+    prices = np.array(t.prices)
+    prices[150:, 0, :4] *= 1e-3  # X loses 99.9% at bar 150: a 2x long is ruined
+    ruined = FactorTensor(t.features, prices, t.timestamps, t.symbols, t.feature_names, t.tradable, t.meta)
+    with caplog.at_level(logging.WARNING, logger="factorgym.envs.backtest"):
+        cut = backtest(ruined, lambda obs: np.array([2.0, 0.0]), env_kwargs={"long_only": False},
+                       **{**kw, "execution": ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False)})
+    assert len(cut.equity) < 301 and "the episode ended" in caplog.text
+
+
+def test_an_empty_backtest_range_names_its_zero_bars():
+    """start after end: the error says the range has 0 bars (not a negative count, nor 1)."""
+    from factorgym.envs.backtest import backtest
+    from factorgym.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"the backtest range has 0 bars \(start bar 8, end bar 5\)"):
+        backtest(two_assets(T=12), lambda obs: np.array([0.1, 0.1]), start=8, end=5, mapping="direct", window=2)
+    with pytest.raises(ConfigError, match=r"the backtest range has 1 bars \(start bar 8, end bar 9\)"):
+        backtest(two_assets(T=12), lambda obs: np.array([0.1, 0.1]), start=8, end=9, mapping="direct", window=2)
+
+
+def test_an_env_starts_with_the_documented_10000_of_cash():
+    """initial_cash defaults to 10_000.0 (the env's option table): reset's equity and cash, and the
+    first step's equity with no position taken."""
+    env = CryptoTradingEnv(two_assets(), window=2, mapping="direct", random_start=False)
+    _, info = env.reset(options={"start": 1})
+    assert info["equity"] == info["cash"] == 10_000.0 and env.initial_cash == 10_000.0
+    _, _, _, _, info = env.step(np.zeros(2))
+    assert info["equity"] == 10_000.0

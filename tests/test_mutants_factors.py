@@ -1,4 +1,4 @@
-"""Custom factors, normalisation and the store's merge: paths that the mutation run
+"""Custom factors and normalisation: paths that the mutation run
 (scripts/mutation.py) found unchecked, each test failing for a planted bug the suite let through."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import pytest
 
 from _factor_data import random_panel
 from factorgym.data_layer.factors import factor_from_config
+from factorgym.data_layer.factors.custom import custom_factor
 
 # built-in custom factors with their DEFAULT parameters -> the warm-up their definition needs
 DEFAULT_WARMUP = {"log_return": 1, "realized_vol": 24, "volume_zscore": 23, "bb_pctb": 19, "obv_flow": 24,
@@ -148,3 +149,86 @@ def test_rolling_normalisation_with_the_default_window_against_pandas():
     got = normalise_offline(x, cfg)[:, 0, 0]
     assert np.isnan(got[:99]).all() and np.isfinite(got[99:]).all()
     np.testing.assert_allclose(got[99:], want[99:], rtol=1e-7, atol=1e-9)
+
+
+@custom_factor("mutants_cumulative_log_close", warmup=3)
+def _cumulative_log_close(open, high, low, close, volume):
+    return np.cumsum(np.log(close))  # every row depends on ALL earlier bars
+
+
+@pytest.mark.parametrize("T", [5, 6, 40])
+def test_a_warmup_too_short_is_refused_on_a_panel_just_past_it(T):
+    """A factor declared with warm-up 3 that depends on the whole history: refused however short the
+    panel, as long as it has a row whose history reaches back past the warm-up (5 bars: row 4
+    would need bars 1-4 only, but depends on bar 0 too)."""
+    from factorgym.errors import ConfigError
+
+    f = factor_from_config({"kind": "custom", "name": "mutants_cumulative_log_close"})
+    with pytest.raises(ConfigError, match="declare a larger warmup"):
+        f.compute(random_panel(T=T, A=1, holes=False))
+
+
+@pytest.mark.parametrize("clip", [0, 0.0, -1.0])
+def test_a_clip_bound_of_zero_or_below_is_refused(clip):
+    """clip bounds z-scores to [-clip, clip]: 0 would flatten every feature to 0 offline (and mean 'no
+    clip' in the compiled routine), so it is refused with the rule; None is 'no clip'."""
+    from factorgym.data_layer.factors.normalise import NormaliseConfig
+    from factorgym.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"normalise.clip must be > 0 or null"):
+        NormaliseConfig.from_dict({"method": "expanding", "clip": clip})
+    assert NormaliseConfig.from_dict({"method": "expanding", "clip": None}).clip is None
+
+
+def test_price_position_over_a_flat_range_is_one_half_without_numpy_warnings():
+    """A market that does not move for a whole window (a stablecoin, a halted pair): high = low, so
+    the range is 0 and the position is 0.5 by definition, computed without a divide warning (under
+    -W error a warning would be an exception in the user's build)."""
+    import warnings
+
+    from _factor_data import HOUR, random_ohlcv
+    from factorgym.data_layer.factors.base import CandlePanel
+
+    x = random_ohlcv(80, 1, seed=5)
+    x[30:, 0, :4] = 1.0  # open = high = low = close = 1 from bar 30
+    p = CandlePanel.from_arrays(np.arange(80, dtype=np.int64) * HOUR, x, ["S0/USD"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = factor_from_config({"kind": "custom", "name": "price_position"}).compute(p)[:, 0, 0]
+    assert (got[53:] == 0.5).all()  # bars 30-53 are the first flat 24-bar window
+    assert np.isfinite(got[23:53]).all() and (got[23:53] != 0.5).any()
+
+
+def test_expanding_normalisation_with_the_defaults_against_pandas():
+    """method 'expanding' with nothing else set: min_periods 100 and the clip at 5 that the shipped
+    factor configs state; pandas' expanding mean and population std. A jump at bar 150 is far past
+    5 standard deviations, so the clip is reached."""
+    from factorgym.data_layer.factors.normalise import NormaliseConfig, normalise_offline
+
+    cfg = NormaliseConfig.from_dict({"method": "expanding"})
+    x = np.random.default_rng(13).normal(2.0, 1.0, size=(200, 1, 1))
+    x[150:, 0, 0] += 50.0
+    s = pd.Series(x[:, 0, 0])
+    e = s.expanding(min_periods=100)
+    want = ((s - e.mean()) / e.std(ddof=0)).clip(-5.0, 5.0).to_numpy()
+    got = normalise_offline(x, cfg)[:, 0, 0]
+    assert np.isnan(got[:99]).all() and got[150] == 5.0
+    np.testing.assert_allclose(got[99:], want[99:], rtol=1e-7, atol=1e-9)
+
+
+
+def test_volume_zscore_of_a_constant_volume_is_zero_without_numpy_warnings():
+    """A window of equal volumes has no spread: the z-score is 0 by definition ("0 where they are all
+    equal"), computed without a divide warning."""
+    import warnings
+
+    from _factor_data import HOUR, random_ohlcv
+    from factorgym.data_layer.factors.base import CandlePanel
+
+    x = random_ohlcv(80, 1, seed=8)
+    x[30:, 0, 4] = 1000.0  # the same volume from bar 30
+    p = CandlePanel.from_arrays(np.arange(80, dtype=np.int64) * HOUR, x, ["S0/USD"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = factor_from_config({"kind": "custom", "name": "volume_zscore"}).compute(p)[:, 0, 0]
+    assert (got[53:] == 0.0).all() and np.isfinite(got[23:]).all() and (got[23:53] != 0.0).any()

@@ -55,3 +55,17 @@ def test_a_mutant_key_parses_as_the_report_prints_it_and_in_colon_form():
     assert M.parse_key("envs/core.py:142:core/NumberReplacer:61") == ("envs/core.py", 142, "core/NumberReplacer", 61)
     with pytest.raises(ValueError):
         M.parse_key("envs/core.py:142 core/NumberReplacer")  # no occurrence: ambiguous
+
+
+def test_every_test_that_killed_a_survivor_runs_against_its_modules_mutants():
+    """A test written for a survivor (or found to kill one) is in MODULE_TESTS of the mutant's module,
+    as its file or its id, so later runs count it; only tests marked slow (which the run leaves out)
+    are exempt, and their entry says so."""
+    listed = json.loads((ROOT / "scripts" / "mutation_killed_by_added_tests.json").read_text())
+    for key, entry in listed.items():
+        module, test = key.split(":")[0], entry.split(" ")[0]  # (an entry may add a note after the id)
+        if "marked slow" in entry:
+            continue
+        run = M.MODULE_TESTS[module]
+        assert any(test == t or test.split("::")[0] == t or test.startswith(t + "::") or test.startswith(t + "[")
+                   for t in run), (key, test)
