@@ -21,6 +21,7 @@ lines alone, the quick loop when working on the replay).
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import sys
@@ -168,7 +169,7 @@ def replay_speed(n_bars: int, cases: tuple[str, ...] = ("one", "default", "durab
     from factorgym.data_layer.factors.online import OnlineFactors
     from factorgym.envs.backtest import backtest
     from factorgym.envs.live.live_env import LiveTradingEnv, ReplayClock
-    from factorgym.agents.live.runner import REPLAY_GROUP_COMMIT
+    from factorgym.agents.live.runner import REPLAY_GROUP_COMMIT, quiet_gc
     from factorgym.envs.live.paper import PaperExchange
     import pandas as pd
 
@@ -211,13 +212,17 @@ def replay_speed(n_bars: int, cases: tuple[str, ...] = ("one", "default", "durab
                                  online=lambda ts, bar, ok: (online.update(ts, bar, ok), online.tradable.copy()),
                                  clock=ReplayClock(ex), env_kwargs={"mapping": "simplex"}, market_rules={})
             obs, _ = env.reset()
-            t0, c0 = time.perf_counter(), time.process_time()
-            n = 0
-            while env.bar_ts < int(tensor.timestamps[end - 1]):
-                obs, *_ = env.step(policy(obs))
-                n += 1
-            ex.close()  # (the last group's commit is part of the replay)
-            return n, time.perf_counter() - t0, time.process_time() - c0
+            quiet_gc()  # (as factorgym paper's loop does)
+            try:
+                t0, c0 = time.perf_counter(), time.process_time()
+                n = 0
+                while env.bar_ts < int(tensor.timestamps[end - 1]):
+                    obs, *_ = env.step(policy(obs))
+                    n += 1
+                ex.close()  # (the last group's commit is part of the replay)
+                return n, time.perf_counter() - t0, time.process_time() - c0
+            finally:
+                gc.unfreeze()
 
     replay(False, 20)  # (loads the paper exchange's kernels, as the backtest's first call does its own)
     best: dict[str, tuple[int, float, float]] = {}
