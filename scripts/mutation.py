@@ -93,7 +93,8 @@ MODULE_TESTS: dict[str, list[str]] = {
     "envs/actions.py": _ENGINE,
     "envs/phases.py": _ENGINE,
     # (+ the wrong-length action test of the single env's fast path, which hands it to the kernel as it is)
-    "envs/kernels.py": [*_ENGINE, "tests/test_mutants_env.py::test_a_box_action_of_the_wrong_length_is_refused_and_moves_nothing"],
+    "envs/kernels.py": [*_ENGINE,
+                        "tests/test_mutants_env.py::test_a_box_action_of_the_wrong_length_is_refused_and_moves_nothing"],
     "envs/layouts.py": [*_ENGINE[:-2], _VECTOR, *_WIDER],
     "envs/intrinsics.py": _ENGINE,
     "envs/core.py": [*_ENGINE[:-2], _ENV_ADDED, _VECTOR, *_WIDER],

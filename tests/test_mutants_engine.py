@@ -213,7 +213,8 @@ def test_funding_of_each_asset_is_charged_on_its_own_close():
     c = np.array([[100.0, 50.0], [100.0, 55.0], [100.0, 55.0]])
     prices = np.stack([o, np.fmax(o, c), np.fmin(o, c), c, np.full(o.shape, 1000.0)], axis=-1)
     funding = np.array([[0.0, 0.0], [0.002, 0.001], [0.0, 0.0]])
-    t = FactorTensor.from_arrays(np.zeros((3, 2, 1)), prices, np.arange(3) * HOUR, symbols=["X/USDT:USDT", "Y/USDT:USDT"],
+    t = FactorTensor.from_arrays(np.zeros((3, 2, 1)), prices, np.arange(3) * HOUR,
+                                 symbols=["X/USDT:USDT", "Y/USDT:USDT"],
                                  funding=funding)
     e = CryptoTradingEnv(t, mapping="direct", long_only=False, initial_cash=1000.0, random_start=False,
                          execution=ExecutionConfig.frictionless(max_leverage=1.0))

@@ -441,7 +441,8 @@ def test_a_backtest_over_more_than_256_bars_that_reaches_the_end_warns_of_no_ear
     ruined = FactorTensor(t.features, prices, t.timestamps, t.symbols, t.feature_names, t.tradable, t.meta)
     with caplog.at_level(logging.WARNING, logger="factorgym.envs.backtest"):
         cut = backtest(ruined, lambda obs: np.array([2.0, 0.0]), env_kwargs={"long_only": False},
-                       **{**kw, "execution": ExecutionConfig(taker_fee=0.001, max_leverage=2.0, use_market_rules=False)})
+                       **{**kw, "execution": ExecutionConfig(taker_fee=0.001, max_leverage=2.0,
+                                                             use_market_rules=False)})
     assert len(cut.equity) < 301 and "the episode ended" in caplog.text
 
 
@@ -464,3 +465,18 @@ def test_an_env_starts_with_the_documented_10000_of_cash():
     assert info["equity"] == info["cash"] == 10_000.0 and env.initial_cash == 10_000.0
     _, _, _, _, info = env.step(np.zeros(2))
     assert info["equity"] == 10_000.0
+
+
+def test_the_trades_frame_has_float_columns_with_and_without_trades():
+    """BacktestResult.trades: quantity, price, fee and slippage_cost are float64 whether the run
+    traded or not (an empty frame's columns would otherwise be 'object', which breaks sums and
+    comparisons downstream)."""
+    from factorgym.envs.backtest import backtest
+
+    kw = dict(mapping="direct", window=2, execution=ExecutionConfig(taker_fee=0.001, use_market_rules=False))
+    idle = backtest(two_assets(T=20), lambda obs: np.zeros(2), **kw)
+    busy = backtest(two_assets(T=20), lambda obs: np.array([0.3, 0.2]), **kw)
+    assert len(idle.trades) == 0 and len(busy.trades) > 0
+    for res in (idle, busy):
+        for col in ("quantity", "price", "fee", "slippage_cost"):
+            assert res.trades[col].dtype == np.float64, (col, res.trades[col].dtype)

@@ -232,3 +232,21 @@ def test_volume_zscore_of_a_constant_volume_is_zero_without_numpy_warnings():
         warnings.simplefilter("error")
         got = factor_from_config({"kind": "custom", "name": "volume_zscore"}).compute(p)[:, 0, 0]
     assert (got[53:] == 0.0).all() and np.isfinite(got[23:]).all() and (got[23:53] != 0.0).any()
+
+
+
+@pytest.mark.parametrize("warmup", [lambda p: p.get("window", 5) / 2, lambda p: p.get("window", 5) > 3,
+                                    lambda p: str(p.get("window", 5)), lambda p: -p.get("window", 5)],
+                         ids=["fraction", "bool", "str", "negative"])
+def test_a_declared_warmup_that_is_not_a_whole_number_of_bars_is_refused(warmup):
+    """A registered factor whose warm-up (a function of its params) gives a fraction, a bool, a
+    string or a negative number is refused with the rule, naming the value (a float or True would
+    otherwise cut the rows as if it were a count)."""
+    from factorgym.errors import ConfigError
+
+    def half_window_mean(open, high, low, close, volume, window=5):
+        return pd.Series(close).rolling(window).mean().to_numpy()
+
+    custom_factor("mutants_declared_warmup", warmup=warmup)(half_window_mean)
+    with pytest.raises(ConfigError, match="warmup must be a whole number of bars >= 0, got"):
+        factor_from_config({"kind": "custom", "name": "mutants_declared_warmup"})
