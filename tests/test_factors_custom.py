@@ -109,6 +109,11 @@ def test_short_warmup_is_refused():
     ({"kind": "custom", "func": "numpy", "warmup": 1}, "module:function"),
     ({"kind": "custom", "name": "log_return", "window": 3}, "unknown key 'window'"),
     ({"kind": "custom", "name": "log_return", "warmup": -1}, "warmup must be"),
+    # (a declared warm-up is never truncated or coerced: 2.5 is not 2, true is not 1, "3" is not 3)
+    ({"kind": "custom", "name": "log_return", "warmup": 2.5}, "warmup must be a whole number"),
+    ({"kind": "custom", "name": "log_return", "warmup": True}, "warmup must be a whole number"),
+    ({"kind": "custom", "name": "log_return", "warmup": "3"}, "warmup must be a whole number"),
+    ({"kind": "custom", "func": "numpy:cumsum", "warmup": "abc"}, "warmup must be a whole number"),
 ])
 def test_bad_configs(cfg, match):
     with pytest.raises(ConfigError, match=match):
@@ -139,3 +144,8 @@ def test_online_equals_offline(cfg):
     bars = p.ohlcv()
     rows = np.stack([on.update(int(t), bars[i]) for i, t in enumerate(p.timestamps)])
     np.testing.assert_allclose(rows, off, rtol=0, atol=1e-9, equal_nan=True)
+
+
+def test_a_whole_float_warmup_is_that_many_bars():
+    assert factor_from_config({"kind": "custom", "name": "log_return", "warmup": 3.0}).warmup == 3
+    assert factor_from_config({"kind": "custom", "name": "log_return", "warmup": 3}).warmup == 3

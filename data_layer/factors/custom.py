@@ -329,6 +329,12 @@ def _import_func(ref: str) -> Callable[..., np.ndarray]:
     return func
 
 
+def _config_warmup(value: Any) -> Any:
+    """A config's ``warmup`` as given (``CustomFactor`` refuses anything but a whole number of bars
+    >= 0 in one line); a whole float (``3.0``) is that number. Never truncated: 2.5 is not 2."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 @register_factor("custom")
 def _build(config: dict[str, Any]) -> CustomFactor:
     check_keys(config, _ALLOWED_KEYS, f"custom factor {config.get('name') or config.get('func')!r}")
@@ -336,7 +342,7 @@ def _build(config: dict[str, Any]) -> CustomFactor:
         func = _import_func(config["func"])
         spec = getattr(func, "factorgym_spec", None)
         if "warmup" in config:
-            spec = CustomSpec(config.get("name") or func.__name__, func, int(config["warmup"]),
+            spec = CustomSpec(config.get("name") or func.__name__, func, _config_warmup(config["warmup"]),
                               spec.outputs if spec else None, spec.online if spec else None)
         elif spec is None:
             raise ConfigError(f"custom factor func {config['func']!r} needs 'warmup' (bars of history it reads)")
@@ -349,5 +355,5 @@ def _build(config: dict[str, Any]) -> CustomFactor:
             )
         spec = _CUSTOM[name]
         if "warmup" in config:
-            spec = CustomSpec(spec.name, spec.func, int(config["warmup"]), spec.outputs, spec.online)
+            spec = CustomSpec(spec.name, spec.func, _config_warmup(config["warmup"]), spec.outputs, spec.online)
     return CustomFactor(spec, config.get("params"), config.get("outputs"), config.get("alias"))
