@@ -35,9 +35,10 @@ SCHEMES = {
 }
 
 
-def make_market(seed: int, T: int, vol: float, hole_rate: float) -> FactorTensor:
+def make_market(seed: int, T: int, vol: float, hole_rate: float, funding: bool = False) -> FactorTensor:
     """Random OHLCV bars of two assets: the second lists late and has untradable stretches (NaN
-    prices there); some volumes are 0 (unknown: no impact term); open differs from the last close."""
+    prices there); some volumes are 0 (unknown: no impact term); open differs from the last close.
+    ``funding``: perpetual funding rates, one event every 8 bars, of either sign and different per asset."""
     rng = np.random.default_rng(seed)
     close = np.exp(np.cumsum(rng.normal(0, vol, (T, A)), axis=0)) * np.array([30_000.0, 2.5])
     open_ = np.vstack([close[:1], close[:-1]]) * np.exp(rng.normal(0, vol / 4, (T, A)))
@@ -53,7 +54,13 @@ def make_market(seed: int, T: int, vol: float, hole_rate: float) -> FactorTensor
     prices[~tradable] = np.nan
     features = rng.normal(size=(T, A, 2)).astype(np.float32)
     features[rng.random((T, A, 2)) < 0.05] = np.nan
-    return FactorTensor.from_arrays(features, prices, np.arange(T) * HOUR, symbols=SYMBOLS, tradable=tradable)
+    rates = None
+    if funding:
+        rates = np.zeros((T, A))
+        rates[7::8] = rng.normal(1e-4, 5e-4, rates[7::8].shape)  # (large enough to move equity on a short run)
+        rates[~tradable] = 0.0
+    return FactorTensor.from_arrays(features, prices, np.arange(T) * HOUR, symbols=SYMBOLS, tradable=tradable,
+                                    funding=rates)
 
 
 def per_symbol(draw, values):
@@ -137,7 +144,8 @@ def cases(draw, T: int = 24, schemes=tuple(SCHEMES)) -> Case:
     seed = draw(st.integers(0, 2**32 - 1))
     vol = draw(st.sampled_from([0.01, 0.05, 0.15]))
     hole = draw(st.sampled_from([0.0, 0.1, 0.3]))
-    return Case(make_market(seed, T, vol, hole), draw(st.sampled_from(schemes)), draw(executions()), draw(rewards),
+    return Case(make_market(seed, T, vol, hole, draw(st.booleans())), draw(st.sampled_from(schemes)), draw(executions()),
+                draw(rewards),
                 draw(st.sampled_from([1, 3])), draw(st.sampled_from([1_000.0, 10_000.0, 250_000.0])))
 
 
