@@ -76,11 +76,7 @@ def fetch_panel(symbols: Sequence[str], since: int, tf_ms: int, *,
             if len(t) < PAGE or not keep.any():
                 break
             cursor = int(t[keep].max()) + tf_ms
-        t, r = (times[0], rows[0]) if len(times) == 1 else (np.concatenate(times), np.concatenate(rows))
-        if len(t) > 1 and not (t[1:] > t[:-1]).all():  # (out of order or repeated: the first served wins)
-            t, first = np.unique(t, return_index=True)
-            r = r[first]
-        per.append((t, r))
+        per.append(_first_served(times, rows))
     all_times = per[0][0]
     if any(len(t) != len(all_times) or not np.array_equal(t, all_times) for t, _ in per[1:]):
         all_times = np.unique(np.concatenate([t for t, _ in per]))
@@ -108,10 +104,13 @@ def _panel_pages(symbols: list[str], since: int, tf_ms: int, ohlcv_panel: Callab
         if len(keep) < PAGE or not len(t):
             break
         cursor = int(t.max()) + tf_ms
-    if len(times) == 1:
-        return CandlePanel(times[0], rows[0])
-    t, r = np.concatenate(times), np.concatenate(rows)
-    if len(t) > 1 and not (t[1:] > t[:-1]).all():
+    return CandlePanel(*_first_served(times, rows))
+
+
+def _first_served(times: list[np.ndarray], rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The pages joined, by time; a time served more than once keeps its first candle."""
+    t, r = (times[0], rows[0]) if len(times) == 1 else (np.concatenate(times), np.concatenate(rows))
+    if len(t) > 1 and not (t[1:] > t[:-1]).all():  # (out of order or repeated)
         t, first = np.unique(t, return_index=True)
         r = r[first]
-    return CandlePanel(t, r)
+    return t, r

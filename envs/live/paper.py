@@ -171,12 +171,8 @@ class PaperExchange:
                     limit: int | None = None) -> list[list[float]]:
         """Closed candles (open before ``now``) of the bars the market traded, oldest first."""
         i = self._symbol_index(symbol)
-        if timeframe != self.timeframe:
-            raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
         ts = self._timestamps
-        now = self.book.now if self.book.now is not None else int(ts[0])
-        lo = 0 if since is None else int(ts.searchsorted(since))
-        hi = int(ts.searchsorted(now))
+        lo, hi = self._closed_rows(timeframe, since)
         rows: list[list[float]] = []
         while lo < hi and (limit is None or len(rows) < limit):  # (a page reads only what it returns)
             stop = hi if limit is None else min(hi, lo + limit - len(rows))
@@ -190,12 +186,8 @@ class PaperExchange:
         """:meth:`fetch_ohlcv`'s candles (the same rows) as numpy arrays, without a Python list per
         candle: ``time`` int64 and ``open``, ``high``, ``low``, ``close``, ``volume`` float64, oldest first."""
         i = self._symbol_index(symbol)
-        if timeframe != self.timeframe:
-            raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
         ts = self._timestamps
-        now = self.book.now if self.book.now is not None else int(ts[0])
-        lo = 0 if since is None else int(ts.searchsorted(since))
-        hi = int(ts.searchsorted(now))
+        lo, hi = self._closed_rows(timeframe, since)
         ok = self._tradable[lo:hi, i]
         if np.count_nonzero(ok) == ok.shape[0]:  # (the common case, a slice: cheaper than picking rows)
             hi = hi if limit is None else min(hi, lo + max(int(limit), 0))
@@ -220,12 +212,8 @@ class PaperExchange:
             idx = [self._symbol_index(s) for s in symbols]
             # (the exchange's own symbols in order: a slice, no fancy-index copy per field)
             idx = self._panel_index[key] = slice(None) if idx == list(range(len(self.symbols))) else idx
-        if timeframe != self.timeframe:
-            raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
         ts = self._timestamps
-        now = self.book.now if self.book.now is not None else int(ts[0])
-        lo = 0 if since is None else int(ts.searchsorted(since))
-        hi = int(ts.searchsorted(now))
+        lo, hi = self._closed_rows(timeframe, since)
         ok = self._tradable[lo:hi][:, idx]
         if np.count_nonzero(ok) != ok.size:
             k = lo + np.flatnonzero(ok.any(axis=1))  # (the times none of them traded are not candles)
@@ -237,6 +225,14 @@ class PaperExchange:
             times, ohlcv = ts[lo:hi].copy(), self._prices[lo:hi, idx, :5]
             ohlcv = ohlcv.copy() if type(idx) is slice else ohlcv  # (the caller's own array, never a view)
         return {"time": times, "ohlcv": ohlcv}
+
+    def _closed_rows(self, timeframe: str, since: int | None) -> tuple[int, int]:
+        """Feed rows ``[lo, hi)`` of the bars from ``since`` that have closed (open before ``now``)."""
+        if timeframe != self.timeframe:
+            raise NotSupported(f"paper: timeframe {timeframe!r}; this exchange replays {self.timeframe!r} candles")
+        ts = self._timestamps
+        now = self.book.now if self.book.now is not None else int(ts[0])
+        return 0 if since is None else int(ts.searchsorted(since)), int(ts.searchsorted(now))
 
     def fetch_balance(self) -> dict[str, Any]:
         return self.book.balance()
