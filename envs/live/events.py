@@ -65,6 +65,22 @@ GROUP_COMMIT_S = 0.25
 REDACTED = "***"
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # (json.dumps's output, one encoder reused)
 _INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)"
+#: rows per multi-row INSERT statement (largest first; 256 x 6 parameters is under SQLite's 32,766)
+_CHUNKS = (256, 64, 16, 4)
+_INSERT_N = {n: "INSERT INTO events VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * n) for n in _CHUNKS}
+
+
+def _insert(db: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Insert ``rows`` in order: multi-row statements of :data:`_CHUNKS` rows, the rest one by one (a
+    quarter less CPU an event than ``executemany`` of one row per statement; a few statements, cached)."""
+    i, n = 0, len(rows)
+    for size in _CHUNKS:
+        sql = _INSERT_N[size]
+        while n - i >= size:
+            db.execute(sql, [v for row in rows[i:i + size] for v in row])
+            i += size
+    if i < n:
+        db.executemany(_INSERT, rows[i:])
 
 
 class EventLogError(FactorgymError, RuntimeError):
@@ -103,7 +119,7 @@ def _commit_left(db: sqlite3.Connection, rows: list[tuple], state: dict[str, boo
             if rows:
                 if not db.in_transaction:
                     db.execute("BEGIN IMMEDIATE")
-                db.executemany(_INSERT, rows)
+                _insert(db, rows)
             if db.in_transaction:
                 db.execute("COMMIT")
         db.close()
@@ -237,7 +253,7 @@ class EventLog:
                 if rows:
                     if not db.in_transaction:
                         db.execute("BEGIN IMMEDIATE")
-                    db.executemany(_INSERT, rows)
+                    _insert(db, rows)
                 if db.in_transaction:
                     db.execute("COMMIT")
         except BaseException:
@@ -261,7 +277,7 @@ class EventLog:
         if self._rows:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(_INSERT, self._rows)
+            _insert(self._db, self._rows)
             self._rows.clear()
             self._inserted_seq = self._seq
 
