@@ -22,6 +22,8 @@ from factorgym.errors import ConfigError
 
 B = importlib.import_module("factorgym.envs.backtest")  # (factorgym.envs.backtest is also the function)
 
+pytestmark = pytest.mark.filterwarnings("error")  # no numpy or Gymnasium warning may escape
+
 HOUR = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 FEES = ExecutionConfig(taker_fee=0.001, use_market_rules=False)
@@ -388,3 +390,16 @@ def test_a_run_ended_early_warns_with_its_status_and_bar_count(caplog):
     for name in ("cash", "weights", "positions", "fees", "turnover", "rewards", "timestamps"):
         assert len(getattr(res, name)) == m, name
     assert not np.isnan(res.equity).any() and not np.isnan(res.cash).any()
+
+
+def test_an_idle_run_has_undefined_ratios_and_zero_costs_without_warnings():
+    """A policy that never trades: a flat cash line. Sharpe/Sortino are 0/0 and Calmar 0/0 (nan, shown
+    'n/a'), the hit rate is undefined (never exposed), costs and counts are 0; no numpy warning."""
+    res = backtest(tensor(T=10), const(0.0, 0.0), mapping="direct")
+    m = res.metrics
+    assert (m["total_return"], m["cagr"], m["max_drawdown"], m["fees"], m["turnover"], m["exposure"], m["n_trades"]) \
+        == (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    for k in ("sharpe", "sortino", "calmar", "hit_rate"):
+        assert math.isnan(m[k]) and format_metric(k, m[k]) == "n/a", k
+    assert len(res.trades) == 0 and list(res.trades.columns) == B.TRADE_COLUMNS
+    assert (res.equity == 10_000.0).all() and not res.weights.any()

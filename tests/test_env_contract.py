@@ -20,6 +20,8 @@ from factorgym.envs.layouts import OUT_WEIGHTS, STATE
 from factorgym.envs.trades import Trades
 from factorgym.errors import ConfigError, DataValidationError
 
+pytestmark = pytest.mark.filterwarnings("error")  # no numpy or Gymnasium warning may escape
+
 HOUR = 3_600_000
 FEES = ExecutionConfig(taker_fee=0.001, use_market_rules=False)
 LS = dict(window=2, mapping="direct", long_only=False, random_start=False, execution=FEES)  # long/short, direct

@@ -13,6 +13,8 @@ from factorgym.data_layer.tensor import FactorTensor
 from factorgym.envs import CryptoTradingEnv, CryptoTradingVectorEnv, ExecutionConfig
 from factorgym.errors import ConfigError
 
+pytestmark = pytest.mark.filterwarnings("error")  # no numpy or Gymnasium warning may escape
+
 HOUR = 3_600_000
 FEES = ExecutionConfig(taker_fee=0.001, use_market_rules=False)
 LS = dict(window=2, mapping="direct", long_only=False, random_start=False, execution=FEES)
