@@ -526,3 +526,29 @@ def test_mapped_features_that_are_not_contiguous_are_copied_with_a_note_and_obse
     ref = CryptoTradingEnv(t, **LS)
     np.testing.assert_array_equal(env.reset(options={"start": 1})[0], ref.reset(options={"start": 1})[0])
     np.testing.assert_array_equal(env.step(np.array([0.2, 0.1]))[0], ref.step(np.array([0.2, 0.1]))[0])
+
+
+@pytest.mark.parametrize("gap, status", [(False, "liquidated"), (True, "bankrupt")])
+def test_a_ruined_episode_terminates_with_the_status_named(gap, status):
+    """A 2x long of X that loses 60%: within bar 3 (open unchanged, low and close down) the margin
+    check liquidates it at the breach price (equity still > 0: "liquidated"); through a gap at bar 3's
+    open the fill already leaves equity <= 0 ("bankrupt"). Either ends the episode (terminated)."""
+    t = two_assets()
+    prices = np.array(t.prices)
+    if gap:
+        prices[3:, 0, :4] *= 0.4
+    else:
+        prices[3, 0, 2:4] *= 0.4
+        prices[4:, 0, :4] *= 0.4
+    env = CryptoTradingEnv(with_prices(t, prices), **{**LS, "execution": ExecutionConfig(
+        taker_fee=0.001, max_leverage=2.0, use_market_rules=False)})
+    env.reset(options={"start": 1})
+    _, _, term, trunc, info = env.step(np.array([2.0, 0.0]))
+    assert (term, trunc, info["status"]) == (False, False, "ok")
+    _, _, term, trunc, info = env.step(np.array([2.0, 0.0]))
+    assert (term, trunc, info["status"]) == (True, False, status)
+    assert (info["equity"] > 0) == (not gap)
+    if not gap:
+        assert [f["kind"] for f in info["trades"]][-1] == "liquidation" and info["positions"].tolist() == [0.0, 0.0]
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(np.zeros(2))
