@@ -552,3 +552,20 @@ def test_a_ruined_episode_terminates_with_the_status_named(gap, status):
         assert [f["kind"] for f in info["trades"]][-1] == "liquidation" and info["positions"].tolist() == [0.0, 0.0]
     with pytest.raises(RuntimeError, match="call reset"):
         env.step(np.zeros(2))
+
+
+def test_non_finite_features_are_observed_as_0_and_only_those_on_tradable_bars_are_reported(caplog):
+    t = two_assets()
+    feats, tradable = np.array(t.features), np.array(t.tradable)
+    feats[2, 0, :] = np.nan  # X untradable at bar 2: not reported (its features are observed as 0 anyway)
+    tradable[2, 0] = False
+    feats[2, 1, 1] = -np.inf  # Y tradable at bar 2: reported
+    bad = FactorTensor(feats, t.prices, t.timestamps, t.symbols, t.feature_names, tradable, t.meta)
+    with caplog.at_level(logging.WARNING, logger="factorgym.envs.core"):
+        env = CryptoTradingEnv(bad, **LS)
+    assert caplog.messages == ["1 feature values are NaN/inf on tradable bars; they are observed as 0"]
+    obs, _ = env.reset(options={"start": 2})  # window rows 1-2
+    rows = obs[:8].reshape(2, 2, 2)
+    assert rows[1, 0].tolist() == [0.0, 0.0] and rows[1, 1].tolist() == [float(feats[2, 1, 0]), 0.0]
+    np.testing.assert_array_equal(rows[0], feats[1])
+    assert obs[8:12].tolist() == [1.0, 1.0, 0.0, 1.0]  # the mask: X untradable at bar 2

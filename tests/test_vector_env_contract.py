@@ -264,3 +264,12 @@ def test_final_obs_of_a_dict_env_is_a_dict_and_the_new_first_obs_is_a_reset():
         np.testing.assert_array_equal(obs[k][0], first[k])
     assert infos["timestamp"].tolist() == [HOUR, HOUR] and infos["equity"].tolist() == [10_000.0] * 2
     assert infos["final_info"]["timestamp"].tolist() == [2 * HOUR, 4 * HOUR]
+
+
+def test_reset_infos_are_not_changed_by_later_steps():
+    v = CryptoTradingVectorEnv(T12, 2, **LS)
+    _, infos = v.reset(options={"start": 1})
+    kept = {k: np.array(x, copy=True) for k, x in infos.items()}
+    v.step(np.array([[0.5, -0.2], [0.1, 0.3]]))
+    for k, x in infos.items():
+        np.testing.assert_array_equal(x, kept[k], err_msg=k)
