@@ -471,8 +471,9 @@ def test_the_cores_buffers_have_the_documented_shapes_and_dtypes():
 def test_the_cores_step_refuses_wrong_buffers_naming_what_it_expects():
     core = core_of(2)
     core.reset(np.arange(2), np.array([1, 1]), np.array([11, 11]))
-    with pytest.raises(ValueError, match=r"^actions have 3 values; expected n_envs x action_dim = 4$"):
-        core.step(np.zeros(3))
+    for n in (3, 5, 8):  # fewer, more (the kernel reads only 4), and [2, 4]-many (the wrong K)
+        with pytest.raises(ValueError, match=rf"^actions have {n} values; expected n_envs x action_dim = 4$"):
+            core.step(np.zeros(n))
     with pytest.raises(ValueError, match=rf"^out must be a C-contiguous float64 array of shape "
                                          rf"\({core._out.shape[0]}, {core._out.shape[1]}\)$"):
         core.step(np.zeros(4), out=np.zeros(core._out.shape, np.float32))
@@ -494,6 +495,20 @@ def test_the_cores_step_takes_actions_n_by_k_or_flat_as_the_same_values():
     np.testing.assert_array_equal(obs_a.reshape(-1), obs_b)
     np.testing.assert_array_equal(a.out, b.out)
     assert a.order_status(1) == ["filled", "filled"] and len(a.trades(1)) == 2
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int64, np.uint8, np.float16, np.bool_])
+def test_the_core_converts_actions_of_other_dtypes_to_float64(dtype):
+    """'float32/float64 are used as they are, anything else is converted to float64': the same step
+    as the float64 values, through the float64 entry point (no kernel compiled for the dtype)."""
+    a, b = core_of(2), core_of(2)
+    for c in (a, b):
+        c.reset(np.arange(2), np.array([1, 3]), np.array([11, 11]))
+    act = np.array([1, 0, 0, 1], dtype)
+    assert a.step(act) == b.step(act.astype(np.float64)) == 0
+    np.testing.assert_array_equal(a.out, b.out)
+    np.testing.assert_array_equal(a.obs, b.obs)
+    assert set(a._entries) == {np.dtype(np.float64)}
 
 
 def test_writable_tensors_get_their_own_read_only_price_records():
