@@ -403,3 +403,20 @@ def test_an_idle_run_has_undefined_ratios_and_zero_costs_without_warnings():
         assert math.isnan(m[k]) and format_metric(k, m[k]) == "n/a", k
     assert len(res.trades) == 0 and list(res.trades.columns) == B.TRADE_COLUMNS
     assert (res.equity == 10_000.0).all() and not res.weights.any()
+
+
+@pytest.mark.parametrize("shift", [-HOUR, HOUR])
+def test_a_step_that_ends_on_another_bar_than_the_next_one_stops_the_backtest(shift, monkeypatch):
+    """The backtest checks each step's timestamp against the bar it expects (a guard against an env
+    that skips or repeats bars): a step reported an hour early or late is an error naming both."""
+    from factorgym.envs import CryptoTradingEnv
+
+    step = CryptoTradingEnv.step
+
+    def shifted(self, action):
+        obs, r, term, trunc, info = step(self, action)
+        return obs, r, term, trunc, {**info, "timestamp": info["timestamp"] + shift}
+
+    monkeypatch.setattr(CryptoTradingEnv, "step", shifted)
+    with pytest.raises(RuntimeError, match=rf"^env step 1 ended on bar {T0 + 3 * HOUR + shift}, expected {T0 + 3 * HOUR}$"):
+        backtest(tensor(T=8), const(0.1, 0.1), mapping="direct", start=2)
