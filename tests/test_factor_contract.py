@@ -383,6 +383,20 @@ def test_every_builtin_with_default_params_online_equals_offline(name):
     np.testing.assert_allclose(_online_rows(f, p), f.compute(p), rtol=0, atol=1e-12, equal_nan=True)
 
 
+@pytest.mark.parametrize("name", ["candle_shape", "log_return", "price_position", "contract_rolling_partial"])
+def test_a_bar_is_a_finite_close_online_as_offline_whatever_its_volume(name):
+    """A bar whose volume is missing (NaN) but whose close is there is a bar (base.available_rows:
+    "finite close"): factors that do not read the volume have their value there, online as offline,
+    and the bars after it follow from it."""
+    x = random_ohlcv(40, 2, seed=9)
+    x[[25, 30], 0, 4] = np.nan
+    p = _panel(x)
+    f = _custom(name)
+    off = f.compute(p)
+    assert np.isfinite(off[[25, 30], 0]).all()
+    np.testing.assert_allclose(_online_rows(f, p), off, rtol=0, atol=1e-12, equal_nan=True)
+
+
 # --------------------------------------------------------------------------- built-ins, default params
 
 
@@ -452,6 +466,16 @@ def test_every_builtin_on_a_flat_market_gives_its_documented_value_without_numpy
     assert np.isnan(got[: f.warmup]).all()
     np.testing.assert_array_equal(got[f.warmup:], np.broadcast_to(FLAT[name], got[f.warmup:].shape))
     np.testing.assert_array_equal(on, got)
+
+
+def test_bb_pctb_of_a_coin_priced_below_one_against_pandas():
+    """Bands far narrower than one unit of price (a coin at ~0.01): %b is still (close - lower) / width,
+    not the flat-band 0.5 -- the factor is scale-free."""
+    x = random_ohlcv(80, 1, seed=3) * np.array([1e-4, 1e-4, 1e-4, 1e-4, 1.0])
+    got = _custom("bb_pctb").compute(_panel(x))[:, 0, 0]
+    want = _ref_default("bb_pctb", x[:, 0])[0].to_numpy()
+    assert np.nanmax(want) - np.nanmin(want) > 0.5
+    np.testing.assert_allclose(got, want, rtol=1e-7, equal_nan=True)
 
 
 def test_bb_pctb_with_its_own_nbdev_by_hand_on_a_three_bar_window():

@@ -77,6 +77,8 @@ def test_each_refusal_is_one_line_naming_the_value(kwargs, msg):
     {"method": "rolling", "window": 10, "min_periods": 10}, {"min_periods": 1},
     {"method": "expanding", "window": 10, "min_periods": 50},  # (the window is the rolling method's only)
     {"clip": 1e-9}, {"clip": None}, {"method": "train", "fit_end": 0}, {"method": "none", "min_periods": 900},
+    # (min_periods past the window is refused for 'rolling' only: the other methods do not use the window)
+    {"method": "train", "fit_end": 0, "window": 10, "min_periods": 50}, {"method": "none", "window": 10, "min_periods": 50},
 ])
 def test_the_first_accepted_value_of_each_bound(kwargs):
     cfg = NormaliseConfig(**kwargs)
