@@ -211,7 +211,7 @@ def test_a_failing_function_is_one_config_error_naming_the_factor_params_and_cau
 @pytest.mark.parametrize("result, shape", [
     (lambda c: c[:-1], (9, 1)), (lambda c: np.column_stack([c, c]), (10, 2)), (lambda c: c[None, :], (1, 10)),
     (lambda c: float(c[-1]), ()), (lambda c: c.reshape(10, 1, 1), (10, 1, 1)),
-])
+], ids=["short", "two_columns", "one_row", "scalar", "three_d"])
 def test_a_result_of_the_wrong_shape_is_refused_with_both_shapes_and_the_names(result, shape):
     f = CustomFactor(CustomSpec("shaped", lambda open, high, low, close, volume: result(close), 0))
     with pytest.raises(ConfigError) as e:
