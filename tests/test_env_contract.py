@@ -1,0 +1,589 @@
+"""envs/core.py and envs/trading_env.py against their docstrings (the env's option table, the
+"info after each step" list, Starting State / Episode End, PortfolioCore's buffers): every
+documented default, every validation with its exact one-line message and its boundary (the last
+value accepted, the first refused), the reset and step infos' keys, types and values, the
+observation size W*A*F + W*A + A + 3, render, and the fill price/fee formula of ExecutionConfig."""
+
+from __future__ import annotations
+
+import logging
+import math
+import types
+
+import numpy as np
+import pytest
+
+from factorgym.data_layer.tensor import FactorTensor
+from factorgym.envs import CryptoTradingEnv, ExecutionConfig, PortfolioCore, RewardConfig
+from factorgym.envs.core import check_tensor, is_mapped
+from factorgym.envs.layouts import OUT_WEIGHTS, STATE
+from factorgym.envs.trades import Trades
+from factorgym.errors import ConfigError, DataValidationError
+
+pytestmark = pytest.mark.filterwarnings("error")  # no numpy or Gymnasium warning may escape
+
+HOUR = 3_600_000
+FEES = ExecutionConfig(taker_fee=0.001, use_market_rules=False)
+LS = dict(window=2, mapping="direct", long_only=False, random_start=False, execution=FEES)  # long/short, direct
+
+
+def two_assets(T: int = 12, F: int = 2) -> FactorTensor:
+    """Two assets, open != previous close, a volume on every bar."""
+    rng = np.random.default_rng(11)
+    close = np.exp(np.cumsum(rng.normal(0, 0.02, (T, 2)), axis=0)) * np.array([100.0, 20.0])
+    opn = close * np.exp(rng.normal(0, 0.005, (T, 2)))
+    prices = np.stack([opn, np.maximum(opn, close), np.minimum(opn, close), close, np.full((T, 2), 1e4)], -1)
+    return FactorTensor.from_arrays(rng.normal(size=(T, 2, F)), prices, np.arange(T) * HOUR, symbols=["X", "Y"])
+
+
+def with_prices(t: FactorTensor, prices=None, tradable=None) -> FactorTensor:
+    return FactorTensor(t.features, t.prices if prices is None else prices, t.timestamps, t.symbols, t.feature_names,
+                        t.tradable if tradable is None else tradable, t.meta)
+
+
+# ------------------------------------------------------------------ the option table's defaults
+def test_the_option_tables_defaults():
+    """window 1, weights/simplex (long-only), log_return, ExecutionConfig(), episode_length None,
+    random_start True, initial_cash 10_000, flat observation, render_mode None."""
+    env = CryptoTradingEnv(two_assets())
+    assert env.window == 1 and env.scheme == "simplex" and env.long_only is True
+    assert env.reward_config == RewardConfig() and env.execution == ExecutionConfig()
+    assert env.episode_length is None and env.random_start is True and env.initial_cash == 10_000.0
+    assert env.render_mode is None and env.render() is None
+    assert env.action_space.shape == (3,) and env.action_space.dtype == np.float32  # A + 1 (cash last)
+    assert env.observation_space.shape == (1 * 2 * 2 + 1 * 2 + 2 + 3,)
+    assert env.tensor_symbols == ["X", "Y"] and env.metadata == {"render_modes": ["ansi"], "render_fps": 4}
+    _, info = env.reset(seed=3)
+    assert info["end"] == 11  # to the last bar
+
+
+def test_reward_config_defaults_are_the_documented_penalties():
+    """RewardConfig: drawdown_penalty 0.1, turnover_penalty 0.001, sharpe_eta 0.01, scale 1; a reward
+    given by name takes them."""
+    assert RewardConfig() == RewardConfig("log_return", 0.1, 0.001, 0.01, 1.0)
+    for kind, penalty in (("drawdown_penalty", 0.1), ("turnover_penalty", 0.001)):
+        env = CryptoTradingEnv(two_assets(), reward=kind, **LS)
+        env.reset(options={"start": 1})
+        prev, peak = 10_000.0, 10_000.0
+        for a in ([0.8, -0.5], [-0.6, 0.4], [0.1, 0.9]):
+            _, r, _, _, info = env.step(np.array(a))
+            e = info["equity"]
+            peak = max(peak, e)
+            term = (1 - e / peak) if kind == "drawdown_penalty" else info["turnover"]
+            assert r == pytest.approx(math.log(e / prev) - penalty * term, rel=1e-12, abs=1e-15), kind
+            prev = e
+
+
+def test_a_reward_scale_multiplies_every_reward():
+    ref = CryptoTradingEnv(two_assets(), reward=RewardConfig(kind="drawdown_penalty", drawdown_penalty=0.3), **LS)
+    big = CryptoTradingEnv(two_assets(), reward=RewardConfig(kind="drawdown_penalty", drawdown_penalty=0.3, scale=250.0),
+                           **LS)
+    ref.reset(options={"start": 1})
+    big.reset(options={"start": 1})
+    for a in ([0.8, -0.5], [-0.6, 0.4]):
+        _, r1, *_ = ref.step(np.array(a))
+        _, r2, *_ = big.step(np.array(a))
+        assert r2 == pytest.approx(250.0 * r1, rel=1e-12) and r1 != 0.0
+
+
+def test_level_size_defaults_to_one_over_the_number_of_assets():
+    env = CryptoTradingEnv(two_assets(), action_scheme="discrete", window=2, random_start=False, execution=FEES)
+    assert env.level_size == 0.5 and list(env.levels) == [0.0, 1.0]
+    env.reset(options={"start": 1})
+    _, _, _, _, info = env.step(np.array([1, 0]))  # level 1 of X: half the equity
+    assert info["weights"][0] == pytest.approx(0.5, abs=0.01) and info["weights"][1] == 0.0
+    sized = CryptoTradingEnv(two_assets(), action_scheme="discrete", window=2, random_start=False, execution=FEES,
+                             level_size=0.25)
+    assert sized.level_size == 0.25
+    sized.reset(options={"start": 1})
+    _, _, _, _, info = sized.step(np.array([1, 1]))
+    assert list(np.round(info["weights"], 2)) == [0.25, 0.25]
+
+
+@pytest.mark.parametrize("W, F", [(1, 1), (2, 3), (4, 2)])
+def test_the_flat_observation_has_w_a_f_plus_w_a_plus_a_plus_3_values(W, F):
+    t = two_assets(F=F)
+    env = CryptoTradingEnv(t, window=W, random_start=False)
+    obs, _ = env.reset()
+    n = W * 2 * F + W * 2 + 2 + 3
+    assert env.observation_space.shape == (n,) and obs.shape == (n,) and obs.dtype == np.float32
+    assert env.core.obs_dim == n
+    # the portfolio block at reset: no weights, cash / equity 1, equity / initial 1, drawdown 0
+    assert obs[-5:].tolist() == [0.0, 0.0, 1.0, 1.0, 0.0]
+    np.testing.assert_array_equal(obs[: W * 2 * F], np.asarray(t.features[:W]).reshape(-1))  # the first W rows
+
+
+# ------------------------------------------------------------------ validation, with the exact messages
+@pytest.mark.parametrize("kw, message", [
+    ({"window": 0}, r"window=0; expected an integer >= 1 \(bars of features per observation\)"),
+    ({"window": -3}, r"window=-3; expected an integer >= 1 \(bars of features per observation\)"),
+    ({"window": 2.0}, r"window=2.0; expected an integer >= 1 \(bars of features per observation\)"),
+    ({"window": 12}, r"window=12 needs at least 13 bars \(window rows plus one bar to fill at\); the tensor has 12"),
+    ({"initial_cash": 0}, r"initial_cash=0.0; expected a positive number \(quote currency\)"),
+    ({"initial_cash": -5}, r"initial_cash=-5.0; expected a positive number \(quote currency\)"),
+    ({"initial_cash": math.nan}, r"initial_cash=nan; expected a positive number \(quote currency\)"),
+    ({"initial_cash": math.inf}, r"initial_cash=inf; expected a positive number \(quote currency\)"),
+    ({"episode_length": 0}, r"episode_length=0; expected an integer in \[1, 11\] \(bars after the first full window of 1\)"),
+    ({"episode_length": 12}, r"episode_length=12; expected an integer in \[1, 11\] \(bars after the first full window of 1\)"),
+    ({"episode_length": 10, "window": 3},
+     r"episode_length=10; expected an integer in \[1, 9\] \(bars after the first full window of 3\)"),
+    ({"episode_length": 2.0}, r"episode_length=2.0; expected an integer in \[1, 11\] \(bars after the first full window of 1\)"),
+    ({"render_mode": "human"}, r"render_mode='human'; expected None or one of \['ansi'\]"),
+    ({"execution": {"taker_fee": 0.0}}, r"execution must be an ExecutionConfig, got dict"),
+    ({"reward": 42}, r"reward=42; expected a reward name, a RewardConfig or a callable"),
+    ({"reward": "sharpe"}, r"reward kind 'sharpe' is unknown; expected one of \(.*\) or a callable"),
+])
+def test_a_bad_option_is_refused_with_its_value_and_what_is_accepted(kw, message):
+    with pytest.raises(ConfigError, match=rf"^{message}$"):
+        CryptoTradingEnv(two_assets(), **kw)
+
+
+@pytest.mark.parametrize("kw", [{"window": 11}, {"window": np.int64(3)}, {"initial_cash": 1e-6},
+                                {"episode_length": 11}, {"episode_length": 1}, {"episode_length": 9, "window": 3},
+                                {"episode_length": np.int32(4)}, {"render_mode": "ansi"}, {"render_mode": None}])
+def test_the_last_accepted_values_build_an_env(kw):
+    env = CryptoTradingEnv(two_assets(), random_start=False, **kw)
+    env.reset()
+
+
+def test_a_bar_after_the_last_accepted_window_leaves_one_decision_bar():
+    """window = T - 1 (11 of 12 bars): one decision bar (10), one step, then truncated at bar 11."""
+    env = CryptoTradingEnv(two_assets(), window=11, mapping="direct", execution=FEES)
+    _, info = env.reset(seed=0)
+    assert (info["start"], info["end"]) == (10, 11)
+    _, _, term, trunc, info = env.step(np.array([0.5, 0.5]))
+    assert trunc and not term and info["timestamp"] == 11 * HOUR
+
+
+class Fake:
+    """Anything with a FactorTensor's fields (the env takes duck-typed tensors)."""
+
+    def __init__(self, T=6, A=2, drop=None, **over):
+        t = two_assets(T=T)
+        self.features, self.prices = np.array(t.features)[:, :A], np.array(t.prices)[:, :A]
+        self.timestamps, self.tradable, self.symbols = np.array(t.timestamps), np.array(t.tradable)[:, :A], ["X", "Y"][:A]
+        for k, v in over.items():
+            setattr(self, k, v)
+        if drop:
+            delattr(self, drop)
+
+
+@pytest.mark.parametrize("name", ["features", "prices", "timestamps", "tradable", "symbols"])
+def test_a_tensor_without_a_field_is_refused_naming_it(name):
+    with pytest.raises(DataValidationError, match=rf"^the env needs a FactorTensor \(features, prices, timestamps, "
+                                                  rf"tradable, symbols\); got Fake without `{name}` -- build one with "
+                                                  rf"FactorTensor\.from_arrays\(\.\.\.\)$"):
+        check_tensor(Fake(drop=name))
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"features": np.zeros((6, 2))}, r"tensor\.features must be \[T, A, F\], got shape \(6, 2\)"),
+    ({"features": [[[0.0]]]}, r"tensor\.features must be \[T, A, F\], got shape None"),
+    ({"prices": np.ones((6, 3, 5))}, r"tensor\.prices must be \[T, A, 5\] = \(6, 2, 5\), got \(6, 3, 5\)"),
+    ({"prices": np.ones((6, 2, 4))}, r"tensor\.prices must be \[T, A, 5\] = \(6, 2, 5\), got \(6, 2, 4\)"),
+    ({"timestamps": np.arange(5)}, r"tensor\.timestamps must be \[6\] and tradable \[6, 2\]; got \(5,\) and \(6, 2\)"),
+    ({"timestamps": np.arange(7)}, r"tensor\.timestamps must be \[6\] and tradable \[6, 2\]; got \(7,\) and \(6, 2\)"),
+    ({"tradable": np.ones((5, 2), bool)},
+     r"tensor\.timestamps must be \[6\] and tradable \[6, 2\]; got \(6,\) and \(5, 2\)"),
+    ({"tradable": np.ones((6, 3), bool)},
+     r"tensor\.timestamps must be \[6\] and tradable \[6, 2\]; got \(6,\) and \(6, 3\)"),
+    ({"symbols": ["X", "Y", "Z"]}, r"tensor has 2 assets but 3 symbols"),
+    ({"symbols": ["X"]}, r"tensor has 2 assets but 1 symbols"),
+])
+def test_a_misshapen_tensor_is_refused_with_both_shapes(over, message):
+    with pytest.raises(DataValidationError, match=rf"^{message}$"):
+        check_tensor(Fake(**over))
+
+
+@pytest.mark.parametrize("field, k, value, shown", [
+    ("open", 0, 0.0, "0.0"), ("open", 0, -2.0, "-2.0"), ("open", 0, np.inf, "inf"),
+    ("close", 3, 0.0, "0.0"), ("close", 3, np.nan, "nan"),
+    ("volume", 4, -1.0, "-1.0"), ("volume", 4, np.nan, "nan"), ("volume", 4, -np.inf, "-inf"),
+])
+def test_a_bad_price_on_a_tradable_bar_is_refused_and_on_an_untradable_bar_is_not(field, k, value, shown):
+    t = two_assets()
+    prices = np.array(t.prices)
+    prices[7, 1, k] = value
+    with pytest.raises(DataValidationError, match=rf"^Y: {field} is {shown} at row 7 \(timestamp 25200000\) on a bar "
+                                                  rf"marked tradable; prices must be finite and positive on tradable "
+                                                  rf"bars \(mark the bar untradable instead\)$"):
+        CryptoTradingEnv(with_prices(t, prices))
+    tradable = np.array(t.tradable)
+    tradable[7, 1] = False
+    check_tensor(with_prices(t, prices, tradable))
+
+
+def test_a_zero_volume_and_bad_high_or_low_are_accepted():
+    """Only open, close (> 0) and volume (>= 0) are used by the fills; a bar without volume is valid."""
+    t = two_assets()
+    prices = np.array(t.prices)
+    prices[5, 0, 4] = 0.0
+    prices[6, 0, 1:3] = np.nan
+    check_tensor(with_prices(t, prices))
+
+
+# ------------------------------------------------------------------ reset and step infos
+def test_reset_info_is_the_starting_state():
+    env = CryptoTradingEnv(two_assets(), initial_cash=2_500, **LS)
+    obs, info = env.reset(options={"start": 3})
+    assert set(info) == {"timestamp", "equity", "cash", "fees", "slippage_cost", "borrow_cost", "funding", "turnover",
+                         "weights", "positions", "trades", "status", "start", "end"}
+    assert (info["timestamp"], info["equity"], info["cash"], info["start"], info["end"]) == (3 * HOUR, 2500.0, 2500.0, 3, 11)
+    assert all(info[k] == 0.0 for k in ("fees", "slippage_cost", "borrow_cost", "funding", "turnover"))
+    assert info["weights"].tolist() == [0.0, 0.0] and info["positions"].tolist() == [0.0, 0.0]
+    assert info["trades"] == [] and info["status"] == "ok" and env.initial_cash == 2500.0
+
+
+def test_step_info_keys_types_and_trades():
+    env = CryptoTradingEnv(two_assets(), **LS)
+    env.reset(options={"start": 1})
+    obs, reward, term, trunc, info = env.step(np.array([0.6, -0.4]))
+    assert set(info) == {"timestamp", "equity", "cash", "fees", "slippage_cost", "borrow_cost", "funding", "turnover",
+                         "weights", "positions", "trades", "status"}
+    for k in ("equity", "cash", "fees", "slippage_cost", "borrow_cost", "funding", "turnover"):
+        assert type(info[k]) is float, k
+    assert type(info["timestamp"]) is int and info["timestamp"] == 2 * HOUR
+    assert type(reward) is float and term is False and trunc is False and info["status"] == "ok"
+    for k in ("weights", "positions"):
+        assert info[k].dtype == np.float64 and info[k].shape == (2,), k
+    assert isinstance(info["trades"], Trades) and len(info["trades"]) == 2
+    fills = list(info["trades"])
+    assert [(f["symbol"], f["side"], f["kind"], f["timestamp"]) for f in fills] == \
+           [("Y", "sell", "order", 2 * HOUR), ("X", "buy", "order", 2 * HOUR)]  # sells before buys
+    assert info["fees"] == pytest.approx(sum(f["fee"] for f in fills), rel=1e-12)
+    # turnover: the traded notional over the equity before the fills (both orders from cash: 0.6 + 0.4)
+    assert info["turnover"] == pytest.approx(sum(f["quantity"] * f["price"] for f in fills) / 10_000, rel=1e-12)
+    assert env.core.trades(0) == fills and env.order_status == ["filled", "filled"]
+
+
+def test_a_step_without_orders_reports_no_trades_and_no_change():
+    env = CryptoTradingEnv(two_assets(), **LS)
+    env.reset(options={"start": 1})
+    _, _, _, _, info = env.step(np.zeros(2))
+    assert info["trades"] == [] and info["fees"] == 0.0 and info["turnover"] == 0.0
+    assert env.order_status == ["ignored_no_change", "ignored_no_change"]
+
+
+def test_a_fill_is_priced_at_the_open_with_fixed_slippage_plus_half_spread_plus_impact():
+    """ExecutionConfig: s = (slippage_bps + half_spread_bps) / 1e4 + impact_coef * (qty / volume) **
+    impact_exponent; a buy fills at open x (1 + s), a sell at open x (1 - s); fee = fee x notional
+    (the maker fee when fee_side is 'maker'); slippage_cost = qty x open x s."""
+    t = two_assets()
+    vol = 1e4
+    for cfg, fee in ((ExecutionConfig(taker_fee=0.002, maker_fee=0.0005, slippage_bps=2.0, half_spread_bps=3.0,
+                                      impact_coef=0.2, impact_exponent=1.0, use_market_rules=False), 0.002),
+                     (ExecutionConfig(taker_fee=0.002, maker_fee=0.0005, fee_side="maker", slippage_bps=2.0,
+                                      half_spread_bps=3.0, impact_coef=0.05, use_market_rules=False), 0.0005)):
+        env = CryptoTradingEnv(t, window=2, mapping="direct", long_only=False, random_start=False, execution=cfg)
+        env.reset(options={"start": 1})
+        _, _, _, _, info = env.step(np.array([0.7, -0.5]))
+        for f in info["trades"]:
+            a = ["X", "Y"].index(f["symbol"])
+            opn = float(t.prices[2, a, 0])
+            s = 5.0 / 1e4 + cfg.impact_coef * (f["quantity"] / vol) ** cfg.impact_exponent
+            side = 1.0 if f["side"] == "buy" else -1.0
+            assert f["price"] == pytest.approx(opn * (1 + side * s), rel=1e-12), f
+            assert f["fee"] == pytest.approx(fee * f["quantity"] * f["price"], rel=1e-12), f
+            assert f["slippage_cost"] == pytest.approx(f["quantity"] * opn * s, rel=1e-12), f
+
+
+def test_the_weights_in_info_are_signed_position_values_over_equity_at_the_close():
+    t = two_assets()
+    env = CryptoTradingEnv(t, **LS)
+    env.reset(options={"start": 1})
+    for k, a in enumerate(([0.6, -0.4], [-0.3, 0.5]), start=2):
+        _, _, _, _, info = env.step(np.array(a))
+        value = info["positions"] * np.asarray(t.prices[k, :, 3])
+        np.testing.assert_allclose(info["weights"], value / info["equity"], rtol=1e-12)
+        assert info["equity"] == pytest.approx(info["cash"] + value.sum(), rel=1e-12)
+
+
+def test_a_reward_callable_gets_the_previous_and_new_equity_turnover_fees_and_drawdown():
+    """reward_fn(prev_equity, equity, turnover, fees, drawdown): prev_equity is initial_cash on an
+    episode's first step (again after a reset), then the last step's equity."""
+    calls = []
+
+    def fn(*args):
+        calls.append(args)
+        return 0.125
+
+    env = CryptoTradingEnv(two_assets(), reward=fn, initial_cash=1_000.0, **LS)
+    assert env.reward_config == RewardConfig()
+    infos = []
+    for _ in range(2):
+        calls.clear()
+        env.reset(options={"start": 1})
+        peak, prev = 1_000.0, 1_000.0
+        for a in ([0.9, -0.9], [-0.9, 0.9], [0.2, 0.0]):
+            _, r, _, _, info = env.step(np.array(a))
+            assert r == 0.125
+            peak = max(peak, info["equity"])
+            infos.append((prev, info["equity"], info["turnover"], info["fees"], 1 - info["equity"] / peak))
+            prev = info["equity"]
+        assert [c[0] for c in calls] == [i[0] for i in infos[-3:]] and calls[0][0] == 1_000.0
+        for c, i in zip(calls, infos[-3:]):
+            assert c[1:4] == i[1:4] and c[4] == pytest.approx(i[4], abs=1e-15)
+
+
+def test_render_ansi_shows_the_bar_time_equity_cash_and_signed_weights():
+    env = CryptoTradingEnv(two_assets(), render_mode="ansi", **LS)
+    env.reset(options={"start": 1})
+    _, _, _, _, info = env.step(np.array([0.6, -0.4]))
+    w = info["weights"]
+    assert env.render() == (f"bar 2 ts=7200000 equity={info['equity']:.2f} cash={info['cash']:.2f} "
+                            f"weights[X={w[0]:+.3f}, Y={w[1]:+.3f}]")
+    assert w[1] < 0 and f"Y={w[1]:+.3f}".startswith("Y=-")
+
+
+# ------------------------------------------------------------------ episode bounds
+def test_a_step_before_reset_or_after_the_end_is_refused():
+    env = CryptoTradingEnv(two_assets(), episode_length=1, **LS)
+    msg = r"^step\(\) called on a finished \(or never reset\) episode; call reset\(\) first$"
+    with pytest.raises(RuntimeError, match=msg):
+        env.step(np.zeros(2))
+    env.reset(options={"start": 1})
+    _, _, _, trunc, _ = env.step(np.zeros(2))
+    assert trunc
+    with pytest.raises(RuntimeError, match=msg):
+        env.step(np.zeros(2))
+    env.reset(options={"start": 1})
+    env.step(np.zeros(2))  # a reset starts it again
+
+
+@pytest.mark.parametrize("L, starts", [(None, range(1, 11)), (3, range(1, 9)), (10, range(1, 2))])
+def test_random_starts_cover_exactly_window_minus_1_to_t_minus_1_minus_l(L, starts):
+    """12 bars, window 2: starts are drawn from [1, 11 - L] (L = 1 when episode_length is None), all of
+    them; the end is start + L (or the last bar)."""
+    env = CryptoTradingEnv(two_assets(), window=2, episode_length=L, mapping="direct", execution=FEES)
+    env.reset(seed=123)
+    seen = set()
+    for _ in range(150):
+        _, info = env.reset()
+        seen.add(info["start"])
+        assert info["end"] == (11 if L is None else info["start"] + L)
+    assert seen == set(starts)
+
+
+def test_without_random_start_every_reset_starts_at_the_first_full_window():
+    env = CryptoTradingEnv(two_assets(), window=3, random_start=False, episode_length=4, execution=FEES)
+    assert {env.reset(seed=s)[1]["start"] for s in range(5)} == {2}
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"start": 1, "end": 1}, r"options\['end'\]=1 must be in \(1, 11\] \(the bar the episode is truncated at\)"),
+    ({"start": 5, "end": 2}, r"options\['end'\]=2 must be in \(5, 11\] \(the bar the episode is truncated at\)"),
+    ({"start": 5, "end": 12}, r"options\['end'\]=12 must be in \(5, 11\] \(the bar the episode is truncated at\)"),
+    ({"start": 11}, r"options\['start'\]=11 is outside \[1, 10\]: the first decision bar needs 2 feature rows before "
+                    r"it and one bar after it to fill at"),
+    ({"start": -1}, r"options\['start'\]=-1 is outside \[1, 10\]"),
+])
+def test_episode_bounds_outside_the_data_are_refused_naming_the_range(options, message):
+    env = CryptoTradingEnv(two_assets(), **LS)
+    with pytest.raises(ConfigError, match=rf"^{message}"):
+        env.reset(options=options)
+
+
+@pytest.mark.parametrize("options, bounds", [({"start": 1, "end": 11}, (1, 11)), ({"start": 10}, (10, 11)),
+                                             ({"start": np.int64(4), "end": np.int64(5)}, (4, 5)),
+                                             ({"start": 4.0}, (4, 11))])
+def test_episode_bounds_at_the_edges_are_accepted(options, bounds):
+    _, info = CryptoTradingEnv(two_assets(), **LS).reset(options=options)
+    assert (info["start"], info["end"]) == bounds and type(info["start"]) is int
+
+
+# ------------------------------------------------------------------ actions
+@pytest.mark.parametrize("mapping", ["signed", "simplex"])
+def test_a_nan_action_is_refused_with_the_action_and_the_space(mapping):
+    env = CryptoTradingEnv(two_assets(), **{**LS, "mapping": mapping, "long_only": mapping == "simplex"})
+    env.reset(options={"start": 1})
+    a = np.zeros(env.action_space.shape)
+    a[0] = np.nan
+    with pytest.raises(ValueError) as e:
+        env.step(a)
+    assert str(e.value) == (f"action {a!r} is not in the action space {env.action_space} (NaN, or a discrete index "
+                            f"that is not an integer in range)")
+    _, _, _, _, info = env.step(np.zeros(env.action_space.shape))  # the refused step moved nothing
+    assert info["timestamp"] == 2 * HOUR
+
+
+def test_a_nan_weight_in_the_direct_mapping_holds_that_asset():
+    """spaces.py: direct mapping, 'NaN = hold: no order; the rest is clipped alone'."""
+    env = CryptoTradingEnv(two_assets(), **LS)
+    env.reset(options={"start": 1})
+    _, _, _, _, info = env.step(np.array([0.6, -0.4]))
+    held = info["positions"][0]
+    _, _, _, _, info = env.step(np.array([np.nan, 0.0]))
+    assert info["positions"][0] == held and info["positions"][1] == 0.0
+    assert [f["symbol"] for f in info["trades"]] == ["Y"] and env.order_status[1] == "filled"
+
+
+@pytest.mark.parametrize("action, shape", [([0.1, 0.2, 0.3], "(3,)"), ([[0.1, 0.2]], "(1, 2)"), (0.5, "()"),
+                                           (np.array(["a", "b"]), "(2,)")])
+def test_an_action_of_the_wrong_shape_or_kind_is_refused_naming_its_shape(action, shape):
+    env = CryptoTradingEnv(two_assets(), **LS)
+    env.reset(options={"start": 1})
+    with pytest.raises(ValueError) as e:
+        env.step(action)
+    assert str(e.value) == f"action {action!r} has shape {shape}; the action space {env.action_space} expects (2,)"
+
+
+def test_a_discrete_env_of_one_asset_takes_a_python_int_or_any_one_value_array():
+    t = two_assets()
+    one = FactorTensor.from_arrays(np.array(t.features)[:, :1], np.array(t.prices)[:, :1], t.timestamps, symbols=["X"])
+    results = []
+    for a in (2, np.int64(2), np.array([2]), np.array(2.0), [2]):
+        env = CryptoTradingEnv(one, window=2, action_scheme="discrete", levels=(0.0, 0.5, 1.0), random_start=False,
+                               execution=FEES)
+        env.reset(options={"start": 1})
+        _, _, _, _, info = env.step(a)
+        results.append(info["weights"][0])
+    assert len(set(results)) == 1 and results[0] == pytest.approx(1.0, abs=0.01)
+    env.reset(options={"start": 1})
+    with pytest.raises(ValueError, match=r"^action 3 is not in the action space Discrete\(3\)"):
+        env.step(3)
+
+
+# ------------------------------------------------------------------ PortfolioCore
+def core_of(n: int = 2, **kw) -> PortfolioCore:
+    args = dict(window=2, scheme="direct", execution=FEES, reward=RewardConfig(), initial_cash=1000.0, long_only=False)
+    return PortfolioCore(two_assets(), n, **{**args, **kw})
+
+
+def test_a_core_before_reset_has_every_env_done_and_after_it_at_its_bounds():
+    core = core_of(3)
+    assert core.counters.dtype == np.int64 and core.counters.shape == (3, 4)
+    assert core.counters[:, 2].tolist() == [1, 1, 1]  # done: nothing steps before a reset
+    assert (core.first_start, core.last_bar, core.n_bars, core.n_assets, core.n_features) == (1, 11, 12, 2, 2)
+    assert core.step(np.zeros(6)) == 0 and not core.out.any()  # done envs do not move
+    core.reset(np.array([0, 2]), np.array([1, 4]), np.array([5, 11]))
+    assert core.counters.tolist() == [[1, 5, 0, 0], [0, 0, 1, 0], [4, 11, 0, 0]]
+    assert core.info_scalars(0) == {"equity": 1000.0, "cash": 1000.0, "fees": 0.0, "slippage_cost": 0.0,
+                                    "borrow_cost": 0.0, "funding": 0.0, "turnover": 0.0}
+
+
+def test_the_cores_buffers_have_the_documented_shapes_and_dtypes():
+    core = core_of(3)
+    assert core.obs.dtype == np.float32 and core.obs.shape == (3 * core.obs_dim,)
+    assert core.act.dtype == np.float64 and core.act.shape == (3 * 2,) and core.action_dim == 2
+    assert core.state.shape == (3, len(STATE) + 2) and core.out.shape == (3, OUT_WEIGHTS + 3 * 2)
+    assert core.fills.shape == (3, 6, 4) and core.prices.dtype == np.float64 and core.data.dtype == np.float32
+    assert not core.data.flags.writeable and not core.prices.flags.writeable
+    assert core_of(1, scheme="simplex", long_only=True).action_dim == 3  # A + 1
+
+
+def test_the_cores_step_refuses_wrong_buffers_naming_what_it_expects():
+    core = core_of(2)
+    core.reset(np.arange(2), np.array([1, 1]), np.array([11, 11]))
+    for n in (3, 5, 8):  # fewer, more (the kernel reads only 4), and [2, 4]-many (the wrong K)
+        with pytest.raises(ValueError, match=rf"^actions have {n} values; expected n_envs x action_dim = 4$"):
+            core.step(np.zeros(n))
+    with pytest.raises(ValueError, match=rf"^out must be a C-contiguous float64 array of shape "
+                                         rf"\({core._out.shape[0]}, {core._out.shape[1]}\)$"):
+        core.step(np.zeros(4), out=np.zeros(core._out.shape, np.float32))
+    with pytest.raises(ValueError, match=rf"^observation buffer must be C-contiguous float32 with {2 * core.obs_dim} "
+                                         rf"values$"):
+        core.step(np.zeros(4), obs=np.zeros(2 * core.obs_dim))  # float64
+    with pytest.raises(ValueError, match=r"^observation buffer must be C-contiguous float32"):
+        core.step(np.zeros(4), obs=np.zeros((core.obs_dim, 2), np.float32).T)  # not C-contiguous
+    assert core.counters[:, 3].tolist() == [0, 0]  # nothing stepped
+
+
+def test_the_cores_step_takes_actions_n_by_k_or_flat_as_the_same_values():
+    a, b = core_of(2), core_of(2)
+    for c in (a, b):
+        c.reset(np.arange(2), np.array([1, 3]), np.array([11, 11]))
+    act = np.array([[0.5, -0.2], [0.1, 0.3]])
+    obs_a, obs_b = np.zeros((2, a.obs_dim), np.float32), np.zeros(2 * b.obs_dim, np.float32)
+    assert a.step(act, obs=obs_a) == b.step(act.reshape(-1).tolist(), obs=obs_b) == 0
+    np.testing.assert_array_equal(obs_a.reshape(-1), obs_b)
+    np.testing.assert_array_equal(a.out, b.out)
+    assert a.order_status(1) == ["filled", "filled"] and len(a.trades(1)) == 2
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int64, np.uint8, np.float16, np.bool_])
+def test_the_core_converts_actions_of_other_dtypes_to_float64(dtype):
+    """'float32/float64 are used as they are, anything else is converted to float64': the same step
+    as the float64 values, through the float64 entry point (no kernel compiled for the dtype)."""
+    a, b = core_of(2), core_of(2)
+    for c in (a, b):
+        c.reset(np.arange(2), np.array([1, 3]), np.array([11, 11]))
+    act = np.array([1, 0, 0, 1], dtype)
+    assert a.step(act) == b.step(act.astype(np.float64)) == 0
+    np.testing.assert_array_equal(a.out, b.out)
+    np.testing.assert_array_equal(a.obs, b.obs)
+    assert set(a._entries) == {np.dtype(np.float64)}
+
+
+def test_writable_tensors_get_their_own_read_only_price_records():
+    t = two_assets()
+    e1, e2 = CryptoTradingEnv(t, window=2), CryptoTradingEnv(t, window=2)
+    assert e1.core.prices is not e2.core.prices and not e1.core.prices.flags.writeable
+    np.testing.assert_array_equal(e1.core.prices, e2.core.prices)
+
+
+def test_is_mapped_follows_views_back_to_a_memory_map(tmp_path):
+    m = np.memmap(tmp_path / "f.bin", dtype=np.float32, mode="w+", shape=(4, 3))
+    assert is_mapped(m) and is_mapped(m[1:, :2]) and is_mapped(m.reshape(-1))
+    np.save(tmp_path / "g.npy", np.zeros((4, 3), np.float32))
+    assert is_mapped(np.load(tmp_path / "g.npy", mmap_mode="r")[:2])
+    assert not is_mapped(np.zeros(3)) and not is_mapped(np.asarray(m).copy())
+
+
+def test_mapped_features_that_are_not_contiguous_are_copied_with_a_note_and_observed_the_same(tmp_path, caplog):
+    t = two_assets(T=12, F=2)
+    m = np.memmap(tmp_path / "f.bin", dtype=np.float32, mode="w+", shape=(12, 3, 2))
+    m[:, :2] = t.features
+    sliced = m[:, :2]  # the asset axis cut: a mapped, non-contiguous view
+    ns = types.SimpleNamespace(features=sliced, prices=t.prices, timestamps=t.timestamps, tradable=t.tradable,
+                               symbols=t.symbols, meta=t.meta)
+    with caplog.at_level(logging.INFO, logger="factorgym.envs.core"):
+        env = CryptoTradingEnv(ns, **LS)
+    assert "the memory-mapped features are not contiguous (a sliced asset axis?); copying them into memory" \
+        in caplog.messages
+    assert env.core.raw_features is False
+    ref = CryptoTradingEnv(t, **LS)
+    np.testing.assert_array_equal(env.reset(options={"start": 1})[0], ref.reset(options={"start": 1})[0])
+    np.testing.assert_array_equal(env.step(np.array([0.2, 0.1]))[0], ref.step(np.array([0.2, 0.1]))[0])
+
+
+@pytest.mark.parametrize("gap, status", [(False, "liquidated"), (True, "bankrupt")])
+def test_a_ruined_episode_terminates_with_the_status_named(gap, status):
+    """A 2x long of X that loses 60%: within bar 3 (open unchanged, low and close down) the margin
+    check liquidates it at the breach price (equity still > 0: "liquidated"); through a gap at bar 3's
+    open the fill already leaves equity <= 0 ("bankrupt"). Either ends the episode (terminated)."""
+    t = two_assets()
+    prices = np.array(t.prices)
+    if gap:
+        prices[3:, 0, :4] *= 0.4
+    else:
+        prices[3, 0, 2:4] *= 0.4
+        prices[4:, 0, :4] *= 0.4
+    env = CryptoTradingEnv(with_prices(t, prices), **{**LS, "execution": ExecutionConfig(
+        taker_fee=0.001, max_leverage=2.0, use_market_rules=False)})
+    env.reset(options={"start": 1})
+    _, _, term, trunc, info = env.step(np.array([2.0, 0.0]))
+    assert (term, trunc, info["status"]) == (False, False, "ok")
+    _, _, term, trunc, info = env.step(np.array([2.0, 0.0]))
+    assert (term, trunc, info["status"]) == (True, False, status)
+    assert (info["equity"] > 0) == (not gap)
+    if not gap:
+        assert [f["kind"] for f in info["trades"]][-1] == "liquidation" and info["positions"].tolist() == [0.0, 0.0]
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(np.zeros(2))
+
+
+def test_non_finite_features_are_observed_as_0_and_only_those_on_tradable_bars_are_reported(caplog):
+    t = two_assets()
+    feats, tradable = np.array(t.features), np.array(t.tradable)
+    feats[2, 0, :] = np.nan  # X untradable at bar 2: not reported (its features are observed as 0 anyway)
+    tradable[2, 0] = False
+    feats[2, 1, 1] = -np.inf  # Y tradable at bar 2: reported
+    bad = FactorTensor(feats, t.prices, t.timestamps, t.symbols, t.feature_names, tradable, t.meta)
+    with caplog.at_level(logging.WARNING, logger="factorgym.envs.core"):
+        env = CryptoTradingEnv(bad, **LS)
+    assert caplog.messages == ["1 feature values are NaN/inf on tradable bars; they are observed as 0"]
+    obs, _ = env.reset(options={"start": 2})  # window rows 1-2
+    rows = obs[:8].reshape(2, 2, 2)
+    assert rows[1, 0].tolist() == [0.0, 0.0] and rows[1, 1].tolist() == [float(feats[2, 1, 0]), 0.0]
+    np.testing.assert_array_equal(rows[0], feats[1])
+    assert obs[8:12].tolist() == [1.0, 1.0, 0.0, 1.0]  # the mask: X untradable at bar 2
