@@ -125,6 +125,45 @@ def _commit_left(db: sqlite3.Connection, rows: list[tuple], state: dict[str, boo
         db.close()
 
 
+class _Batch:
+    """:meth:`EventLog.batch`'s context manager (a class, not a generator: it runs twice a bar)."""
+
+    __slots__ = ("log", "outer", "seq", "crc")
+
+    def __init__(self, log: "EventLog") -> None:
+        self.log = log
+
+    def __enter__(self) -> list[Event]:
+        log = self.log
+        self.outer = not log._in_batch
+        if self.outer:
+            self.seq, self.crc = log._seq, log._last_checksum
+            log._in_batch, log._pending = True, []
+            log._exit_state["in_batch"] = True
+        return log._pending
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if not self.outer:
+            return False
+        log = self.log
+        log._in_batch = log._exit_state["in_batch"] = False
+        if exc_type is None:
+            try:
+                log._batch_done()
+                return False
+            except BaseException:
+                log._in_batch = log._exit_state["in_batch"] = False
+                self._drop()
+                raise
+        self._drop()
+        return False
+
+    def _drop(self) -> None:
+        """Forget the block's events (a failed commit has already dropped what it could not write)."""
+        if self.log._seq > self.seq:
+            self.log._drop_after(self.seq, self.crc)
+
+
 class EventLog:
     """The event log of run ``run_id`` in the SQLite file ``path`` (created if missing).
 
@@ -219,26 +258,12 @@ class EventLog:
             self._batch_done()
         return event
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[list[Event]]:
-        """Append several events as one unit: committed together (nothing of it is written if the
-        block raises; with ``group_commit`` N, with the batches around it). Yields the list the
-        block's events are collected in."""
-        if self._in_batch:
-            yield self._pending
-            return
-        seq, crc = self._seq, self._last_checksum
-        self._in_batch, self._pending = True, []
-        self._exit_state["in_batch"] = True
-        try:
-            yield self._pending
-            self._in_batch = self._exit_state["in_batch"] = False
-            self._batch_done()
-        except BaseException:
-            self._in_batch = self._exit_state["in_batch"] = False
-            if self._seq > seq:  # (a failed commit has already dropped what it could not write)
-                self._drop_after(seq, crc)
-            raise
+    def batch(self) -> "_Batch":
+        """``with log.batch() as events:``: append several events as one unit, committed together
+        (nothing of it is written if the block raises; with ``group_commit`` N, with the batches around
+        it). ``events`` is the list the block's events are collected in. A batch inside a batch is
+        part of the outer one."""
+        return _Batch(self)
 
     def commit(self) -> None:
         """Commit every complete batch appended so far (inside a batch: when it ends)."""
