@@ -441,6 +441,12 @@ def test_a_discrete_env_of_one_asset_takes_a_python_int_or_any_one_value_array()
     env.reset(options={"start": 1})
     with pytest.raises(ValueError, match=r"^action 3 is not in the action space Discrete\(3\)"):
         env.step(3)
+    for bad, shape in ((np.array([]), "(0,)"), (np.array([], np.int64), "(0,)"), ([], "(0,)"),
+                       (np.array([1, 1]), "(2,)"), (np.array([1.0, 1.0]), "(2,)")):
+        env.reset(options={"start": 1})
+        with pytest.raises(ValueError) as e:
+            env.step(bad)
+        assert str(e.value) == f"action {bad!r} has shape {shape}; the action space Discrete(3) expects ()"
 
 
 # ------------------------------------------------------------------ PortfolioCore
