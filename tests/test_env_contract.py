@@ -593,3 +593,17 @@ def test_non_finite_features_are_observed_as_0_and_only_those_on_tradable_bars_a
     assert rows[1, 0].tolist() == [0.0, 0.0] and rows[1, 1].tolist() == [float(feats[2, 1, 0]), 0.0]
     np.testing.assert_array_equal(rows[0], feats[1])
     assert obs[8:12].tolist() == [1.0, 1.0, 0.0, 1.0]  # the mask: X untradable at bar 2
+
+
+def test_reset_takes_seed_and_options_by_keyword_only_as_gymnasiums_env():
+    import inspect
+
+    import gymnasium as gym
+
+    def kinds(fn):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert kinds(CryptoTradingEnv.reset) == kinds(gym.Env.reset)
+    env = CryptoTradingEnv(two_assets(), **LS)
+    with pytest.raises(TypeError):
+        env.reset(0)
