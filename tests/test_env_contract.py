@@ -520,6 +520,18 @@ def test_the_core_converts_actions_of_other_dtypes_to_float64(dtype):
     assert set(a._entries) == {np.dtype(np.float64)}
 
 
+def test_the_core_steps_and_resets_through_compiled_entry_points_not_numbas_dispatch():
+    """_fast: the kernels' compiled entry points for exactly the core's argument types (float64 and
+    float32 1-D actions), which skip numba's per-call type dispatch; a failed compile would fall
+    back to the dispatcher silently (correct, but slower on every step)."""
+    from numba.core.registry import CPUDispatcher
+
+    core = core_of(2)
+    for fn in (core._reset, core.step64, core.step32):
+        assert not isinstance(fn, CPUDispatcher), fn
+    assert set(core._entries) == {np.dtype(np.float64), np.dtype(np.float32)}
+
+
 def test_writable_tensors_get_their_own_read_only_price_records():
     t = two_assets()
     e1, e2 = CryptoTradingEnv(t, window=2), CryptoTradingEnv(t, window=2)
