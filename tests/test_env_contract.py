@@ -506,6 +506,21 @@ def test_the_cores_step_takes_actions_n_by_k_or_flat_as_the_same_values():
     assert a.order_status(1) == ["filled", "filled"] and len(a.trades(1)) == 2
 
 
+@pytest.mark.parametrize("dtype", [np.longdouble, np.int64, np.float16])
+def test_an_env_action_of_a_wider_or_narrower_dtype_steps_as_its_float64_values(dtype):
+    """Only float32 and float64 1-d arrays go straight to the kernel; others (long double, which a
+    float64 casts to safely, included) are converted to float64 first."""
+    env, ref = CryptoTradingEnv(two_assets(), **LS), CryptoTradingEnv(two_assets(), **LS)
+    env.reset(options={"start": 1})
+    ref.reset(options={"start": 1})
+    a = np.array([1, -1] if dtype == np.int64 else [0.5, -0.5], dtype)
+    assert a.dtype == dtype
+    obs, r, _, _, info = env.step(a)
+    obs_r, r_r, _, _, info_r = ref.step(np.asarray(a, np.float64))
+    np.testing.assert_array_equal(obs, obs_r)
+    assert r == r_r and info["equity"] == info_r["equity"] and info["positions"][0] > 0
+
+
 @pytest.mark.parametrize("dtype", [np.int8, np.int64, np.uint8, np.float16, np.bool_])
 def test_the_core_converts_actions_of_other_dtypes_to_float64(dtype):
     """'float32/float64 are used as they are, anything else is converted to float64': the same step
