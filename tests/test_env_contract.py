@@ -420,6 +420,7 @@ def test_a_nan_weight_in_the_direct_mapping_holds_that_asset():
 @pytest.mark.parametrize("action, shape", [([0.1, 0.2, 0.3], "(3,)"), ([[0.1, 0.2]], "(1, 2)"), (0.5, "()"),
                                            (np.array(["a", "b"]), "(2,)"), (np.array([[0.1, 0.2]]), "(1, 2)"),
                                            (np.array([[0.1], [0.2]], np.float32), "(2, 1)"),
+                                           (np.array([[0.1], [0.2]]), "(2, 1)"),  # (2 values: the kernel would take them)
                                            (np.float64(0.5), "()"), (np.array(0.5), "()")])
 def test_an_action_of_the_wrong_shape_or_kind_is_refused_naming_its_shape(action, shape):
     env = CryptoTradingEnv(two_assets(), **LS)
