@@ -176,6 +176,7 @@ def test_the_flat_threshold_on_both_sides(method):
     """sd 2e-12 (above the 1e-12 threshold) is a spread: z = +1; sd 5e-13 is flat: z = 0."""
     assert _col([0.0, 4e-12], method=method, min_periods=2)[1] == pytest.approx(1.0, rel=1e-9)
     assert _col([0.0, 1e-12], method=method, min_periods=2)[1] == 0.0
+    assert _col([0.0, 1e-170], method=method, min_periods=2)[1] == 0.0  # (a spread whose square underflows)
     assert (_col([3.0] * 6, method=method, min_periods=1) == 0.0).all()
 
 
@@ -299,15 +300,16 @@ def test_train_without_statistics_is_refused_offline_and_online():
 # --------------------------------------------------------------------------- online == offline
 
 
-@pytest.mark.parametrize("cfg", [
-    NormaliseConfig(method="expanding", min_periods=3, clip=1.5),
-    NormaliseConfig(method="rolling", window=4, min_periods=2, clip=None),
-    NormaliseConfig(method="rolling", window=2, min_periods=1),
-    NormaliseConfig(method="none"),
-    NormaliseConfig(method="train", fit_end=20 * H, clip=2.0),
-    NormaliseConfig(method="train", fit_end=20 * H, per_asset=True),
-])
-def test_online_rows_are_the_offline_rows_bit_for_bit_for_every_method(cfg):
+@pytest.mark.parametrize("kwargs", [
+    {"method": "expanding", "min_periods": 3, "clip": 1.5},
+    {"method": "rolling", "window": 4, "min_periods": 2, "clip": None},
+    {"method": "rolling", "window": 2, "min_periods": 1},
+    {"method": "none"},
+    {"method": "train", "fit_end": 20 * H, "clip": 2.0},
+    {"method": "train", "fit_end": 20 * H, "per_asset": True},
+], ids=["expanding", "rolling", "rolling_2", "none", "train", "train_per_asset"])
+def test_online_rows_are_the_offline_rows_bit_for_bit_for_every_method(kwargs):
+    cfg = NormaliseConfig(**kwargs)
     rng = np.random.default_rng(9)
     x = rng.normal(3.0, 2.0, size=(50, 3, 2)) * np.array([1.0, 1e-4])
     x[rng.random(x.shape) < 0.15] = np.nan
