@@ -398,6 +398,20 @@ def test_a_bar_is_a_finite_close_online_as_offline_whatever_its_volume(name):
     np.testing.assert_allclose(_online_rows(f, p), off, rtol=0, atol=1e-12, equal_nan=True)
 
 
+@pytest.mark.parametrize("name", ["log_return", "contract_rolling_partial"])
+def test_a_bar_with_a_missing_open_high_or_low_is_still_a_bar_for_a_factor_of_the_close(name):
+    """Only the close decides whether an asset has a bar: a NaN open, high or low leaves a factor of
+    the close its value there, online (incremental state or recompute) as offline."""
+    x = random_ohlcv(40, 2, seed=10)
+    for row, field in ((20, 0), (24, 1), (28, 2)):
+        x[row, 0, field] = np.nan
+    p = _panel(x)
+    f = _custom(name)
+    off = f.compute(p)
+    assert np.isfinite(off[[20, 21, 24, 25, 28, 29], 0]).all()
+    np.testing.assert_allclose(_online_rows(f, p), off, rtol=0, atol=1e-12, equal_nan=True)
+
+
 # --------------------------------------------------------------------------- built-ins, default params
 
 
