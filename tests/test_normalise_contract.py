@@ -287,12 +287,15 @@ def test_a_train_std_at_the_flat_threshold_is_flat_and_just_above_it_is_a_spread
                                [0.5, 2.0], rtol=1e-12)
 
 
-def test_train_without_statistics_is_refused_offline_and_online():
+@pytest.mark.parametrize("method", ["train", "".join(["tr", "ain"])], ids=["literal", "read_from_a_file"])
+def test_train_without_statistics_is_refused_offline_and_online(method):
+    """Also for a method name that is a new str object (read from YAML), not the literal of the code."""
+    cfg = dataclasses.replace(_train_cfg(), method=method)
     with pytest.raises(ConfigError) as e:
-        normalise_offline(np.ones((3, 1, 1)), _train_cfg())
+        normalise_offline(np.ones((3, 1, 1)), cfg)
     assert str(e.value) == "normalise.method 'train' needs fitted statistics"
     with pytest.raises(ConfigError) as e:
-        OnlineNormaliser(_train_cfg(), 1, 1)
+        OnlineNormaliser(cfg, 1, 1)
     assert str(e.value) == ("normalise.method 'train' online needs the tensor's saved statistics "
                             "(meta['normalisation'])")
 
