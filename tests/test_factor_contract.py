@@ -515,7 +515,7 @@ def test_bb_pctb_with_its_own_nbdev_by_hand_on_a_three_bar_window():
     ("numpy:linalg.no_such_fn", "custom factor func 'numpy:linalg.no_such_fn': module 'numpy' has no attribute "
                                 "'linalg.no_such_fn'"),
     ("math:pi", "custom factor func 'math:pi' is not callable"),
-])
+], ids=["no_colon", "no_module", "no_function", "no_attribute", "no_nested_attribute", "not_callable"])
 def test_func_references_that_cannot_be_used_are_refused_in_one_line(ref, msg):
     with pytest.raises(ConfigError) as e:
         factor_from_config({"kind": "custom", "func": ref, "warmup": 0})

@@ -65,7 +65,11 @@ def test_no_normalise_section_means_method_none_with_the_other_defaults(d):
     ({"clip": -2}, "normalise.clip must be > 0 or null, got -2"),
     ({"clip": float("nan")}, "normalise.clip must be > 0 or null, got nan"),
     ({"method": "train"}, "normalise.method 'train' needs fit_end (end of the training range, a date)"),
-])
+    # (method names read from a file: new str objects, not the literals of the code)
+    ({"method": "".join(["roll", "ing"]), "window": 10, "min_periods": 11}, "normalise.min_periods (11) exceeds window (10)"),
+    ({"method": "".join(["tr", "ain"])}, "normalise.method 'train' needs fit_end (end of the training range, a date)"),
+], ids=["method", "method_case", "window_1", "window_negative", "min_periods_0", "min_periods_past_window", "clip_0",
+        "clip_negative", "clip_nan", "train_without_fit_end", "min_periods_past_window_read", "train_without_fit_end_read"])
 def test_each_refusal_is_one_line_naming_the_value(kwargs, msg):
     with pytest.raises(ConfigError) as e:
         NormaliseConfig(**kwargs)
@@ -177,6 +181,9 @@ def test_the_flat_threshold_on_both_sides(method):
     assert _col([0.0, 4e-12], method=method, min_periods=2)[1] == pytest.approx(1.0, rel=1e-9)
     assert _col([0.0, 1e-12], method=method, min_periods=2)[1] == 0.0
     assert _col([0.0, 1e-170], method=method, min_periods=2)[1] == 0.0  # (a spread whose square underflows)
+    # at the threshold exactly (sd = 1e-12) flat, as in method 'train'; one bit above it a spread
+    assert _col([0.0, 2e-12], method=method, min_periods=2)[1] == 0.0
+    assert _col([0.0, 2.0000000000000004e-12], method=method, min_periods=2)[1] == pytest.approx(1.0, rel=1e-9)
     assert (_col([3.0] * 6, method=method, min_periods=1) == 0.0).all()
 
 
