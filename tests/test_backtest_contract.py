@@ -162,6 +162,13 @@ def test_a_callable_policy_with_reset_is_reset_once_before_its_first_action_and_
 
     backtest(tensor(T=6), Model(), mapping="direct")
 
+    class CallableModel(Model):  # callable too: .predict still wins
+        def __call__(self, obs):
+            raise AssertionError("a model acts through predict")
+
+    res = backtest(tensor(T=6), CallableModel(), mapping="direct")
+    assert res.weights[-1] == pytest.approx([0.1, 0.1], abs=0.01)
+
 
 def test_the_policy_sees_each_observation_of_the_env_once_in_order():
     """The policy gets the env's own observations: those of a CryptoTradingEnv stepped by hand."""

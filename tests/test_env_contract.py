@@ -1,47 +1,26 @@
-"""envs/core.py and envs/trading_env.py against their docstrings (the env's option table, the
-"info after each step" list, Starting State / Episode End, PortfolioCore's buffers): every
-documented default, every validation with its exact one-line message and its boundary (the last
-value accepted, the first refused), the reset and step infos' keys, types and values, the
-observation size W*A*F + W*A + A + 3, render, and the fill price/fee formula of ExecutionConfig."""
+"""envs/trading_env.py against its docstrings (the env's option table, the "info after each step"
+list, Starting State / Episode End, the Gymnasium API): every documented default, every validation
+with its exact one-line message and its boundary (the last value accepted, the first refused), the
+reset and step infos' keys, types and values, the observation size W*A*F + W*A + A + 3, actions of
+every shape and dtype, render, the statuses of a ruined episode, and the fill price/fee formula of
+ExecutionConfig."""
 
 from __future__ import annotations
 
-import logging
 import math
-import types
 
 import numpy as np
 import pytest
 
 from factorgym.data_layer.tensor import FactorTensor
-from factorgym.envs import CryptoTradingEnv, ExecutionConfig, PortfolioCore, RewardConfig
-from factorgym.envs.core import check_tensor, is_mapped
-from factorgym.envs.layouts import OUT_WEIGHTS, STATE
+from factorgym.envs import CryptoTradingEnv, ExecutionConfig, RewardConfig
 from factorgym.envs.trades import Trades
-from factorgym.errors import ConfigError, DataValidationError
+from factorgym.errors import ConfigError
+from tests._env_data import FEES, HOUR, LS, two_assets, with_prices
 
 pytestmark = pytest.mark.filterwarnings("error")  # no numpy or Gymnasium warning may escape
 
-HOUR = 3_600_000
-FEES = ExecutionConfig(taker_fee=0.001, use_market_rules=False)
-LS = dict(window=2, mapping="direct", long_only=False, random_start=False, execution=FEES)  # long/short, direct
 
-
-def two_assets(T: int = 12, F: int = 2) -> FactorTensor:
-    """Two assets, open != previous close, a volume on every bar."""
-    rng = np.random.default_rng(11)
-    close = np.exp(np.cumsum(rng.normal(0, 0.02, (T, 2)), axis=0)) * np.array([100.0, 20.0])
-    opn = close * np.exp(rng.normal(0, 0.005, (T, 2)))
-    prices = np.stack([opn, np.maximum(opn, close), np.minimum(opn, close), close, np.full((T, 2), 1e4)], -1)
-    return FactorTensor.from_arrays(rng.normal(size=(T, 2, F)), prices, np.arange(T) * HOUR, symbols=["X", "Y"])
-
-
-def with_prices(t: FactorTensor, prices=None, tradable=None) -> FactorTensor:
-    return FactorTensor(t.features, t.prices if prices is None else prices, t.timestamps, t.symbols, t.feature_names,
-                        t.tradable if tradable is None else tradable, t.meta)
-
-
-# ------------------------------------------------------------------ the option table's defaults
 def test_the_option_tables_defaults():
     """window 1, weights/simplex (long-only), log_return, ExecutionConfig(), episode_length None,
     random_start True, initial_cash 10_000, flat observation, render_mode None."""
@@ -55,6 +34,7 @@ def test_the_option_tables_defaults():
     assert env.tensor_symbols == ["X", "Y"] and env.metadata == {"render_modes": ["ansi"], "render_fps": 4}
     _, info = env.reset(seed=3)
     assert info["end"] == 11  # to the last bar
+
 
 
 def test_reward_config_defaults_are_the_documented_penalties():
@@ -74,6 +54,7 @@ def test_reward_config_defaults_are_the_documented_penalties():
             prev = e
 
 
+
 def test_a_reward_scale_multiplies_every_reward():
     ref = CryptoTradingEnv(two_assets(), reward=RewardConfig(kind="drawdown_penalty", drawdown_penalty=0.3), **LS)
     big = CryptoTradingEnv(two_assets(), reward=RewardConfig(kind="drawdown_penalty", drawdown_penalty=0.3, scale=250.0),
@@ -84,6 +65,7 @@ def test_a_reward_scale_multiplies_every_reward():
         _, r1, *_ = ref.step(np.array(a))
         _, r2, *_ = big.step(np.array(a))
         assert r2 == pytest.approx(250.0 * r1, rel=1e-12) and r1 != 0.0
+
 
 
 def test_level_size_defaults_to_one_over_the_number_of_assets():
@@ -100,6 +82,7 @@ def test_level_size_defaults_to_one_over_the_number_of_assets():
     assert list(np.round(info["weights"], 2)) == [0.25, 0.25]
 
 
+
 @pytest.mark.parametrize("W, F", [(1, 1), (2, 3), (4, 2)])
 def test_the_flat_observation_has_w_a_f_plus_w_a_plus_a_plus_3_values(W, F):
     t = two_assets(F=F)
@@ -113,7 +96,7 @@ def test_the_flat_observation_has_w_a_f_plus_w_a_plus_a_plus_3_values(W, F):
     np.testing.assert_array_equal(obs[: W * 2 * F], np.asarray(t.features[:W]).reshape(-1))  # the first W rows
 
 
-# ------------------------------------------------------------------ validation, with the exact messages
+
 @pytest.mark.parametrize("kw, message", [
     ({"window": 0}, r"window=0; expected an integer >= 1 \(bars of features per observation\)"),
     ({"window": -3}, r"window=-3; expected an integer >= 1 \(bars of features per observation\)"),
@@ -138,12 +121,14 @@ def test_a_bad_option_is_refused_with_its_value_and_what_is_accepted(kw, message
         CryptoTradingEnv(two_assets(), **kw)
 
 
+
 @pytest.mark.parametrize("kw", [{"window": 11}, {"window": np.int64(3)}, {"initial_cash": 1e-6},
                                 {"episode_length": 11}, {"episode_length": 1}, {"episode_length": 9, "window": 3},
                                 {"episode_length": np.int32(4)}, {"render_mode": "ansi"}, {"render_mode": None}])
 def test_the_last_accepted_values_build_an_env(kw):
     env = CryptoTradingEnv(two_assets(), random_start=False, **kw)
     env.reset()
+
 
 
 def test_a_bar_after_the_last_accepted_window_leaves_one_decision_bar():
@@ -155,74 +140,7 @@ def test_a_bar_after_the_last_accepted_window_leaves_one_decision_bar():
     assert trunc and not term and info["timestamp"] == 11 * HOUR
 
 
-class Fake:
-    """Anything with a FactorTensor's fields (the env takes duck-typed tensors)."""
 
-    def __init__(self, T=6, A=2, drop=None, **over):
-        t = two_assets(T=T)
-        self.features, self.prices = np.array(t.features)[:, :A], np.array(t.prices)[:, :A]
-        self.timestamps, self.tradable, self.symbols = np.array(t.timestamps), np.array(t.tradable)[:, :A], ["X", "Y"][:A]
-        for k, v in over.items():
-            setattr(self, k, v)
-        if drop:
-            delattr(self, drop)
-
-
-@pytest.mark.parametrize("name", ["features", "prices", "timestamps", "tradable", "symbols"])
-def test_a_tensor_without_a_field_is_refused_naming_it(name):
-    with pytest.raises(DataValidationError, match=rf"^the env needs a FactorTensor \(features, prices, timestamps, "
-                                                  rf"tradable, symbols\); got Fake without `{name}` -- build one with "
-                                                  rf"FactorTensor\.from_arrays\(\.\.\.\)$"):
-        check_tensor(Fake(drop=name))
-
-
-@pytest.mark.parametrize("over, message", [
-    ({"features": np.zeros((6, 2))}, r"tensor\.features must be \[T, A, F\], got shape \(6, 2\)"),
-    ({"features": [[[0.0]]]}, r"tensor\.features must be \[T, A, F\], got shape None"),
-    ({"prices": np.ones((6, 3, 5))}, r"tensor\.prices must be \[T, A, 5\] = \(6, 2, 5\), got \(6, 3, 5\)"),
-    ({"prices": np.ones((6, 2, 4))}, r"tensor\.prices must be \[T, A, 5\] = \(6, 2, 5\), got \(6, 2, 4\)"),
-    ({"timestamps": np.arange(5)}, r"tensor\.timestamps must be \[6\] and tradable \[6, 2\]; got \(5,\) and \(6, 2\)"),
-    ({"timestamps": np.arange(7)}, r"tensor\.timestamps must be \[6\] and tradable \[6, 2\]; got \(7,\) and \(6, 2\)"),
-    ({"tradable": np.ones((5, 2), bool)},
-     r"tensor\.timestamps must be \[6\] and tradable \[6, 2\]; got \(6,\) and \(5, 2\)"),
-    ({"tradable": np.ones((6, 3), bool)},
-     r"tensor\.timestamps must be \[6\] and tradable \[6, 2\]; got \(6,\) and \(6, 3\)"),
-    ({"symbols": ["X", "Y", "Z"]}, r"tensor has 2 assets but 3 symbols"),
-    ({"symbols": ["X"]}, r"tensor has 2 assets but 1 symbols"),
-])
-def test_a_misshapen_tensor_is_refused_with_both_shapes(over, message):
-    with pytest.raises(DataValidationError, match=rf"^{message}$"):
-        check_tensor(Fake(**over))
-
-
-@pytest.mark.parametrize("field, k, value, shown", [
-    ("open", 0, 0.0, "0.0"), ("open", 0, -2.0, "-2.0"), ("open", 0, np.inf, "inf"),
-    ("close", 3, 0.0, "0.0"), ("close", 3, np.nan, "nan"),
-    ("volume", 4, -1.0, "-1.0"), ("volume", 4, np.nan, "nan"), ("volume", 4, -np.inf, "-inf"),
-])
-def test_a_bad_price_on_a_tradable_bar_is_refused_and_on_an_untradable_bar_is_not(field, k, value, shown):
-    t = two_assets()
-    prices = np.array(t.prices)
-    prices[7, 1, k] = value
-    with pytest.raises(DataValidationError, match=rf"^Y: {field} is {shown} at row 7 \(timestamp 25200000\) on a bar "
-                                                  rf"marked tradable; prices must be finite and positive on tradable "
-                                                  rf"bars \(mark the bar untradable instead\)$"):
-        CryptoTradingEnv(with_prices(t, prices))
-    tradable = np.array(t.tradable)
-    tradable[7, 1] = False
-    check_tensor(with_prices(t, prices, tradable))
-
-
-def test_a_zero_volume_and_bad_high_or_low_are_accepted():
-    """Only open, close (> 0) and volume (>= 0) are used by the fills; a bar without volume is valid."""
-    t = two_assets()
-    prices = np.array(t.prices)
-    prices[5, 0, 4] = 0.0
-    prices[6, 0, 1:3] = np.nan
-    check_tensor(with_prices(t, prices))
-
-
-# ------------------------------------------------------------------ reset and step infos
 def test_reset_info_is_the_starting_state():
     env = CryptoTradingEnv(two_assets(), initial_cash=2_500, **LS)
     obs, info = env.reset(options={"start": 3})
@@ -232,6 +150,7 @@ def test_reset_info_is_the_starting_state():
     assert all(info[k] == 0.0 for k in ("fees", "slippage_cost", "borrow_cost", "funding", "turnover"))
     assert info["weights"].tolist() == [0.0, 0.0] and info["positions"].tolist() == [0.0, 0.0]
     assert info["trades"] == [] and info["status"] == "ok" and env.initial_cash == 2500.0
+
 
 
 def test_step_info_keys_types_and_trades():
@@ -256,12 +175,14 @@ def test_step_info_keys_types_and_trades():
     assert env.core.trades(0) == fills and env.order_status == ["filled", "filled"]
 
 
+
 def test_a_step_without_orders_reports_no_trades_and_no_change():
     env = CryptoTradingEnv(two_assets(), **LS)
     env.reset(options={"start": 1})
     _, _, _, _, info = env.step(np.zeros(2))
     assert info["trades"] == [] and info["fees"] == 0.0 and info["turnover"] == 0.0
     assert env.order_status == ["ignored_no_change", "ignored_no_change"]
+
 
 
 def test_a_fill_is_priced_at_the_open_with_fixed_slippage_plus_half_spread_plus_impact():
@@ -287,6 +208,7 @@ def test_a_fill_is_priced_at_the_open_with_fixed_slippage_plus_half_spread_plus_
             assert f["slippage_cost"] == pytest.approx(f["quantity"] * opn * s, rel=1e-12), f
 
 
+
 def test_the_weights_in_info_are_signed_position_values_over_equity_at_the_close():
     t = two_assets()
     env = CryptoTradingEnv(t, **LS)
@@ -296,6 +218,7 @@ def test_the_weights_in_info_are_signed_position_values_over_equity_at_the_close
         value = info["positions"] * np.asarray(t.prices[k, :, 3])
         np.testing.assert_allclose(info["weights"], value / info["equity"], rtol=1e-12)
         assert info["equity"] == pytest.approx(info["cash"] + value.sum(), rel=1e-12)
+
 
 
 def test_a_reward_callable_gets_the_previous_and_new_equity_turnover_fees_and_drawdown():
@@ -325,6 +248,7 @@ def test_a_reward_callable_gets_the_previous_and_new_equity_turnover_fees_and_dr
             assert c[1:4] == i[1:4] and c[4] == pytest.approx(i[4], abs=1e-15)
 
 
+
 def test_render_ansi_shows_the_bar_time_equity_cash_and_signed_weights():
     env = CryptoTradingEnv(two_assets(), render_mode="ansi", **LS)
     env.reset(options={"start": 1})
@@ -335,7 +259,7 @@ def test_render_ansi_shows_the_bar_time_equity_cash_and_signed_weights():
     assert w[1] < 0 and f"Y={w[1]:+.3f}".startswith("Y=-")
 
 
-# ------------------------------------------------------------------ episode bounds
+
 def test_a_step_before_reset_or_after_the_end_is_refused():
     env = CryptoTradingEnv(two_assets(), episode_length=1, **LS)
     msg = r"^step\(\) called on a finished \(or never reset\) episode; call reset\(\) first$"
@@ -348,6 +272,7 @@ def test_a_step_before_reset_or_after_the_end_is_refused():
         env.step(np.zeros(2))
     env.reset(options={"start": 1})
     env.step(np.zeros(2))  # a reset starts it again
+
 
 
 @pytest.mark.parametrize("L, starts", [(None, range(1, 11)), (3, range(1, 9)), (10, range(1, 2))])
@@ -364,9 +289,11 @@ def test_random_starts_cover_exactly_window_minus_1_to_t_minus_1_minus_l(L, star
     assert seen == set(starts)
 
 
+
 def test_without_random_start_every_reset_starts_at_the_first_full_window():
     env = CryptoTradingEnv(two_assets(), window=3, random_start=False, episode_length=4, execution=FEES)
     assert {env.reset(seed=s)[1]["start"] for s in range(5)} == {2}
+
 
 
 @pytest.mark.parametrize("options, message", [
@@ -383,6 +310,7 @@ def test_episode_bounds_outside_the_data_are_refused_naming_the_range(options, m
         env.reset(options=options)
 
 
+
 @pytest.mark.parametrize("options, bounds", [({"start": 1, "end": 11}, (1, 11)), ({"start": 10}, (10, 11)),
                                              ({"start": np.int64(4), "end": np.int64(5)}, (4, 5)),
                                              ({"start": 4.0}, (4, 11))])
@@ -391,7 +319,7 @@ def test_episode_bounds_at_the_edges_are_accepted(options, bounds):
     assert (info["start"], info["end"]) == bounds and type(info["start"]) is int
 
 
-# ------------------------------------------------------------------ actions
+
 @pytest.mark.parametrize("mapping", ["signed", "simplex"])
 def test_a_nan_action_is_refused_with_the_action_and_the_space(mapping):
     env = CryptoTradingEnv(two_assets(), **{**LS, "mapping": mapping, "long_only": mapping == "simplex"})
@@ -406,6 +334,7 @@ def test_a_nan_action_is_refused_with_the_action_and_the_space(mapping):
     assert info["timestamp"] == 2 * HOUR
 
 
+
 def test_a_nan_weight_in_the_direct_mapping_holds_that_asset():
     """spaces.py: direct mapping, 'NaN = hold: no order; the rest is clipped alone'."""
     env = CryptoTradingEnv(two_assets(), **LS)
@@ -417,14 +346,19 @@ def test_a_nan_weight_in_the_direct_mapping_holds_that_asset():
     assert [f["symbol"] for f in info["trades"]] == ["Y"] and env.order_status[1] == "filled"
 
 
+
 @pytest.mark.parametrize("action, shape", [([0.1, 0.2, 0.3], "(3,)"), ([[0.1, 0.2]], "(1, 2)"), (0.5, "()"),
-                                           (np.array(["a", "b"]), "(2,)")])
+                                           (np.array(["a", "b"]), "(2,)"), (np.array([[0.1, 0.2]]), "(1, 2)"),
+                                           (np.array([[0.1], [0.2]], np.float32), "(2, 1)"),
+                                           (np.array([[0.1], [0.2]]), "(2, 1)"),  # (2 values: the kernel would take them)
+                                           (np.float64(0.5), "()"), (np.array(0.5), "()")])
 def test_an_action_of_the_wrong_shape_or_kind_is_refused_naming_its_shape(action, shape):
     env = CryptoTradingEnv(two_assets(), **LS)
     env.reset(options={"start": 1})
     with pytest.raises(ValueError) as e:
         env.step(action)
     assert str(e.value) == f"action {action!r} has shape {shape}; the action space {env.action_space} expects (2,)"
+
 
 
 def test_a_discrete_env_of_one_asset_takes_a_python_int_or_any_one_value_array():
@@ -441,109 +375,29 @@ def test_a_discrete_env_of_one_asset_takes_a_python_int_or_any_one_value_array()
     env.reset(options={"start": 1})
     with pytest.raises(ValueError, match=r"^action 3 is not in the action space Discrete\(3\)"):
         env.step(3)
+    for bad, shape in ((np.array([]), "(0,)"), (np.array([], np.int64), "(0,)"), ([], "(0,)"),
+                       (np.array([1, 1]), "(2,)"), (np.array([1.0, 1.0]), "(2,)")):
+        env.reset(options={"start": 1})
+        with pytest.raises(ValueError) as e:
+            env.step(bad)
+        assert str(e.value) == f"action {bad!r} has shape {shape}; the action space Discrete(3) expects ()"
 
 
-# ------------------------------------------------------------------ PortfolioCore
-def core_of(n: int = 2, **kw) -> PortfolioCore:
-    args = dict(window=2, scheme="direct", execution=FEES, reward=RewardConfig(), initial_cash=1000.0, long_only=False)
-    return PortfolioCore(two_assets(), n, **{**args, **kw})
 
+@pytest.mark.parametrize("dtype", [np.longdouble, np.int64, np.float16])
+def test_an_env_action_of_a_wider_or_narrower_dtype_steps_as_its_float64_values(dtype):
+    """Only float32 and float64 1-d arrays go straight to the kernel; others (long double, which a
+    float64 casts to safely, included) are converted to float64 first."""
+    env, ref = CryptoTradingEnv(two_assets(), **LS), CryptoTradingEnv(two_assets(), **LS)
+    env.reset(options={"start": 1})
+    ref.reset(options={"start": 1})
+    a = np.array([1, -1] if dtype == np.int64 else [0.5, -0.5], dtype)
+    assert a.dtype == dtype
+    obs, r, _, _, info = env.step(a)
+    obs_r, r_r, _, _, info_r = ref.step(np.asarray(a, np.float64))
+    np.testing.assert_array_equal(obs, obs_r)
+    assert r == r_r and info["equity"] == info_r["equity"] and info["positions"][0] > 0
 
-def test_a_core_before_reset_has_every_env_done_and_after_it_at_its_bounds():
-    core = core_of(3)
-    assert core.counters.dtype == np.int64 and core.counters.shape == (3, 4)
-    assert core.counters[:, 2].tolist() == [1, 1, 1]  # done: nothing steps before a reset
-    assert (core.first_start, core.last_bar, core.n_bars, core.n_assets, core.n_features) == (1, 11, 12, 2, 2)
-    assert core.step(np.zeros(6)) == 0 and not core.out.any()  # done envs do not move
-    core.reset(np.array([0, 2]), np.array([1, 4]), np.array([5, 11]))
-    assert core.counters.tolist() == [[1, 5, 0, 0], [0, 0, 1, 0], [4, 11, 0, 0]]
-    assert core.info_scalars(0) == {"equity": 1000.0, "cash": 1000.0, "fees": 0.0, "slippage_cost": 0.0,
-                                    "borrow_cost": 0.0, "funding": 0.0, "turnover": 0.0}
-
-
-def test_the_cores_buffers_have_the_documented_shapes_and_dtypes():
-    core = core_of(3)
-    assert core.obs.dtype == np.float32 and core.obs.shape == (3 * core.obs_dim,)
-    assert core.act.dtype == np.float64 and core.act.shape == (3 * 2,) and core.action_dim == 2
-    assert core.state.shape == (3, len(STATE) + 2) and core.out.shape == (3, OUT_WEIGHTS + 3 * 2)
-    assert core.fills.shape == (3, 6, 4) and core.prices.dtype == np.float64 and core.data.dtype == np.float32
-    assert not core.data.flags.writeable and not core.prices.flags.writeable
-    assert core_of(1, scheme="simplex", long_only=True).action_dim == 3  # A + 1
-
-
-def test_the_cores_step_refuses_wrong_buffers_naming_what_it_expects():
-    core = core_of(2)
-    core.reset(np.arange(2), np.array([1, 1]), np.array([11, 11]))
-    for n in (3, 5, 8):  # fewer, more (the kernel reads only 4), and [2, 4]-many (the wrong K)
-        with pytest.raises(ValueError, match=rf"^actions have {n} values; expected n_envs x action_dim = 4$"):
-            core.step(np.zeros(n))
-    with pytest.raises(ValueError, match=rf"^out must be a C-contiguous float64 array of shape "
-                                         rf"\({core._out.shape[0]}, {core._out.shape[1]}\)$"):
-        core.step(np.zeros(4), out=np.zeros(core._out.shape, np.float32))
-    with pytest.raises(ValueError, match=rf"^observation buffer must be C-contiguous float32 with {2 * core.obs_dim} "
-                                         rf"values$"):
-        core.step(np.zeros(4), obs=np.zeros(2 * core.obs_dim))  # float64
-    with pytest.raises(ValueError, match=r"^observation buffer must be C-contiguous float32"):
-        core.step(np.zeros(4), obs=np.zeros((core.obs_dim, 2), np.float32).T)  # not C-contiguous
-    assert core.counters[:, 3].tolist() == [0, 0]  # nothing stepped
-
-
-def test_the_cores_step_takes_actions_n_by_k_or_flat_as_the_same_values():
-    a, b = core_of(2), core_of(2)
-    for c in (a, b):
-        c.reset(np.arange(2), np.array([1, 3]), np.array([11, 11]))
-    act = np.array([[0.5, -0.2], [0.1, 0.3]])
-    obs_a, obs_b = np.zeros((2, a.obs_dim), np.float32), np.zeros(2 * b.obs_dim, np.float32)
-    assert a.step(act, obs=obs_a) == b.step(act.reshape(-1).tolist(), obs=obs_b) == 0
-    np.testing.assert_array_equal(obs_a.reshape(-1), obs_b)
-    np.testing.assert_array_equal(a.out, b.out)
-    assert a.order_status(1) == ["filled", "filled"] and len(a.trades(1)) == 2
-
-
-@pytest.mark.parametrize("dtype", [np.int8, np.int64, np.uint8, np.float16, np.bool_])
-def test_the_core_converts_actions_of_other_dtypes_to_float64(dtype):
-    """'float32/float64 are used as they are, anything else is converted to float64': the same step
-    as the float64 values, through the float64 entry point (no kernel compiled for the dtype)."""
-    a, b = core_of(2), core_of(2)
-    for c in (a, b):
-        c.reset(np.arange(2), np.array([1, 3]), np.array([11, 11]))
-    act = np.array([1, 0, 0, 1], dtype)
-    assert a.step(act) == b.step(act.astype(np.float64)) == 0
-    np.testing.assert_array_equal(a.out, b.out)
-    np.testing.assert_array_equal(a.obs, b.obs)
-    assert set(a._entries) == {np.dtype(np.float64)}
-
-
-def test_writable_tensors_get_their_own_read_only_price_records():
-    t = two_assets()
-    e1, e2 = CryptoTradingEnv(t, window=2), CryptoTradingEnv(t, window=2)
-    assert e1.core.prices is not e2.core.prices and not e1.core.prices.flags.writeable
-    np.testing.assert_array_equal(e1.core.prices, e2.core.prices)
-
-
-def test_is_mapped_follows_views_back_to_a_memory_map(tmp_path):
-    m = np.memmap(tmp_path / "f.bin", dtype=np.float32, mode="w+", shape=(4, 3))
-    assert is_mapped(m) and is_mapped(m[1:, :2]) and is_mapped(m.reshape(-1))
-    np.save(tmp_path / "g.npy", np.zeros((4, 3), np.float32))
-    assert is_mapped(np.load(tmp_path / "g.npy", mmap_mode="r")[:2])
-    assert not is_mapped(np.zeros(3)) and not is_mapped(np.asarray(m).copy())
-
-
-def test_mapped_features_that_are_not_contiguous_are_copied_with_a_note_and_observed_the_same(tmp_path, caplog):
-    t = two_assets(T=12, F=2)
-    m = np.memmap(tmp_path / "f.bin", dtype=np.float32, mode="w+", shape=(12, 3, 2))
-    m[:, :2] = t.features
-    sliced = m[:, :2]  # the asset axis cut: a mapped, non-contiguous view
-    ns = types.SimpleNamespace(features=sliced, prices=t.prices, timestamps=t.timestamps, tradable=t.tradable,
-                               symbols=t.symbols, meta=t.meta)
-    with caplog.at_level(logging.INFO, logger="factorgym.envs.core"):
-        env = CryptoTradingEnv(ns, **LS)
-    assert "the memory-mapped features are not contiguous (a sliced asset axis?); copying them into memory" \
-        in caplog.messages
-    assert env.core.raw_features is False
-    ref = CryptoTradingEnv(t, **LS)
-    np.testing.assert_array_equal(env.reset(options={"start": 1})[0], ref.reset(options={"start": 1})[0])
-    np.testing.assert_array_equal(env.step(np.array([0.2, 0.1]))[0], ref.step(np.array([0.2, 0.1]))[0])
 
 
 @pytest.mark.parametrize("gap, status", [(False, "liquidated"), (True, "bankrupt")])
@@ -572,18 +426,17 @@ def test_a_ruined_episode_terminates_with_the_status_named(gap, status):
         env.step(np.zeros(2))
 
 
-def test_non_finite_features_are_observed_as_0_and_only_those_on_tradable_bars_are_reported(caplog):
-    t = two_assets()
-    feats, tradable = np.array(t.features), np.array(t.tradable)
-    feats[2, 0, :] = np.nan  # X untradable at bar 2: not reported (its features are observed as 0 anyway)
-    tradable[2, 0] = False
-    feats[2, 1, 1] = -np.inf  # Y tradable at bar 2: reported
-    bad = FactorTensor(feats, t.prices, t.timestamps, t.symbols, t.feature_names, tradable, t.meta)
-    with caplog.at_level(logging.WARNING, logger="factorgym.envs.core"):
-        env = CryptoTradingEnv(bad, **LS)
-    assert caplog.messages == ["1 feature values are NaN/inf on tradable bars; they are observed as 0"]
-    obs, _ = env.reset(options={"start": 2})  # window rows 1-2
-    rows = obs[:8].reshape(2, 2, 2)
-    assert rows[1, 0].tolist() == [0.0, 0.0] and rows[1, 1].tolist() == [float(feats[2, 1, 0]), 0.0]
-    np.testing.assert_array_equal(rows[0], feats[1])
-    assert obs[8:12].tolist() == [1.0, 1.0, 0.0, 1.0]  # the mask: X untradable at bar 2
+
+def test_reset_takes_seed_and_options_by_keyword_only_as_gymnasiums_env():
+    import inspect
+
+    import gymnasium as gym
+
+    def kinds(fn):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert kinds(CryptoTradingEnv.reset) == kinds(gym.Env.reset)
+    env = CryptoTradingEnv(two_assets(), **LS)
+    with pytest.raises(TypeError):
+        env.reset(0)
+

@@ -398,6 +398,20 @@ def test_a_bar_is_a_finite_close_online_as_offline_whatever_its_volume(name):
     np.testing.assert_allclose(_online_rows(f, p), off, rtol=0, atol=1e-12, equal_nan=True)
 
 
+@pytest.mark.parametrize("name", ["log_return", "contract_rolling_partial"])
+def test_a_bar_with_a_missing_open_high_or_low_is_still_a_bar_for_a_factor_of_the_close(name):
+    """Only the close decides whether an asset has a bar: a NaN open, high or low leaves a factor of
+    the close its value there, online (incremental state or recompute) as offline."""
+    x = random_ohlcv(40, 2, seed=10)
+    for row, field in ((20, 0), (24, 1), (28, 2)):
+        x[row, 0, field] = np.nan
+    p = _panel(x)
+    f = _custom(name)
+    off = f.compute(p)
+    assert np.isfinite(off[[20, 21, 24, 25, 28, 29], 0]).all()
+    np.testing.assert_allclose(_online_rows(f, p), off, rtol=0, atol=1e-12, equal_nan=True)
+
+
 # --------------------------------------------------------------------------- built-ins, default params
 
 
@@ -501,7 +515,7 @@ def test_bb_pctb_with_its_own_nbdev_by_hand_on_a_three_bar_window():
     ("numpy:linalg.no_such_fn", "custom factor func 'numpy:linalg.no_such_fn': module 'numpy' has no attribute "
                                 "'linalg.no_such_fn'"),
     ("math:pi", "custom factor func 'math:pi' is not callable"),
-])
+], ids=["no_colon", "no_module", "no_function", "no_attribute", "no_nested_attribute", "not_callable"])
 def test_func_references_that_cannot_be_used_are_refused_in_one_line(ref, msg):
     with pytest.raises(ConfigError) as e:
         factor_from_config({"kind": "custom", "func": ref, "warmup": 0})

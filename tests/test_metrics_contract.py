@@ -172,6 +172,16 @@ def test_sharpe_just_above_the_noise_floor_is_a_number():
     assert M.sharpe(r, 365.0) == pytest.approx(1e-3 / sd * math.sqrt(365.0), rel=1e-6)
 
 
+def test_a_spread_of_exactly_the_noise_floor_is_not_below_it():
+    """'std below 1e-12 counts as zero': a std (or downside deviation) of exactly 1e-12 is kept.
+    x = 1.4142135623730952e-12 gives std([0, x]) = 1e-12 and DD([-x, 3x]) = 1e-12 exactly."""
+    x = 1.4142135623730952e-12
+    assert float(np.std([0.0, x], ddof=1)) == 1e-12  # the premise
+    assert M.sharpe([0.0, x], 1.0) == pytest.approx((x / 2) / 1e-12, rel=1e-12)  # 1 / sqrt(2), not 0/0
+    assert float(np.sqrt(np.mean(np.minimum([-x, 3 * x], 0.0) ** 2))) == 1e-12
+    assert M.sortino([-x, 3 * x], 1.0) == pytest.approx(x / 1e-12, rel=1e-12)  # sqrt(2), not x/0 = inf
+
+
 @pytest.mark.parametrize("r, expected", [
     ([0.01, 0.02, 0.0], math.inf),  # nothing below 0, mean > 0
     ([0.0, 0.0], math.nan),  # 0/0

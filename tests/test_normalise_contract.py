@@ -65,7 +65,11 @@ def test_no_normalise_section_means_method_none_with_the_other_defaults(d):
     ({"clip": -2}, "normalise.clip must be > 0 or null, got -2"),
     ({"clip": float("nan")}, "normalise.clip must be > 0 or null, got nan"),
     ({"method": "train"}, "normalise.method 'train' needs fit_end (end of the training range, a date)"),
-])
+    # (method names read from a file: new str objects, not the literals of the code)
+    ({"method": "".join(["roll", "ing"]), "window": 10, "min_periods": 11}, "normalise.min_periods (11) exceeds window (10)"),
+    ({"method": "".join(["tr", "ain"])}, "normalise.method 'train' needs fit_end (end of the training range, a date)"),
+], ids=["method", "method_case", "window_1", "window_negative", "min_periods_0", "min_periods_past_window", "clip_0",
+        "clip_negative", "clip_nan", "train_without_fit_end", "min_periods_past_window_read", "train_without_fit_end_read"])
 def test_each_refusal_is_one_line_naming_the_value(kwargs, msg):
     with pytest.raises(ConfigError) as e:
         NormaliseConfig(**kwargs)
@@ -176,6 +180,10 @@ def test_the_flat_threshold_on_both_sides(method):
     """sd 2e-12 (above the 1e-12 threshold) is a spread: z = +1; sd 5e-13 is flat: z = 0."""
     assert _col([0.0, 4e-12], method=method, min_periods=2)[1] == pytest.approx(1.0, rel=1e-9)
     assert _col([0.0, 1e-12], method=method, min_periods=2)[1] == 0.0
+    assert _col([0.0, 1e-170], method=method, min_periods=2)[1] == 0.0  # (a spread whose square underflows)
+    # at the threshold exactly (sd = 1e-12) flat, as in method 'train'; one bit above it a spread
+    assert _col([0.0, 2e-12], method=method, min_periods=2)[1] == 0.0
+    assert _col([0.0, 2.0000000000000004e-12], method=method, min_periods=2)[1] == pytest.approx(1.0, rel=1e-9)
     assert (_col([3.0] * 6, method=method, min_periods=1) == 0.0).all()
 
 
@@ -286,12 +294,15 @@ def test_a_train_std_at_the_flat_threshold_is_flat_and_just_above_it_is_a_spread
                                [0.5, 2.0], rtol=1e-12)
 
 
-def test_train_without_statistics_is_refused_offline_and_online():
+@pytest.mark.parametrize("method", ["train", "".join(["tr", "ain"])], ids=["literal", "read_from_a_file"])
+def test_train_without_statistics_is_refused_offline_and_online(method):
+    """Also for a method name that is a new str object (read from YAML), not the literal of the code."""
+    cfg = dataclasses.replace(_train_cfg(), method=method)
     with pytest.raises(ConfigError) as e:
-        normalise_offline(np.ones((3, 1, 1)), _train_cfg())
+        normalise_offline(np.ones((3, 1, 1)), cfg)
     assert str(e.value) == "normalise.method 'train' needs fitted statistics"
     with pytest.raises(ConfigError) as e:
-        OnlineNormaliser(_train_cfg(), 1, 1)
+        OnlineNormaliser(cfg, 1, 1)
     assert str(e.value) == ("normalise.method 'train' online needs the tensor's saved statistics "
                             "(meta['normalisation'])")
 
@@ -299,15 +310,16 @@ def test_train_without_statistics_is_refused_offline_and_online():
 # --------------------------------------------------------------------------- online == offline
 
 
-@pytest.mark.parametrize("cfg", [
-    NormaliseConfig(method="expanding", min_periods=3, clip=1.5),
-    NormaliseConfig(method="rolling", window=4, min_periods=2, clip=None),
-    NormaliseConfig(method="rolling", window=2, min_periods=1),
-    NormaliseConfig(method="none"),
-    NormaliseConfig(method="train", fit_end=20 * H, clip=2.0),
-    NormaliseConfig(method="train", fit_end=20 * H, per_asset=True),
-])
-def test_online_rows_are_the_offline_rows_bit_for_bit_for_every_method(cfg):
+@pytest.mark.parametrize("kwargs", [
+    {"method": "expanding", "min_periods": 3, "clip": 1.5},
+    {"method": "rolling", "window": 4, "min_periods": 2, "clip": None},
+    {"method": "rolling", "window": 2, "min_periods": 1},
+    {"method": "none"},
+    {"method": "train", "fit_end": 20 * H, "clip": 2.0},
+    {"method": "train", "fit_end": 20 * H, "per_asset": True},
+], ids=["expanding", "rolling", "rolling_2", "none", "train", "train_per_asset"])
+def test_online_rows_are_the_offline_rows_bit_for_bit_for_every_method(kwargs):
+    cfg = NormaliseConfig(**kwargs)
     rng = np.random.default_rng(9)
     x = rng.normal(3.0, 2.0, size=(50, 3, 2)) * np.array([1.0, 1e-4])
     x[rng.random(x.shape) < 0.15] = np.nan

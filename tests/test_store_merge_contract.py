@@ -139,6 +139,17 @@ def test_tables_without_a_tradable_column_are_all_real_bars(policy, kept_rows, r
     assert _rows(rows) == kept_rows and got == report
 
 
+def test_a_single_stored_bar_is_checked_like_any_other():
+    old = _bars([0], [1.0])
+    new = _bars([0, 1], [1.5, 2.0])
+    with pytest.raises(DataValidationError, match=r"^w: 1 bar\(s\) already stored with different values"):
+        resolve_conflicts(old, new, "error", "w")
+    rows, report = resolve_conflicts(old, new, _policy("keep"), "w")
+    assert _rows(rows) == [(1, 2.0, None)] and report == WriteReport(0, kept=1)
+    rows, report = resolve_conflicts(old, new, _policy("replace"), "w")
+    assert _rows(rows) == [(0, 1.5, None), (1, 2.0, None)] and report == WriteReport(0, replaced=1)
+
+
 def test_a_conflict_under_error_names_the_first_conflicting_bar_in_time_not_in_input_order():
     old = _bars([0, 1, 2], [1.0, 2.0, 3.0])
     new = _bars([2, 1], [9.0, 8.0])

@@ -273,3 +273,14 @@ def test_reset_infos_are_not_changed_by_later_steps():
     v.step(np.array([[0.5, -0.2], [0.1, 0.3]]))
     for k, x in infos.items():
         np.testing.assert_array_equal(x, kept[k], err_msg=k)
+
+
+def test_reset_takes_seed_and_options_by_keyword_only_as_gymnasiums_vector_env():
+    import inspect
+
+    def kinds(fn):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert kinds(CryptoTradingVectorEnv.reset) == kinds(gym.vector.VectorEnv.reset)
+    with pytest.raises(TypeError):
+        CryptoTradingVectorEnv(T12, 2, **LS).reset(0)
