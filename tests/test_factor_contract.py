@@ -493,6 +493,23 @@ def test_bb_pctb_of_a_coin_priced_below_one_against_pandas():
     np.testing.assert_allclose(got, want, rtol=1e-7, equal_nan=True)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_obv_flow_of_a_window_without_volume_after_trading_is_zero_online_as_offline(seed):
+    """A market that stops trading (volume 0: a halted pair, or the store's gap placeholders) for
+    longer than the window after it traded: no volume in the window, so the flow is 0 (the value
+    the function gives a window without volume), never outside [-1, 1]. TA-Lib's running SUM of
+    the volume keeps a residue of ~1e-13 there, so a test of that sum against 0 is not enough."""
+    x = random_ohlcv(100, 1, seed=seed)
+    x[50:, 0, 4] = 0.0
+    p = _panel(x)
+    f = _custom("obv_flow")
+    off = f.compute(p)[:, 0, 0]
+    assert (off[73:] == 0.0).all() and (np.abs(off[24:]) <= 1.0 + 1e-9).all()  # (bars 50-73: the first empty window)
+    np.testing.assert_array_equal(_online_rows(f, p)[:, 0, 0], off)
+    want = _ref_default("obv_flow", x[:, 0])[0].to_numpy()  # (pandas' exact window sums where volume traded)
+    np.testing.assert_allclose(off[24:73], want[24:73], rtol=1e-9, atol=1e-12)
+
+
 def test_bb_pctb_with_its_own_nbdev_by_hand_on_a_three_bar_window():
     """closes 1, 2, 3 (window 3): mean 2, population sd sqrt(2/3); nbdev 1 -> bands 2 -/+ sd; the close
     3 sits at (3 - 2 + sd) / (2 sd)."""
