@@ -276,6 +276,19 @@ def test_a_factor_true_to_its_warmup_passes_the_probe_on_any_length(T):
     np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
 
 
+def test_a_panel_shorter_than_the_warmup_is_probed_on_its_own_bars():
+    """3 bars, warm-up 5: the probe recomputes over the bars there are (all 3), not over fewer; a
+    function that needs two bars to run (as np.polyfit of degree 1 does) is accepted, every row NaN."""
+
+    def slope(open, high, low, close, volume):
+        if len(close) < 2:
+            raise ValueError("needs two bars")
+        return np.full(len(close), np.polyfit(np.arange(len(close)), close, 1)[0])
+
+    f = CustomFactor(CustomSpec("slope", slope, 5))
+    assert np.isnan(f.compute(random_panel(T=3, A=1, holes=False))).all()
+
+
 @pytest.mark.parametrize("ahead_from", [*range(9), 12])
 def test_a_look_ahead_from_any_early_row_is_refused_naming_the_first_probe_that_sees_it(ahead_from):
     """Reads bar t+1 from row ``ahead_from`` on (warm-up 0: probes rows 0, 3 and 7 of a long panel)."""
