@@ -217,9 +217,10 @@ def test_other_dtypes_are_normalised_as_float64(dtype):
     np.testing.assert_array_equal(got, normalise_offline(x.astype(np.float64), cfg))
 
 
-def test_method_none_returns_the_block_itself_offline_and_each_row_online():
+@pytest.mark.parametrize("method", ["none", "".join(["no", "ne"])], ids=["literal", "read_from_a_file"])
+def test_method_none_returns_the_block_itself_offline_and_each_row_online(method):
     x = np.random.default_rng(0).normal(size=(5, 2, 3))
-    cfg = NormaliseConfig(method="none")
+    cfg = NormaliseConfig(method=method)
     assert normalise_offline(x, cfg) is x
     on = OnlineNormaliser(cfg, 2, 3)
     assert all(on.update(row) is row for row in x)
