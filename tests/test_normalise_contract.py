@@ -197,6 +197,16 @@ def test_both_clip_bounds_and_no_clip(method):
     assert (np.abs(free[1:20]) <= 1.0).all() and (free[1:20] < 0).any()
 
 
+@pytest.mark.parametrize("clip", [0.25, 1.0])
+@pytest.mark.parametrize("method", ["expanding", "rolling"])
+def test_a_clip_bound_of_one_or_below_is_applied_like_any_other(method, clip):
+    x = [0.0, 1.0] * 10 + [100.0, -500.0]
+    free = _col(x, method=method, window=40, min_periods=2)
+    got = _col(x, method=method, window=40, min_periods=2, clip=clip)
+    np.testing.assert_array_equal(got, np.clip(free, -clip, clip))
+    assert (got == clip).any() and (got == -clip).any()
+
+
 def test_each_column_is_normalised_on_its_own():
     rng = np.random.default_rng(8)
     x = rng.normal(size=(60, 2, 3)) * np.array([1e-3, 1.0, 1e3])
