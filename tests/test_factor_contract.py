@@ -32,7 +32,8 @@ BUILTINS = ("bb_pctb", "candle_shape", "log_return", "obv_flow", "price_position
 
 
 def _panel(x: np.ndarray) -> CandlePanel:
-    return CandlePanel.from_arrays(np.arange(len(x), dtype=np.int64) * HOUR, x, [f"S{a}/USD" for a in range(x.shape[1])])
+    symbols = [f"S{a}/USD" for a in range(x.shape[1])]
+    return CandlePanel.from_arrays(np.arange(len(x), dtype=np.int64) * HOUR, x, symbols)
 
 
 def _custom(name: str, **cfg) -> CustomFactor:
@@ -231,7 +232,8 @@ def test_integer_lists_and_read_only_results_come_back_as_writable_float64():
 
     p = random_panel(T=12, A=1, holes=False)
     for fn in (ints, read_only):
-        f = CustomFactor(CustomSpec(fn.__name__, fn, 2 if fn is ints else 12))  # the warm-up rows are written NaN in place
+        # (the warm-up rows are written NaN in place)
+        f = CustomFactor(CustomSpec(fn.__name__, fn, 2 if fn is ints else 12))
         series = {k: getattr(p, k)[:, 0] for k in ("open", "high", "low", "close", "volume")}
         raw = f.compute_series(series)
         assert raw.dtype == np.float64 and raw.shape == (12, 1) and raw.flags.writeable

@@ -66,10 +66,12 @@ def test_no_normalise_section_means_method_none_with_the_other_defaults(d):
     ({"clip": float("nan")}, "normalise.clip must be > 0 or null, got nan"),
     ({"method": "train"}, "normalise.method 'train' needs fit_end (end of the training range, a date)"),
     # (method names read from a file: new str objects, not the literals of the code)
-    ({"method": "".join(["roll", "ing"]), "window": 10, "min_periods": 11}, "normalise.min_periods (11) exceeds window (10)"),
+    ({"method": "".join(["roll", "ing"]), "window": 10, "min_periods": 11},
+     "normalise.min_periods (11) exceeds window (10)"),
     ({"method": "".join(["tr", "ain"])}, "normalise.method 'train' needs fit_end (end of the training range, a date)"),
 ], ids=["method", "method_case", "window_1", "window_negative", "min_periods_0", "min_periods_past_window", "clip_0",
-        "clip_negative", "clip_nan", "train_without_fit_end", "min_periods_past_window_read", "train_without_fit_end_read"])
+        "clip_negative", "clip_nan", "train_without_fit_end", "min_periods_past_window_read",
+        "train_without_fit_end_read"])
 def test_each_refusal_is_one_line_naming_the_value(kwargs, msg):
     with pytest.raises(ConfigError) as e:
         NormaliseConfig(**kwargs)
@@ -82,7 +84,8 @@ def test_each_refusal_is_one_line_naming_the_value(kwargs, msg):
     {"method": "expanding", "window": 10, "min_periods": 50},  # (the window is the rolling method's only)
     {"clip": 1e-9}, {"clip": None}, {"method": "train", "fit_end": 0}, {"method": "none", "min_periods": 900},
     # (min_periods past the window is refused for 'rolling' only: the other methods do not use the window)
-    {"method": "train", "fit_end": 0, "window": 10, "min_periods": 50}, {"method": "none", "window": 10, "min_periods": 50},
+    {"method": "train", "fit_end": 0, "window": 10, "min_periods": 50},
+    {"method": "none", "window": 10, "min_periods": 50},
 ])
 def test_the_first_accepted_value_of_each_bound(kwargs):
     cfg = NormaliseConfig(**kwargs)
@@ -100,7 +103,8 @@ def test_from_dict_refuses_settings_without_a_method_and_unknown_keys_in_one_lin
                             "fit_start, method, min_periods, per_asset, window")
 
 
-@pytest.mark.parametrize("given, ms", [("2024-01-01", 1_704_067_200_000), ("2024-01-01T01:00:00+01:00", 1_704_067_200_000),
+@pytest.mark.parametrize("given, ms", [("2024-01-01", 1_704_067_200_000),
+                                       ("2024-01-01T01:00:00+01:00", 1_704_067_200_000),
                                        (1_704_067_200, 1_704_067_200_000), (1_704_067_200_000, 1_704_067_200_000)])
 def test_from_dict_reads_the_fit_range_as_utc_milliseconds(given, ms):
     cfg = NormaliseConfig.from_dict({"method": "train", "fit_start": given, "fit_end": given})
@@ -211,7 +215,8 @@ def test_each_column_is_normalised_on_its_own():
     rng = np.random.default_rng(8)
     x = rng.normal(size=(60, 2, 3)) * np.array([1e-3, 1.0, 1e3])
     x[rng.random(x.shape) < 0.2] = np.nan
-    for cfg in (NormaliseConfig(method="expanding", min_periods=4), NormaliseConfig(method="rolling", window=9, min_periods=3)):
+    for cfg in (NormaliseConfig(method="expanding", min_periods=4),
+                NormaliseConfig(method="rolling", window=9, min_periods=3)):
         block = normalise_offline(x, cfg)
         for a in range(2):
             for f in range(3):
