@@ -525,6 +525,26 @@ def test_obv_flow_of_a_window_without_volume_after_trading_is_zero_online_as_off
     np.testing.assert_allclose(off[24:73], want[24:73], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("scale", [1e-4, 1e3])
+def test_obv_flow_is_the_same_for_volumes_in_any_unit(scale):
+    """A signed volume SHARE: volumes in other units (a coin's volume in base units of an expensive
+    coin is often below 1 a bar) give the same flows."""
+    x = random_ohlcv(80, 1, seed=12)
+    y = x * np.array([1.0, 1.0, 1.0, 1.0, scale])
+    f = _custom("obv_flow")
+    np.testing.assert_allclose(f.compute(_panel(y)), f.compute(_panel(x)), rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def test_a_registered_spec_cannot_be_changed_in_place():
+    """Specs are shared through the registry: one factor changing its spec's warm-up would change
+    every other factor built from it, so a spec is frozen."""
+    import dataclasses
+
+    spec = _custom("log_return").spec
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.warmup = 5
+
+
 def test_bb_pctb_with_its_own_nbdev_by_hand_on_a_three_bar_window():
     """closes 1, 2, 3 (window 3): mean 2, population sd sqrt(2/3); nbdev 1 -> bands 2 -/+ sd; the close
     3 sits at (3 - 2 + sd) / (2 sd)."""

@@ -232,6 +232,29 @@ def test_other_dtypes_are_normalised_as_float64(dtype):
     np.testing.assert_array_equal(got, normalise_offline(x.astype(np.float64), cfg))
 
 
+def test_a_validated_config_cannot_be_changed_afterwards():
+    """The checks run once, at construction: a config changed in place afterwards (window 1) would
+    skip them, so it is frozen."""
+    cfg = NormaliseConfig(method="rolling", window=10, min_periods=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.window = 1
+
+
+def test_a_rolling_method_read_from_a_file_is_the_literal_rolling_method():
+    """'rolling' as a new str object (read from YAML): the same z-scores offline and online as the
+    literal, equal to pandas' rolling ones."""
+    rng = np.random.default_rng(14)
+    x = np.cumsum(rng.normal(size=(60, 2, 1)), axis=0)
+    lit = NormaliseConfig(method="rolling", window=7, min_periods=3, clip=None)
+    read = dataclasses.replace(lit, method="".join(["roll", "ing"]))
+    want = normalise_offline(x, lit)
+    np.testing.assert_array_equal(normalise_offline(x, read), want)
+    np.testing.assert_array_equal(_online(x, read), want)
+    s = pd.Series(x[:, 0, 0])
+    r = s.rolling(7, min_periods=3)
+    np.testing.assert_allclose(want[2:, 0, 0], ((s - r.mean()) / r.std(ddof=0)).to_numpy()[2:], rtol=1e-9)
+
+
 @pytest.mark.parametrize("method", ["none", "".join(["no", "ne"])], ids=["literal", "read_from_a_file"])
 def test_method_none_returns_the_block_itself_offline_and_each_row_online(method):
     x = np.random.default_rng(0).normal(size=(5, 2, 3))
