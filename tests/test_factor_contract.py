@@ -32,7 +32,8 @@ BUILTINS = ("bb_pctb", "candle_shape", "log_return", "obv_flow", "price_position
 
 
 def _panel(x: np.ndarray) -> CandlePanel:
-    return CandlePanel.from_arrays(np.arange(len(x), dtype=np.int64) * HOUR, x, [f"S{a}/USD" for a in range(x.shape[1])])
+    symbols = [f"S{a}/USD" for a in range(x.shape[1])]
+    return CandlePanel.from_arrays(np.arange(len(x), dtype=np.int64) * HOUR, x, symbols)
 
 
 def _custom(name: str, **cfg) -> CustomFactor:
@@ -231,7 +232,8 @@ def test_integer_lists_and_read_only_results_come_back_as_writable_float64():
 
     p = random_panel(T=12, A=1, holes=False)
     for fn in (ints, read_only):
-        f = CustomFactor(CustomSpec(fn.__name__, fn, 2 if fn is ints else 12))  # the warm-up rows are written NaN in place
+        # (the warm-up rows are written NaN in place)
+        f = CustomFactor(CustomSpec(fn.__name__, fn, 2 if fn is ints else 12))
         series = {k: getattr(p, k)[:, 0] for k in ("open", "high", "low", "close", "volume")}
         raw = f.compute_series(series)
         assert raw.dtype == np.float64 and raw.shape == (12, 1) and raw.flags.writeable
@@ -274,6 +276,19 @@ def test_a_factor_true_to_its_warmup_passes_the_probe_on_any_length(T):
     want = pd.Series(p.close[:, 0]).rolling(4, min_periods=1).mean().to_numpy().copy()
     want[:3] = np.nan
     np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+
+
+def test_a_panel_shorter_than_the_warmup_is_probed_on_its_own_bars():
+    """3 bars, warm-up 5: the probe recomputes over the bars there are (all 3), not over fewer; a
+    function that needs two bars to run (as np.polyfit of degree 1 does) is accepted, every row NaN."""
+
+    def slope(open, high, low, close, volume):
+        if len(close) < 2:
+            raise ValueError("needs two bars")
+        return np.full(len(close), np.polyfit(np.arange(len(close)), close, 1)[0])
+
+    f = CustomFactor(CustomSpec("slope", slope, 5))
+    assert np.isnan(f.compute(random_panel(T=3, A=1, holes=False))).all()
 
 
 @pytest.mark.parametrize("ahead_from", [*range(9), 12])
@@ -491,6 +506,43 @@ def test_bb_pctb_of_a_coin_priced_below_one_against_pandas():
     want = _ref_default("bb_pctb", x[:, 0])[0].to_numpy()
     assert np.nanmax(want) - np.nanmin(want) > 0.5
     np.testing.assert_allclose(got, want, rtol=1e-7, equal_nan=True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_obv_flow_of_a_window_without_volume_after_trading_is_zero_online_as_offline(seed):
+    """A market that stops trading (volume 0: a halted pair, or the store's gap placeholders) for
+    longer than the window after it traded: no volume in the window, so the flow is 0 (the value
+    the function gives a window without volume), never outside [-1, 1]. TA-Lib's running SUM of
+    the volume keeps a residue of ~1e-13 there, so a test of that sum against 0 is not enough."""
+    x = random_ohlcv(100, 1, seed=seed)
+    x[50:, 0, 4] = 0.0
+    p = _panel(x)
+    f = _custom("obv_flow")
+    off = f.compute(p)[:, 0, 0]
+    assert (off[73:] == 0.0).all() and (np.abs(off[24:]) <= 1.0 + 1e-9).all()  # (bars 50-73: the first empty window)
+    np.testing.assert_array_equal(_online_rows(f, p)[:, 0, 0], off)
+    want = _ref_default("obv_flow", x[:, 0])[0].to_numpy()  # (pandas' exact window sums where volume traded)
+    np.testing.assert_allclose(off[24:73], want[24:73], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1e3])
+def test_obv_flow_is_the_same_for_volumes_in_any_unit(scale):
+    """A signed volume SHARE: volumes in other units (a coin's volume in base units of an expensive
+    coin is often below 1 a bar) give the same flows."""
+    x = random_ohlcv(80, 1, seed=12)
+    y = x * np.array([1.0, 1.0, 1.0, 1.0, scale])
+    f = _custom("obv_flow")
+    np.testing.assert_allclose(f.compute(_panel(y)), f.compute(_panel(x)), rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def test_a_registered_spec_cannot_be_changed_in_place():
+    """Specs are shared through the registry: one factor changing its spec's warm-up would change
+    every other factor built from it, so a spec is frozen."""
+    import dataclasses
+
+    spec = _custom("log_return").spec
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.warmup = 5
 
 
 def test_bb_pctb_with_its_own_nbdev_by_hand_on_a_three_bar_window():

@@ -66,10 +66,12 @@ def test_no_normalise_section_means_method_none_with_the_other_defaults(d):
     ({"clip": float("nan")}, "normalise.clip must be > 0 or null, got nan"),
     ({"method": "train"}, "normalise.method 'train' needs fit_end (end of the training range, a date)"),
     # (method names read from a file: new str objects, not the literals of the code)
-    ({"method": "".join(["roll", "ing"]), "window": 10, "min_periods": 11}, "normalise.min_periods (11) exceeds window (10)"),
+    ({"method": "".join(["roll", "ing"]), "window": 10, "min_periods": 11},
+     "normalise.min_periods (11) exceeds window (10)"),
     ({"method": "".join(["tr", "ain"])}, "normalise.method 'train' needs fit_end (end of the training range, a date)"),
 ], ids=["method", "method_case", "window_1", "window_negative", "min_periods_0", "min_periods_past_window", "clip_0",
-        "clip_negative", "clip_nan", "train_without_fit_end", "min_periods_past_window_read", "train_without_fit_end_read"])
+        "clip_negative", "clip_nan", "train_without_fit_end", "min_periods_past_window_read",
+        "train_without_fit_end_read"])
 def test_each_refusal_is_one_line_naming_the_value(kwargs, msg):
     with pytest.raises(ConfigError) as e:
         NormaliseConfig(**kwargs)
@@ -82,7 +84,8 @@ def test_each_refusal_is_one_line_naming_the_value(kwargs, msg):
     {"method": "expanding", "window": 10, "min_periods": 50},  # (the window is the rolling method's only)
     {"clip": 1e-9}, {"clip": None}, {"method": "train", "fit_end": 0}, {"method": "none", "min_periods": 900},
     # (min_periods past the window is refused for 'rolling' only: the other methods do not use the window)
-    {"method": "train", "fit_end": 0, "window": 10, "min_periods": 50}, {"method": "none", "window": 10, "min_periods": 50},
+    {"method": "train", "fit_end": 0, "window": 10, "min_periods": 50},
+    {"method": "none", "window": 10, "min_periods": 50},
 ])
 def test_the_first_accepted_value_of_each_bound(kwargs):
     cfg = NormaliseConfig(**kwargs)
@@ -100,7 +103,8 @@ def test_from_dict_refuses_settings_without_a_method_and_unknown_keys_in_one_lin
                             "fit_start, method, min_periods, per_asset, window")
 
 
-@pytest.mark.parametrize("given, ms", [("2024-01-01", 1_704_067_200_000), ("2024-01-01T01:00:00+01:00", 1_704_067_200_000),
+@pytest.mark.parametrize("given, ms", [("2024-01-01", 1_704_067_200_000),
+                                       ("2024-01-01T01:00:00+01:00", 1_704_067_200_000),
                                        (1_704_067_200, 1_704_067_200_000), (1_704_067_200_000, 1_704_067_200_000)])
 def test_from_dict_reads_the_fit_range_as_utc_milliseconds(given, ms):
     cfg = NormaliseConfig.from_dict({"method": "train", "fit_start": given, "fit_end": given})
@@ -197,11 +201,22 @@ def test_both_clip_bounds_and_no_clip(method):
     assert (np.abs(free[1:20]) <= 1.0).all() and (free[1:20] < 0).any()
 
 
+@pytest.mark.parametrize("clip", [0.25, 1.0])
+@pytest.mark.parametrize("method", ["expanding", "rolling"])
+def test_a_clip_bound_of_one_or_below_is_applied_like_any_other(method, clip):
+    x = [0.0, 1.0] * 10 + [100.0, -500.0]
+    free = _col(x, method=method, window=40, min_periods=2)
+    got = _col(x, method=method, window=40, min_periods=2, clip=clip)
+    np.testing.assert_array_equal(got, np.clip(free, -clip, clip))
+    assert (got == clip).any() and (got == -clip).any()
+
+
 def test_each_column_is_normalised_on_its_own():
     rng = np.random.default_rng(8)
     x = rng.normal(size=(60, 2, 3)) * np.array([1e-3, 1.0, 1e3])
     x[rng.random(x.shape) < 0.2] = np.nan
-    for cfg in (NormaliseConfig(method="expanding", min_periods=4), NormaliseConfig(method="rolling", window=9, min_periods=3)):
+    for cfg in (NormaliseConfig(method="expanding", min_periods=4),
+                NormaliseConfig(method="rolling", window=9, min_periods=3)):
         block = normalise_offline(x, cfg)
         for a in range(2):
             for f in range(3):
@@ -217,9 +232,33 @@ def test_other_dtypes_are_normalised_as_float64(dtype):
     np.testing.assert_array_equal(got, normalise_offline(x.astype(np.float64), cfg))
 
 
-def test_method_none_returns_the_block_itself_offline_and_each_row_online():
+def test_a_validated_config_cannot_be_changed_afterwards():
+    """The checks run once, at construction: a config changed in place afterwards (window 1) would
+    skip them, so it is frozen."""
+    cfg = NormaliseConfig(method="rolling", window=10, min_periods=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.window = 1
+
+
+def test_a_rolling_method_read_from_a_file_is_the_literal_rolling_method():
+    """'rolling' as a new str object (read from YAML): the same z-scores offline and online as the
+    literal, equal to pandas' rolling ones."""
+    rng = np.random.default_rng(14)
+    x = np.cumsum(rng.normal(size=(60, 2, 1)), axis=0)
+    lit = NormaliseConfig(method="rolling", window=7, min_periods=3, clip=None)
+    read = dataclasses.replace(lit, method="".join(["roll", "ing"]))
+    want = normalise_offline(x, lit)
+    np.testing.assert_array_equal(normalise_offline(x, read), want)
+    np.testing.assert_array_equal(_online(x, read), want)
+    s = pd.Series(x[:, 0, 0])
+    r = s.rolling(7, min_periods=3)
+    np.testing.assert_allclose(want[2:, 0, 0], ((s - r.mean()) / r.std(ddof=0)).to_numpy()[2:], rtol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["none", "".join(["no", "ne"])], ids=["literal", "read_from_a_file"])
+def test_method_none_returns_the_block_itself_offline_and_each_row_online(method):
     x = np.random.default_rng(0).normal(size=(5, 2, 3))
-    cfg = NormaliseConfig(method="none")
+    cfg = NormaliseConfig(method=method)
     assert normalise_offline(x, cfg) is x
     on = OnlineNormaliser(cfg, 2, 3)
     assert all(on.update(row) is row for row in x)

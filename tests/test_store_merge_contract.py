@@ -178,7 +178,8 @@ def test_merge_into_nothing_is_the_new_bars_deduplicated():
 
 def test_merge_takes_the_stored_column_order():
     old = _bars([0], [1.0], tradable=[True])
-    new = _bars([1], [2.0], tradable=[False]).select(["tradable", "close", "volume", "timestamp", "open", "high", "low"])
+    new = _bars([1], [2.0], tradable=[False])
+    new = new.select(["tradable", "close", "volume", "timestamp", "open", "high", "low"])
     merged, added = merge_tables(old, new)
     assert merged.column_names == old.column_names and _rows(merged) == [(0, 1.0, True), (1, 2.0, False)]
 

@@ -287,7 +287,10 @@ def obv_flow(open, high, low, close, volume, window=24):
     sign = np.concatenate([[np.nan], np.sign(np.diff(close))])
     win_sv = ta.SUM(sign * volume, timeperiod=window)
     win_v = ta.SUM(np.concatenate([[np.nan], volume[1:]]), timeperiod=window)
-    return np.where(win_v > 0, win_sv / np.where(win_v > 0, win_v, 1.0), 0.0)
+    # bars with volume in the window: a running sum of 0/1 is exact, while SUM(volume) keeps a ~1e-13
+    # residue once the volume has left a window of zero-volume bars (0.0 there, not residue / residue)
+    traded = ta.SUM(np.concatenate([[np.nan], (volume[1:] > 0).astype(np.float64)]), timeperiod=window)
+    return np.where((traded > 0) & (win_v > 0), win_sv / np.where(win_v > 0, win_v, 1.0), 0.0)
 
 
 @custom_factor("candle_shape", warmup=0, outputs=["range", "body", "upper_shadow", "lower_shadow"], online=_inc.CandleShapeOnline)

@@ -162,7 +162,8 @@ class ObvFlowOnline(_PerAsset):
         super().__init__(n_assets)
 
     def _new(self):
-        return {"close": None, "sv": Rolling("SUM", self.window), "v": Rolling("SUM", self.window)}
+        return {"close": None, "sv": Rolling("SUM", self.window), "v": Rolling("SUM", self.window),
+                "traded": Rolling("SUM", self.window)}
 
     def _one(self, s, o, h, l, c, v):  # noqa: E741
         prev, s["close"] = s["close"], c
@@ -170,8 +171,8 @@ class ObvFlowOnline(_PerAsset):
             return (0.0,)
         d = c - prev
         sign = NAN if d != d else (1.0 if d > 0 else -1.0 if d < 0 else 0.0)
-        sv, tv = s["sv"].add(sign * v), s["v"].add(v)
-        if tv is None or not tv > 0:
+        sv, tv, traded = s["sv"].add(sign * v), s["v"].add(v), s["traded"].add(1.0 if v > 0 else 0.0)
+        if tv is None or not (traded > 0 and tv > 0):
             return (0.0,)
         return (sv / tv,)
 
