@@ -250,6 +250,9 @@ def test_a_rolling_method_read_from_a_file_is_the_literal_rolling_method():
     want = normalise_offline(x, lit)
     np.testing.assert_array_equal(normalise_offline(x, read), want)
     np.testing.assert_array_equal(_online(x, read), want)
+    # (the compiled routine indexes its ring of past values [tot % window] without a bounds check:
+    # the state must hold `window` rows for the method read from a file too)
+    assert OnlineNormaliser(read, 2, 1)._state.ring.shape == (7, 2)
     s = pd.Series(x[:, 0, 0])
     r = s.rolling(7, min_periods=3)
     np.testing.assert_allclose(want[2:, 0, 0], ((s - r.mean()) / r.std(ddof=0)).to_numpy()[2:], rtol=1e-9)

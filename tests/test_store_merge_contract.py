@@ -95,6 +95,25 @@ def test_bars_equal_to_the_stored_ones_are_no_conflict_nan_volume_included(polic
     assert _rows(rows) == [(1, 2.0, None), (2, 3.0, None), (3, 4.0, None)] and report == WriteReport(0)
 
 
+def test_a_missing_value_against_a_number_is_a_difference():
+    """NaN against NaN is the same value; NaN against a number (in either table) is not."""
+    old = _bars([0, 1], [1.0, 2.0], volume=[np.nan, 3.0])
+    new = _bars([0, 1], [1.0, 2.0], volume=[4.0, np.nan])
+    rows, report = resolve_conflicts(old, new, _policy("replace"), "w")
+    assert report == WriteReport(0, replaced=2) and rows.column("volume").to_pylist()[0] == 4.0
+    with pytest.raises(DataValidationError, match=r"^w: 2 bar\(s\) already stored with different values"):
+        resolve_conflicts(old, new, "error", "w")
+
+
+def test_a_report_is_a_frozen_value():
+    import dataclasses
+
+    report = WriteReport(2, replaced=1)
+    assert hash(report) == hash(WriteReport(2, replaced=1))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.added = 3
+
+
 def test_differing_bars_under_each_policy():
     old = _bars([0, 1, 2, 3], [1.0, 2.0, 3.0, 4.0])
     new = _bars([1, 2, 3, 4], [2.0, 3.5, 4.5, 5.0])  # bar 1 the same; bars 2 and 3 differ; bar 4 new
