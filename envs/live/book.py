@@ -182,13 +182,8 @@ class Book:
         d = event.data
         kind = event.kind
         self.n_events = event.seq
-        if kind == "start":
-            self.cash = self.equity = self.initial_cash = float(d["initial_cash"])
-        elif kind == "clock":
-            self.now = int(d["now"])
-        elif kind == "decision":
-            self.last_decision = d
-        elif kind in ("order_accepted", "order_rejected"):
+        # (the kinds of every bar first: a replay applies ~10 events a bar)
+        if kind in ("order_accepted", "order_rejected"):
             o = d["order"]  # (compact: id, clientOrderId, symbol, type, side, amount, info)
             order = order_struct(id=o["id"], client_id=o["clientOrderId"], ts=event.ts, symbol=o["symbol"],
                                  type=o["type"], side=o["side"], amount=o["amount"], quote=self.quote, info=o["info"])
@@ -240,6 +235,12 @@ class Book:
             self.borrow += d["borrow"]
             self.funding += d["funding"]
             self.last_bar = d
+        elif kind == "decision":
+            self.last_decision = d
+        elif kind == "start":
+            self.cash = self.equity = self.initial_cash = float(d["initial_cash"])
+        elif kind == "clock":
+            self.now = int(d["now"])
 
     def _evict(self) -> None:
         """The oldest done order leaves RAM (its client id goes to the compact index)."""

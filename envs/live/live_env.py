@@ -118,6 +118,7 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         self._n_fed = 0
         self._obs_buf = np.zeros(W * A * F + W * A + A + 3, np.float32)
         self._obs_hash: str | None = None  # of the observation last returned (reset / step)
+        self._panel_fn: Any = None  # the exchange's ohlcv_panel for this timeframe (False: it has none)
         self._marks: deque[tuple[int, np.ndarray]] = deque(maxlen=10_000)  # (bar, mark [A]) of the bars fed
         self._last_close = np.zeros(A)       # the env's mark: last tradable close (0 before the first)
         self._prev_mark = np.zeros(A)
@@ -194,11 +195,15 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         """Every candle the exchange has from ``since`` (paged), as one panel: through the exchange's
         ``ohlcv_panel`` (all symbols in one call: the paper exchange) or ``ohlcv_arrays`` (numpy
         columns) when it has one, else ccxt's ``fetch_ohlcv``."""
-        panel, arrays = (getattr(self.exchange, k, None) for k in ("ohlcv_panel", "ohlcv_arrays"))
         tf = self.timeframe
-        if panel is not None:
-            return fetch_panel(self.symbols, since, self.tf_ms,
-                               ohlcv_panel=lambda s, since, limit: panel(s, tf, since=since, limit=limit))
+        panel = self._panel_fn
+        if panel is None:  # (resolved once: the loop fetches every bar)
+            own = getattr(self.exchange, "ohlcv_panel", None)
+            panel = self._panel_fn = False if own is None else (
+                lambda s, since, limit: own(s, tf, since=since, limit=limit))
+        if panel:
+            return fetch_panel(self.symbols, since, self.tf_ms, ohlcv_panel=panel)
+        arrays = getattr(self.exchange, "ohlcv_arrays", None)
         if arrays is not None:
             return fetch_panel(self.symbols, since, self.tf_ms,
                                ohlcv_arrays=lambda s, since, limit: arrays(s, tf, since=since, limit=limit))
