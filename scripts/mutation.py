@@ -52,7 +52,9 @@ import json
 import math
 import os
 import random
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,6 +66,8 @@ TREE = OUT / "tree"  # the snapshot the run mutates (runs/mutation/tree/../share
 RESULTS = OUT / "results.jsonl"
 BIN = Path(sys.executable).parent
 WARM_CACHE = OUT / "numba-warm"
+COVERAGE = OUT / "coverage"  # coverage maps (<source key>.json) and their numba caches (<source key>/numba)
+NOT_COVERED = "not covered"  # the outcome of a mutant no test of the default suite runs (survives unrun)
 #: import names under factorgym. that live in top-level folders (pyproject's package-dir)
 LAYERS = ("envs", "data_layer", "agents", "configs")
 
@@ -191,23 +195,247 @@ def _pytest(module: str, cache: str, timeout: float | None = None, tests: list[s
         return None
 
 
-def run_tests(module: str) -> int | None:
+# --- which tests run against a mutant: coverage of the whole default suite --------------------------------
+#: decorators whose functions numba compiles: coverage never sees their lines run (nor their decorators'
+#: effect), so a mutant there runs the module's MODULE_TESTS, whatever coverage says
+JIT_DECORATORS = {"jit", "njit", "intrinsic", "register_jitable", "overload", "overload_method", "vectorize",
+                  "guvectorize", "cfunc", "stencil", "generated_jit"}
+#: coverage warnings that would reach the stderr of a measured subprocess (tests check some stderr is empty)
+_QUIET_COVERAGE = "no-data-collected, module-not-imported, module-not-measured, include-ignored, already-imported"
+
+
+def source_key(tree: Path = TREE) -> str:
+    """Hash of every file of a snapshot (links not followed): a coverage map holds for this key only."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not os.path.islink(os.path.join(dirpath, d)))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                h.update(str(path.relative_to(tree)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _map_path(key: str) -> Path:
+    return COVERAGE / f"{key}.json"
+
+
+def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2) -> dict:
+    """Run the default suite (``-m "not slow"``, as ``make test``) ONCE on the unmutated snapshot under
+    coverage, each test in its own context (scripts/mutation_coverage.py; subprocesses measured too),
+    restricted to the mutated modules; store line -> the tests that ran it, and each test's seconds and
+    outcome, as runs/mutation/coverage/<key>.json. Its numba cache (every kernel signature the suite
+    compiles) becomes the warm cache of the Python modules' mutants."""
+    import coverage
+
+    work = COVERAGE / key
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "plugin").mkdir(parents=True)
+    shutil.copy2(REPO / "scripts" / "mutation_coverage.py", work / "plugin")  # (scripts/ itself not on the path)
+    real = tree.resolve()
+    rc_file = work / "coveragerc"
+    include = "".join(f"\n    {real / m}" for m in MODULE_TESTS)
+    rc_file.write_text(f"[run]\ndata_file = {work / 'data'}\nparallel = True\ninclude ={include}\n"
+                       f"context = ${{MUTATION_COV_TEST}}\ndisable_warnings = {_QUIET_COVERAGE}\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(work / "numba"), HYPOTHESIS_PROFILE="mutation",
+               PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join([str(tree), str(work / "plugin")]),
+               COVERAGE_PROCESS_START=str(rc_file), MUTATION_COV_DIR=str(work))
+    env.pop("MUTATION_COV_TEST", None)
+    xdist = ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"] if workers else []
+    cmd = [str(BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+           "-p", "mutation_coverage", *xdist]
+    print(f"# coverage map: the default suite under coverage in {tree} ({workers or 'no'} xdist workers) ...",
+          flush=True)
+    import time
+
+    t0 = time.time()
+    with open(work / "pytest.log", "w") as log:
+        rc = subprocess.run(cmd, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    seconds = time.time() - t0
+    tests: dict[str, list] = {}
+    for f in sorted(work.glob("tests-*.json")):
+        tests.update(json.loads(f.read_text()))
+    cov = coverage.Coverage(config_file=str(rc_file))
+    cov.combine(data_paths=[str(work)], keep=False)
+    data = cov.get_data()
+    index = {t: i for i, t in enumerate(tests)}
+    lines: dict[str, dict[str, list[int]]] = {}
+    for f in data.measured_files():
+        rel = os.path.relpath(f, real)
+        if rel not in MODULE_TESTS:
+            continue
+        by_line = {}
+        for line, contexts in data.contexts_by_lineno(f).items():
+            ids = sorted({index[c] for c in contexts if c in index})
+            if ids:
+                by_line[str(line)] = ids
+        lines[rel] = by_line
+    failed = [t for t, (_, ok) in tests.items() if not ok]
+    cmap = dict(key=key, pytest_exit=rc, seconds=round(seconds), tests=[[t, s, ok] for t, (s, ok) in tests.items()],
+                lines=lines, failed=failed)
+    for f in work.glob("data*"):
+        f.unlink()
+    _map_path(key).write_text(json.dumps(cmap))
+    print(f"# coverage map {key}: {len(tests)} tests in {seconds:.0f} s (pytest exit {rc}), "
+          f"{sum(map(len, lines.values()))} covered lines in {len(lines)} modules"
+          + (f"; {len(failed)} tests FAILED unmutated and are never selected: {failed[:10]}" if failed else ""),
+          flush=True)
+    return cmap
+
+
+def coverage_map(key: str, tree: Path = TREE, rebuild: bool = False, workers: int = 2) -> dict:
+    """The coverage map of the snapshot whose source key is ``key``, built if missing (or ``rebuild``)."""
+    if not rebuild and _map_path(key).exists():
+        return json.loads(_map_path(key).read_text())
+    return build_coverage_map(key, tree, workers)
+
+
+def _start(node) -> int:
+    return min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+
+
+def _children(node):
+    for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+        for c in getattr(node, field, None) or []:
+            if hasattr(c, "lineno"):
+                yield c
+
+
+def _is_jit(node) -> bool:
+    for d in getattr(node, "decorator_list", []):
+        f = d.func if isinstance(d, ast.Call) else d
+        if (f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")) in JIT_DECORATORS:
+            return True
+    return False
+
+
+def line_scope(module_ast: ast.Module, line: int) -> dict:
+    """Where a source line runs. ``span``: the lines of its statement (or of its compound statement's
+    header), whose coverage stands for it; ``import_time``: the line runs when the module is imported
+    (a module- or class-level statement, or the header of a function defined there: its decorators and
+    default values), so a test's coverage of it says nothing; ``body``: for such a function header,
+    the lines of the function (the tests that call it see its defaults); ``jit``: inside (or the
+    decorator of) a function numba compiles."""
+    node, functions, jit = module_ast, 0, False
+    while True:
+        inner = next((c for c in _children(node) if _start(c) <= line <= c.end_lineno), None)
+        if inner is None:
+            break
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            functions += 1  # (the line is in node's body)
+        node = inner
+        jit = jit or _is_jit(node)
+    kids = list(_children(node))
+    if node is module_ast:
+        return dict(span=[line], import_time=True, body=None, jit=False)
+    in_blocks = bool(kids) and line >= _start(kids[0])  # (a blank, comment or else: line between blocks)
+    span = [line] if in_blocks else list(range(_start(node), (_start(kids[0]) - 1 if kids else node.end_lineno) + 1))
+    is_def = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    import_time = functions == 0 and not (is_def and in_blocks)
+    body = list(range(_start(kids[0]), node.end_lineno + 1)) if is_def and kids and not in_blocks else None
+    return dict(span=span, import_time=import_time, body=body if import_time else None, jit=jit)
+
+
+
+class Selection:
+    """Per-mutant tests from a coverage map: the tests covering the mutated lines, and MODULE_TESTS."""
+
+    def __init__(self, cmap: dict, tree: Path = TREE):
+        self.tests = [t for t, _, ok in cmap["tests"]]
+        self.seconds = {t: s for t, s, _ in cmap["tests"]}
+        self.order = {t: i for i, t in enumerate(self.tests)}
+        self.by_file: dict[str, list[str]] = {}
+        for t in self.tests:
+            self.by_file.setdefault(t.split("::")[0], []).append(t)
+        failed = {t for t, _, ok in cmap["tests"] if not ok}
+        self.lines = {m: {int(k): {self.tests[i] for i in v} - failed for k, v in by_line.items()}
+                      for m, by_line in cmap["lines"].items()}
+        self.any_line = {m: set().union(*by_line.values()) if by_line else set() for m, by_line in self.lines.items()}
+        self.tree = tree
+        self._ast: dict[str, ast.Module] = {}
+
+    def _module_ast(self, module: str) -> ast.Module:
+        if module not in self._ast:
+            self._ast[module] = ast.parse((self.tree / module).read_text())
+        return self._ast[module]
+
+    def _expand(self, entry: str) -> list[str]:
+        """A MODULE_TESTS entry (a file, or a test id) as the map's test ids (the entry itself if none)."""
+        if entry in self.seconds:
+            return [entry]
+        ids = [t for t in self.by_file.get(entry.split("::")[0], []) if t == entry or t.startswith((entry + "::", entry + "["))]
+        return ids or [entry]
+
+    def covering(self, module: str, lines: list[int]) -> tuple[set[str], bool]:
+        """The tests that cover ``lines`` of ``module``, and whether MODULE_TESTS must run whatever
+        coverage says (compiled code, or code run at import)."""
+        by_line = self.lines.get(module, {})
+        tests: set[str] = set()
+        must = module in COMPILED
+        for line in lines:
+            scope = line_scope(self._module_ast(module), line)
+            for n in scope["span"]:
+                tests |= by_line.get(n, set())
+            must = must or scope["jit"] or scope["import_time"]
+            if scope["import_time"]:
+                tests |= (set().union(*(by_line.get(n, set()) for n in scope["body"])) if scope["body"]
+                          else self.any_line.get(module, set()))
+        return tests, must
+
+    def select(self, module: str, lines: list[int]) -> list[str] | None:
+        """The tests to run against a mutant of ``lines`` of ``module``, in order (None: no test covers
+        them, the mutant survives unrun). A Python module: MODULE_TESTS and the covering tests, as
+        test ids grouped by file, the files with the fewest seconds first. A compiled module:
+        MODULE_TESTS as they are (their order: the hand-worked case compiles the fewest kernels),
+        then the other covering tests, likewise."""
+        covering, must = self.covering(module, lines)
+        if not covering and not must:
+            return None
+        if module in COMPILED:
+            head = list(MODULE_TESTS[module])
+            ran = {t for e in head for t in self._expand(e)}
+            return head + self._by_file(covering - ran)
+        ids = {t for e in MODULE_TESTS[module] for t in self._expand(e)} | covering
+        return self._by_file(ids)
+
+    def _by_file(self, ids: set[str]) -> list[str]:
+        files: dict[str, list[str]] = {}
+        for t in sorted(ids, key=lambda t: self.order.get(t, len(self.order))):
+            files.setdefault(t.split("::")[0], []).append(t)
+        cost = {f: sum(self.seconds.get(t, 0.0) for t in ts) for f, ts in files.items()}
+        return [t for f in sorted(files, key=lambda f: cost[f]) for t in files[f]]
+
+    def count(self, selected: list[str]) -> int:
+        """How many tests a selection runs (a file or test id of MODULE_TESTS counts its tests)."""
+        return len({t for e in selected for t in self._expand(e)})
+
+    def cost(self, selected: list[str]) -> float:
+        """Seconds the selection took in the map's run (0 for tests the map does not know)."""
+        return sum(self.seconds.get(t, 0.0) for t in {t for e in selected for t in self._expand(e)})
+
+
+def run_tests(module: str, tests: list[str], timeout: float) -> int | None:
     """The tests of one mutant: its own numba cache (empty, or a copy of the warm one), the mutation
     hypothesis profile, stop at the first failure."""
     cache = tempfile.mkdtemp(prefix="numba-mutant-")
     try:
         if module not in COMPILED and WARM_CACHE.exists():
             shutil.copytree(WARM_CACHE, cache, dirs_exist_ok=True)
-        return _pytest(module, cache, TIMEOUT[_group_of(module)])
+        return _pytest(module, cache, timeout, tests=tests)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
 
-def warm_up(modules: list[str]) -> None:
-    """Compile the kernels once from the unmutated snapshot into :data:`WARM_CACHE`, running every
-    module's tests there: a test that fails without a mutant would 'kill' every mutant."""
+def warm_up(modules: list[str], key: str) -> None:
+    """Start :data:`WARM_CACHE` from the coverage map's numba cache (every kernel the default suite
+    compiles from the unmutated snapshot) and run every module's MODULE_TESTS there: a test that fails
+    without a mutant would 'kill' every mutant (the map's run left out the tests that failed in it)."""
     shutil.rmtree(WARM_CACHE, ignore_errors=True)
-    WARM_CACHE.mkdir(parents=True)
+    if (COVERAGE / key / "numba").exists():
+        shutil.copytree(COVERAGE / key / "numba", WARM_CACHE)
+    WARM_CACHE.mkdir(parents=True, exist_ok=True)
     tests = list(dict.fromkeys(t for m in modules for t in MODULE_TESTS[m]))
     rc = _pytest(modules[0], str(WARM_CACHE), tests=tests)
     if rc != 0:
@@ -322,6 +550,7 @@ def execute(modules: list[str], seed: int, stop_at: float | None) -> None:
             todo += [(m, it) for it in db.pending_work_items]
     todo.sort(key=lambda t: (t[0], t[1].job_id))
     random.Random(f"{seed}:order").shuffle(todo)
+    selection = Selection(coverage_map(json.loads((OUT / "run.json").read_text())["source_key"]))
     os.chdir(TREE)  # cosmic-ray's module paths are relative to the snapshot
     for i, (module, item) in enumerate(todo):
         if stop_at is not None and time.time() >= stop_at:
@@ -330,24 +559,31 @@ def execute(modules: list[str], seed: int, stop_at: float | None) -> None:
         spec = item.mutations[0]
         operator = cosmic_ray.plugins.get_operator(spec.operator_name)(**spec.operator_args)
         t0 = time.time()
+        tests = selection.select(module, list(range(spec.start_pos[0], spec.end_pos[0] + 1)))
+        n_tests = selection.count(tests) if tests else 0
         with use_mutation(spec.module_path, operator, spec.occurrence) as (before, after):
             if after is None:
                 result = WorkResult(worker_outcome=WorkerOutcome.NO_TEST)
             else:
-                rc = run_tests(module)
+                if tests is None:  # no test of the default suite runs the line: nothing can fail
+                    rc, output = 0, NOT_COVERED
+                else:
+                    rc = run_tests(module, tests, TIMEOUT[_group_of(module)] + 2 * selection.cost(tests))
+                    output = f"{'timeout' if rc is None else f'pytest exit {rc}'} ({n_tests} tests)"
                 outcome = TestOutcome.SURVIVED if rc == 0 else TestOutcome.KILLED
-                result = WorkResult(output="timeout" if rc is None else f"pytest exit {rc}", test_outcome=outcome,
-                                    worker_outcome=WorkerOutcome.NORMAL,
+                result = WorkResult(output=output, test_outcome=outcome, worker_outcome=WorkerOutcome.NORMAL,
                                     diff="\n".join(_make_diff(before, after, spec.module_path)))
         with use_db(str(_db(module)), WorkDB.Mode.open) as db:
             db.set_result(item.job_id, result)
         line = dict(module=module, mutant=_key(spec), outcome=result.output or result.worker_outcome.value,
                     survived=result.test_outcome == TestOutcome.SURVIVED, seconds=round(time.time() - t0, 1),
+                    tests=n_tests,
                     diff=[d for d in (result.diff or "").splitlines() if d[:1] in "+-" and d[:3] not in ("+++", "---")])
         with RESULTS.open("a") as f:
             f.write(json.dumps(line) + "\n")
-        print(f"[{i + 1}/{len(todo)}] {'SURVIVED' if line['survived'] else line['outcome']:<13} "
-              f"{line['seconds']:6.0f}s {line['mutant']}", flush=True)
+        print(f"[{i + 1}/{len(todo)}] {'SURVIVED' if line['survived'] else line['outcome'].split(' (')[0]:<13} "
+              f"{line['seconds']:6.0f}s {n_tests:5d} tests  {line['mutant']}"
+              + (" (not covered)" if result.output == NOT_COVERED else ""), flush=True)
 
 
 def parse_key(key: str) -> tuple[str, int, str, int]:
@@ -360,12 +596,14 @@ def parse_key(key: str) -> tuple[str, int, str, int]:
     return module, int(line), operator, int(occurrence)
 
 
-def check(key: str, tests: list[str], mutant_only: bool = False, slow: bool = False) -> int:
+def check(key: str, tests: list[str], mutant_only: bool = False, slow: bool = False, workers: int = 2) -> int:
     """Apply ONE mutant to a fresh snapshot of the checkout (runs/mutation/check, uncommitted tests
     included) and run ``tests`` against it: 0 when the tests pass unmutated (unless ``mutant_only``)
     and fail mutated (the mutant is killed), 1 otherwise. Proves a test written for a survivor kills
     it for the line the run reported (the mutated line is checked against the key). ``slow``: run
-    the tests marked slow too (the run leaves them out)."""
+    the tests marked slow too (the run leaves them out). No ``tests``: the tests a run selects for
+    this mutant now (the coverage map of the checkout's snapshot, built if missing): re-judges an
+    older run's survivor under today's suite and selection."""
     markers = "" if slow else "not slow"
     import cosmic_ray.plugins
     from cosmic_ray.mutating import _make_diff, use_mutation
@@ -379,6 +617,16 @@ def check(key: str, tests: list[str], mutant_only: bool = False, slow: bool = Fa
     tree = OUT / "check" / "tree"
     warm = OUT / "check" / "numba-warm"
     snapshot(tree, worktree=True)
+    if not tests:
+        source = source_key(tree)
+        selected = Selection(coverage_map(source, tree, workers=workers), tree).select(module, [line])
+        if selected is None:
+            print(f"# {NOT_COVERED}: no test of the default suite runs {module}:{line} -> NOT killed")
+            return 1
+        tests = selected
+        print(f"# the run's selection: {len(tests)} test ids or files", flush=True)
+        if (COVERAGE / source / "numba").exists() and not warm.exists():
+            shutil.copytree(COVERAGE / source / "numba", warm)
     if not mutant_only:
         warm.mkdir(parents=True, exist_ok=True)
         rc = _pytest(module, str(warm), tests=tests, tree=tree, quiet=False, markers=markers)
@@ -434,8 +682,8 @@ def report(module: str) -> dict | None:
     if not db_path.exists():
         print(f"# {module}: no run")
         return None
-    killed = survived = equivalent = timeouts = 0
-    survivors, equivalents = [], []
+    killed = survived = equivalent = timeouts = not_covered = 0
+    survivors, equivalents, n_tests = [], [], []
     with use_db(str(db_path), WorkDB.Mode.open) as db:
         total = db.num_work_items
         skipped = 0
@@ -444,6 +692,10 @@ def report(module: str) -> dict | None:
                 skipped += 1
                 continue
             m = item.mutations[0]
+            ran = re.search(r"\((\d+) tests\)", result.output or "")
+            if ran:
+                n_tests.append(int(ran.group(1)))
+            not_covered += result.output == NOT_COVERED and _key(m) not in EQUIVALENT
             if result.test_outcome == TestOutcome.SURVIVED:
                 if _key(m) in EQUIVALENT:
                     equivalent += 1
@@ -451,7 +703,7 @@ def report(module: str) -> dict | None:
                 else:
                     survived += 1
                     survivors.append((m, result))
-            elif result.output == "timeout":
+            elif (result.output or "").startswith("timeout"):
                 timeouts += 1
             else:  # killed, or incompetent (the mutant does not import or compile)
                 killed += 1
@@ -465,20 +717,22 @@ def report(module: str) -> dict | None:
     lo2, hi2 = wilson(killed + later, n)
     row = dict(module=module, mutants=total, run=n + equivalent + timeouts, equivalent=equivalent, timeouts=timeouts,
                killed=killed,
-               survived=survived, pending=pending, score=killed / n if n else None, ci95=[lo, hi],
+               survived=survived, not_covered=not_covered, pending=pending, score=killed / n if n else None, ci95=[lo, hi],
+               tests_median=statistics.median(n_tests) if n_tests else None, tests_max=max(n_tests, default=None),
                killed_by_added_tests=later, score_now=(killed + later) / n if n else None, ci95_now=[lo2, hi2])
     score = f"{killed}/{n} = {killed / n:.1%} (95% CI {lo:.0%}-{hi:.0%})" if n else "n/a"
     now = f"; with the tests added since: {killed + later}/{n} = {(killed + later) / n:.1%}" if later else ""
     print(f"# {module}: {total} mutants, {n + equivalent + timeouts} run ({equivalent} equivalent, {timeouts} "
-          f"timed out), {pending} pending; "
-          f"killed {score}{now}")
+          f"timed out, {not_covered} not covered), {pending} pending; "
+          f"killed {score}{now}"
+          + (f"; tests per mutant run: median {row['tests_median']:g}, max {row['tests_max']}" if n_tests else ""))
     # (the reason beside the diff: a listing keyed by the line numbers of an older commit could name
     # another mutant once the code moved; a reason that does not fit its diff shows it)
     for what, items in (("SURVIVED", survivors), ("EQUIVALENT", equivalents)):
         for m, result in items:
             why = (f" -> killed now by {KILLED_BY_ADDED_TEST[_key(m)]}" if _key(m) in KILLED_BY_ADDED_TEST else "") \
                 if what == "SURVIVED" else f": {EQUIVALENT[_key(m)]}"
-            print(f"  {what} {_key(m)}{why}")
+            print(f"  {what} {_key(m)}{' (not covered)' if result.output == NOT_COVERED else ''}{why}")
             print("\n".join("    " + line for line in (result.diff or "").splitlines()
                             if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))))
     return row
@@ -489,20 +743,23 @@ def markdown_table(rows: list[dict]) -> str:
     def pct(k, n, ci):
         return f"{k / n:.0%} ({ci[0]:.0%}-{ci[1]:.0%})" if n else "n/a"
 
-    out = ["| module | mutants | run | equivalent | timed out | killed | survived | score as run (95% CI) "
-           "| killed by tests added | score now (95% CI) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    tot = dict.fromkeys(("mutants", "run", "equivalent", "timeouts", "killed", "survived", "killed_by_added_tests"), 0)
+    out = ["| module | mutants | run | equivalent | timed out | killed | survived | of which not covered "
+           "| tests per mutant (median) | score as run (95% CI) | killed by tests added | score now (95% CI) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    tot = dict.fromkeys(("mutants", "run", "equivalent", "timeouts", "killed", "survived", "not_covered",
+                         "killed_by_added_tests"), 0)
     for r in rows:
         n = r["killed"] + r["survived"]
+        med = "" if r.get("tests_median") is None else f"{r['tests_median']:g}"
         out.append(f"| {r['module']} | {r['mutants']} | {r['run']} | {r['equivalent']} | {r['timeouts']} | {r['killed']} "
-                   f"| {r['survived']} | {pct(r['killed'], n, r['ci95'])} | {r['killed_by_added_tests']} "
-                   f"| {pct(r['killed'] + r['killed_by_added_tests'], n, r['ci95_now'])} |")
+                   f"| {r['survived']} | {r.get('not_covered', 0)} | {med} | {pct(r['killed'], n, r['ci95'])} "
+                   f"| {r['killed_by_added_tests']} | {pct(r['killed'] + r['killed_by_added_tests'], n, r['ci95_now'])} |")
         for k in tot:
-            tot[k] += r[k]
+            tot[k] += r.get(k, 0)
     n = tot["killed"] + tot["survived"]
     k2 = tot["killed"] + tot["killed_by_added_tests"]
     out.append(f"| **all** | {tot['mutants']} | {tot['run']} | {tot['equivalent']} | {tot['timeouts']} | {tot['killed']} "
-               f"| {tot['survived']} | **{pct(tot['killed'], n, wilson(tot['killed'], n))}** "
+               f"| {tot['survived']} | {tot['not_covered']} | | **{pct(tot['killed'], n, wilson(tot['killed'], n))}** "
                f"| {tot['killed_by_added_tests']} | **{pct(k2, n, wilson(k2, n))}** |")
     return "\n".join(out)
 
@@ -556,6 +813,9 @@ def main() -> int:
     how.add_argument("--report", action="store_true", help="only print the reports of the modules' last runs")
     how.add_argument("--check", metavar="MUTANT", help="apply this one mutant ('module:line operator #occurrence', as "
                      "the report prints it) to a snapshot of the checkout and run the test files given as names")
+    how.add_argument("--coverage-map", action="store_true", help="(re)build the coverage map of HEAD's snapshot "
+                     "(the default suite under coverage, once; a run builds it itself when missing) and stop")
+    ap.add_argument("--workers", type=int, default=2, help="pytest-xdist workers of the coverage map's run (0: none)")
     ap.add_argument("--mutant-only", action="store_true", help="with --check: skip the run on the unmutated source")
     ap.add_argument("--slow", action="store_true", help="with --check: run the tests marked slow too")
     ap.add_argument("--seed", type=int, default=0, help="seed of the sample and of the order the mutants run in")
@@ -564,25 +824,31 @@ def main() -> int:
     ap.add_argument("--markdown", action="store_true", help="also print the per-module table in Markdown")
     args = ap.parse_args()
     if args.check:
-        if args.names == list(GROUPS):
-            ap.error("--check needs the test files to run")
-        return check(args.check, args.names, args.mutant_only, args.slow)
+        # (no test files named: the run's selection, from the coverage map of the checkout's snapshot)
+        return check(args.check, [] if args.names == list(GROUPS) else args.names, args.mutant_only, args.slow,
+                     args.workers)
     modules = _modules(args.names, ap)
+    if args.coverage_map:
+        head = snapshot()
+        coverage_map(source_key(), rebuild=True, workers=args.workers)
+        return 0
     if not (args.report or args.resume):
         dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *modules], cwd=REPO).returncode != 0
         if dirty:
             print(f"# note: {modules} have uncommitted changes; the run mutates HEAD's version", file=sys.stderr)
         head = snapshot()
+        key = source_key()
+        coverage_map(key, workers=args.workers)  # (built when this snapshot has none)
         RESULTS.unlink(missing_ok=True)
         sizes = {m: init(m) for m in modules}
         total = sum(sizes.values())
         per = (allocate(sizes, args.stratified) if args.stratified
                else {m: args.sample or n for m, n in sizes.items()})
         choose(modules, per, args.seed)
-        (OUT / "run.json").write_text(json.dumps(dict(commit=head, seed=args.seed, stratified=args.stratified,
+        (OUT / "run.json").write_text(json.dumps(dict(commit=head, source_key=key, seed=args.seed, stratified=args.stratified,
                                                       sample=args.sample, mutants=sizes, chosen=per), indent=1) + "\n")
         print(f"# {total} mutants in {len(modules)} modules at {head[:10]}; running {sum(per.values())}: {per}")
-        warm_up(modules)
+        warm_up(modules, key)
     if not args.report:
         if not TREE.exists():
             sys.exit("no snapshot to resume (runs/mutation/tree); start a run first")
