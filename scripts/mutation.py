@@ -10,12 +10,23 @@ in a seeded random order across all the modules, and stores each result as soon 
 one line per mutant in runs/mutation/results.jsonl), so a run stopped early (``--stop-at``) is still a
 random part of its sample and ``--resume`` continues it.
 
-Each mutant runs the tests of :data:`MODULE_TESTS` for its module: the tests that hold that module's
-code against an independent answer (a hand-worked case, the plain-Python reference model, pandas),
-fastest and most likely to fail first; ``pytest -x`` stops at the first failure. Groups name sets of
-modules: ``engine`` (the compiled step: execution, actions, phases, kernels, layouts, intrinsics),
-``env`` (the Python around it: core, trading_env, vector_env, backtest, metrics), ``factors`` (custom
-factors and normalisation) and ``store`` (the store's merge).
+Which tests run against a mutant: those of the default suite (``-m "not slow"``, as ``make test``)
+that run its line, and its module's :data:`MODULE_TESTS` (the tests that hold that module's code
+against an independent answer: a hand-worked case, the plain-Python reference model, pandas). The
+suite is run ONCE per snapshot under coverage (``--coverage-map``, or by the run when the snapshot
+has no map), each test in its own coverage context, subprocesses included
+(scripts/mutation_coverage.py), and stored as line -> tests (and each test's seconds) in
+runs/mutation/coverage/<source key>.json. A mutant of a Python module runs MODULE_TESTS and the
+tests covering its statement, grouped by file, the cheapest files first; ``pytest -x`` stops at the
+first failure. A line run at import (a module or class attribute, a function's default values or
+decorators) is run by every import, so coverage cannot tell who depends on it: a default value takes
+the tests that run its function, anything else every test that runs the module. A mutant on a line
+no test runs survives without a run ("not covered"). A mutant of a compiled module
+(:data:`COMPILED`; coverage cannot see numba-compiled lines run) runs MODULE_TESTS as they are, then
+the tests covering its line if it is Python-level code. Groups name sets of modules: ``engine`` (the
+compiled step: execution, actions, phases, kernels, layouts, intrinsics), ``env`` (the Python around
+it: core, trading_env, vector_env, backtest, metrics), ``factors`` (custom factors and
+normalisation) and ``store`` (the store's merge).
 
 Samples: ``--sample N`` runs N mutants per module (uniform); ``--stratified N`` runs N in all,
 allocated to the modules in proportion to their numbers of mutants (largest remainder, at least one
@@ -25,13 +36,14 @@ score with a 95% (Wilson) interval.
 numba: every mutant's test run gets its own ``NUMBA_CACHE_DIR``. A mutant of a module numba compiles
 (:data:`COMPILED`) starts from an empty one, so a mutated kernel can never be served from a cache of
 other source (it would recompile every kernel anyway: the engine's cache is keyed by the hash of all
-its sources, envs/jit.py). A mutant of a Python module gets a copy of a cache compiled once from
-the unmutated source at the start of the run (which also checks the tests pass there).
+its sources, envs/jit.py). A mutant of a Python module gets a copy of a cache compiled from the
+unmutated source by the coverage map's run (every kernel signature the suite compiles), to which the
+run's start adds its MODULE_TESTS (which also checks they pass there).
 ``NUMBA_DISABLE_JIT=1`` is not an option: the kernels call LLVM intrinsics (envs/intrinsics.py)
 that exist only compiled. Hypothesis runs the profile ``mutation`` (fixed examples, no shrinking).
 Mutants inside type annotations are skipped (never evaluated: every module here has ``from
-__future__ import annotations``). A test run longer than the module's :data:`TIMEOUT` is stopped
-and reported apart (not counted as killed).
+__future__ import annotations``). A test run longer than the module's :data:`TIMEOUT` plus twice the
+seconds its tests took in the map's run is stopped and reported apart (not counted as killed).
 
 Usage::
 
@@ -39,6 +51,8 @@ Usage::
     python scripts/mutation.py [GROUP|MODULE ...] --resume [--stop-at HH:MM]   # continue a stopped run
     python scripts/mutation.py --report [GROUP|MODULE ...]                     # reports of finished runs
     python scripts/mutation.py --check "envs/core.py:142 core/NumberReplacer #61" tests/test_x.py [--mutant-only]
+    python scripts/mutation.py --check "envs/core.py:142 core/NumberReplacer #61"   # the run's selection, today
+    python scripts/mutation.py --coverage-map [--workers 2]                       # (re)build HEAD's map
 
 Mutants judged equivalent (no behaviour of the program changes) are listed with the reason in
 :data:`EQUIVALENT` and left out of the score.
@@ -182,14 +196,15 @@ def snapshot(tree: Path = TREE, worktree: bool = False) -> str:
 
 
 def _pytest(module: str, cache: str, timeout: float | None = None, tests: list[str] | None = None,
-            tree: Path = TREE, quiet: bool = True, markers: str = "not slow") -> int | None:
-    """Run ``module``'s tests in the snapshot (``-x``); the exit code, or None past ``timeout``."""
+            tree: Path = TREE, quiet: bool = True, markers: str = "not slow", log=None) -> int | None:
+    """Run ``module``'s tests in the snapshot (``-x``); the exit code, or None past ``timeout``
+    (``log``: a file that gets the output)."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache, HYPOTHESIS_PROFILE="mutation", PYTHONDONTWRITEBYTECODE="1",
                PYTHONPATH=str(tree))
     cmd = [str(BIN / "python"), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", markers,
            *(tests or MODULE_TESTS[module])]
     try:
-        out = subprocess.DEVNULL if quiet else None
+        out = log if log is not None else subprocess.DEVNULL if quiet else None
         return subprocess.run(cmd, cwd=tree, env=env, stdout=out, stderr=out, timeout=timeout).returncode
     except subprocess.TimeoutExpired:  # (subprocess.run has killed pytest)
         return None
@@ -407,6 +422,10 @@ class Selection:
         cost = {f: sum(self.seconds.get(t, 0.0) for t in ts) for f, ts in files.items()}
         return [t for f in sorted(files, key=lambda f: cost[f]) for t in files[f]]
 
+    def in_module_tests(self, module: str, test: str) -> bool:
+        """Whether ``test`` (an id) is one of ``module``'s MODULE_TESTS (the selection before coverage)."""
+        return any(test == e or test.startswith((e + "::", e + "[")) for e in MODULE_TESTS[module])
+
     def count(self, selected: list[str]) -> int:
         """How many tests a selection runs (a file or test id of MODULE_TESTS counts its tests)."""
         return len({t for e in selected for t in self._expand(e)})
@@ -416,14 +435,19 @@ class Selection:
         return sum(self.seconds.get(t, 0.0) for t in {t for e in selected for t in self._expand(e)})
 
 
-def run_tests(module: str, tests: list[str], timeout: float) -> int | None:
+def run_tests(module: str, tests: list[str], timeout: float) -> tuple[int | None, str | None]:
     """The tests of one mutant: its own numba cache (empty, or a copy of the warm one), the mutation
-    hypothesis profile, stop at the first failure."""
+    hypothesis profile, stop at the first failure. Returns pytest's exit code (None: timed out) and
+    the test that failed (pytest's first FAILED or ERROR line), if any."""
     cache = tempfile.mkdtemp(prefix="numba-mutant-")
     try:
         if module not in COMPILED and WARM_CACHE.exists():
             shutil.copytree(WARM_CACHE, cache, dirs_exist_ok=True)
-        return _pytest(module, cache, timeout, tests=tests)
+        with tempfile.TemporaryFile("w+") as log:
+            rc = _pytest(module, cache, timeout, tests=tests, log=log)
+            log.seek(0)
+            failed = re.search(r"^(?:FAILED|ERROR) (\S+)", log.read(), re.M)
+        return rc, failed.group(1) if failed else None
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
@@ -565,10 +589,11 @@ def execute(modules: list[str], seed: int, stop_at: float | None) -> None:
             if after is None:
                 result = WorkResult(worker_outcome=WorkerOutcome.NO_TEST)
             else:
+                killer = None
                 if tests is None:  # no test of the default suite runs the line: nothing can fail
                     rc, output = 0, NOT_COVERED
                 else:
-                    rc = run_tests(module, tests, TIMEOUT[_group_of(module)] + 2 * selection.cost(tests))
+                    rc, killer = run_tests(module, tests, TIMEOUT[_group_of(module)] + 2 * selection.cost(tests))
                     output = f"{'timeout' if rc is None else f'pytest exit {rc}'} ({n_tests} tests)"
                 outcome = TestOutcome.SURVIVED if rc == 0 else TestOutcome.KILLED
                 result = WorkResult(output=output, test_outcome=outcome, worker_outcome=WorkerOutcome.NORMAL,
@@ -577,7 +602,8 @@ def execute(modules: list[str], seed: int, stop_at: float | None) -> None:
             db.set_result(item.job_id, result)
         line = dict(module=module, mutant=_key(spec), outcome=result.output or result.worker_outcome.value,
                     survived=result.test_outcome == TestOutcome.SURVIVED, seconds=round(time.time() - t0, 1),
-                    tests=n_tests,
+                    tests=n_tests, failed_test=killer if after is not None else None,
+                    module_test=None if after is None or killer is None else selection.in_module_tests(module, killer),
                     diff=[d for d in (result.diff or "").splitlines() if d[:1] in "+-" and d[:3] not in ("+++", "---")])
         with RESULTS.open("a") as f:
             f.write(json.dumps(line) + "\n")
@@ -765,16 +791,25 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def print_costs(modules: list[str]) -> None:
-    """Median seconds per mutant of the last run (runs/mutation/results.jsonl), by group and outcome."""
-    import statistics
-
+    """Seconds and tests per mutant of the last run (runs/mutation/results.jsonl), by group and outcome,
+    and which kills a test of MODULE_TESTS made (the rest: a test only the coverage selection runs)."""
     lines = [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()]
+    lines = [r for r in lines if r["module"] in modules]
     for g, mods in GROUPS.items():
         for what, sel in (("killed", lambda r: not r["survived"]), ("survived", lambda r: r["survived"])):
-            secs = [r["seconds"] for r in lines if r["module"] in mods and r["module"] in modules and sel(r)]
-            if secs:
-                print(f"# {g}: {len(secs)} {what}, median {statistics.median(secs):.0f} s per mutant "
-                      f"(max {max(secs):.0f} s)")
+            rs = [r for r in lines if r["module"] in mods and sel(r)]
+            if rs:
+                secs, tests = [r["seconds"] for r in rs], [r.get("tests", 0) for r in rs]
+                print(f"# {g}: {len(rs)} {what}, median {statistics.median(secs):.0f} s per mutant "
+                      f"(max {max(secs):.0f} s), median {statistics.median(tests):g} tests selected (max {max(tests)})")
+    if lines:
+        secs = [r["seconds"] for r in lines]
+        print(f"# all: {len(lines)} mutants, {sum(secs) / len(secs):.1f} s per mutant on average "
+              f"({sum(secs) / 60:.0f} min in all)")
+        by = [r.get("module_test") for r in lines if not r["survived"] and r.get("failed_test")]
+        if by:
+            print(f"# kills by a test of MODULE_TESTS: {sum(by)}; by a test only the coverage selection runs: "
+                  f"{len(by) - sum(by)} (it ran first; MODULE_TESTS alone may kill those too)")
 
 
 def _modules(names: list[str], ap) -> list[str]:
