@@ -422,6 +422,14 @@ class Selection:
         cost = {f: sum(self.seconds.get(t, 0.0) for t in ts) for f, ts in files.items()}
         return [t for f in sorted(files, key=lambda f: cost[f]) for t in files[f]]
 
+    def exclude(self, test: str) -> None:
+        """Never select ``test`` again (it fails on the unmutated source, alone)."""
+        for by_line in self.lines.values():
+            for ids in by_line.values():
+                ids.discard(test)
+        for ids in self.any_line.values():
+            ids.discard(test)
+
     def in_module_tests(self, module: str, test: str) -> bool:
         """Whether ``test`` (an id) is one of ``module``'s MODULE_TESTS (the selection before coverage)."""
         return any(test == e or test.startswith((e + "::", e + "[")) for e in MODULE_TESTS[module])
@@ -558,6 +566,27 @@ def choose(modules: list[str], per_module: dict[str, int], seed: int) -> None:
         _skip(_db(m), lambda it: it.job_id in chosen)
 
 
+_ALONE: dict[str, bool] = {}
+
+
+def _passes_alone(test: str, selection: Selection) -> bool:
+    """Whether ``test`` (a test id of the map) passes run by itself on the unmutated snapshot (once per
+    test; a failing one is excluded from ``selection``). An id pytest's summary cut short (a space in
+    a parameter) is not in the map: trusted."""
+    if test not in selection.seconds:
+        return True
+    if test not in _ALONE:
+        cache = tempfile.mkdtemp(prefix="numba-alone-")
+        try:
+            shutil.copytree(WARM_CACHE, cache, dirs_exist_ok=True)
+            _ALONE[test] = _pytest("", cache, 600, tests=[test]) == 0
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        if not _ALONE[test]:
+            selection.exclude(test)
+    return _ALONE[test]
+
+
 def execute(modules: list[str], seed: int, stop_at: float | None) -> None:
     """Run every pending mutant of ``modules``, one at a time, in a seeded order across modules;
     each result is stored at once (the module's session and a line in :data:`RESULTS`)."""
@@ -583,13 +612,14 @@ def execute(modules: list[str], seed: int, stop_at: float | None) -> None:
         spec = item.mutations[0]
         operator = cosmic_ray.plugins.get_operator(spec.operator_name)(**spec.operator_args)
         t0 = time.time()
-        tests = selection.select(module, list(range(spec.start_pos[0], spec.end_pos[0] + 1)))
-        n_tests = selection.count(tests) if tests else 0
-        with use_mutation(spec.module_path, operator, spec.occurrence) as (before, after):
-            if after is None:
-                result = WorkResult(worker_outcome=WorkerOutcome.NO_TEST)
-            else:
-                killer = None
+        for attempt in range(4):  # (a rerun only after a kill by a test that fails alone unmutated)
+            tests = selection.select(module, list(range(spec.start_pos[0], spec.end_pos[0] + 1)))
+            n_tests = selection.count(tests) if tests else 0
+            killer = None
+            with use_mutation(spec.module_path, operator, spec.occurrence) as (before, after):
+                if after is None:
+                    result = WorkResult(worker_outcome=WorkerOutcome.NO_TEST)
+                    break
                 if tests is None:  # no test of the default suite runs the line: nothing can fail
                     rc, output = 0, NOT_COVERED
                 else:
@@ -598,12 +628,18 @@ def execute(modules: list[str], seed: int, stop_at: float | None) -> None:
                 outcome = TestOutcome.SURVIVED if rc == 0 else TestOutcome.KILLED
                 result = WorkResult(output=output, test_outcome=outcome, worker_outcome=WorkerOutcome.NORMAL,
                                     diff="\n".join(_make_diff(before, after, spec.module_path)))
+            # a kill by a test that MODULE_TESTS' warm-up did not check: it must pass alone unmutated,
+            # else (it depends on the tests the full suite runs before it) it kills nothing: drop it, run again
+            if (killer is None or attempt == 3 or selection.in_module_tests(module, killer)
+                    or _passes_alone(killer, selection)):
+                break
+            print(f"# {killer} fails unmutated when run alone: never selected again", flush=True)
         with use_db(str(_db(module)), WorkDB.Mode.open) as db:
             db.set_result(item.job_id, result)
         line = dict(module=module, mutant=_key(spec), outcome=result.output or result.worker_outcome.value,
                     survived=result.test_outcome == TestOutcome.SURVIVED, seconds=round(time.time() - t0, 1),
-                    tests=n_tests, failed_test=killer if after is not None else None,
-                    module_test=None if after is None or killer is None else selection.in_module_tests(module, killer),
+                    tests=n_tests, failed_test=killer,
+                    module_test=None if killer is None else selection.in_module_tests(module, killer),
                     diff=[d for d in (result.diff or "").splitlines() if d[:1] in "+-" and d[:3] not in ("+++", "---")])
         with RESULTS.open("a") as f:
             f.write(json.dumps(line) + "\n")
@@ -853,6 +889,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="pytest-xdist workers of the coverage map's run (0: none)")
     ap.add_argument("--mutant-only", action="store_true", help="with --check: skip the run on the unmutated source")
     ap.add_argument("--slow", action="store_true", help="with --check: run the tests marked slow too")
+    ap.add_argument("--module-tests", action="store_true", help="with --check: run the module's MODULE_TESTS (the "
+                    "selection before coverage: did a kill need the wider selection?)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the sample and of the order the mutants run in")
     ap.add_argument("--stop-at", metavar="HH:MM", help="start no mutant after this UTC time (then --resume continues)")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-module rows to this JSON file")
@@ -860,8 +898,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.check:
         # (no test files named: the run's selection, from the coverage map of the checkout's snapshot)
-        return check(args.check, [] if args.names == list(GROUPS) else args.names, args.mutant_only, args.slow,
-                     args.workers)
+        tests = [] if args.names == list(GROUPS) else args.names
+        if args.module_tests:
+            tests = MODULE_TESTS[parse_key(args.check)[0]]
+        return check(args.check, tests, args.mutant_only, args.slow, args.workers)
     modules = _modules(args.names, ap)
     if args.coverage_map:
         head = snapshot()

@@ -196,3 +196,13 @@ def test_the_coverage_map_of_a_toy_project_names_each_lines_tests_subprocesses_i
     assert by_line[2] == {"tests/test_toy.py::test_double"}
     assert by_line[6] == {"tests/test_toy.py::test_negate_in_a_child"}  # (run in the child only)
     assert M.coverage_map("k", tree) == json.loads((tmp_path / "coverage" / "k.json").read_text())
+
+
+def test_a_test_excluded_as_failing_alone_is_never_selected_again(toy_tree):
+    sel = M.Selection(_toy_map(TESTS, {8: ["tests/test_cli.py::test_c"], 10: ["tests/test_cli.py::test_c",
+                                                                              "tests/test_fast.py::test_d"]}), toy_tree)
+    sel.exclude("tests/test_cli.py::test_c")
+    assert sel.select("pkg/toy.py", [8]) is None  # its only covering test is gone: not covered
+    assert "tests/test_cli.py::test_c" not in sel.select("pkg/toy.py", [10])
+    assert sel.in_module_tests("pkg/toy.py", "tests/test_own.py::test_a")
+    assert not sel.in_module_tests("pkg/toy.py", "tests/test_own_other.py::test_a")
