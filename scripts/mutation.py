@@ -219,35 +219,39 @@ JIT_DECORATORS = {"jit", "njit", "intrinsic", "register_jitable", "overload", "o
 _QUIET_COVERAGE = "no-data-collected, module-not-imported, module-not-measured, include-ignored, already-imported"
 
 
-def source_key(tree: Path = TREE) -> str:
-    """Hash of every file of a snapshot (links not followed): a coverage map holds for this key only."""
+def file_hashes(tree: Path = TREE) -> dict[str, str]:
+    """sha256 of every file of a snapshot (links not followed), by relative path."""
     import hashlib
 
-    h = hashlib.sha256()
+    out = {}
     for dirpath, dirnames, filenames in os.walk(tree):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not os.path.islink(os.path.join(dirpath, d)))
         for name in sorted(filenames):
             path = Path(dirpath) / name
             if not path.is_symlink():
-                h.update(str(path.relative_to(tree)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+                out[str(path.relative_to(tree))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def source_key(tree: Path = TREE) -> str:
+    """Hash of every file of a snapshot: a coverage map holds for this key only."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(file_hashes(tree), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _map_path(key: str) -> Path:
     return COVERAGE / f"{key}.json"
 
 
-def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2) -> dict:
-    """Run the default suite (``-m "not slow"``, as ``make test``) ONCE on the unmutated snapshot under
-    coverage, each test in its own context (scripts/mutation_coverage.py; subprocesses measured too),
-    restricted to the mutated modules; store line -> the tests that ran it, and each test's seconds and
-    outcome, as runs/mutation/coverage/<key>.json. Its numba cache (every kernel signature the suite
-    compiles) becomes the warm cache of the Python modules' mutants."""
+def _under_coverage(work: Path, tree: Path, workers: int, files: list[str] | None) -> tuple:
+    """Run the default suite's tests (``files``: only these test files) under coverage in ``tree``:
+    pytest's exit code, wall seconds, {test id: [seconds, passed]}, {module: {line: {test ids}}}."""
+    import time
+
     import coverage
 
-    work = COVERAGE / key
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "plugin").mkdir(parents=True)
+    (work / "plugin").mkdir(parents=True, exist_ok=True)
     shutil.copy2(REPO / "scripts" / "mutation_coverage.py", work / "plugin")  # (scripts/ itself not on the path)
     real = tree.resolve()
     rc_file = work / "coveragerc"
@@ -257,14 +261,11 @@ def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=str(work / "numba"), HYPOTHESIS_PROFILE="mutation",
                PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join([str(tree), str(work / "plugin")]),
                COVERAGE_PROCESS_START=str(rc_file), MUTATION_COV_DIR=str(work))
-    env.pop("MUTATION_COV_TEST", None)
+    for name in [v for v in env if v.startswith(("PYTEST_XDIST", "PYTEST_CURRENT_TEST"))] + ["MUTATION_COV_TEST"]:
+        env.pop(name, None)  # (run from a test, itself maybe in an xdist worker or measured)
     xdist = ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"] if workers else []
     cmd = [str(BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
-           "-p", "mutation_coverage", *xdist]
-    print(f"# coverage map: the default suite under coverage in {tree} ({workers or 'no'} xdist workers) ...",
-          flush=True)
-    import time
-
+           "-p", "mutation_coverage", *xdist, *(files or [])]
     t0 = time.time()
     with open(work / "pytest.log", "w") as log:
         rc = subprocess.run(cmd, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -272,39 +273,100 @@ def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2) -> dict:
     tests: dict[str, list] = {}
     for f in sorted(work.glob("tests-*.json")):
         tests.update(json.loads(f.read_text()))
+        f.unlink()
     cov = coverage.Coverage(config_file=str(rc_file))
     cov.combine(data_paths=[str(work)], keep=False)
     data = cov.get_data()
-    index = {t: i for i, t in enumerate(tests)}
-    lines: dict[str, dict[str, list[int]]] = {}
+    lines: dict[str, dict[int, set[str]]] = {}
     for f in data.measured_files():
         rel = os.path.relpath(f, real)
-        if rel not in MODULE_TESTS:
-            continue
-        by_line = {}
-        for line, contexts in data.contexts_by_lineno(f).items():
-            ids = sorted({index[c] for c in contexts if c in index})
-            if ids:
-                by_line[str(line)] = ids
-        lines[rel] = by_line
-    failed = [t for t, (_, ok) in tests.items() if not ok]
-    cmap = dict(key=key, pytest_exit=rc, seconds=round(seconds), tests=[[t, s, ok] for t, (s, ok) in tests.items()],
-                lines=lines, failed=failed)
+        if rel in MODULE_TESTS:
+            lines[rel] = {n: {c for c in ctx if c in tests} for n, ctx in data.contexts_by_lineno(f).items()}
     for f in work.glob("data*"):
         f.unlink()
+    return rc, seconds, tests, lines
+
+
+#: files a map's lines depend on beyond the tests themselves: a change to any rebuilds the whole map
+_MAP_BASIS = ("tests/conftest.py", "pyproject.toml")
+
+
+def _rerun_files(old: dict[str, str], new: dict[str, str], tree: Path) -> list[str] | None:
+    """The test files to run again to bring a map of snapshot ``old`` (file hashes) up to ``new``:
+    new or changed test files, and those that name a changed helper or production module (its file
+    name, as a word); None when a mutated module or a file of :data:`_MAP_BASIS` changed (every
+    line number or fixture may have moved: a full build)."""
+    changed = {f for f in set(old) | set(new) if old.get(f) != new.get(f)}
+    if any(f in MODULE_TESTS or f in _MAP_BASIS for f in changed):
+        return None
+    tests = sorted(f for f in new if f.startswith("tests/") and Path(f).name.startswith("test_") and f.endswith(".py"))
+    stems = {Path(f).stem for f in changed if f.endswith(".py") and f not in tests}
+    words = re.compile(r"\b(" + "|".join(map(re.escape, sorted(stems))) + r")\b") if stems else None
+    return [f for f in tests if f in changed or words and words.search((tree / f).read_text())]
+
+
+def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict | None = None) -> dict:
+    """Run the default suite (``-m "not slow"``, as ``make test``) ONCE on the unmutated snapshot under
+    coverage, each test in its own context (scripts/mutation_coverage.py; subprocesses measured too),
+    restricted to the mutated modules; store line -> the tests that ran it, and each test's seconds and
+    outcome, as runs/mutation/coverage/<key>.json. Its numba cache (every kernel signature the suite
+    compiles) starts the warm cache of the Python modules' mutants. ``base``: a map of an earlier
+    snapshot with the same mutated modules: only the test files :func:`_rerun_files` names run (the
+    others' coverage is taken from it; a production change outside the mutated modules that changes
+    which of their lines an unchanged, unnamed test runs is not seen)."""
+    work = COVERAGE / key
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    hashes = file_hashes(tree)
+    files = _rerun_files(base["files"], hashes, tree) if base else None
+    tests: dict[str, list] = {}
+    lines: dict[str, dict[int, set[str]]] = {}
+    if files is not None:  # start from the base map, less the tests of the files that run again
+        if (COVERAGE / base["key"] / "numba").exists():
+            shutil.copytree(COVERAGE / base["key"] / "numba", work / "numba")
+        still = set(hashes) - set(files)  # (test files that are there and do not run again)
+        ids = [t for t, _, _ in base["tests"]]
+        keep = {t for t in ids if t.split("::")[0] in still}
+        tests = {t: [s, ok] for t, s, ok in base["tests"] if t in keep}
+        lines = {m: {int(n): {ids[i] for i in v} & keep for n, v in by.items()} for m, by in base["lines"].items()}
+        print(f"# coverage map: updating {base['key']} ({len(files)} test files to run again: {files})", flush=True)
+    else:
+        print(f"# coverage map: the default suite under coverage in {tree} ({workers or 'no'} xdist workers) ...",
+              flush=True)
+    rc, seconds, new_tests, new_lines = (_under_coverage(work, tree, workers, files) if files != []
+                                         else (0, 0.0, {}, {}))
+    tests.update(new_tests)
+    for m, by in new_lines.items():
+        for n, ids in by.items():
+            lines.setdefault(m, {}).setdefault(n, set()).update(ids)
+    index = {t: i for i, t in enumerate(tests)}
+    failed = [t for t, (_, ok) in tests.items() if not ok]
+    cmap = dict(key=key, base=base["key"] if files is not None else None, rerun=files, pytest_exit=rc,
+                seconds=round(seconds), tests=[[t, s, ok] for t, (s, ok) in tests.items()],
+                lines={m: {str(n): sorted(index[t] for t in ids) for n, ids in sorted(by.items()) if ids}
+                       for m, by in lines.items()},
+                failed=failed, files=hashes)
     _map_path(key).write_text(json.dumps(cmap))
-    print(f"# coverage map {key}: {len(tests)} tests in {seconds:.0f} s (pytest exit {rc}), "
-          f"{sum(map(len, lines.values()))} covered lines in {len(lines)} modules"
+    print(f"# coverage map {key}: {len(tests)} tests ({len(new_tests)} run, {seconds:.0f} s, pytest exit {rc}), "
+          f"{sum(map(len, cmap['lines'].values()))} covered lines in {len(lines)} modules"
           + (f"; {len(failed)} tests FAILED unmutated and are never selected: {failed[:10]}" if failed else ""),
           flush=True)
     return cmap
 
 
 def coverage_map(key: str, tree: Path = TREE, rebuild: bool = False, workers: int = 2) -> dict:
-    """The coverage map of the snapshot whose source key is ``key``, built if missing (or ``rebuild``)."""
+    """The coverage map of the snapshot whose source key is ``key``: stored, else updated from the
+    newest stored map of the same mutated modules, else built (``rebuild``: built in full)."""
     if not rebuild and _map_path(key).exists():
         return json.loads(_map_path(key).read_text())
-    return build_coverage_map(key, tree, workers)
+    base, hashes = None, file_hashes(tree)
+    if not rebuild:
+        for path in sorted(COVERAGE.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+            old = json.loads(path.read_text())
+            if "files" in old and _rerun_files(old["files"], hashes, tree) is not None:
+                base = old
+                break
+    return build_coverage_map(key, tree, workers, base)
 
 
 def _start(node) -> int:

@@ -7,7 +7,7 @@ are measured too: the config's static context is ``${MUTATION_COV_TEST}``, which
 the running test's id before the test starts, so a child started during a test (a CLI run) reads it
 from its environment (coverage's .pth starts coverage in any Python child that inherits
 ``COVERAGE_PROCESS_START``). Each process also writes the seconds and outcome of its tests to
-``tests-<pid>.json``.
+``tests-<pid>.json`` when its session finishes.
 """
 
 from __future__ import annotations
@@ -56,10 +56,14 @@ def pytest_runtest_logreport(report):
         _failed.add(report.nodeid)
 
 
-def pytest_unconfigure(config):
+def pytest_sessionfinish(session):
+    # (not at unconfigure: an xdist worker may be shut down as soon as it reports the session finished,
+    # which xdist's own hook does after this one)
+    global _cov
     if _cov is None:
         return
     _cov.stop()
     _cov.save()
     out = Path(os.environ["MUTATION_COV_DIR"]) / f"tests-{os.getpid()}.json"
     out.write_text(json.dumps({t: [round(s, 4), t not in _failed] for t, s in _times.items()}))
+    _cov = None

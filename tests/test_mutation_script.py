@@ -196,6 +196,30 @@ def test_the_coverage_map_of_a_toy_project_names_each_lines_tests_subprocesses_i
     assert by_line[2] == {"tests/test_toy.py::test_double"}
     assert by_line[6] == {"tests/test_toy.py::test_negate_in_a_child"}  # (run in the child only)
     assert M.coverage_map("k", tree) == json.loads((tmp_path / "coverage" / "k.json").read_text())
+    # a new test file: the map is brought up to date by running that file alone
+    (tree / "tests" / "test_more.py").write_text("import toy\n\n\ndef test_negate():\n    assert toy.negate(2) == -2\n")
+    new = M.coverage_map(M.source_key(tree), tree)
+    assert new["base"] == "k" and new["rerun"] == ["tests/test_more.py"] and len(new["tests"]) == 3
+    ids = [t for t, _, _ in new["tests"]]
+    by_line = {int(n): {ids[i] for i in v} for n, v in new["lines"]["toy.py"].items()}
+    assert by_line[2] == {"tests/test_toy.py::test_double"}  # (from the base map)
+    assert by_line[6] == {"tests/test_toy.py::test_negate_in_a_child", "tests/test_more.py::test_negate"}
+
+
+def test_a_map_update_reruns_changed_tests_and_those_naming_a_changed_module_and_never_survives_a_mutated_module_change(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(M, "MODULE_TESTS", {"toy.py": []})
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("def test(): pass\n")
+    (tmp_path / "tests" / "test_b.py").write_text("from helper import x\n")
+    (tmp_path / "tests" / "test_c.py").write_text("import helpers\n")  # (another word)
+    old = {"toy.py": "1", "helper.py": "1", "tests/test_a.py": "1", "tests/test_b.py": "1", "tests/test_c.py": "1",
+           "tests/conftest.py": "1", "README.md": "1"}
+    assert M._rerun_files(old, dict(old, **{"README.md": "2"}), tmp_path) == []
+    assert M._rerun_files(old, dict(old, **{"tests/test_a.py": "2"}), tmp_path) == ["tests/test_a.py"]
+    assert M._rerun_files(old, dict(old, **{"helper.py": "2"}), tmp_path) == ["tests/test_b.py"]
+    assert M._rerun_files(old, dict(old, **{"toy.py": "2"}), tmp_path) is None  # every line number may move
+    assert M._rerun_files(old, dict(old, **{"tests/conftest.py": "2"}), tmp_path) is None
 
 
 def test_a_test_excluded_as_failing_alone_is_never_selected_again(toy_tree):
