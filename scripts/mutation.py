@@ -293,14 +293,16 @@ _MAP_BASIS = ("tests/conftest.py", "pyproject.toml")
 
 def _rerun_files(old: dict[str, str], new: dict[str, str], tree: Path) -> list[str] | None:
     """The test files to run again to bring a map of snapshot ``old`` (file hashes) up to ``new``:
-    new or changed test files, and those that name a changed helper or production module (its file
-    name, as a word); None when a mutated module or a file of :data:`_MAP_BASIS` changed (every
+    new or changed test files, and those that name a changed file (a module, a helper, README: its
+    name without the extension, as a word); None when a mutated module or a file of :data:`_MAP_BASIS` changed (every
     line number or fixture may have moved: a full build)."""
     changed = {f for f in set(old) | set(new) if old.get(f) != new.get(f)}
     if any(f in MODULE_TESTS or f in _MAP_BASIS for f in changed):
         return None
     tests = sorted(f for f in new if f.startswith("tests/") and Path(f).name.startswith("test_") and f.endswith(".py"))
-    stems = {Path(f).stem for f in changed if f.endswith(".py") and f not in tests}
+    # (a changed package's __init__ goes by the package's name; README.md by README: test_readme names it)
+    stems = {Path(f).parent.name if Path(f).name == "__init__.py" else Path(f).stem for f in changed
+             if f not in tests} - {""}
     words = re.compile(r"\b(" + "|".join(map(re.escape, sorted(stems))) + r")\b") if stems else None
     return [f for f in tests if f in changed or words and words.search((tree / f).read_text())]
 
@@ -517,6 +519,10 @@ def run_tests(module: str, tests: list[str], timeout: float) -> tuple[int | None
             rc = _pytest(module, cache, timeout, tests=tests, log=log)
             log.seek(0)
             failed = re.search(r"^(?:FAILED|ERROR) (\S+)", log.read(), re.M)
+        if module not in COMPILED and rc is not None:
+            # the kernels it compiled are of unmutated source (a Python module has no numba function:
+            # tests/test_mutation_script.py checks): the next mutants need not compile them again
+            shutil.copytree(cache, WARM_CACHE, dirs_exist_ok=True)
         return rc, failed.group(1) if failed else None
     finally:
         shutil.rmtree(cache, ignore_errors=True)

@@ -215,7 +215,7 @@ def test_a_map_update_reruns_changed_tests_and_those_naming_a_changed_module_and
     (tmp_path / "tests" / "test_c.py").write_text("import helpers\n")  # (another word)
     old = {"toy.py": "1", "helper.py": "1", "tests/test_a.py": "1", "tests/test_b.py": "1", "tests/test_c.py": "1",
            "tests/conftest.py": "1", "README.md": "1"}
-    assert M._rerun_files(old, dict(old, **{"README.md": "2"}), tmp_path) == []
+    assert M._rerun_files(old, dict(old, **{"README.md": "2"}), tmp_path) == []  # (no test names README)
     assert M._rerun_files(old, dict(old, **{"tests/test_a.py": "2"}), tmp_path) == ["tests/test_a.py"]
     assert M._rerun_files(old, dict(old, **{"helper.py": "2"}), tmp_path) == ["tests/test_b.py"]
     assert M._rerun_files(old, dict(old, **{"toy.py": "2"}), tmp_path) is None  # every line number may move
@@ -230,3 +230,15 @@ def test_a_test_excluded_as_failing_alone_is_never_selected_again(toy_tree):
     assert "tests/test_cli.py::test_c" not in sel.select("pkg/toy.py", [10])
     assert sel.in_module_tests("pkg/toy.py", "tests/test_own.py::test_a")
     assert not sel.in_module_tests("pkg/toy.py", "tests/test_own_other.py::test_a")
+
+
+def test_no_python_module_has_a_numba_function():
+    """A Python module's mutant copies its numba cache back into the warm one (its kernels are of
+    unmutated source); a numba function in such a module would be cached mutated: it must be in
+    COMPILED instead. (And every compiled module has one, or it needs no empty cache.)"""
+    import ast
+
+    for module in M.MODULE_TESTS:
+        tree = ast.parse((ROOT / module).read_text())
+        jitted = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and M._is_jit(n)]
+        assert bool(jitted) == (module in M.COMPILED), (module, jitted)
