@@ -726,14 +726,16 @@ def parse_key(key: str) -> tuple[str, int, str, int]:
     return module, int(line), operator, int(occurrence)
 
 
-def check(key: str, tests: list[str], mutant_only: bool = False, slow: bool = False, workers: int = 2) -> int:
+def check(key: str, tests: list[str], mutant_only: bool = False, slow: bool = False, workers: int = 2,
+          exclude: list[str] | None = None) -> int:
     """Apply ONE mutant to a fresh snapshot of the checkout (runs/mutation/check, uncommitted tests
     included) and run ``tests`` against it: 0 when the tests pass unmutated (unless ``mutant_only``)
     and fail mutated (the mutant is killed), 1 otherwise. Proves a test written for a survivor kills
     it for the line the run reported (the mutated line is checked against the key). ``slow``: run
     the tests marked slow too (the run leaves them out). No ``tests``: the tests a run selects for
     this mutant now (the coverage map of the checkout's snapshot, built if missing): re-judges an
-    older run's survivor under today's suite and selection."""
+    older run's survivor under today's suite and selection; ``exclude``: test ids (or files) left out
+    of that selection (the tests written for it: would the wider selection alone have killed it?)."""
     markers = "" if slow else "not slow"
     import cosmic_ray.plugins
     from cosmic_ray.mutating import _make_diff, use_mutation
@@ -749,7 +751,14 @@ def check(key: str, tests: list[str], mutant_only: bool = False, slow: bool = Fa
     snapshot(tree, worktree=True)
     if not tests:
         source = source_key(tree)
-        selected = Selection(coverage_map(source, tree, workers=workers), tree).select(module, [line])
+        selection = Selection(coverage_map(source, tree, workers=workers), tree)
+        for test in selection.tests:
+            if any(test == e or test.startswith((e + "::", e + "[")) for e in exclude or []):
+                selection.exclude(test)
+        selected = selection.select(module, [line])
+        if selected and exclude:  # (MODULE_TESTS entries too)
+            selected = [t for e in selected for t in selection._expand(e)
+                        if not any(t == x or t.startswith((x + "::", x + "[")) for x in exclude)]
         if selected is None:
             print(f"# {NOT_COVERED}: no test of the default suite runs {module}:{line} -> NOT killed")
             return 1
@@ -954,6 +963,8 @@ def main() -> int:
                      "the report prints it) to a snapshot of the checkout and run the test files given as names")
     how.add_argument("--coverage-map", action="store_true", help="(re)build the coverage map of HEAD's snapshot "
                      "(the default suite under coverage, once; a run builds it itself when missing) and stop")
+    ap.add_argument("--exclude", nargs="+", default=None, metavar="TEST",
+                    help="with --check and no test files: leave these test ids or files out of the selection")
     ap.add_argument("--workers", type=int, default=2, help="pytest-xdist workers of the coverage map's run (0: none)")
     ap.add_argument("--mutant-only", action="store_true", help="with --check: skip the run on the unmutated source")
     ap.add_argument("--slow", action="store_true", help="with --check: run the tests marked slow too")
@@ -969,7 +980,7 @@ def main() -> int:
         tests = [] if args.names == list(GROUPS) else args.names
         if args.module_tests:
             tests = MODULE_TESTS[parse_key(args.check)[0]]
-        return check(args.check, tests, args.mutant_only, args.slow, args.workers)
+        return check(args.check, tests, args.mutant_only, args.slow, args.workers, args.exclude)
     modules = _modules(args.names, ap)
     if args.coverage_map:
         head = snapshot()
