@@ -291,23 +291,26 @@ def _under_coverage(work: Path, tree: Path, workers: int, files: list[str] | Non
 _MAP_BASIS = ("tests/conftest.py", "pyproject.toml")
 
 
-def _rerun_files(old: dict[str, str], new: dict[str, str], tree: Path) -> list[str] | None:
+def _rerun_files(old: dict[str, str], new: dict[str, str], tree: Path, named: bool = True) -> list[str] | None:
     """The test files to run again to bring a map of snapshot ``old`` (file hashes) up to ``new``:
     new or changed test files, and those that name a changed file (a module, a helper, README: its
     name without the extension, as a word); None when a mutated module or a file of :data:`_MAP_BASIS` changed (every
-    line number or fixture may have moved: a full build)."""
+    line number or fixture may have moved: a full build). ``named`` False: only changed files under
+    tests/ count (a production change outside the mutated modules is taken to leave their coverage
+    as it was: quicker, when many tests name a changed file)."""
     changed = {f for f in set(old) | set(new) if old.get(f) != new.get(f)}
     if any(f in MODULE_TESTS or f in _MAP_BASIS for f in changed):
         return None
     tests = sorted(f for f in new if f.startswith("tests/") and Path(f).name.startswith("test_") and f.endswith(".py"))
     # (a changed package's __init__ goes by the package's name; README.md by README: test_readme names it)
     stems = {Path(f).parent.name if Path(f).name == "__init__.py" else Path(f).stem for f in changed
-             if f not in tests} - {""}
+             if f not in tests and (named or f.startswith("tests/"))} - {""}
     words = re.compile(r"\b(" + "|".join(map(re.escape, sorted(stems))) + r")\b") if stems else None
     return [f for f in tests if f in changed or words and words.search((tree / f).read_text())]
 
 
-def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict | None = None) -> dict:
+def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict | None = None,
+                       named: bool = True) -> dict:
     """Run the default suite (``-m "not slow"``, as ``make test``) ONCE on the unmutated snapshot under
     coverage, each test in its own context (scripts/mutation_coverage.py; subprocesses measured too),
     restricted to the mutated modules; store line -> the tests that ran it, and each test's seconds and
@@ -320,7 +323,7 @@ def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     hashes = file_hashes(tree)
-    files = _rerun_files(base["files"], hashes, tree) if base else None
+    files = _rerun_files(base["files"], hashes, tree, named) if base else None
     tests: dict[str, list] = {}
     lines: dict[str, dict[int, set[str]]] = {}
     if files is not None:  # start from the base map, less the tests of the files that run again
@@ -343,7 +346,7 @@ def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict
             lines.setdefault(m, {}).setdefault(n, set()).update(ids)
     index = {t: i for i, t in enumerate(tests)}
     failed = [t for t, (_, ok) in tests.items() if not ok]
-    cmap = dict(key=key, base=base["key"] if files is not None else None, rerun=files, pytest_exit=rc,
+    cmap = dict(key=key, base=base["key"] if files is not None else None, rerun=files, named=named, pytest_exit=rc,
                 seconds=round(seconds), tests=[[t, s, ok] for t, (s, ok) in tests.items()],
                 lines={m: {str(n): sorted(index[t] for t in ids) for n, ids in sorted(by.items()) if ids}
                        for m, by in lines.items()},
@@ -356,7 +359,7 @@ def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict
     return cmap
 
 
-def coverage_map(key: str, tree: Path = TREE, rebuild: bool = False, workers: int = 2) -> dict:
+def coverage_map(key: str, tree: Path = TREE, rebuild: bool = False, workers: int = 2, named: bool = True) -> dict:
     """The coverage map of the snapshot whose source key is ``key``: stored, else updated from the
     newest stored map of the same mutated modules, else built (``rebuild``: built in full)."""
     if not rebuild and _map_path(key).exists():
@@ -368,7 +371,7 @@ def coverage_map(key: str, tree: Path = TREE, rebuild: bool = False, workers: in
             if "files" in old and _rerun_files(old["files"], hashes, tree) is not None:
                 base = old
                 break
-    return build_coverage_map(key, tree, workers, base)
+    return build_coverage_map(key, tree, workers, base, named)
 
 
 def _start(node) -> int:
@@ -965,6 +968,8 @@ def main() -> int:
                      "(the default suite under coverage, once; a run builds it itself when missing) and stop")
     ap.add_argument("--exclude", nargs="+", default=None, metavar="TEST",
                     help="with --check and no test files: leave these test ids or files out of the selection")
+    ap.add_argument("--map-changed-tests-only", action="store_true", help="updating an earlier snapshot's coverage "
+                    "map: run only new or changed test files, not also those naming a changed production file")
     ap.add_argument("--workers", type=int, default=2, help="pytest-xdist workers of the coverage map's run (0: none)")
     ap.add_argument("--mutant-only", action="store_true", help="with --check: skip the run on the unmutated source")
     ap.add_argument("--slow", action="store_true", help="with --check: run the tests marked slow too")
@@ -992,7 +997,7 @@ def main() -> int:
             print(f"# note: {modules} have uncommitted changes; the run mutates HEAD's version", file=sys.stderr)
         head = snapshot()
         key = source_key()
-        coverage_map(key, workers=args.workers)  # (built when this snapshot has none)
+        coverage_map(key, workers=args.workers, named=not args.map_changed_tests_only)  # (when this snapshot has none)
         RESULTS.unlink(missing_ok=True)
         sizes = {m: init(m) for m in modules}
         total = sum(sizes.values())

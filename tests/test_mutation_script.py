@@ -230,6 +230,7 @@ def test_a_map_update_reruns_changed_tests_and_those_naming_a_changed_module_and
     assert M._rerun_files(old, dict(old, **{"README.md": "2"}), tmp_path) == []  # (no test names README)
     assert M._rerun_files(old, dict(old, **{"tests/test_a.py": "2"}), tmp_path) == ["tests/test_a.py"]
     assert M._rerun_files(old, dict(old, **{"helper.py": "2"}), tmp_path) == ["tests/test_b.py"]
+    assert M._rerun_files(old, dict(old, **{"helper.py": "2"}), tmp_path, named=False) == []
     assert M._rerun_files(old, dict(old, **{"toy.py": "2"}), tmp_path) is None  # every line number may move
     assert M._rerun_files(old, dict(old, **{"tests/conftest.py": "2"}), tmp_path) is None
 
