@@ -421,12 +421,20 @@ def line_scope(module_ast: ast.Module, line: int) -> dict:
 
 
 
+#: covering tests slower than this in the map's run (s) are left out unless in MODULE_TESTS: the
+#: ~2% of the suite that are end-to-end runs (Ray Tune, training, paper CLI children, downloads) cost
+#: as much as all the others together, and a survivor would run every one of them
+MAX_TEST_SECONDS = 10.0
+
+
 class Selection:
     """Per-mutant tests from a coverage map: the tests covering the mutated lines, and MODULE_TESTS."""
 
-    def __init__(self, cmap: dict, tree: Path = TREE):
+    def __init__(self, cmap: dict, tree: Path = TREE, max_seconds: float | None = MAX_TEST_SECONDS):
         self.tests = [t for t, _, ok in cmap["tests"]]
         self.seconds = {t: s for t, s, _ in cmap["tests"]}
+        self.too_slow = {t for t, s in self.seconds.items() if max_seconds is not None and s > max_seconds}
+        self.left_out = 0  # covering tests the last select() left out as too slow
         self.order = {t: i for i, t in enumerate(self.tests)}
         self.by_file: dict[str, list[str]] = {}
         for t in self.tests:
@@ -471,8 +479,14 @@ class Selection:
         them, the mutant survives unrun). A Python module: MODULE_TESTS and the covering tests, as
         test ids grouped by file, the files with the fewest seconds first. A compiled module:
         MODULE_TESTS as they are (their order: the hand-worked case compiles the fewest kernels),
-        then the other covering tests, likewise."""
+        then the other covering tests, likewise. Covering tests over ``max_seconds`` are left out
+        (counted in ``left_out``) unless only such tests run the line."""
         covering, must = self.covering(module, lines)
+        if covering - self.too_slow or must:  # (only slow tests run the line: they run)
+            self.left_out = len(covering & self.too_slow)
+            covering -= self.too_slow
+        else:
+            self.left_out = 0
         if not covering and not must:
             return None
         if module in COMPILED:
@@ -674,7 +688,10 @@ def execute(modules: list[str], seed: int, stop_at: float | None) -> None:
             todo += [(m, it) for it in db.pending_work_items]
     todo.sort(key=lambda t: (t[0], t[1].job_id))
     random.Random(f"{seed}:order").shuffle(todo)
-    selection = Selection(coverage_map(json.loads((OUT / "run.json").read_text())["source_key"]))
+    run = json.loads((OUT / "run.json").read_text())
+    selection = Selection(coverage_map(run["source_key"]), max_seconds=run.get("max_test_seconds", MAX_TEST_SECONDS))
+    print(f"# {len(selection.too_slow)} tests slower than {run.get('max_test_seconds', MAX_TEST_SECONDS)} s in the "
+          f"map's run are selected only through MODULE_TESTS: {sorted(selection.too_slow)}", flush=True)
     os.chdir(TREE)  # cosmic-ray's module paths are relative to the snapshot
     for i, (module, item) in enumerate(todo):
         if stop_at is not None and time.time() >= stop_at:
@@ -712,6 +729,7 @@ def execute(modules: list[str], seed: int, stop_at: float | None) -> None:
                     tests=n_tests, failed_test=killer,
                     module_test=None if killer is None else selection.in_module_tests(module, killer),
                     diff=[d for d in (result.diff or "").splitlines() if d[:1] in "+-" and d[:3] not in ("+++", "---")])
+        line["slow_tests_left_out"] = selection.left_out
         with RESULTS.open("a") as f:
             f.write(json.dumps(line) + "\n")
         print(f"[{i + 1}/{len(todo)}] {'SURVIVED' if line['survived'] else line['outcome'].split(' (')[0]:<13} "
@@ -970,6 +988,8 @@ def main() -> int:
                     help="with --check and no test files: leave these test ids or files out of the selection")
     ap.add_argument("--map-changed-tests-only", action="store_true", help="updating an earlier snapshot's coverage "
                     "map: run only new or changed test files, not also those naming a changed production file")
+    ap.add_argument("--max-test-seconds", type=float, default=MAX_TEST_SECONDS, metavar="S",
+                    help="leave out covering tests that took longer than S in the map's run, unless in MODULE_TESTS")
     ap.add_argument("--workers", type=int, default=2, help="pytest-xdist workers of the coverage map's run (0: none)")
     ap.add_argument("--mutant-only", action="store_true", help="with --check: skip the run on the unmutated source")
     ap.add_argument("--slow", action="store_true", help="with --check: run the tests marked slow too")
@@ -1004,7 +1024,8 @@ def main() -> int:
         per = (allocate(sizes, args.stratified) if args.stratified
                else {m: args.sample or n for m, n in sizes.items()})
         choose(modules, per, args.seed)
-        (OUT / "run.json").write_text(json.dumps(dict(commit=head, source_key=key, seed=args.seed, stratified=args.stratified,
+        (OUT / "run.json").write_text(json.dumps(dict(commit=head, source_key=key, max_test_seconds=args.max_test_seconds,
+                                                      seed=args.seed, stratified=args.stratified,
                                                       sample=args.sample, mutants=sizes, chosen=per), indent=1) + "\n")
         print(f"# {total} mutants in {len(modules)} modules at {head[:10]}; running {sum(per.values())}: {per}")
         warm_up(modules, key)

@@ -255,3 +255,13 @@ def test_no_python_module_has_a_numba_function():
         tree = ast.parse((ROOT / module).read_text())
         jitted = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and M._is_jit(n)]
         assert bool(jitted) == (module in M.COMPILED), (module, jitted)
+
+
+def test_slow_covering_tests_are_left_out_unless_they_alone_run_the_line(toy_tree):
+    tests = dict(TESTS, **{"tests/test_cli.py::test_slow": 60.0})
+    sel = M.Selection(_toy_map(tests, {8: ["tests/test_cli.py::test_slow", "tests/test_fast.py::test_d"],
+                                       14: ["tests/test_cli.py::test_slow"]}), toy_tree, max_seconds=10)
+    assert "tests/test_cli.py::test_slow" not in sel.select("pkg/toy.py", [8]) and sel.left_out == 1
+    assert "tests/test_cli.py::test_slow" in sel.select("pkg/toy.py", [14]) and sel.left_out == 0
+    assert "tests/test_cli.py::test_slow" in M.Selection(_toy_map(tests, {8: ["tests/test_cli.py::test_slow"]}),
+                                                         toy_tree, max_seconds=None).select("pkg/toy.py", [8])
