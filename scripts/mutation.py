@@ -294,19 +294,37 @@ _MAP_BASIS = ("tests/conftest.py", "pyproject.toml")
 def _rerun_files(old: dict[str, str], new: dict[str, str], tree: Path, named: bool = True) -> list[str] | None:
     """The test files to run again to bring a map of snapshot ``old`` (file hashes) up to ``new``:
     new or changed test files, and those that name a changed file (a module, a helper, README: its
-    name without the extension, as a word); None when a mutated module or a file of :data:`_MAP_BASIS` changed (every
-    line number or fixture may have moved: a full build). ``named`` False: only changed files under
+    name without the extension, as a word); None when a file of :data:`_MAP_BASIS` changed (a
+    fixture may have changed anything: a full build). ``named`` False: only changed files under
     tests/ count (a production change outside the mutated modules is taken to leave their coverage
-    as it was: quicker, when many tests name a changed file)."""
+    as it was: quicker, when many tests name a changed file). (A changed mutated module:
+    :func:`_line_map`.)"""
     changed = {f for f in set(old) | set(new) if old.get(f) != new.get(f)}
-    if any(f in MODULE_TESTS or f in _MAP_BASIS for f in changed):
+    if any(f in _MAP_BASIS for f in changed):
         return None
     tests = sorted(f for f in new if f.startswith("tests/") and Path(f).name.startswith("test_") and f.endswith(".py"))
     # (a changed package's __init__ goes by the package's name; README.md by README: test_readme names it)
     stems = {Path(f).parent.name if Path(f).name == "__init__.py" else Path(f).stem for f in changed
-             if f not in tests and (named or f.startswith("tests/"))} - {""}
+             if f not in tests and f not in MODULE_TESTS and (named or f.startswith("tests/"))} - {""}
     words = re.compile(r"\b(" + "|".join(map(re.escape, sorted(stems))) + r")\b") if stems else None
     return [f for f in tests if f in changed or words and words.search((tree / f).read_text())]
+
+
+def _line_map(old_src: str, new_src: str) -> tuple[dict[int, int], set[int]]:
+    """A mutated module changed: old line -> new line for the lines the diff leaves as they were, and
+    the old lines it touches (changed or deleted, and the line either side of each change). The tests
+    that ran a touched line run again; every other test's coverage moves with its lines."""
+    import difflib
+
+    a, b = old_src.splitlines(), new_src.splitlines()
+    same: dict[int, int] = {}
+    touched: set[int] = set()
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            same.update({i + 1: j1 + (i - i1) + 1 for i in range(i1, i2)})
+        else:  # (1-based, the changed lines are i1 + 1 .. i2: with their neighbours, i1 .. i2 + 1)
+            touched.update(range(i1, i2 + 2))
+    return same, touched
 
 
 def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict | None = None,
@@ -316,29 +334,44 @@ def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict
     restricted to the mutated modules; store line -> the tests that ran it, and each test's seconds and
     outcome, as runs/mutation/coverage/<key>.json. Its numba cache (every kernel signature the suite
     compiles) starts the warm cache of the Python modules' mutants. ``base``: a map of an earlier
-    snapshot with the same mutated modules: only the test files :func:`_rerun_files` names run (the
-    others' coverage is taken from it; a production change outside the mutated modules that changes
-    which of their lines an unchanged, unnamed test runs is not seen)."""
+    snapshot: only the test files :func:`_rerun_files` names and the tests that ran a line a changed
+    mutated module changed (:func:`_line_map`) run; the others' coverage is taken from it (a
+    production change outside the mutated modules that changes which of their lines an unchanged,
+    unnamed test runs is not seen)."""
     work = COVERAGE / key
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     hashes = file_hashes(tree)
     files = _rerun_files(base["files"], hashes, tree, named) if base else None
+    moved = [m for m in MODULE_TESTS if base and base["files"].get(m) != hashes.get(m)]
+    if files is not None and not all(m in base.get("sources", {}) for m in moved):
+        files = None
     tests: dict[str, list] = {}
     lines: dict[str, dict[int, set[str]]] = {}
-    if files is not None:  # start from the base map, less the tests of the files that run again
+    run: list[str] | None = None
+    if files is not None:  # start from the base map, less the tests that run again
         if (COVERAGE / base["key"] / "numba").exists():
             shutil.copytree(COVERAGE / base["key"] / "numba", work / "numba")
-        still = set(hashes) - set(files)  # (test files that are there and do not run again)
         ids = [t for t, _, _ in base["tests"]]
-        keep = {t for t in ids if t.split("::")[0] in still}
+        remap, again = {}, set()
+        for m in moved:
+            remap[m], touched = _line_map(base["sources"][m], (tree / m).read_text())
+            again |= {ids[i] for n in touched for i in base["lines"].get(m, {}).get(str(n), [])}
+        still = set(hashes) - set(files)  # (test files that are there and do not run again whole)
+        again = {t for t in again if t.split("::")[0] in still}
+        keep = {t for t in ids if t.split("::")[0] in still and t not in again}
         tests = {t: [s, ok] for t, s, ok in base["tests"] if t in keep}
-        lines = {m: {int(n): {ids[i] for i in v} & keep for n, v in by.items()} for m, by in base["lines"].items()}
-        print(f"# coverage map: updating {base['key']} ({len(files)} test files to run again: {files})", flush=True)
+        for m, by in base["lines"].items():
+            move = remap.get(m)
+            lines[m] = {(move[int(n)] if move else int(n)): {ids[i] for i in v} & keep for n, v in by.items()
+                        if not move or int(n) in move}
+        run = files + sorted(again)
+        print(f"# coverage map: updating {base['key']} ({len(files)} test files and {len(again)} tests that ran "
+              f"lines changed in {moved} to run again: {files})", flush=True)
     else:
         print(f"# coverage map: the default suite under coverage in {tree} ({workers or 'no'} xdist workers) ...",
               flush=True)
-    rc, seconds, new_tests, new_lines = (_under_coverage(work, tree, workers, files) if files != []
+    rc, seconds, new_tests, new_lines = (_under_coverage(work, tree, workers, run) if run != []
                                          else (0, 0.0, {}, {}))
     tests.update(new_tests)
     for m, by in new_lines.items():
@@ -346,11 +379,11 @@ def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict
             lines.setdefault(m, {}).setdefault(n, set()).update(ids)
     index = {t: i for i, t in enumerate(tests)}
     failed = [t for t, (_, ok) in tests.items() if not ok]
-    cmap = dict(key=key, base=base["key"] if files is not None else None, rerun=files, named=named, pytest_exit=rc,
+    cmap = dict(key=key, base=base["key"] if files is not None else None, rerun=run, named=named, pytest_exit=rc,
                 seconds=round(seconds), tests=[[t, s, ok] for t, (s, ok) in tests.items()],
                 lines={m: {str(n): sorted(index[t] for t in ids) for n, ids in sorted(by.items()) if ids}
                        for m, by in lines.items()},
-                failed=failed, files=hashes)
+                failed=failed, files=hashes, sources={m: (tree / m).read_text() for m in MODULE_TESTS})
     _map_path(key).write_text(json.dumps(cmap))
     print(f"# coverage map {key}: {len(tests)} tests ({len(new_tests)} run, {seconds:.0f} s, pytest exit {rc}), "
           f"{sum(map(len, cmap['lines'].values()))} covered lines in {len(lines)} modules"

@@ -216,9 +216,26 @@ def test_the_coverage_map_of_a_toy_project_names_each_lines_tests_subprocesses_i
     by_line = {int(n): {ids[i] for i in v} for n, v in new["lines"]["toy.py"].items()}
     assert by_line[2] == {"tests/test_toy.py::test_double"}  # (from the base map)
     assert by_line[6] == {"tests/test_toy.py::test_negate_in_a_child", "tests/test_more.py::test_negate"}
+    # the mutated module changes: double's body rewritten, a blank line inserted above negate; only the
+    # tests that ran the changed lines (or their neighbours) run again; test_more's coverage of negate
+    # moves down one line with it
+    (tree / "toy.py").write_text("def double(x):\n    return x + x\n\n\n\ndef negate(x):\n    return -x\n")
+    moved = M.coverage_map(M.source_key(tree), tree)
+    # (the child's import of toy ran line 1, `def double`, beside the change: it runs again too)
+    assert moved["rerun"] == ["tests/test_toy.py::test_double", "tests/test_toy.py::test_negate_in_a_child"]
+    ids = [t for t, _, _ in moved["tests"]]
+    by_line = {int(n): {ids[i] for i in v} for n, v in moved["lines"]["toy.py"].items()}
+    assert by_line[2] == {"tests/test_toy.py::test_double"}
+    assert by_line[7] == {"tests/test_toy.py::test_negate_in_a_child", "tests/test_more.py::test_negate"}
 
 
-def test_a_map_update_reruns_changed_tests_and_those_naming_a_changed_module_and_never_survives_a_mutated_module_change(
+def test_line_map_moves_unchanged_lines_and_names_the_changed_ones_with_their_neighbours():
+    same, touched = M._line_map("a\nb\nc\nd\ne\n", "a\nB\nc\nx\nd\ne\n")
+    assert same == {1: 1, 3: 3, 4: 5, 5: 6}
+    assert touched == {1, 2, 3, 4}  # b replaced (1-3), x inserted between c and d (3-4)
+
+
+def test_a_map_update_reruns_changed_tests_and_those_naming_a_changed_module_but_not_after_a_conftest_change(
         tmp_path, monkeypatch):
     monkeypatch.setattr(M, "MODULE_TESTS", {"toy.py": []})
     (tmp_path / "tests").mkdir()
@@ -231,7 +248,7 @@ def test_a_map_update_reruns_changed_tests_and_those_naming_a_changed_module_and
     assert M._rerun_files(old, dict(old, **{"tests/test_a.py": "2"}), tmp_path) == ["tests/test_a.py"]
     assert M._rerun_files(old, dict(old, **{"helper.py": "2"}), tmp_path) == ["tests/test_b.py"]
     assert M._rerun_files(old, dict(old, **{"helper.py": "2"}), tmp_path, named=False) == []
-    assert M._rerun_files(old, dict(old, **{"toy.py": "2"}), tmp_path) is None  # every line number may move
+    assert M._rerun_files(old, dict(old, **{"toy.py": "2"}), tmp_path) == []  # (a mutated module: _line_map)
     assert M._rerun_files(old, dict(old, **{"tests/conftest.py": "2"}), tmp_path) is None
 
 
