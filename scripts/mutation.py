@@ -327,6 +327,15 @@ def _line_map(old_src: str, new_src: str) -> tuple[dict[int, int], set[int]]:
     return same, touched
 
 
+def _unresolved(tree: Path, ids: list[str]) -> list[str]:
+    """The test ids pytest cannot find when given as arguments in ``tree`` (unmutated; a mutant's run
+    passes the ids, and an unknown one is a usage error, exit 4, which would count as a kill)."""
+    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
+    out = subprocess.run([str(BIN / "python"), "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                          "-m", "not slow", *ids], cwd=tree, env=env, capture_output=True, text=True)
+    return [] if out.returncode == 0 else [t for t in ids if t not in out.stdout.splitlines()]
+
+
 def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict | None = None,
                        named: bool = True) -> dict:
     """Run the default suite (``-m "not slow"``, as ``make test``) ONCE on the unmutated snapshot under
@@ -377,6 +386,8 @@ def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict
     for m, by in new_lines.items():
         for n, ids in by.items():
             lines.setdefault(m, {}).setdefault(n, set()).update(ids)
+    for t in _unresolved(tree, list(tests)):  # (pytest would stop with a usage error: a false kill)
+        tests[t][1] = False
     index = {t: i for i, t in enumerate(tests)}
     failed = [t for t, (_, ok) in tests.items() if not ok]
     cmap = dict(key=key, base=base["key"] if files is not None else None, rerun=run, named=named, pytest_exit=rc,
