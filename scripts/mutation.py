@@ -297,8 +297,8 @@ def _rerun_files(old: dict[str, str], new: dict[str, str], tree: Path, named: bo
     name without the extension, as a word); None when a file of :data:`_MAP_BASIS` changed (a
     fixture may have changed anything: a full build). ``named`` False: only changed files under
     tests/ count (a production change outside the mutated modules is taken to leave their coverage
-    as it was: quicker, when many tests name a changed file). (A changed mutated module:
-    :func:`_line_map`.)"""
+    as it was, and a changed line of a mutated module takes the tests of the lines it replaced:
+    quicker). (A changed mutated module: :func:`_line_map`.)"""
     changed = {f for f in set(old) | set(new) if old.get(f) != new.get(f)}
     if any(f in _MAP_BASIS for f in changed):
         return None
@@ -310,21 +310,25 @@ def _rerun_files(old: dict[str, str], new: dict[str, str], tree: Path, named: bo
     return [f for f in tests if f in changed or words and words.search((tree / f).read_text())]
 
 
-def _line_map(old_src: str, new_src: str) -> tuple[dict[int, int], set[int]]:
-    """A mutated module changed: old line -> new line for the lines the diff leaves as they were, and
-    the old lines it touches (changed or deleted, and the line either side of each change). The tests
-    that ran a touched line run again; every other test's coverage moves with its lines."""
+def _line_map(old_src: str, new_src: str) -> tuple[dict[int, int], set[int], dict[int, set[int]]]:
+    """A mutated module changed: old line -> new line for the lines the diff leaves as they were; the
+    old lines it touches (changed or deleted, and the line either side of each change); and for each
+    new or changed line, the old lines its change touched. The tests that ran a touched line run
+    again (or, in a quick update, a changed line takes the tests of the old lines it replaced and
+    their neighbours); every other test's coverage moves with its lines."""
     import difflib
 
     a, b = old_src.splitlines(), new_src.splitlines()
     same: dict[int, int] = {}
     touched: set[int] = set()
+    fresh: dict[int, set[int]] = {}
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if op == "equal":
             same.update({i + 1: j1 + (i - i1) + 1 for i in range(i1, i2)})
         else:  # (1-based, the changed lines are i1 + 1 .. i2: with their neighbours, i1 .. i2 + 1)
             touched.update(range(i1, i2 + 2))
-    return same, touched
+            fresh.update({j + 1: set(range(i1, i2 + 2)) for j in range(j1, j2)})
+    return same, touched, fresh
 
 
 def _unresolved(tree: Path, ids: list[str]) -> list[str]:
@@ -362,10 +366,11 @@ def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict
         if (COVERAGE / base["key"] / "numba").exists():
             shutil.copytree(COVERAGE / base["key"] / "numba", work / "numba")
         ids = [t for t, _, _ in base["tests"]]
-        remap, again = {}, set()
+        remap, again, inherit = {}, set(), {}
         for m in moved:
-            remap[m], touched = _line_map(base["sources"][m], (tree / m).read_text())
-            again |= {ids[i] for n in touched for i in base["lines"].get(m, {}).get(str(n), [])}
+            remap[m], touched, inherit[m] = _line_map(base["sources"][m], (tree / m).read_text())
+            if named:
+                again |= {ids[i] for n in touched for i in base["lines"].get(m, {}).get(str(n), [])}
         still = set(hashes) - set(files)  # (test files that are there and do not run again whole)
         again = {t for t in again if t.split("::")[0] in still}
         keep = {t for t in ids if t.split("::")[0] in still and t not in again}
@@ -374,6 +379,9 @@ def build_coverage_map(key: str, tree: Path = TREE, workers: int = 2, base: dict
             move = remap.get(m)
             lines[m] = {(move[int(n)] if move else int(n)): {ids[i] for i in v} & keep for n, v in by.items()
                         if not move or int(n) in move}
+            if not named:  # (a quick update: a changed line inherits the tests of what it replaced)
+                for n, olds in inherit.get(m, {}).items():
+                    lines[m][n] = {ids[i] for o in olds for i in by.get(str(o), [])} & keep
         run = files + sorted(again)
         print(f"# coverage map: updating {base['key']} ({len(files)} test files and {len(again)} tests that ran "
               f"lines changed in {moved} to run again: {files})", flush=True)

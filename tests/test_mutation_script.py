@@ -230,9 +230,10 @@ def test_the_coverage_map_of_a_toy_project_names_each_lines_tests_subprocesses_i
 
 
 def test_line_map_moves_unchanged_lines_and_names_the_changed_ones_with_their_neighbours():
-    same, touched = M._line_map("a\nb\nc\nd\ne\n", "a\nB\nc\nx\nd\ne\n")
+    same, touched, fresh = M._line_map("a\nb\nc\nd\ne\n", "a\nB\nc\nx\nd\ne\n")
     assert same == {1: 1, 3: 3, 4: 5, 5: 6}
     assert touched == {1, 2, 3, 4}  # b replaced (1-3), x inserted between c and d (3-4)
+    assert fresh == {2: {1, 2, 3}, 4: {3, 4}}  # (a quick update: what the new lines inherit from)
 
 
 def test_a_map_update_reruns_changed_tests_and_those_naming_a_changed_module_but_not_after_a_conftest_change(
