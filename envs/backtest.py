@@ -173,13 +173,18 @@ class BacktestResult:
         return write_html_report(path, {self.name: self}, max_trades=max_trades)
 
 
+def _is_bar_index(value) -> bool:
+    """An int below 1e11 is a bar index; larger ints (epoch ms) and everything else are times."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and abs(int(value)) < 100_000_000_000
+
+
 def _bar_index(tensor: FactorTensor, value, *, name: str) -> int | None:
     """A bar index from a bar index (int, negative counts from the end) or a time (str, datetime,
     pd.Timestamp, or int >= 1e11 = epoch ms): the first bar with ``timestamp >= time``."""
     if value is None:
         return None
     T = tensor.n_bars
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and abs(int(value)) < 100_000_000_000:
+    if _is_bar_index(value):
         i = int(value)
         if not -T <= i <= T:
             raise ConfigError(f"{name}={i} is outside the tensor's {T} bars")
@@ -240,7 +245,7 @@ def backtest(
     T = tensor.n_bars
     lo = _bar_index(tensor, start, name="start")
     hi = _bar_index(tensor, end, name="end")
-    if lo is not None and not isinstance(start, (int, np.integer)):
+    if lo is not None and not _is_bar_index(start):
         lo = max(lo, window - 1)  # a time before the data (or its first window) means "from the start"
     lo = window - 1 if lo is None else lo
     hi = T if hi is None else hi

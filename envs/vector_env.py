@@ -77,9 +77,9 @@ class CryptoTradingVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        if isinstance(seed, (list, tuple)):
+        if isinstance(seed, (list, tuple)):  # (one generator for all envs: seeded by the first seed)
             seed = seed[0]
+        super().reset(seed=seed)
         options = options or {}
         idx = np.arange(self.num_envs, dtype=np.int64)
         starts, ends = self._bounds(idx, options)

@@ -203,13 +203,16 @@ def _check_killed_equals_uninterrupted(trained, tmp_path, kills, n_bars, extra=(
 
 
 def test_sigkill_twice_then_resume(trained, tmp_path):
-    _check_killed_equals_uninterrupted(trained, tmp_path, kills=2, n_bars=50)
+    # (a commit every 32 batches, 16 bars: the default's 256 batches are longer than this 50-bar run,
+    # whose only commit would then be its end; the kill test of the default's rule is that of the log:
+    # test_event_log.py::test_a_killed_writer_leaves_only_whole_events[256])
+    _check_killed_equals_uninterrupted(trained, tmp_path, kills=2, n_bars=50, extra=("--group-commit", "32"))
 
 
 @pytest.mark.slow
 def test_sigkill_twenty_times_then_resume(trained, tmp_path):
-    # (a commit every 4 batches, two bars: 20 kills land at 20 places in 160 bars; the default's 32
-    # batches would end the run after ~10; the 2-kill test above runs the default)
+    # (a commit every 4 batches, two bars: 20 kills land at 20 places in 160 bars; 32 batches would
+    # end the run after ~10)
     _check_killed_equals_uninterrupted(trained, tmp_path, kills=20, n_bars=160, extra=("--group-commit", "4"))
 
 

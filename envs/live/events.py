@@ -65,6 +65,22 @@ GROUP_COMMIT_S = 0.25
 REDACTED = "***"
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # (json.dumps's output, one encoder reused)
 _INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)"
+#: rows per multi-row INSERT statement (largest first; 256 x 6 parameters is under SQLite's 32,766)
+_CHUNKS = (256, 64, 16, 4)
+_INSERT_N = {n: "INSERT INTO events VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * n) for n in _CHUNKS}
+
+
+def _insert(db: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Insert ``rows`` in order: multi-row statements of :data:`_CHUNKS` rows, the rest one by one (a
+    quarter less CPU an event than ``executemany`` of one row per statement; a few statements, cached)."""
+    i, n = 0, len(rows)
+    for size in _CHUNKS:
+        sql = _INSERT_N[size]
+        while n - i >= size:
+            db.execute(sql, [v for row in rows[i:i + size] for v in row])
+            i += size
+    if i < n:
+        db.executemany(_INSERT, rows[i:])
 
 
 class EventLogError(FactorgymError, RuntimeError):
@@ -103,10 +119,49 @@ def _commit_left(db: sqlite3.Connection, rows: list[tuple], state: dict[str, boo
             if rows:
                 if not db.in_transaction:
                     db.execute("BEGIN IMMEDIATE")
-                db.executemany(_INSERT, rows)
+                _insert(db, rows)
             if db.in_transaction:
                 db.execute("COMMIT")
         db.close()
+
+
+class _Batch:
+    """:meth:`EventLog.batch`'s context manager (a class, not a generator: it runs twice a bar)."""
+
+    __slots__ = ("log", "outer", "seq", "crc")
+
+    def __init__(self, log: "EventLog") -> None:
+        self.log = log
+
+    def __enter__(self) -> list[Event]:
+        log = self.log
+        self.outer = not log._in_batch
+        if self.outer:
+            self.seq, self.crc = log._seq, log._last_checksum
+            log._in_batch, log._pending = True, []
+            log._exit_state["in_batch"] = True
+        return log._pending
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if not self.outer:
+            return False
+        log = self.log
+        log._in_batch = log._exit_state["in_batch"] = False
+        if exc_type is None:
+            try:
+                log._batch_done()
+                return False
+            except BaseException:
+                log._in_batch = log._exit_state["in_batch"] = False
+                self._drop()
+                raise
+        self._drop()
+        return False
+
+    def _drop(self) -> None:
+        """Forget the block's events (a failed commit has already dropped what it could not write)."""
+        if self.log._seq > self.seq:
+            self.log._drop_after(self.seq, self.crc)
 
 
 class EventLog:
@@ -203,26 +258,12 @@ class EventLog:
             self._batch_done()
         return event
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[list[Event]]:
-        """Append several events as one unit: committed together (nothing of it is written if the
-        block raises; with ``group_commit`` N, with the batches around it). Yields the list the
-        block's events are collected in."""
-        if self._in_batch:
-            yield self._pending
-            return
-        seq, crc = self._seq, self._last_checksum
-        self._in_batch, self._pending = True, []
-        self._exit_state["in_batch"] = True
-        try:
-            yield self._pending
-            self._in_batch = self._exit_state["in_batch"] = False
-            self._batch_done()
-        except BaseException:
-            self._in_batch = self._exit_state["in_batch"] = False
-            if self._seq > seq:  # (a failed commit has already dropped what it could not write)
-                self._drop_after(seq, crc)
-            raise
+    def batch(self) -> "_Batch":
+        """``with log.batch() as events:``: append several events as one unit, committed together
+        (nothing of it is written if the block raises; with ``group_commit`` N, with the batches around
+        it). ``events`` is the list the block's events are collected in. A batch inside a batch is
+        part of the outer one."""
+        return _Batch(self)
 
     def commit(self) -> None:
         """Commit every complete batch appended so far (inside a batch: when it ends)."""
@@ -237,7 +278,7 @@ class EventLog:
                 if rows:
                     if not db.in_transaction:
                         db.execute("BEGIN IMMEDIATE")
-                    db.executemany(_INSERT, rows)
+                    _insert(db, rows)
                 if db.in_transaction:
                     db.execute("COMMIT")
         except BaseException:
@@ -261,7 +302,7 @@ class EventLog:
         if self._rows:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(_INSERT, self._rows)
+            _insert(self._db, self._rows)
             self._rows.clear()
             self._inserted_seq = self._seq
 

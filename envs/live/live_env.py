@@ -209,11 +209,13 @@ class LiveTradingEnv(OrderFlow, gym.Env):
         """Feed closed bar ``ts`` (a missing bar as the store's gap policy marks it) to the online
         factors; shift its feature row and mask into the window; update the marks."""
         bar = fetched.bar(ts)
-        ok = np.isfinite(bar).all(axis=1)
-        if np.count_nonzero(ok) == ok.size:  # (the common case: every asset delivered)
+        total = float(bar.sum())
+        if total - total == 0.0:  # (the common case: every value finite; a NaN or inf makes the sum one)
+            ok = np.ones(len(bar), dtype=bool)
             self._seen[:] = True
             self._last_raw_close = bar[:, 3].copy()
         else:
+            ok = np.isfinite(bar).all(axis=1)
             gap = ~ok & self._seen  # the store's "mark" policy: last close carried, volume 0, untradable
             bar[~ok] = np.nan
             bar[gap, :4] = self._last_raw_close[gap, None]

@@ -45,7 +45,6 @@ client id sent again finds its first order however old (never a second order).
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -366,25 +365,23 @@ class PaperExchange:
         self._emit("decision", self.book.now if self.book.now is not None else int(bar_ts), bar_ts=int(bar_ts),
                    obs_hash=str(obs_hash), action=act)
 
-    @contextlib.contextmanager
-    def batch(self):
+    def batch(self) -> "_PaperBatch":
         """``with exchange.batch(): ...``: the events of the block (a bar's decision and orders) are
         committed together when it ends (one commit instead of one each). The caller acts on what
         the block returned only after it ends; a crash inside it leaves none of them (an exception
         rolls the log back and rebuilds the book from it)."""
-        try:
-            with self.events.batch():
-                yield self
-        except BaseException:
-            self.book = self._new_book()
-            candles = 0
-            for event in self.events:
-                self.book.apply(event)
-                candles += event.kind == "candle"
-            if self.feed is not None:  # (the block's candles were rolled back with it)
-                self.feed.truncate(candles)
-                self._sync_feed()
-            raise
+        return _PaperBatch(self)
+
+    def _rebuild_book(self) -> None:
+        """The book (and a growing feed) from the log, after a block's events were rolled back."""
+        self.book = self._new_book()
+        candles = 0
+        for event in self.events:
+            self.book.apply(event)
+            candles += event.kind == "candle"
+        if self.feed is not None:  # (the block's candles were rolled back with it)
+            self.feed.truncate(candles)
+            self._sync_feed()
 
     def state_at(self, ts: int) -> dict[str, Any]:
         """The account as it stood at time ``ts`` (UTC ms): the log's events up to it, replayed."""
@@ -526,6 +523,29 @@ class PaperExchange:
             written = [self.events.append_data(kind, close_ts, data) for kind, data in events]
         for event in written:
             self.book.apply(event)
+
+class _PaperBatch:
+    """:meth:`PaperExchange.batch`'s context manager (a class, not a generator: it runs twice a bar)."""
+
+    __slots__ = ("ex", "inner")
+
+    def __init__(self, ex: PaperExchange) -> None:
+        self.ex, self.inner = ex, ex.events.batch()
+
+    def __enter__(self) -> PaperExchange:
+        self.inner.__enter__()
+        return self.ex
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            self.inner.__exit__(exc_type, exc, tb)
+        except BaseException:
+            self.ex._rebuild_book()
+            raise
+        if exc_type is not None:
+            self.ex._rebuild_book()
+        return False
+
 
 _ERRORS = {"InsufficientFunds": InsufficientFunds, "BadSymbol": BadSymbol, "InvalidOrder": InvalidOrder,
            "NotSupported": NotSupported}
