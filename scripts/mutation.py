@@ -121,11 +121,12 @@ MODULE_TESTS: dict[str, list[str]] = {
     "envs/backtest.py": ["tests/test_backtest.py", *_REFERENCE, _ENV_ADDED, *_WIDER],
     "envs/metrics.py": ["tests/test_metrics.py", "tests/test_short_spans.py", "tests/test_backtest.py", _ENV_ADDED],
     "data_layer/factors/custom.py": ["tests/test_factors_custom.py", "tests/test_factor_values.py",
-                                     "tests/test_mutants_factors.py"],
+                                     "tests/test_mutants_factors.py", "tests/test_factor_contract.py"],
     "data_layer/factors/normalise.py": ["tests/test_normalise.py", "tests/test_factors_custom.py",
-                                        "tests/test_mutants_factors.py"],
+                                        "tests/test_mutants_factors.py", "tests/test_normalise_contract.py"],
     "data_layer/store_merge.py": ["tests/test_store.py", "tests/test_store_partitions.py",
-                                  "tests/test_no_silent_data_mistakes.py", "tests/test_mutants_store.py"],
+                                  "tests/test_no_silent_data_mistakes.py", "tests/test_mutants_store.py",
+                                  "tests/test_store_merge_contract.py"],
 }
 
 GROUPS: dict[str, list[str]] = {
