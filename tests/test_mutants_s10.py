@@ -23,3 +23,24 @@ def test_a_position_of_exactly_one_unit_counts_in_the_equity_that_sizes_the_next
     _, _, _, _, info = e.step(np.array([0.25, 0.5], np.float32))
     assert list(info["positions"]) == pytest.approx([1.0, 10.0], abs=1e-12)
     assert info["cash"] == pytest.approx(250.0, abs=1e-9) and info["equity"] == pytest.approx(1000.0, abs=1e-9)
+
+
+def test_a_signed_action_below_minus_one_is_clipped_to_minus_one():
+    """The signed mapping takes A values in [-1, 1] times max_leverage; a value beyond is clipped
+    (as the clamp in actions.py documents): [-2, 1] is [-1, 1], weights -1 and 1 scaled to the gross
+    leverage of 1: -0.5 and 0.5, i.e. -2 X and 2 Y at 250 (unclipped, -2 and 1 would scale to -2/3
+    and 1/3)."""
+    from factorgym.data_layer.tensor import FactorTensor
+    from factorgym.envs import CryptoTradingEnv
+
+    p = np.full((4, 2), 250.0)
+    prices = np.stack([p, p, p, p, np.full(p.shape, 1000.0)], axis=-1)
+    t = FactorTensor.from_arrays(np.zeros((4, 2, 1)), prices, np.arange(4) * 3_600_000, symbols=["X", "Y"])
+    got = []
+    for a in (-2.0, -1.0):  # (X's value; Y's is 1)
+        e = CryptoTradingEnv(t, mapping="signed", long_only=False, initial_cash=1000.0, random_start=False,
+                             execution=ExecutionConfig.frictionless(max_leverage=1.0))
+        e.reset(options={"start": 0})
+        _, _, _, _, info = e.step(np.array([a, 1.0], np.float32))
+        got.append(list(info["positions"]))
+    assert got[0] == got[1] == pytest.approx([-2.0, 2.0], abs=1e-12)
