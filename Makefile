@@ -73,7 +73,8 @@ suite-time: install
 	nice -n 10 $(BIN)/python benchmarks/suite_time.py --workers $(PYTEST_WORKERS) $(SUITE_TIME_ARGS)
 
 ## mutation: plant bugs one at a time (cosmic-ray) in the engine, custom factors, normalisation and the
-## store's merge (in a snapshot of HEAD, runs/mutation/tree), and run the tests that guard each module; not part
+## store's merge (in a snapshot of HEAD, runs/mutation/tree), and run against each the default suite's tests that
+## run its line (coverage map of the suite, built once per snapshot) and those that guard its module; not part
 ## of `make test` (days in full: MUTATION_ARGS="--stratified 160 --seed 2026 --stop-at 19:05" for a seeded sample
 ## spread over the modules by size; "--resume" continues; name groups to narrow: "engine env factors store")
 mutation: install

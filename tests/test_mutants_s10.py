@@ -1,0 +1,46 @@
+"""Tests for the survivors of session 10's mutation samples (scripts/mutation.py, seed 10011): each
+holds the engine against a value worked by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from factorgym.envs import ExecutionConfig
+from test_mutants_engine import make_env
+
+
+def test_a_position_of_exactly_one_unit_counts_in_the_equity_that_sizes_the_next_orders():
+    """Frictionless, X at 250 and Y at 50 throughout. Bar 1's open: 25% in X buys exactly 1 X
+    (0.25 x 1000 / 250), cash 750. Bar 2's open: 25% X and 50% Y of the equity at the open, 750 +
+    1 x 250 = 1000: X stays at 1 unit, Y is 0.5 x 1000 / 50 = 10 units, cash 250, equity 1000.
+    (A position of 1 unit left out of the open's equity would size both on 750.)"""
+    cfg = ExecutionConfig.frictionless(max_leverage=1.0)
+    prices = [[250.0, 50.0]] * 4
+    e = make_env(prices, prices, cfg)
+    _, _, _, _, info = e.step(np.array([0.25, 0.0], np.float32))
+    assert list(info["positions"]) == [1.0, 0.0] and info["cash"] == 750.0
+    _, _, _, _, info = e.step(np.array([0.25, 0.5], np.float32))
+    assert list(info["positions"]) == pytest.approx([1.0, 10.0], abs=1e-12)
+    assert info["cash"] == pytest.approx(250.0, abs=1e-9) and info["equity"] == pytest.approx(1000.0, abs=1e-9)
+
+
+def test_a_signed_action_below_minus_one_is_clipped_to_minus_one():
+    """The signed mapping takes A values in [-1, 1] times max_leverage; a value beyond is clipped
+    (as the clamp in actions.py documents): [-2, 1] is [-1, 1], weights -1 and 1 scaled to the gross
+    leverage of 1: -0.5 and 0.5, i.e. -2 X and 2 Y at 250 (unclipped, -2 and 1 would scale to -2/3
+    and 1/3)."""
+    from factorgym.data_layer.tensor import FactorTensor
+    from factorgym.envs import CryptoTradingEnv
+
+    p = np.full((4, 2), 250.0)
+    prices = np.stack([p, p, p, p, np.full(p.shape, 1000.0)], axis=-1)
+    t = FactorTensor.from_arrays(np.zeros((4, 2, 1)), prices, np.arange(4) * 3_600_000, symbols=["X", "Y"])
+    got = []
+    for a in (-2.0, -1.0):  # (X's value; Y's is 1)
+        e = CryptoTradingEnv(t, mapping="signed", long_only=False, initial_cash=1000.0, random_start=False,
+                             execution=ExecutionConfig.frictionless(max_leverage=1.0))
+        e.reset(options={"start": 0})
+        _, _, _, _, info = e.step(np.array([a, 1.0], np.float32))
+        got.append(list(info["positions"]))
+    assert got[0] == got[1] == pytest.approx([-2.0, 2.0], abs=1e-12)
