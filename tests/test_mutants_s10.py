@@ -44,3 +44,32 @@ def test_a_signed_action_below_minus_one_is_clipped_to_minus_one():
         _, _, _, _, info = e.step(np.array([a, 1.0], np.float32))
         got.append(list(info["positions"]))
     assert got[0] == got[1] == pytest.approx([-2.0, 2.0], abs=1e-12)
+
+
+def test_an_intrabar_margin_shortfall_under_one_unit_of_quote_liquidates():
+    """No fees. Bar 1's open: Y -100% sells 20 Y at 50 (cash 2000). Bar 2 opens at 50 (the target
+    is unchanged: no order), trades up to 80.02 and closes at 50. At the high the equity is
+    2000 - 20 x 80.02 = 399.6 against a maintenance of 0.25 x 1600.4 = 400.1: a shortfall of 0.5
+    (less than one unit of quote, still a breach), so the short is bought back intrabar where the
+    surplus 2000 - 25 x p reaches 0, at 80: cash = equity = 2000 - 1600 = 400. (Without the
+    intrabar check the close at 50 leaves the account whole: equity 1000, status ok.)"""
+    cfg = ExecutionConfig.frictionless(max_leverage=2.0, maintenance_margin=0.25)
+    o = np.array([[100.0, 50.0], [100.0, 50.0], [100.0, 50.0], [100.0, 50.0]])
+    c = o.copy()
+    high, low = o.copy(), o.copy()
+    high[2, 1] = 80.02
+    prices = np.stack([o, high, low, c, np.full(o.shape, 1000.0)], axis=-1)
+    from factorgym.data_layer.tensor import FactorTensor
+    from factorgym.envs import CryptoTradingEnv
+
+    t = FactorTensor.from_arrays(np.zeros((4, 2, 1)), prices, np.arange(4) * 3_600_000, symbols=["X", "Y"])
+    e = CryptoTradingEnv(t, mapping="direct", long_only=False, execution=cfg, initial_cash=1000.0, random_start=False)
+    e.reset(options={"start": 0})
+    short = np.array([0.0, -1.0], np.float32)
+    _, _, _, _, info = e.step(short)
+    assert info["status"] == "ok" and info["cash"] == pytest.approx(2000.0, abs=1e-9)
+    _, _, term, _, info = e.step(short)
+    assert info["status"] == "liquidated" and term
+    assert list(info["positions"]) == [0.0, 0.0]
+    assert info["trades"][-1]["price"] == pytest.approx(80.0, abs=1e-6)
+    assert info["equity"] == pytest.approx(400.0, abs=1e-6) and info["cash"] == pytest.approx(400.0, abs=1e-6)
