@@ -73,3 +73,30 @@ def test_an_intrabar_margin_shortfall_under_one_unit_of_quote_liquidates():
     assert list(info["positions"]) == [0.0, 0.0]
     assert info["trades"][-1]["price"] == pytest.approx(80.0, abs=1e-6)
     assert info["equity"] == pytest.approx(400.0, abs=1e-6) and info["cash"] == pytest.approx(400.0, abs=1e-6)
+
+
+def test_an_untradable_asset_at_an_open_of_exactly_zero_equity_is_rejected_untradable():
+    """Frictionless, leverage 2. Bar 1's open: 25% X buys 2.5 X at 100, -100% Y sells 20 Y at 50:
+    cash 1000 - 250 + 1000 = 1750. Bar 2: X does not trade (its mark stays 100), Y opens at 100:
+    equity at the open 1750 + 250 - 2000 = 0 exactly. The account is bankrupt at the gap: Y's short
+    is closed, X (untradable) keeps its 2.5 units and its order reads "rejected_untradable". (Written
+    for phases.py:117, `equity_open >= 0.0` before 1 / equity_open; it does not kill it: that mutant
+    is still open.)"""
+    from factorgym.data_layer.tensor import FactorTensor
+    from factorgym.envs import CryptoTradingEnv
+
+    cfg = ExecutionConfig.frictionless(max_leverage=2.0, maintenance_margin=0.0)
+    o = np.array([[100.0, 50.0], [100.0, 50.0], [100.0, 100.0], [100.0, 100.0]])
+    prices = np.stack([o, o, o, o, np.full(o.shape, 1000.0)], axis=-1)
+    tradable = np.ones((4, 2), bool)
+    tradable[2, 0] = False
+    t = FactorTensor.from_arrays(np.zeros((4, 2, 1)), prices, np.arange(4) * 3_600_000, symbols=["X", "Y"],
+                                 tradable=tradable)
+    e = CryptoTradingEnv(t, mapping="direct", long_only=False, execution=cfg, initial_cash=1000.0, random_start=False)
+    e.reset(options={"start": 0})
+    _, _, _, _, info = e.step(np.array([0.25, -1.0], np.float32))
+    assert info["cash"] == 1750.0 and list(info["positions"]) == [2.5, -20.0]
+    _, _, term, _, info = e.step(np.array([0.5, -1.0], np.float32))
+    assert info["status"] == "bankrupt" and term and info["equity"] == 0.0
+    assert list(info["positions"]) == [2.5, 0.0]
+    assert e.order_status == ["rejected_untradable", "filled"]
