@@ -151,8 +151,7 @@ class _Batch:
             try:
                 log._batch_done()
                 return False
-            except BaseException:
-                log._in_batch = log._exit_state["in_batch"] = False
+            except BaseException:  # (a failed commit)
                 self._drop()
                 raise
         self._drop()
