@@ -169,6 +169,7 @@ class CryptoTradingEnv(gym.Env):
         self._step32, self._step64 = partial(self._first_step, _F32), partial(self._first_step, _F64)
         self._done = True
         self._prev_equity = float(initial_cash)
+        self._bounds: tuple = (None, None)  # (start, end and their one-env index arrays of the last episode)
 
     def _first_step(self, dtype, action, obs):
         """Compile the entry point for this action dtype on first use, then step straight into it."""
@@ -194,7 +195,16 @@ class CryptoTradingEnv(gym.Env):
     def _start_episode(self, start: int, end: int, obs: np.ndarray) -> None:
         """The core of :meth:`reset` for bounds already checked, first observation into ``obs``: the
         live loop's shadow env restarts here every bar (no Gymnasium seeding, no info dict)."""
-        self._core.reset(np.zeros(1, dtype=np.int64), np.array([start], dtype=np.int64), np.array([end], dtype=np.int64), obs)
+        bounds = self._bounds
+        if bounds[0] != start or bounds[1] != end:  # (the shadow restarts at the same bounds every bar)
+            bounds = self._bounds = (start, end, np.zeros(1, dtype=np.int64), np.array([start], dtype=np.int64),
+                                     np.array([end], dtype=np.int64))
+        core = self._core
+        if obs.__class__ is _ndarray and obs.dtype is _F32 and obs.ndim == 1 and obs.flags.c_contiguous \
+                and obs.shape[0] == self._obs_dim:  # (the core's own checks, known to hold: its compiled call)
+            core._reset(bounds[2], bounds[3], bounds[4], core.prices, core.data, core.config, core.work, obs, core._out)
+        else:
+            core.reset(bounds[2], bounds[3], bounds[4], obs)
         self._done = False
         self._prev_equity = self.initial_cash
 

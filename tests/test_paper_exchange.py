@@ -93,6 +93,30 @@ def test_weight_orders_equal_backtest_at_every_bar(tmp_path, long_only, funding,
     np.testing.assert_array_equal([t["fee"]["cost"] for t in mine], trades["fee"].to_numpy())
 
 
+def test_balance_totals_are_fetch_balances_totals_at_every_bar(tmp_path):
+    """The loop reads the account through ``balance_totals`` (no ccxt structure): the same numbers as
+    ``fetch_balance()["total"]``, shorts included, in a dict the caller may change."""
+    tensor = _tensor()
+    w = _weights(tensor.n_bars, 3, long_only=False)
+    ex = PaperExchange(tensor, execution=ExecutionConfig(max_leverage=2.0), initial_cash=10_000.0, state_dir=tmp_path,
+                       long_only=False)
+    ts = tensor.timestamps
+    ex.advance(int(ts[1]))
+    seen_short = False
+    for t in range(1, 30):
+        for i, sym in enumerate(tensor.symbols):
+            if not math.isnan(w[t, i]):
+                ex.create_order(sym, "market", "buy", None, params={"targetWeight": float(w[t, i]), "clientOrderId": f"b{t}-{i}"})
+        ex.advance(int(ts[t + 1]))
+        totals = ex.balance_totals()
+        assert totals == ex.fetch_balance()["total"]
+        assert list(totals) == ["USDT", *(s.split("/")[0] for s in tensor.symbols)]
+        seen_short |= min(list(totals.values())[1:]) < 0
+        totals["USDT"] = -1.0
+        assert ex.fetch_balance()["total"]["USDT"] != -1.0
+    assert seen_short
+
+
 def test_a_liquidation_equals_backtest_and_is_a_fill_event(tmp_path):
     tensor = _tensor(T=40, gaps=False)
     tensor.prices[25:, 2, :4] *= 1.48  # SOL gaps up 48 % while the account is short 1.9x its equity in it

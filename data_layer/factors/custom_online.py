@@ -83,20 +83,31 @@ class _PerAsset:
         return np.array(rows, dtype=np.float64).reshape(len(self.states), self.k)
 
 
-class LogReturnOnline(_PerAsset):
-    """``log(close_t / close_{t - periods})``."""
+class LogReturnOnline:
+    """``log(close_t / close_{t - periods})``, every asset at once (the factor of most sets: no
+    Python loop over the assets)."""
+
+    k = 1
 
     def __init__(self, n_assets: int, periods: int = 1) -> None:
         self.periods = int(periods)
-        super().__init__(n_assets)
+        # each asset's last `periods` closes, oldest first (NaN until it has them: the ratio is NaN)
+        self._closes = np.full((n_assets, self.periods), np.nan)
 
-    def _new(self):
-        return deque(maxlen=self.periods)
-
-    def _one(self, closes, o, h, l, c, v):  # noqa: E741
-        out = float(np.log(c / closes[0])) if len(closes) == self.periods else NAN
-        closes.append(c)
-        return (out,)
+    def update(self, bar: np.ndarray, has: np.ndarray) -> np.ndarray:
+        c, closes = bar[:, 3], self._closes
+        if has.all():
+            out = np.log(c / closes[:, 0])
+            if self.periods > 1:
+                closes[:, :-1] = closes[:, 1:]
+            closes[:, -1] = c
+        else:  # (assets without a bar: NaN, their closes left alone)
+            out = np.full(len(c), NAN)
+            out[has] = np.log(c[has] / closes[has, 0])
+            if self.periods > 1:
+                closes[has, :-1] = closes[has, 1:]
+            closes[has, -1] = c[has]
+        return out.reshape(-1, 1)
 
 
 class RealizedVolOnline(_PerAsset):

@@ -100,6 +100,7 @@ class TalibFactor:
             if o not in all_outputs:
                 raise ConfigError(f"TA-Lib {fname} has no output {o!r}; its outputs are {all_outputs}")
         self.output_index = [all_outputs.index(o) for o in outputs]
+        self._every_output = self.output_index == list(range(len(all_outputs)))  # (no selection to make)
         self.multi = len(all_outputs) > 1
         if scale not in SCALES:
             raise ConfigError(f"TA-Lib {fname}: scale {scale!r} is not one of {SCALES}")
@@ -132,7 +133,7 @@ class TalibFactor:
     # ------------------------------------------------------------------ offline
     def _post(self, values: np.ndarray, close: np.ndarray) -> np.ndarray:
         """Select outputs and apply ``scale``: ``values`` [n, k_all] -> [n, k]."""
-        out = values[:, self.output_index]
+        out = values if self._every_output else values[:, self.output_index]
         if self.scale == "close":
             out = out / close[:, None]
         elif self.scale == "rel_close":

@@ -262,8 +262,10 @@ class LiveTradingEnv(OrderFlow, gym.Env):
 
     # ------------------------------------------------------------------ account
     def _balances(self) -> tuple[float, np.ndarray]:
-        bal = self.exchange.fetch_balance()
-        total = bal.get("total") or {}
+        totals = self.__dict__.get("_totals_fn", False)
+        if totals is False:  # (resolved once: the paper exchange's totals, without ccxt's whole structure)
+            totals = self._totals_fn = getattr(self.exchange, "balance_totals", None)
+        total = totals() if callable(totals) else (self.exchange.fetch_balance().get("total") or {})
         return float(total.get(self.quote, 0.0) or 0.0), np.array([float(total.get(b, 0.0) or 0.0) for b in self.bases])
 
     def _mark(self, cash: float, positions: np.ndarray) -> float:

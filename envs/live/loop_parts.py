@@ -93,10 +93,14 @@ def fill_bar_record(out: np.ndarray, carried: np.ndarray, bar: np.ndarray, trada
     second ``bar`` (OHLCV [A, 5], tradable where ``tradable``), without building the two-bar arrays
     (tested bit-identical). Untradable: the mark is carried, open = low = high = mark, no volume; no
     funding. (Compiled: one call instead of a dozen numpy calls or a Python loop over the assets.)"""
-    from factorgym.envs.live.paper_kernel import fill_record_nb
+    global _fill_record_nb
+    if _fill_record_nb is None:  # (imported on first use: numba loads with it; once, not a bar)
+        from factorgym.envs.live.paper_kernel import fill_record_nb as _fill_record_nb
+    _fill_record_nb(out, np.asarray(carried, dtype=np.float64), np.asarray(bar, dtype=np.float64),
+                    np.asarray(tradable, dtype=np.bool_))
 
-    fill_record_nb(out, np.asarray(carried, dtype=np.float64), np.asarray(bar, dtype=np.float64),
-                   np.asarray(tradable, dtype=np.bool_))
+
+_fill_record_nb = None
 
 
 def target_weights(config: np.ndarray, action: np.ndarray, n_assets: int) -> np.ndarray:

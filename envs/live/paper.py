@@ -236,6 +236,13 @@ class PaperExchange:
     def fetch_balance(self) -> dict[str, Any]:
         return self.book.balance()
 
+    def balance_totals(self) -> dict[str, float]:
+        """``fetch_balance()["total"]`` without the rest of the structure (the loop reads it every bar)."""
+        book = self.book
+        out = {book.quote: book.cash}
+        out.update(zip(book.bases, book.positions))
+        return out
+
     def create_order(self, symbol: str, type: str, side: str, amount: float | None, price: float | None = None,
                      params: dict[str, Any] | None = None) -> dict[str, Any]:
         params = dict(params or {})
