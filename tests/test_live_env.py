@@ -451,3 +451,39 @@ def test_a_crash_before_the_loops_book_keeps_the_sharpe_statistics(market, tmp_p
     env.exchange.close()
     assert [r for r, *_ in ref] != [0.0] * n
     assert got[:4] == ref[:4] and got[4:] == ref[5:]
+
+
+def test_feed_row_kernel_is_the_numpy_window_shift_it_replaced():
+    """``feed_row_nb`` (one compiled call a bar) against the numpy statements it replaced, on random
+    windows with NaN, infinities, float32 overflow, untradable assets and zero volumes."""
+    from factorgym.envs.live.paper_kernel import feed_row_nb
+
+    rng = np.random.default_rng(7)
+    specials = np.array([np.nan, np.inf, -np.inf, 1e39, -1e39, 3.4028235e38, 1e-46, 0.0])
+    for case in range(200):
+        W, A, F = int(rng.integers(1, 6)), int(rng.integers(1, 5)), int(rng.integers(1, 4))
+        feat = rng.normal(size=(W + 1, A, F)).astype(np.float32)
+        mask = (rng.random((W + 1, A)) < 0.7).astype(np.float32)
+        row = rng.normal(size=(A, F)) * 10.0 ** rng.integers(-3, 40)
+        hit = rng.random((A, F)) < 0.3
+        row[hit] = rng.choice(specials, size=int(hit.sum()))
+        tradable = rng.random(A) < 0.6
+        bar = rng.uniform(1, 100, (A, 5))
+        last_close, last_volume = rng.uniform(1, 100, A), rng.uniform(0, 5, A)
+        # the numpy statements of LiveTradingEnv._feed before the kernel
+        want_feat, want_mask = feat.copy(), mask.copy()
+        with np.errstate(over="ignore"):  # (1e39 cast: inf, then masked)
+            feats = np.asarray(row, dtype=np.float32)
+        want_feat[:-1] = want_feat[1:]
+        want_mask[:-1] = want_mask[1:]
+        want_feat[-1] = np.where(np.isfinite(feats) & tradable[:, None], feats, np.float32(0))
+        want_mask[-1] = tradable
+        want_close = np.where(tradable, bar[:, 3], last_close)
+        want_volume = np.where(tradable, bar[:, 4], last_volume)
+        close, volume = np.empty(A), np.empty(A)
+        feed_row_nb(feat, mask, row, tradable, bar, last_close, last_volume, close, volume)
+        np.testing.assert_array_equal(feat, want_feat, err_msg=f"case {case}")
+        np.testing.assert_array_equal(mask, want_mask, err_msg=f"case {case}")
+        np.testing.assert_array_equal(close, want_close)
+        np.testing.assert_array_equal(volume, want_volume)
+        assert not np.signbit(feat[-1][~np.isfinite(feats) | ~tradable[:, None]]).any()  # +0, as np.where's

@@ -45,6 +45,7 @@ from factorgym.envs.live.loop_parts import (  # noqa: F401 - Clock, SystemClock,
     Clock, ReplayClock, SystemClock, catch_up_book, fill_bar_record, market_rules_from_markets, obs_hash,
 )
 from factorgym.envs.live.order_flow import DONE_STATUSES, OrderFlow  # noqa: F401 - DONE_STATUSES: public here too
+from factorgym.envs.live.paper_kernel import feed_row_nb
 from factorgym.envs.spaces import split_obs
 from factorgym.errors import ConfigError
 
@@ -229,15 +230,15 @@ class LiveTradingEnv(OrderFlow, gym.Env):
             self._last_raw_close = np.where(ok, bar[:, 3], self._last_raw_close)
         row, tradable = self.online(int(ts), bar, ok)
         tradable = np.asarray(tradable, dtype=bool) & ok
-        feats = np.asarray(row, dtype=np.float32)
-        self._feat[:-1] = self._feat[1:]
-        self._mask[:-1] = self._mask[1:]
-        self._feat[-1] = np.where(np.isfinite(feats) & tradable[:, None], feats, np.float32(0))
-        self._mask[-1] = tradable
+        feats = row if type(row) is np.ndarray and row.dtype == np.float64 else np.asarray(row, dtype=np.float64)
+        if feats.shape != self._feat.shape[1:] or not feats.flags.c_contiguous:  # (numpy's broadcasting rules)
+            feats = np.ascontiguousarray(np.broadcast_to(feats, self._feat.shape[1:]))
+        close, volume = np.empty(len(bar)), np.empty(len(bar))
+        # the window shifted, the masked row in; the env's mark (last tradable close) and last volume
+        feed_row_nb(self._feat, self._mask, feats, tradable, bar, self._last_close, self._last_volume, close, volume)
         self._n_fed += 1
         self._prev_mark = self._last_close
-        self._last_close = np.where(tradable, bar[:, 3], self._last_close)  # the env's mark: last tradable close
-        self._last_volume = np.where(tradable, bar[:, 4], self._last_volume)
+        self._last_close, self._last_volume = close, volume
         self._bar, self._tradable, self._delivered = bar, tradable, ok
         self._marks.append((int(ts), self._last_close))
         self.bar_ts = int(ts)

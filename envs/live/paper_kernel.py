@@ -18,6 +18,7 @@ Block: ``block_rows(A, A)`` rows of one lane; its state rows are ``STATE`` then 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -129,6 +130,29 @@ def fill_record_nb(out, carried, bar, tradable):
 
 
 @numba.njit(**JIT)
+def feed_row_nb(feat, mask, row, tradable, bar, last_close, last_volume, close_out, volume_out):
+    """The live loop's window after closed bar ``bar`` (OHLCV [A, 5]): rows of ``feat`` (float32
+    [W + 1, A, F]) and ``mask`` (float32 [W + 1, A]) shifted one up in place, the last set to the
+    feature row ``row`` (float64 [A, F]) as float32, 0 where not finite or the asset not
+    ``tradable``, and to ``tradable``; the mark (last tradable close) and last tradable volume into
+    ``close_out`` and ``volume_out``. (One call instead of ~20 small numpy ones a bar.)"""
+    T, A, F = feat.shape
+    for t in range(T - 1):
+        for i in range(A):
+            mask[t, i] = mask[t + 1, i]
+            for f in range(F):
+                feat[t, i, f] = feat[t + 1, i, f]
+    for i in range(A):
+        ok = tradable[i]
+        for f in range(F):
+            x = np.float32(row[i, f])
+            feat[T - 1, i, f] = x if ok and np.isfinite(x) else np.float32(0.0)
+        mask[T - 1, i] = np.float32(1.0) if ok else np.float32(0.0)
+        close_out[i] = bar[i, 3] if ok else last_close[i]
+        volume_out[i] = bar[i, 4] if ok else last_volume[i]
+
+
+@numba.njit(**JIT)
 def _fmin(a, b):
     """numpy's ``fmin``: the smaller, ignoring a NaN."""
     return b if a != a or b < a else a
@@ -139,9 +163,13 @@ def _fmax(a, b):
     return b if a != a or b > a else a
 
 
+#: ``block_rows(A, A)`` for the Python-level readers below (they run a few times a bar; the rows never change)
+_rows_of = functools.lru_cache(maxsize=64)(lambda A: block_rows(A, A))
+
+
 def fills_of(block: np.ndarray, A: int) -> np.ndarray:
     """The block's fill rows as [3A, N_FILL] (row kind x A + asset; quantity 0 = no fill)."""
-    rows = block_rows(A, A)
+    rows = _rows_of(A)
     return block[rows.fills: rows.fills + N_FILL * 3 * A].reshape(N_FILL, 3 * A).T.copy()
 
 
@@ -151,5 +179,5 @@ def account_of(block: np.ndarray, A: int) -> tuple[float, np.ndarray]:
 
 
 def order_status_of(block: np.ndarray, A: int) -> np.ndarray:
-    rows = block_rows(A, A)
+    rows = _rows_of(A)
     return block[rows.order_status: rows.order_status + A].astype(np.int64)
