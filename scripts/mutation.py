@@ -100,7 +100,8 @@ _REFERENCE = ["tests/test_reference_step.py", "tests/test_autoreset.py"]
 # existing tests that killed survivors of the session-7 sample (fills, rounding, the five-bar run,
 # hypothesis invariants; mapped vs in-memory runs of every env): last, as they compile more signatures
 _WIDER = ["tests/test_execution.py", "tests/test_env_mmap.py"]
-_ENGINE = [_BY_HAND, *_REFERENCE, "tests/test_mutants_engine.py", "tests/test_mutants_s10.py", *_WIDER]
+_ENGINE = [_BY_HAND, *_REFERENCE, "tests/test_mutants_engine.py", "tests/test_mutants_s10.py",
+           "tests/test_mutants_s11.py", *_WIDER]
 _ENV_ADDED = "tests/test_mutants_env.py"  # (tests written for survivors of earlier runs)
 _CONFIG_ERRORS = "tests/test_env_api.py::test_bad_configuration_gives_clear_errors"  # (1 s; the file: 2 min)
 _VECTOR = "tests/test_vector_env.py"  # vector vs single env, batch layouts, autoreset (~6 s warm)
