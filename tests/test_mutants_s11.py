@@ -41,3 +41,4 @@ def test_a_weight_asked_of_an_untradable_asset_not_held_at_an_open_of_zero_equit
     assert info["status"] == "bankrupt" and term and info["equity"] == pytest.approx(0.0, abs=1e-12)
     assert list(info["positions"]) == [0.0, 0.0]
     assert e.order_status[0] == "rejected_untradable"
+
