@@ -42,3 +42,54 @@ def test_a_weight_asked_of_an_untradable_asset_not_held_at_an_open_of_zero_equit
     assert list(info["positions"]) == [0.0, 0.0]
     assert e.order_status[0] == "rejected_untradable"
 
+
+
+def test_a_long_only_account_under_one_unit_of_quote_scales_its_buys_to_its_cash():
+    """Long-only, taker fee 0.1%, no slippage, initial cash 0.5 (a valid, if small, account). 100% X at
+    100 plans 0.5 / 100 = 0.005 X costing 0.5 x 1.001 = 0.5005 > 0.5 cash, so the buy is scaled by
+    0.5 / 0.5005 x (1 - 1e-12): 0.005 / 1.001 x (1 - 1e-12) X, and the cash stays >= 0 (step 5: cash
+    never goes negative). (execution.py:212 `planned_cost > 1.0` would not scale a cost under 1: 0.005 X
+    bought, cash -0.0005.)"""
+    o = np.array([[100.0, 50.0]] * 3)
+    prices = np.stack([o, o, o, o, np.full(o.shape, 1000.0)], axis=-1)
+    t = FactorTensor.from_arrays(np.zeros((3, 2, 1)), prices, np.arange(3) * 3_600_000, symbols=["X", "Y"])
+    cfg = ExecutionConfig.frictionless(taker_fee=0.001, max_leverage=1.0)
+    e = CryptoTradingEnv(t, mapping="direct", long_only=True, execution=cfg, initial_cash=0.5, random_start=False)
+    e.reset(options={"start": 0})
+    _, _, _, _, info = e.step(np.array([1.0, 0.0], np.float32))
+    qty = 0.005 / 1.001 * (1.0 - 1e-12)
+    assert info["positions"][0] == pytest.approx(qty, rel=1e-12) and info["positions"][1] == 0.0
+    assert 0.0 <= info["cash"] <= 1e-12
+    assert info["fees"] == pytest.approx(qty * 100.0 * 0.001, rel=1e-12)
+
+
+def test_a_memory_mapped_one_asset_tensor_observes_its_features(tmp_path):
+    """One asset, two features, window 2: the first observation (decision bar 1) holds the feature rows
+    of bars 0 and 1 as stored, [1, 2, 3, 4], also when the tensor is memory-mapped (the raw path writes
+    the rows itself: F = features per bar / A = 2). (actions.py:129 `A > 1` would take F = 0 for one
+    asset and leave the mapped tensor's feature rows unwritten.)"""
+    feats = np.array([[[1.0, 2.0]], [[3.0, 4.0]], [[5.0, 6.0]], [[7.0, 8.0]]], np.float32)
+    o = np.full((4, 1), 100.0)
+    prices = np.stack([o, o, o, o, np.full(o.shape, 1000.0)], axis=-1)
+    FactorTensor.from_arrays(feats, prices, np.arange(4) * 3_600_000, symbols=["X"]).save(tmp_path / "t")
+    mapped = FactorTensor.load(tmp_path / "t", mmap=True)
+    e = CryptoTradingEnv(mapped, window=2, mapping="direct", random_start=False)
+    obs, _ = e.reset(options={"start": 1})
+    assert list(obs[:4]) == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (5, 2), (4, 2, 1)])
+def test_a_funding_array_of_the_wrong_shape_is_refused_naming_the_field_and_both_shapes(shape):
+    """The env reads ``tensor.funding`` from any tensor object (FactorTensor checks its own at
+    construction; one set afterwards, or a tensor of another class, is not): a [T, A] = [4, 2] tensor
+    whose funding is [4, 3], [5, 2] or [4, 2, 1] is refused with one clear error naming the field and
+    both shapes, not numpy's broadcasting error. (layouts.py:161 `funding.shape < (T, A)` lets every
+    one of these shapes through: each compares greater than (4, 2) as tuples.)"""
+    from factorgym.errors import DataValidationError
+
+    o = np.full((4, 2), 100.0)
+    t = FactorTensor.from_arrays(np.zeros((4, 2, 1)), np.stack([o, o, o, o, o], axis=-1), np.arange(4) * 3_600_000,
+                                 symbols=["X", "Y"])
+    t.funding = np.zeros(shape)
+    with pytest.raises(DataValidationError, match=rf"tensor.funding must be \[T, A\] = \(4, 2\), got \({shape[0]}, "):
+        CryptoTradingEnv(t, mapping="direct", random_start=False)
