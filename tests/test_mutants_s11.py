@@ -93,3 +93,19 @@ def test_a_funding_array_of_the_wrong_shape_is_refused_naming_the_field_and_both
     t.funding = np.zeros(shape)
     with pytest.raises(DataValidationError, match=rf"tensor.funding must be \[T, A\] = \(4, 2\), got \({shape[0]}, "):
         CryptoTradingEnv(t, mapping="direct", random_start=False)
+
+
+def test_a_negative_direct_weight_of_a_long_only_env_is_clipped_to_zero_not_sold_short():
+    """Long-only, direct mapping, frictionless, X at 100 and Y at 50: the action [-0.5, 0.5] is outside
+    the action space [0, 1]; the kernel clips the weights to the long-only constraints (>= 0, summing
+    to <= 1): X 0 (no order: nothing held), Y 0.5 x 1000 / 50 = 10 units, cash 500. (actions.py:71
+    `w == 0.0` instead of `w < 0.0` would keep X at -0.5: 5 X sold short in a long-only account.)"""
+    o = np.array([[100.0, 50.0]] * 3)
+    prices = np.stack([o, o, o, o, np.full(o.shape, 1000.0)], axis=-1)
+    t = FactorTensor.from_arrays(np.zeros((3, 2, 1)), prices, np.arange(3) * 3_600_000, symbols=["X", "Y"])
+    e = CryptoTradingEnv(t, mapping="direct", long_only=True, execution=ExecutionConfig.frictionless(max_leverage=1.0),
+                         initial_cash=1000.0, random_start=False)
+    e.reset(options={"start": 0})
+    _, _, _, _, info = e.step(np.array([-0.5, 0.5], np.float32))
+    assert list(info["positions"]) == [0.0, 10.0] and info["cash"] == 500.0
+    assert list(info["weights"]) == [0.0, 0.5] and e.order_status == ["ignored_no_change", "filled"]
