@@ -100,7 +100,8 @@ _REFERENCE = ["tests/test_reference_step.py", "tests/test_autoreset.py"]
 # existing tests that killed survivors of the session-7 sample (fills, rounding, the five-bar run,
 # hypothesis invariants; mapped vs in-memory runs of every env): last, as they compile more signatures
 _WIDER = ["tests/test_execution.py", "tests/test_env_mmap.py"]
-_ENGINE = [_BY_HAND, *_REFERENCE, "tests/test_mutants_engine.py", "tests/test_mutants_s10.py", *_WIDER]
+_ENGINE = [_BY_HAND, *_REFERENCE, "tests/test_mutants_engine.py", "tests/test_mutants_s10.py",
+           "tests/test_mutants_s11.py", *_WIDER]
 _ENV_ADDED = "tests/test_mutants_env.py"  # (tests written for survivors of earlier runs)
 _CONFIG_ERRORS = "tests/test_env_api.py::test_bad_configuration_gives_clear_errors"  # (1 s; the file: 2 min)
 _VECTOR = "tests/test_vector_env.py"  # vector vs single env, batch layouts, autoreset (~6 s warm)
@@ -696,12 +697,23 @@ def allocate(sizes: dict[str, int], total: int) -> dict[str, int]:
     return out
 
 
+def sample_keys(module: str, keys: list[str], k: int, seed: int) -> set[str]:
+    """A seeded uniform sample of ``k`` of a module's mutant keys. Drawn from the keys sorted (module,
+    line, operator, occurrence: fixed by the source), not from cosmic-ray's job ids (random uuids
+    at each init): the same seed on the same source draws the same mutants in any checkout."""
+    ordered = sorted(keys)
+    return set(random.Random(f"{seed}:{module}").sample(ordered, min(k, len(ordered))))
+
+
 def choose(modules: list[str], per_module: dict[str, int], seed: int) -> None:
     """Keep a seeded uniform sample of ``per_module[m]`` mutants of each module (the rest skipped)."""
+    from cosmic_ray.work_db import WorkDB, use_db
+
     for m in modules:
-        ids = _pending(m)
-        chosen = set(random.Random(f"{seed}:{m}").sample(ids, min(per_module[m], len(ids))))
-        _skip(_db(m), lambda it: it.job_id in chosen)
+        with use_db(str(_db(m)), WorkDB.Mode.open) as db:
+            keys = [_key(it.mutations[0]) for it in db.pending_work_items]
+        chosen = sample_keys(m, keys, per_module[m], seed)
+        _skip(_db(m), lambda it: _key(it.mutations[0]) in chosen)
 
 
 _ALONE: dict[str, bool] = {}
@@ -739,7 +751,7 @@ def execute(modules: list[str], seed: int, stop_at: float | None) -> None:
     for m in modules:
         with use_db(str(_db(m)), WorkDB.Mode.open) as db:
             todo += [(m, it) for it in db.pending_work_items]
-    todo.sort(key=lambda t: (t[0], t[1].job_id))
+    todo.sort(key=lambda t: (t[0], _key(t[1].mutations[0])))  # (not the job ids: random at each init)
     random.Random(f"{seed}:order").shuffle(todo)
     run = json.loads((OUT / "run.json").read_text())
     selection = Selection(coverage_map(run["source_key"]), max_seconds=run.get("max_test_seconds", MAX_TEST_SECONDS))

@@ -51,6 +51,17 @@ def test_stratified_allocation_is_proportional_with_at_least_one_per_module():
     assert M.allocate({"a": 100, "b": 1}, 10) == {"a": 9, "b": 1}
 
 
+def test_a_seed_draws_the_same_mutants_whatever_order_the_session_lists_them_in():
+    """cosmic-ray's job ids are random at each init: the sample is drawn from the keys, so a seed
+    names the same mutants in another checkout of the same source (and another seed others)."""
+    keys = [f"envs/x.py:{line} core/NumberReplacer #{n}" for n, line in enumerate(range(10, 60))]
+    a = M.sample_keys("envs/x.py", keys, 7, seed=11001)
+    b = M.sample_keys("envs/x.py", list(reversed(keys)), 7, seed=11001)
+    assert a == b and len(a) == 7 and a <= set(keys)
+    assert M.sample_keys("envs/x.py", keys, 7, seed=11002) != a
+    assert M.sample_keys("envs/x.py", keys[:3], 7, seed=11001) == set(keys[:3])
+
+
 def test_a_mutant_key_parses_as_the_report_prints_it_and_in_colon_form():
     assert M.parse_key("envs/core.py:142 core/NumberReplacer #61") == ("envs/core.py", 142, "core/NumberReplacer", 61)
     assert M.parse_key("envs/core.py:142:core/NumberReplacer:61") == ("envs/core.py", 142, "core/NumberReplacer", 61)
