@@ -120,6 +120,28 @@ def test_bad_configs(cfg, match):
         factor_from_config(cfg)
 
 
+@pytest.mark.parametrize("nbdev", [-2.0, 0, 0.0, float("nan"), True, "2"])
+def test_bb_pctb_refuses_a_band_width_that_is_not_positive_offline_and_online(nbdev):
+    """A negative ``nbdev`` swaps TA-Lib's bands (every %b would read 0.5), 0 collapses them: one line,
+    naming the parameter, from the tensor build and from the live loop's online state alike."""
+    f = factor_from_config({"kind": "custom", "name": "bb_pctb", "params": {"timeperiod": 5, "nbdev": nbdev}})
+    with pytest.raises(ConfigError, match=r"^bb_pctb: nbdev=.*; expected a number of standard deviations > 0$"):
+        f.compute(random_panel(holes=False))
+    with pytest.raises(ConfigError, match="bb_pctb: nbdev="):
+        f.online(["A/USDT", "B/USDT"])
+
+
+def test_bb_pctb_of_a_positive_band_width_is_pandas_percent_b():
+    """%b with a band of 1.5 standard deviations (population, as TA-Lib's BBANDS) against pandas: the
+    parameter reaches both bands."""
+    p = random_panel(T=60, seed=3, holes=False)
+    out = factor_from_config({"kind": "custom", "name": "bb_pctb", "params": {"timeperiod": 5, "nbdev": 1.5}}).compute(p)
+    c = pd.DataFrame(p.ohlcv()[:, :, 3])
+    mid, sd = c.rolling(5).mean(), c.rolling(5).std(ddof=0)
+    want = (c - (mid - 1.5 * sd)) / (3.0 * sd)
+    np.testing.assert_allclose(out[4:, :, 0], want.to_numpy()[4:], rtol=1e-9, atol=1e-9)
+
+
 def test_wrong_output_shape_is_a_clear_error():
     f = factor_from_config({"kind": "custom", "func": "numpy:ones_like", "warmup": 0})  # ones_like(open, high, ...) -> TypeError
     with pytest.raises(ConfigError, match="failed"):

@@ -105,6 +105,8 @@ class CustomFactor:
         n = len(s["close"])
         try:
             res = self.spec.func(*(s[f] for f in FIELDS), **self.params)
+        except ConfigError:  # (the function's own one-line message about its params)
+            raise
         except Exception as exc:
             raise ConfigError(f"custom factor {self.spec.name!r} failed with params {self.params}: {exc!r}") from exc
         res = np.asarray(res, dtype=np.float64)
@@ -272,9 +274,17 @@ def volume_zscore(open, high, low, close, volume, window=24):
     return np.where(sd > 1e-9, (lv - mean) / np.where(sd > 1e-9, sd, 1.0), 0.0)
 
 
+def _check_nbdev(nbdev: Any) -> None:
+    """Band widths in standard deviations must be > 0 (TA-Lib takes a negative one and swaps the bands:
+    every %b would read 0.5)."""
+    if isinstance(nbdev, bool) or not isinstance(nbdev, (int, float, np.integer, np.floating)) or not nbdev > 0:
+        raise ConfigError(f"bb_pctb: nbdev={nbdev!r}; expected a number of standard deviations > 0")
+
+
 @custom_factor("bb_pctb", warmup=lambda p: int(p.get("timeperiod", 20)) - 1, online=_inc.BBPctbOnline)
 def bb_pctb(open, high, low, close, volume, timeperiod=20, nbdev=2.0):
     """Bollinger %b: (close - lower) / (upper - lower), 0.5 when the bands collapse."""
+    _check_nbdev(nbdev)
     up, _, lo = _talib().BBANDS(close, timeperiod=timeperiod, nbdevup=nbdev, nbdevdn=nbdev, matype=0)
     width = up - lo
     return np.where(width > 0, (close - lo) / np.where(width > 0, width, 1.0), 0.5)

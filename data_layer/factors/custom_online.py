@@ -150,6 +150,9 @@ class BBPctbOnline(_PerAsset):
     """Bollinger %b over TA-Lib's ``BBANDS`` (SMA middle band)."""
 
     def __init__(self, n_assets: int, timeperiod: int = 20, nbdev: float = 2.0) -> None:
+        from factorgym.data_layer.factors.custom import _check_nbdev
+
+        _check_nbdev(nbdev)
         self.timeperiod, self.nbdev = int(timeperiod), float(nbdev)
         super().__init__(n_assets)
 
