@@ -48,7 +48,7 @@ def is_short_span(metrics: dict) -> bool:
 
 def bars_per_year_from_ms(timeframe_ms: int | float) -> float:
     """Bars in a 365-day 24/7 year for a bar of ``timeframe_ms`` milliseconds."""
-    if not timeframe_ms or timeframe_ms <= 0:
+    if not timeframe_ms or not 0 < timeframe_ms < math.inf:  # (NaN and inf too: no year of such bars)
         raise ValueError(f"timeframe_ms must be > 0, got {timeframe_ms!r}")
     return MS_PER_YEAR / float(timeframe_ms)
 

@@ -30,7 +30,8 @@ def test_bars_per_year_is_a_365_day_24_7_year_over_the_bar_length(timeframe, bar
     assert M.MS_PER_YEAR == 365 * 24 * 3600 * 1000
 
 
-@pytest.mark.parametrize("ms, got", [(0, "0"), (-1, "-1"), (-0.5, "-0.5"), (None, "None"), (0.0, "0.0")])
+@pytest.mark.parametrize("ms, got", [(0, "0"), (-1, "-1"), (-0.5, "-0.5"), (None, "None"), (0.0, "0.0"),
+                                     (float("nan"), "nan"), (float("inf"), "inf"), (float("-inf"), "-inf")])
 def test_bars_per_year_refuses_a_bar_length_that_is_not_positive_naming_it(ms, got):
     with pytest.raises(ValueError, match=rf"^timeframe_ms must be > 0, got {got}$"):
         M.bars_per_year_from_ms(ms)
