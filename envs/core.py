@@ -41,8 +41,10 @@ def _fast(dispatcher, *args, act_dtype=None):
     Calling it skips numba's per-call type dispatch (~0.8 us of a ~3 us env step). Safe because
     every array we pass later has the dtype, dimensions and layout given here: ours are allocated
     once (observation buffers: fresh C-contiguous float32 [N x obs_dim]), and actions are checked
-    for dtype first (numba's unboxing checks the dimensions; the kernel checks the length; any
-    strides are fine: layout 'A'). ``act_dtype`` replaces the type of ``act`` by a 1-D 'A' array.
+    for dtype and made 1-D first by every caller (``PortfolioCore.step`` reshapes, the env's ``step``
+    tests ``ndim``: a compiled entry point does not check the dimensions of what it is handed); the
+    kernel checks the length; any strides are fine: layout 'A'. ``act_dtype`` replaces the type of
+    ``act`` by a 1-D 'A' array.
     """
     sig = [numba.typeof(a) for a in args]
     if act_dtype is not None:
