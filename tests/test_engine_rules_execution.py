@@ -125,7 +125,8 @@ def test_market_rules_store_the_reciprocals_of_the_steps_and_zero_for_no_step():
 def test_min_amount_is_met_at_exactly_the_minimum(size, status):
     cash, pos, r = order(size, rules=market_rules(min_amount=0.5))
     assert r.status == status
-    assert pos == (size if status == ex.FILLED else 0.0) and cash == (1000.0 - 100.0 * size if status == ex.FILLED else 1000.0)
+    filled = status == ex.FILLED
+    assert pos == (size if filled else 0.0) and cash == (1000.0 - 100.0 * size if filled else 1000.0)
 
 
 @pytest.mark.parametrize("size, status", [(0.5, ex.FILLED), (0.4999, ex.IGNORED_MIN_NOTIONAL), (0.5001, ex.FILLED)])
@@ -140,7 +141,7 @@ def test_min_notional_is_met_at_exactly_the_minimum_of_quantity_times_the_refere
 def test_the_minimums_apply_to_the_lot_rounded_quantity():
     # 0.8 -> 0.75 (3 lots) meets min_amount 0.75 exactly; 0.99 -> 0.75 x 100 = 75 < min_notional 80
     assert order(0.8, rules=market_rules(lot_step=0.25, min_amount=0.75))[2].status == ex.FILLED
-    assert order(0.99, rules=market_rules(lot_step=0.25, min_notional=80.0))[2].status == ex.IGNORED_MIN_NOTIONAL  # 0.75 x 100 = 75
+    assert order(0.99, rules=market_rules(lot_step=0.25, min_notional=80.0))[2].status == ex.IGNORED_MIN_NOTIONAL
 
 
 @pytest.mark.parametrize("kw, size, status", [
@@ -198,11 +199,13 @@ def test_an_untradable_order_is_rejected_with_nothing_filled():
 ])
 def test_ignored_orders_report_the_reference_price_and_no_costs(size, rules, status):
     cash, pos, r = order(size, rules=rules, slip=Slippage(0.25, 0.0, 0.5))
-    assert (r.status, r.quantity, r.price, r.fee, r.slippage_cost, cash, pos) == (status, 0.0, 100.0, 0.0, 0.0, 1000.0, 0.0)
+    got = (r.status, r.quantity, r.price, r.fee, r.slippage_cost, cash, pos)
+    assert got == (status, 0.0, 100.0, 0.0, 0.0, 1000.0, 0.0)
 
 
 def test_status_names_follow_the_codes():
     assert [ex.ORDER_STATUS[c] for c in (ex.FILLED, ex.IGNORED_NO_CHANGE, ex.IGNORED_LOT, ex.IGNORED_MIN_AMOUNT,
                                          ex.IGNORED_MIN_NOTIONAL, ex.REJECTED_UNTRADABLE)] == \
-        ["filled", "ignored_no_change", "ignored_lot", "ignored_min_amount", "ignored_min_notional", "rejected_untradable"]
+        ["filled", "ignored_no_change", "ignored_lot", "ignored_min_amount", "ignored_min_notional",
+         "rejected_untradable"]
     assert math.log(ex.LOG_FLOOR) == pytest.approx(-27.631021, abs=1e-6)

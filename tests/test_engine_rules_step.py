@@ -165,7 +165,8 @@ def test_borrow_is_paid_each_bar_on_short_notional_plus_borrowed_cash(w, cash, s
     cash -= borrow
     borrow = (short + max(-cash, 0.0)) / 1024
     _, _, _, _, info = e.step(act(NAN, NAN))
-    assert info["borrow_cost"] == pytest.approx(borrow, rel=1e-15) and info["cash"] == pytest.approx(cash - borrow, rel=1e-15)
+    assert info["borrow_cost"] == pytest.approx(borrow, rel=1e-15)
+    assert info["cash"] == pytest.approx(cash - borrow, rel=1e-15)
 
 
 def test_funding_longs_pay_and_shorts_receive_on_the_close_notional():
