@@ -96,3 +96,21 @@ def test_a_following_order_fill_leaves_only_its_own_row():
     assert [(t["symbol"], t["kind"], t["quantity"]) for t in info["trades"]] == [("X", "order", 2.5)]
     f = e.core.fills[0]
     assert f[0].tolist() == [2.5, 100.0, 0.0, 0.0] and not f[1:, 0].any() and not f[2:].any()
+
+
+def test_a_reset_writes_the_starting_state_and_an_out_row_of_equity_cash_and_bar_only():
+    from factorgym.envs.layouts import COUNTER, OUT, STATE
+    core = PortfolioCore(tensor([[100.0, 50.0], [100.0, 50.0], [120.0, 50.0], [120.0, 50.0]]), 2, window=1,
+                         scheme="direct", initial_cash=1000.0, execution=ExecutionConfig.frictionless(max_leverage=1.0),
+                         reward=RewardConfig(kind="differential_sharpe"), long_only=True)
+    core.reset(np.array([0, 1]), np.array([0, 0]), np.array([3, 3]))
+    core.step(np.array([[0.5, 0.5], [1.0, 0.0]]))
+    core.step(np.array([[0.5, 0.5], [1.0, 0.0]]))
+    assert core.state[1, STATE.sharpe_square] != 0.0 and core.out[1, OUT.fees] == 0.0
+    core.reset(np.array([1]), np.array([1]), np.array([2]))
+    assert core.state[1].tolist() == [1000.0, 1000.0, 1000.0, 1000.0, 0.0, 0.0, 0.0, 0.0]  # STATE, positions
+    assert core.counters[1].tolist() == [1, 2, 0, 0]  # bar, end bar, done, steps
+    row = np.zeros(core.out.shape[1])
+    row[[OUT.equity, OUT.cash, OUT.bar]] = [1000.0, 1000.0, 1.0]
+    assert core.out[1].tolist() == row.tolist()
+    assert core.counters[0, COUNTER.steps] == 2 and core.state[0, STATE.cash] != 1000.0  # env 0 untouched

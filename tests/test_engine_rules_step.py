@@ -240,6 +240,12 @@ def test_the_differential_sharpe_reward_follows_moody_and_saffell(eta, scale):
     assert want[0] == 0.0 and [o[1] for o in out] == pytest.approx(want, rel=1e-9, abs=1e-12)
 
 
+def test_a_reset_restarts_the_differential_sharpe_statistics():
+    e, _ = run(RewardConfig(kind="differential_sharpe", sharpe_eta=0.5), n=2)
+    e.reset(options={"start": 0})
+    assert e.step(act(1.0, 0.0))[1] == 0.0  # the EMAs start again at 0: no variance, reward 0
+
+
 def test_a_reward_scale_multiplies_the_log_return_rewards():
     _, out = run(RewardConfig(kind="drawdown_penalty", drawdown_penalty=0.5, scale=-3.0))
     assert out[1][1] == pytest.approx(-3.0 * (math.log(0.75) - 0.125), abs=1e-12)
@@ -254,9 +260,15 @@ def test_bankruptcy_is_at_exactly_zero_equity(close, status, equity):
     c = [[50.0, 50.0], [50.0, 50.0], [close, 50.0], [close, 50.0]]
     e = env(tensor(o, c), LS)
     e.step(act(-1.0, 0.0))
-    _, reward, term, trunc, info = e.step(act(NAN, NAN))
+    obs, reward, term, trunc, info = e.step(act(NAN, NAN))
     assert info["status"] == status and term == (status == "bankrupt") and not trunc
     assert info["equity"] == equity
+    # weights are value / equity, 0 where the equity is not > 0; drawdown from the peak 1000 (bar 1)
+    w = -20 * close / equity if equity > 0 else 0.0
+    cash_w = 2000 / equity if equity > 0 else 0.0
+    assert list(info["weights"]) == pytest.approx([w, 0.0], rel=1e-12)
+    np.testing.assert_allclose(obs[-5:], np.array([w, 0.0, cash_w, equity / 1000, 1 - equity / 1000], np.float32),
+                               rtol=1e-6)
     # the log return's ratio is floored at 1e-12: log(1e-12) on bankruptcy
     assert reward == pytest.approx(math.log(max(equity / 1000, 1e-12)), abs=1e-9)
     if term:
