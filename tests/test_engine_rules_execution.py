@@ -9,8 +9,11 @@ import math
 
 import pytest
 
+from factorgym.envs import ExecutionConfig
 from factorgym.envs import execution as ex
 from factorgym.envs.execution import Slippage, market_rules, process_order
+
+from tests._engine_rules_data import act, env, tensor
 
 NONE = Slippage(0.0, 0.0, 0.5)
 
@@ -209,3 +212,21 @@ def test_status_names_follow_the_codes():
         ["filled", "ignored_no_change", "ignored_lot", "ignored_min_amount", "ignored_min_notional",
          "rejected_untradable"]
     assert math.log(ex.LOG_FLOOR) == pytest.approx(-27.631021, abs=1e-6)
+
+
+# ---------------------------------------------------------------------- per-symbol rules: config > tensor meta > default
+@pytest.mark.parametrize("cfg, fee, qty", [
+    (dict(), 1 / 512, 4.75),                                  # from meta: fee 1/512, lot 0.25 (4.98 -> 4.75)
+    (dict(taker_fee=1 / 1024), 1 / 1024, 4.75),               # the config's fee over the meta's
+    (dict(taker_fee={"X": 1 / 256, "Y": 0.0}, lot_step=0.0), 1 / 256, 4.98),
+    (dict(use_market_rules=False), 0.001, 4.98),              # meta ignored: the default 10 bps, no lot
+])
+def test_per_symbol_rules_come_from_the_config_then_the_tensor_meta_then_the_default(cfg, fee, qty):
+    t = tensor([[100.0, 50.0]] * 3)
+    t.meta["market_rules"] = {"X": {"symbol": "X", "taker_fee": 1 / 512, "amount_step": 0.25}}
+    base = dict(slippage_bps=0.0, half_spread_bps=0.0, impact_coef=0.0, max_leverage=1.0)
+    e = env(t, ExecutionConfig(**{**base, **cfg}), long_only=True)
+    _, _, _, _, info = e.step(act(0.498, 0.0))  # 4.98 X at 100
+    (trade,) = info["trades"]
+    assert trade["quantity"] == pytest.approx(qty, abs=1e-12)
+    assert trade["fee"] == pytest.approx(qty * 100 * fee, rel=1e-12)

@@ -114,3 +114,9 @@ def test_a_reset_writes_the_starting_state_and_an_out_row_of_equity_cash_and_bar
     row[[OUT.equity, OUT.cash, OUT.bar]] = [1000.0, 1000.0, 1.0]
     assert core.out[1].tolist() == row.tolist()
     assert core.counters[0, COUNTER.steps] == 2 and core.state[0, STATE.cash] != 1000.0  # env 0 untouched
+
+
+def test_a_missing_high_or_low_on_a_tradable_bar_falls_back_to_the_open_and_close():
+    # fmin / fmax skip NaN: low = min(open 10, close 10.5) = 10, high = max(10, 10.5) = 10.5
+    t = duck([[10.0]], [[NAN]], [[NAN]], [[10.5]], [[2.0]], [[1]])
+    assert price_records(t, t.tradable)[0, 0, :7].tolist() == [10.0, 10.5, 0.5, 1.0, 10.0, 10.5, 0.0]
