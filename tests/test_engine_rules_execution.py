@@ -214,7 +214,7 @@ def test_status_names_follow_the_codes():
     assert math.log(ex.LOG_FLOOR) == pytest.approx(-27.631021, abs=1e-6)
 
 
-# ---------------------------------------------------------------------- per-symbol rules: config > tensor meta > default
+# ------------------------------------------------- per-symbol rules: config > tensor meta > default
 @pytest.mark.parametrize("cfg, fee, qty", [
     (dict(), 1 / 512, 4.75),                                  # from meta: fee 1/512, lot 0.25 (4.98 -> 4.75)
     (dict(taker_fee=1 / 1024), 1 / 1024, 4.75),               # the config's fee over the meta's
