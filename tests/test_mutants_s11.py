@@ -109,3 +109,30 @@ def test_a_negative_direct_weight_of_a_long_only_env_is_clipped_to_zero_not_sold
     _, _, _, _, info = e.step(np.array([-0.5, 0.5], np.float32))
     assert list(info["positions"]) == [0.0, 10.0] and info["cash"] == 500.0
     assert list(info["weights"]) == [0.0, 0.5] and e.order_status == ["ignored_no_change", "filled"]
+
+
+def test_the_results_row_of_a_refused_step_is_zero_but_its_status():
+    """The core's results row of an env that did not step is zero but for its status (kernels._finish:
+    "zero for envs that did not step"; core.step: "out[:, OUT.status] < 0 marks them"). Frictionless,
+    X at 100: a first step buys 5 X (cash 500, equity 1000); a second with NaN in the action is
+    refused (ValueError), and the env's row of ``core.out`` then reads 0 for cash, equity, weights,
+    positions and every other field, and ENV_BAD_ACTION as status; the env's state (cash 500) has
+    not moved. (kernels.py:140 would leave cash -1.0 in that row.)"""
+    from factorgym.envs.execution import ENV_BAD_ACTION
+    from factorgym.envs.layouts import OUT, STATE
+
+    o = np.array([[100.0, 50.0]] * 4)
+    prices = np.stack([o, o, o, o, np.full(o.shape, 1000.0)], axis=-1)
+    t = FactorTensor.from_arrays(np.zeros((4, 2, 1)), prices, np.arange(4) * 3_600_000, symbols=["X", "Y"])
+    e = CryptoTradingEnv(t, mapping="signed", long_only=False, initial_cash=1000.0, random_start=False,
+                         execution=ExecutionConfig.frictionless(max_leverage=1.0))
+    e.reset(options={"start": 0})
+    _, _, _, _, info = e.step(np.array([0.5, 0.0], np.float32))
+    assert info["cash"] == 500.0 and list(info["positions"]) == [5.0, 0.0]
+    with pytest.raises(ValueError, match="not in the action space"):
+        e.step(np.array([np.nan, 0.0], np.float32))
+    row = e.core.out[0].copy()
+    assert row[OUT.status] == ENV_BAD_ACTION < 0
+    row[OUT.status] = 0.0
+    assert not row.any(), row
+    assert e.core.state[0, STATE.cash] == 500.0  # (the env did not move)
