@@ -253,3 +253,15 @@ def test_each_of_three_symbols_fills_under_its_own_rules():
     _, _, _, _, info = e.step(act(0.2, 0.025, 0.289))
     assert e.order_status == ["ignored_min_notional", "filled", "ignored_min_amount"]
     assert [(x["symbol"], x["quantity"]) for x in info["trades"]] == [("Y", 0.5)]
+
+
+@pytest.mark.parametrize("cash, cost, want", [
+    (1000.0, 500.0, 1.0),                        # the cash suffices: unscaled
+    (1000.0, 1000.0, 1.0),                       # exactly the cash: unscaled (scaled only when it exceeds)
+    (1000.0, 0.0, 1.0),                          # nothing planned
+    (1000.0, 4000.0, 0.25 * (1 - 1e-12)),        # cash / cost less a margin of 1e-12
+    (0.5, 0.5 * 1025 / 1024, 1024 / 1025 * (1 - 1e-12)),  # below one quote unit as well
+    (-10.0, 5.0, 0.0),                           # no cash (a negative cash counts as none)
+])
+def test_the_long_only_buy_scale(cash, cost, want):
+    assert ex.buy_scale_nb(cash, cost) == pytest.approx(want, rel=1e-15, abs=0.0)
