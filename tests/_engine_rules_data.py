@@ -29,12 +29,10 @@ def tensor(open_, close=None, high=None, low=None, volume=1000.0, features=None,
 
 def env(t: FactorTensor, cfg: ExecutionConfig | None = None, start: int = 0, end: int | None = None,
         initial_cash: float = 1000.0, mapping: str = "direct", long_only: bool = False, **kw) -> CryptoTradingEnv:
-    """A started env over ``t`` (frictionless unless ``cfg``), from decision bar ``start``."""
+    """A started env over ``t`` (frictionless with leverage 2 unless ``cfg``), from decision bar ``start``;
+    ``long_only=None`` lets a discrete env infer it from its levels."""
     cfg = ExecutionConfig.frictionless(max_leverage=2.0) if cfg is None else cfg
-    if mapping == "simplex" or kw.get("action_scheme") == "discrete":
-        lo = None if mapping == "simplex" else long_only
-    else:
-        lo = long_only
+    lo = None if mapping == "simplex" else long_only  # (simplex is long-only by itself)
     e = CryptoTradingEnv(t, mapping=mapping, long_only=lo, execution=cfg, initial_cash=initial_cash,
                          random_start=False, **kw)
     options = {"start": start} if end is None else {"start": start, "end": end}

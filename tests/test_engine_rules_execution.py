@@ -230,3 +230,38 @@ def test_per_symbol_rules_come_from_the_config_then_the_tensor_meta_then_the_def
     (trade,) = info["trades"]
     assert trade["quantity"] == pytest.approx(qty, abs=1e-12)
     assert trade["fee"] == pytest.approx(qty * 100 * fee, rel=1e-12)
+
+
+def test_each_of_three_symbols_fills_under_its_own_rules():
+    # lot / price step / min amount / fee per symbol; slippage 1/64: X 100 -> 101.5625 -> step 0.25 up:
+    # 101.75; Y 50 -> 50.78125 -> step 0.5: 51.0; Z 10 -> 10.15625 -> step 1: 11.0. Targets 0.299 of 1000:
+    # X 2.99 -> lot 0.25: 2.75 (275 >= X's minimum notional 250); Y 5.98 -> lot 0.5: 5.5; Z 29.9 -> lot 1:
+    # 29, exactly Z's minimum amount
+    t = tensor([[100.0, 50.0, 10.0]] * 3)
+    cfg = ExecutionConfig.frictionless(
+        max_leverage=3.0, maintenance_margin=0.0, slippage_bps=156.25,
+        taker_fee={"X": 1 / 1024, "Y": 1 / 512, "Z": 1 / 256}, lot_step={"X": 0.25, "Y": 0.5, "Z": 1.0},
+        price_step={"X": 0.25, "Y": 0.5, "Z": 1.0}, min_amount={"X": 0.0, "Y": 0.0, "Z": 29.0},
+        min_notional={"X": 250.0, "Y": 0.0, "Z": 0.0})
+    e = env(t, cfg)
+    _, _, _, _, info = e.step(act(0.299, 0.299, 0.299))
+    got = [(x["symbol"], x["quantity"], x["price"], x["fee"]) for x in info["trades"]]
+    assert got == [("X", 2.75, 101.75, 2.75 * 101.75 / 1024), ("Y", 5.5, 51.0, 5.5 * 51.0 / 512),
+                   ("Z", 29.0, 11.0, 29.0 * 11.0 / 256)]
+    # X 0.2 -> 2 X x 100 = 200 < 250; Y 0.025 -> 0.5 Y, one lot, no minimum for Y; Z 0.289 -> 28 < 29
+    e = env(t, cfg)
+    _, _, _, _, info = e.step(act(0.2, 0.025, 0.289))
+    assert e.order_status == ["ignored_min_notional", "filled", "ignored_min_amount"]
+    assert [(x["symbol"], x["quantity"]) for x in info["trades"]] == [("Y", 0.5)]
+
+
+@pytest.mark.parametrize("cash, cost, want", [
+    (1000.0, 500.0, 1.0),                        # the cash suffices: unscaled
+    (1000.0, 1000.0, 1.0),                       # exactly the cash: unscaled (scaled only when it exceeds)
+    (1000.0, 0.0, 1.0),                          # nothing planned
+    (1000.0, 4000.0, 0.25 * (1 - 1e-12)),        # cash / cost less a margin of 1e-12
+    (0.5, 0.5 * 1025 / 1024, 1024 / 1025 * (1 - 1e-12)),  # below one quote unit as well
+    (-10.0, 5.0, 0.0),                           # no cash (a negative cash counts as none)
+])
+def test_the_long_only_buy_scale(cash, cost, want):
+    assert ex.buy_scale_nb(cash, cost) == pytest.approx(want, rel=1e-15, abs=0.0)

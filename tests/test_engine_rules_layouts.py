@@ -120,3 +120,22 @@ def test_a_missing_high_or_low_on_a_tradable_bar_falls_back_to_the_open_and_clos
     # fmin / fmax skip NaN: low = min(open 10, close 10.5) = 10, high = max(10, 10.5) = 10.5
     t = duck([[10.0]], [[NAN]], [[NAN]], [[10.5]], [[2.0]], [[1]])
     assert price_records(t, t.tradable)[0, 0, :7].tolist() == [10.0, 10.5, 0.5, 1.0, 10.0, 10.5, 0.0]
+
+
+def test_the_compiled_step_marks_every_env_bad_shape_and_returns_minus_one_for_an_action_of_the_wrong_size():
+    from factorgym.envs.execution import ENV_BAD_SHAPE
+    from factorgym.envs.layouts import OUT
+    core = PortfolioCore(tensor([[100.0, 50.0]] * 4), 3, window=1, scheme="direct", initial_cash=1000.0,
+                         execution=ExecutionConfig.frictionless(), reward=RewardConfig(), long_only=True)
+    core.reset(np.arange(3), np.zeros(3, np.int64), np.full(3, 3))
+    obs = np.zeros(3 * core.obs_dim, np.float32)
+    # 5 values for 3 envs x 2: the kernel itself refuses it (the core's step checks sizes in Python first)
+    got = core.step64(core.prices, core.data, core.config, core.work, core.dims, core._out, np.full(5, 0.25), obs)
+    assert got == -1
+    assert core.out[:, OUT.status].tolist() == [ENV_BAD_SHAPE] * 3
+    assert not np.delete(core.out, OUT.status, axis=1).any()
+    assert core.counters[:, 0].tolist() == [0, 0, 0] and core.state[:, 0].tolist() == [1000.0] * 3
+    # the env raises naming the shape
+    e = env(tensor([[100.0, 50.0]] * 4), long_only=True)
+    with pytest.raises(ValueError, match=r"has shape \(3,\)"):
+        e.step(np.full(3, 0.25))

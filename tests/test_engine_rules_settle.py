@@ -115,3 +115,18 @@ def test_impact_grows_with_the_square_root_of_the_participation_in_the_fill_bars
     e = env(tensor([[100.0, 50.0]] * 3, volume=v), cfg, long_only=True)
     _, _, _, _, info = e.step(act(0.5, 0.0))
     assert trades(info) == [("X", "buy", "order", 5.0, price)]
+
+
+def test_an_intrabar_breach_is_liquidated_where_the_line_from_the_open_to_the_extreme_meets_the_margin():
+    # short 20 X at 50 (cash 2000), maintenance 0.25. Bar 2 opens at 60, trades up to 100, closes at 70.
+    # Surplus at the open: 2000 - 1200 - 0.25 x 1200 = 500; at the high: 0 - 0.25 x 2000 = -500: the
+    # surplus is 0 halfway, at 60 + 0.5 x 40 = 80 (2000 - 1600 = 400 = 0.25 x 1600): 20 bought at 80
+    o = [[50.0, 50.0], [50.0, 50.0], [60.0, 50.0], [70.0, 50.0]]
+    high = [[50.0, 50.0], [50.0, 50.0], [100.0, 50.0], [70.0, 50.0]]
+    c = [[50.0, 50.0], [50.0, 50.0], [70.0, 50.0], [70.0, 50.0]]
+    e = env(tensor(o, c, high=high), ExecutionConfig.frictionless(max_leverage=2.0, maintenance_margin=0.25))
+    e.step(act(-1.0, 0.0))
+    _, _, term, _, info = e.step(act(NAN, NAN))
+    assert info["status"] == "liquidated" and term
+    assert trades(info) == [("X", "buy", "liquidation", 20.0, 80.0)]
+    assert info["cash"] == 400.0 and info["equity"] == 400.0

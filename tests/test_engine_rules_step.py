@@ -481,3 +481,19 @@ def test_sqrt_nb_is_llvms_sqrt_of_a_float64_and_refuses_other_types():
     for x in (np.float32(0.25), np.int64(4)):
         with pytest.raises(numba.core.errors.TypingError):
             numba.njit(lambda y: sqrt_nb(y))(x)
+
+
+@pytest.mark.parametrize("n", [1, 9, 17])
+def test_each_env_of_a_batch_over_block_boundaries_trades_its_own_action(n):
+    # env k holds k / 32 of its 1000 in X (bought at 100) and 1/2 - k / 64 in Y (at 50); X closes at
+    # 110, Y at 40: equity 1000 + 100 k / 32 - 200 (1/2 - k / 64) = 900 + 6.25 k, by hand per env
+    t = tensor([[100.0, 50.0], [100.0, 50.0], [110.0, 40.0]], close=[[100.0, 50.0], [110.0, 40.0], [110.0, 40.0]])
+    v = CryptoTradingVectorEnv(t, n, window=1, mapping="direct", long_only=True, random_start=False, execution=LS,
+                               initial_cash=1000.0)
+    v.reset(options={"start": 0})
+    k = np.arange(n)
+    _, rewards, _, _, infos = v.step(np.stack([k / 32, 0.5 - k / 64], axis=1))
+    np.testing.assert_allclose(infos["equity"], 900.0 + 6.25 * k, rtol=1e-12)
+    np.testing.assert_allclose(infos["positions"], np.stack([k / 32 * 10, (0.5 - k / 64) * 20], axis=1), rtol=1e-12)
+    np.testing.assert_allclose(rewards, np.log((900.0 + 6.25 * k) / 1000), rtol=1e-12)
+    assert infos["n_trades"].tolist() == [1 if i == 0 else 2 for i in k]

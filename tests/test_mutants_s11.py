@@ -136,3 +136,33 @@ def test_the_results_row_of_a_refused_step_is_zero_but_its_status():
     row[OUT.status] = 0.0
     assert not row.any(), row
     assert e.core.state[0, STATE.cash] == 500.0  # (the env did not move)
+
+
+def test_a_vector_envs_untradable_close_row_is_cleared_by_its_next_step_in_any_lane():
+    """Two envs in one block of the vector env, frictionless, positions in untradable assets closed at
+    their mark. X (100 throughout) does not trade at bar 2. Step 1: env 0 holds cash, env 1 buys 50%
+    X = 5 X. Step 2 (fill bar 2): env 1's 5 X are closed at the mark, 100 (an untradable-close fill
+    row). Step 3 (fill bar 3): neither env trades. The fill rows are the last step's (layouts.py: a
+    rare row without a fill is all 0), so env 1's untradable-close row is zero again after step 3.
+    (kernels.py:179 `u0 - np.uint64(j)` looks for a rare fill still held in the wrong env's column
+    and leaves env 1's stale close in place.)"""
+    from factorgym.envs import CryptoTradingVectorEnv
+
+    o = np.array([[100.0, 50.0]] * 5)
+    prices = np.stack([o, o, o, o, np.full(o.shape, 1000.0)], axis=-1)
+    tradable = np.ones((5, 2), bool)
+    tradable[2, 0] = False
+    t = FactorTensor.from_arrays(np.zeros((5, 2, 1)), prices, np.arange(5) * 3_600_000, symbols=["X", "Y"],
+                                 tradable=tradable)
+    v = CryptoTradingVectorEnv(t, 2, mapping="direct", long_only=False, initial_cash=1000.0, random_start=False,
+                               execution=ExecutionConfig.frictionless(max_leverage=1.0, on_untradable="close"))
+    v.reset()
+    v.step(np.array([[0.0, 0.0], [0.5, 0.0]], np.float32))
+    assert list(v.core.state[1, -2:]) == [5.0, 0.0]  # (env 1's positions)
+    v.step(np.array([[0.0, 0.0], [0.5, 0.0]], np.float32))
+    assert v.trades(1) == [{"timestamp": 2 * 3_600_000, "symbol": "X", "side": "sell", "quantity": 5.0,
+                            "price": 100.0, "fee": 0.0, "slippage_cost": 0.0, "kind": "untradable_close"}]
+    assert list(v.core.state[1, -2:]) == [0.0, 0.0]
+    v.step(np.zeros((2, 2), np.float32))
+    assert v.trades(0) == v.trades(1) == []
+    assert not v.core.fills[:, 2:].any(), v.core.fills[1]  # (rows A..3A: untradable closes, liquidations)
