@@ -100,7 +100,9 @@ _REFERENCE = ["tests/test_reference_step.py", "tests/test_autoreset.py"]
 # existing tests that killed survivors of the session-7 sample (fills, rounding, the five-bar run,
 # hypothesis invariants; mapped vs in-memory runs of every env): last, as they compile more signatures
 _WIDER = ["tests/test_execution.py", "tests/test_env_mmap.py"]
-_ENGINE = [_BY_HAND, *_REFERENCE, "tests/test_mutants_engine.py", "tests/test_mutants_s10.py",
+# the engine's documented rules at their boundaries, by hand (session 11; ~4 s warm, ~75 s from an empty cache)
+_RULES = [f"tests/test_engine_rules_{part}.py" for part in ("execution", "actions", "step", "settle", "layouts", "constants")]
+_ENGINE = [_BY_HAND, *_REFERENCE, *_RULES, "tests/test_mutants_engine.py", "tests/test_mutants_s10.py",
            "tests/test_mutants_s11.py", *_WIDER]
 _ENV_ADDED = "tests/test_mutants_env.py"  # (tests written for survivors of earlier runs)
 _CONFIG_ERRORS = "tests/test_env_api.py::test_bad_configuration_gives_clear_errors"  # (1 s; the file: 2 min)
