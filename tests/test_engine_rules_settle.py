@@ -130,3 +130,34 @@ def test_an_intrabar_breach_is_liquidated_where_the_line_from_the_open_to_the_ex
     assert info["status"] == "liquidated" and term
     assert trades(info) == [("X", "buy", "liquidation", 20.0, 80.0)]
     assert info["cash"] == 400.0 and info["equity"] == 400.0
+
+
+@pytest.mark.parametrize("w, q", [((0.1, -0.02), (1.0, -0.4)), ((0.1, 0.05), (1.0, 1.0)), ((0.0, -0.05), (0.0, -1.0))])
+def test_the_close_marks_every_position_to_market_single_units_included(w, q):
+    # positions of exactly 1 and -1 unit (0.1 x 1000 / 100 = 1 X; 0.05 x 1000 / 50 = 1 Y); closes
+    # X 120, Y 40: equity = cash + sum(q x close), cash = 1000 - sum(q x open)
+    o = [[100.0, 50.0], [100.0, 50.0], [120.0, 40.0]]
+    c = [[100.0, 50.0], [120.0, 40.0], [120.0, 40.0]]
+    e = env(tensor(o, c), ExecutionConfig.frictionless(max_leverage=2.0, maintenance_margin=0.0))
+    _, _, _, _, info = e.step(act(*w))
+    assert list(info["positions"]) == pytest.approx(list(q), abs=1e-12)
+    cash = 1000.0 - q[0] * 100 - q[1] * 50
+    assert info["cash"] == pytest.approx(cash, abs=1e-9)
+    assert info["equity"] == pytest.approx(cash + q[0] * 120 + q[1] * 40, abs=1e-9)
+
+
+def test_an_env_whose_action_is_refused_pays_no_borrow_or_funding_for_that_step():
+    # short 10 Y at 50 (cash 1500), borrow 1/1024 a bar, funding -1/512 (shorts pay) on every bar:
+    # bar 1 charges 500/1024 + 500/512. A refused (NaN) action moves nothing: no bar, no charges;
+    # the next valid step charges bar 2's once: cash 1500 - 2 x (500/1024 + 1000/1024)
+    funding = [[0.0, -1 / 512]] * 4
+    cfg = ExecutionConfig.frictionless(max_leverage=2.0, maintenance_margin=0.0, borrow_rate_per_bar=1 / 1024)
+    e = env(tensor([[100.0, 50.0]] * 4, funding=funding), cfg, mapping="signed")
+    _, _, _, _, info = e.step(act(0.0, -0.25))
+    assert info["borrow_cost"] == 500 / 1024 and info["funding"] == 1000 / 1024
+    assert info["cash"] == 1500.0 - 1500 / 1024
+    with pytest.raises(ValueError, match="not in the action space"):
+        e.step(act(NAN, 0.0))
+    assert e.core.state[0, 0] == 1500.0 - 1500 / 1024 and e.core.counters[0, 0] == 1
+    _, _, _, _, info = e.step(act(0.0, -0.25 * 1000 / (1000 - 1500 / 1024)))  # (the same 10 Y short)
+    assert info["cash"] == pytest.approx(1500.0 - 3000 / 1024, abs=1e-9) and info["timestamp"] == 2 * 3_600_000
