@@ -497,3 +497,20 @@ def test_each_env_of_a_batch_over_block_boundaries_trades_its_own_action(n):
     np.testing.assert_allclose(infos["positions"], np.stack([k / 32 * 10, (0.5 - k / 64) * 20], axis=1), rtol=1e-12)
     np.testing.assert_allclose(rewards, np.log((900.0 + 6.25 * k) / 1000), rtol=1e-12)
     assert infos["n_trades"].tolist() == [1 if i == 0 else 2 for i in k]
+
+
+@pytest.mark.parametrize("units", [1.0, 2.0])
+def test_an_untradable_close_of_exactly_one_unit_is_in_the_steps_trades(units):
+    # hold exactly 1 (or 2) X bought at 100 (weight 0.1 / 0.2 of 1000, frictionless); X does not trade
+    # at bar 2: closed at its last close 100, a sell of exactly that many units (its fill row's
+    # quantity is -1.0: the kernel's store of the rare fill rows must keep it)
+    o = [[100.0, 50.0], [100.0, 50.0], [NAN, 50.0], [100.0, 50.0]]
+    tradable = np.array([[1, 1], [1, 1], [0, 1], [1, 1]], bool)
+    cfg = ExecutionConfig.frictionless(max_leverage=1.0, on_untradable="close")
+    e = env(tensor(o, tradable=tradable), cfg, long_only=True)
+    _, _, _, _, info = e.step(act(units / 10, 0.0))
+    assert info["positions"][0] == units
+    _, _, _, _, info = e.step(act(units / 10, 0.0))
+    assert [(t["symbol"], t["side"], t["kind"], t["quantity"], t["price"]) for t in info["trades"]] == \
+        [("X", "sell", "untradable_close", units, 100.0)]
+    assert info["positions"][0] == 0.0 and info["cash"] == 1000.0
