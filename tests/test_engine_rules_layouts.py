@@ -14,7 +14,7 @@ from factorgym.envs import ExecutionConfig, RewardConfig
 from factorgym.envs.core import PortfolioCore
 from factorgym.envs.layouts import PRICE, columns, inverse, price_records
 
-from tests._engine_rules_data import act, env, tensor
+from tests._engine_rules_data import HOUR, act, env, tensor
 
 NAN = float("nan")
 
@@ -139,3 +139,20 @@ def test_the_compiled_step_marks_every_env_bad_shape_and_returns_minus_one_for_a
     e = env(tensor([[100.0, 50.0]] * 4), long_only=True)
     with pytest.raises(ValueError, match=r"has shape \(3,\)"):
         e.step(np.full(3, 0.25))
+
+
+def test_a_memory_mapped_tensor_observes_its_first_bar_at_a_start_of_bar_zero(tmp_path):
+    """Window 1 starts at decision bar 0: the first observation of a memory-mapped tensor (whose feature
+    rows the raw path writes itself) holds bar 0's stored row, as an in-memory tensor's does. (The reset
+    writes every started env's rows; kernels.py:366 `stepped_only=True` would skip the env at bar 0.)"""
+    from factorgym.data_layer.tensor import FactorTensor as _Tensor
+    from factorgym.envs import CryptoTradingEnv
+
+    feats = np.array([[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]], [[9.0, 9.5], [9.75, 10.0]]], np.float32)
+    o = np.full((3, 2), 100.0)
+    prices = np.stack([o, o, o, o, np.full(o.shape, 1000.0)], axis=-1)
+    _Tensor.from_arrays(feats, prices, np.arange(3) * HOUR, symbols=["X", "Y"]).save(tmp_path / "t")
+    for mmap in (True, False):
+        t = _Tensor.load(tmp_path / "t", mmap=mmap)
+        obs, _ = CryptoTradingEnv(t, window=1, mapping="direct", random_start=False).reset(options={"start": 0})
+        assert list(obs[:4]) == [1.0, 2.0, 3.0, 4.0], mmap
