@@ -80,8 +80,9 @@ def test_an_untradable_asset_at_an_open_of_exactly_zero_equity_is_rejected_untra
     cash 1000 - 250 + 1000 = 1750. Bar 2: X does not trade (its mark stays 100), Y opens at 100:
     equity at the open 1750 + 250 - 2000 = 0 exactly. The account is bankrupt at the gap: Y's short
     is closed, X (untradable) keeps its 2.5 units and its order reads "rejected_untradable". (Written
-    for phases.py:117, `equity_open >= 0.0` before 1 / equity_open; it does not kill it: that mutant
-    is still open.)"""
+    for phases.py:117, `equity_open >= 0.0` before 1 / equity_open; it does not kill it: a held asset's
+    weight is +-inf there, still rejected. test_mutants_s11.py's asset NOT held, whose weight is NaN,
+    does.)"""
     from factorgym.data_layer.tensor import FactorTensor
     from factorgym.envs import CryptoTradingEnv
 
