@@ -107,6 +107,7 @@ _ENGINE = [_BY_HAND, *_REFERENCE, *_RULES, "tests/test_mutants_engine.py", "test
 _ENV_ADDED = "tests/test_mutants_env.py"  # (tests written for survivors of earlier runs)
 _CONFIG_ERRORS = "tests/test_env_api.py::test_bad_configuration_gives_clear_errors"  # (1 s; the file: 2 min)
 _VECTOR = "tests/test_vector_env.py"  # vector vs single env, batch layouts, autoreset (~6 s warm)
+_PARALLEL = "tests/test_vector_env.py::test_parallel_kernel_gives_the_same_trajectories_bit_for_bit"
 
 #: module -> the tests run against each of its mutants (in this order; pytest stops at the first failure)
 MODULE_TESTS: dict[str, list[str]] = {
@@ -114,8 +115,10 @@ MODULE_TESTS: dict[str, list[str]] = {
     "envs/actions.py": _ENGINE,
     "envs/phases.py": _ENGINE,
     # (+ the wrong-length action test of the single env's fast path, which hands it to the kernel as it is)
+    # (+ the parallel kernel against the serial one, last: it compiles one more kernel)
     "envs/kernels.py": [*_ENGINE,
-                        "tests/test_mutants_env.py::test_a_box_action_of_the_wrong_length_is_refused_and_moves_nothing"],
+                        "tests/test_mutants_env.py::test_a_box_action_of_the_wrong_length_is_refused_and_moves_nothing",
+                        _PARALLEL],
     "envs/layouts.py": [*_ENGINE[:-2], _VECTOR, *_WIDER],
     "envs/intrinsics.py": _ENGINE,
     "envs/core.py": [*_ENGINE[:-2], _ENV_ADDED, _VECTOR, *_WIDER],
