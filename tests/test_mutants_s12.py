@@ -1,0 +1,45 @@
+"""Tests for the survivors of session 12's mutation samples (scripts/mutation.py): each holds the engine
+against a value worked by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from factorgym.data_layer.tensor import FactorTensor
+from factorgym.envs import CryptoTradingEnv, ExecutionConfig
+
+HOUR = 3_600_000
+
+
+def _flat(levels: list[float], T: int = 4, tradable: np.ndarray | None = None) -> FactorTensor:
+    """Assets flat at ``levels`` (open = high = low = close), volume 1000."""
+    o = np.array([levels] * T)
+    prices = np.stack([o, o, o, o, np.full(o.shape, 1000.0)], axis=-1)
+    return FactorTensor.from_arrays(np.zeros((T, len(levels), 1)), prices, np.arange(T) * HOUR,
+                                    symbols=["X", "Y", "Z"][: len(levels)], tradable=tradable)
+
+
+def test_asking_the_held_weight_of_an_untradable_asset_is_no_change_not_a_rejection():
+    """X at 100, Y at 50, Z at 20; frictionless, cash 1000, direct weights. Step 1 buys 50% Y = 10 Y at
+    50 (cash 500). Y does not trade at bar 2. Asking 50% Y again there: Y's held weight at the open is
+    10 x 50 / 1000 = 0.5 exactly, the asked weight, so its order reads "ignored_no_change"; asking 25%
+    reads "rejected_untradable"; nothing moves either way, and Y trades again at bar 3.
+    (phases.py:130 `mark - i` reads Y's held weight from Z's open, 10 x 20 / 1000 = 0.2, and rejects
+    the unchanged 50%; with two assets that row is Y's own open, the mark on an untradable bar.)"""
+    tradable = np.ones((4, 3), bool)
+    tradable[2, 1] = False
+    e, other = (CryptoTradingEnv(_flat([100.0, 50.0, 20.0], tradable=tradable), mapping="direct", long_only=False,
+                                 initial_cash=1000.0, random_start=False,
+                                 execution=ExecutionConfig.frictionless(max_leverage=1.0)) for _ in range(2))
+    for env in (e, other):
+        env.reset(options={"start": 0})
+        _, _, _, _, info = env.step(np.array([0.0, 0.5, 0.0], np.float32))
+        assert list(info["positions"]) == [0.0, 10.0, 0.0] and info["cash"] == 500.0
+    _, _, _, _, info = other.step(np.array([0.0, 0.25, 0.0], np.float32))
+    assert other.order_status == ["ignored_no_change", "rejected_untradable", "ignored_no_change"]
+    assert list(info["positions"]) == [0.0, 10.0, 0.0] and info["cash"] == 500.0
+    _, _, _, _, info = e.step(np.array([0.0, 0.5, 0.0], np.float32))
+    assert e.order_status == ["ignored_no_change"] * 3
+    assert list(info["positions"]) == [0.0, 10.0, 0.0] and info["cash"] == 500.0 and info["equity"] == 1000.0
+    _, _, _, _, info = e.step(np.array([0.0, 0.25, 0.0], np.float32))  # (bar 3: Y trades again)
+    assert e.order_status[1] == "filled" and list(info["positions"]) == [0.0, 5.0, 0.0]
