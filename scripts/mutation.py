@@ -103,7 +103,7 @@ _WIDER = ["tests/test_execution.py", "tests/test_env_mmap.py"]
 # the engine's documented rules at their boundaries, by hand (session 11; ~4 s warm, ~75 s from an empty cache)
 _RULES = [f"tests/test_engine_rules_{part}.py" for part in ("execution", "actions", "step", "settle", "layouts", "constants")]
 _ENGINE = [_BY_HAND, *_REFERENCE, *_RULES, "tests/test_mutants_engine.py", "tests/test_mutants_s10.py",
-           "tests/test_mutants_s11.py", *_WIDER]
+           "tests/test_mutants_s11.py", "tests/test_mutants_s12.py", *_WIDER]
 _ENV_ADDED = "tests/test_mutants_env.py"  # (tests written for survivors of earlier runs)
 _CONFIG_ERRORS = "tests/test_env_api.py::test_bad_configuration_gives_clear_errors"  # (1 s; the file: 2 min)
 _VECTOR = "tests/test_vector_env.py"  # vector vs single env, batch layouts, autoreset (~6 s warm)
