@@ -25,6 +25,7 @@ from gymnasium.vector.utils import batch_space
 
 from factorgym.envs.layouts import INFO_SCALARS, OUT, OUT_WEIGHTS, out_shape
 from factorgym.envs.spaces import split_obs
+from factorgym.envs.trades import Trades
 from factorgym.envs.trading_env import CryptoTradingEnv
 from factorgym.errors import ConfigError
 
@@ -47,7 +48,8 @@ class CryptoTradingVectorEnv(VectorEnv):
     ``fees``, ``slippage_cost``, ``borrow_cost``, ``funding``, ``turnover`` float64 [N], ``weights`` and
     ``positions`` float64 [N, A], ``n_trades`` int64 [N], ``status`` int8 [N] (0 ok, 1 bankrupt,
     2 liquidated); present for every env, so no ``_key`` masks are given for them. The fills of env
-    i are ``env.trades(i)``. ``get_attr(name)`` reads an attribute of the env options (``window``,
+    i in the last step are ``env.trades(i)`` (for an env that ended in that step: its final step's fills,
+    a liquidation's included; the new episode has none yet). ``get_attr(name)`` reads an attribute of the env options (``window``,
     ``initial_cash``, ``execution``, ...) for every env, as Gymnasium's ``SyncVectorEnv`` does.
     """
 
@@ -70,6 +72,7 @@ class CryptoTradingVectorEnv(VectorEnv):
         self._reward_fn = proto._reward_fn
         self._prev_equity = np.full(self.num_envs, proto.initial_cash)
         self._live = False
+        self._final_fills: dict[int, tuple] = {}  # env -> its final step's fills, for envs reset in the last step
         A = core.n_assets
         self._cols = slice(OUT_WEIGHTS, OUT_WEIGHTS + A), slice(OUT_WEIGHTS + A, OUT_WEIGHTS + 2 * A)
         self._out_shape = out_shape(A, self.num_envs)
@@ -86,6 +89,7 @@ class CryptoTradingVectorEnv(VectorEnv):
         obs = np.empty((self.num_envs, self.core.obs_dim), dtype=np.float32)
         self.core.reset(idx, starts, ends, obs=obs)
         self._prev_equity[:] = self._proto.initial_cash
+        self._final_fills = {}
         self._live = True
         return self._wrap(obs), self._infos(include_status=False)
 
@@ -115,6 +119,8 @@ class CryptoTradingVectorEnv(VectorEnv):
         obs = np.empty(self._obs_shape, dtype=np.float32)
         # a fresh results array per step: rewards and infos are its columns, owned by the caller, so
         # nothing is copied; only a step with resets copies it (the reset rewrites those envs' rows)
+        if self._final_fills:
+            self._final_fills = {}
         n_done = core.step(actions, obs, np.empty(self._out_shape))
         results = core.out if n_done <= 0 else core.out.copy()  # [N, fields] (a view of the fresh array)
         if n_done < 0:
@@ -139,6 +145,10 @@ class CryptoTradingVectorEnv(VectorEnv):
         for i in idx:
             final_obs[i] = self._wrap(obs[i].copy())
         starts, ends = self._bounds(idx, {})
+        # (the reset clears the fill rows: keep the final step's fills for trades(i))
+        bars = results[idx, OUT.bar].astype(np.int64)
+        self._final_fills = {int(i): (core.fills[i].copy(), int(results[i, OUT.n_trades]), int(core.timestamps[b]))
+                             for i, b in zip(idx, bars)}
         core.reset(idx, starts, ends, obs=obs)
         self._prev_equity[idx] = self._proto.initial_cash
         return obs, results, rewards, terminated, truncated, idx, final_obs
@@ -148,7 +158,11 @@ class CryptoTradingVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ helpers
     def trades(self, i: int) -> list[dict]:
-        """Fills of env ``i`` in the last step (dicts as in ``CryptoTradingEnv``'s ``info["trades"]``)."""
+        """Fills of env ``i`` in the last step (dicts as in ``CryptoTradingEnv``'s ``info["trades"]``); for an
+        env that ended in that step (and was reset), the fills of its final step."""
+        final = self._final_fills.get(i)
+        if final is not None:
+            return Trades(*final, self.core.symbols).to_list()
         return self.core.trades(i)
 
     def _wrap(self, obs: np.ndarray):

@@ -226,3 +226,37 @@ def test_rare_fill_rows_hold_only_this_steps_fills_whatever_the_other_envs_in_th
             assert len(closes) == (1 if step == (7, 5)[i] else 0), (step, i, info["trades"])
             assert venv.trades(i) == info["trades"]
             assert not venv.core.fills[i, A:].any() or step == (7, 5)[i]  # (rows A.. : closes, liquidations)
+
+
+def test_trades_of_an_env_that_ended_are_its_final_steps_fills_liquidations_included():
+    """Same-step autoreset clears an ended env's fill rows; ``trades(i)`` still gives that step's
+    fills, as the single env's ``info["trades"]`` of its final step, liquidation fills included
+    (they happen only in final steps), and ``n_trades`` (also in ``final_info``) counts them. (Before
+    session 12, trades(i) of an env reset in the step was [], while n_trades said otherwise.)"""
+    rng = np.random.default_rng(7)
+    T, A, N = 160, 3, 11
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.06, (T, A)), axis=0))
+    open_ = close * np.exp(rng.normal(0, 0.02, (T, A)))
+    prices = np.stack([open_, np.maximum(open_, close) * 1.1, np.minimum(open_, close) * 0.9, close,
+                       rng.uniform(50, 500, (T, A))], axis=-1)
+    t = FactorTensor.from_arrays(rng.normal(size=(T, A, 2)), prices, np.arange(T) * HOUR, tradable=rng.random((T, A)) > 0.1)
+    cfg = ExecutionConfig(taker_fee=0.001, slippage_bps=2.0, lot_step=0.01, min_notional=5.0, borrow_rate_per_bar=1e-3,
+                          max_leverage=3.0, maintenance_margin=0.2, on_untradable="close")
+    kw = dict(window=3, execution=cfg, episode_length=12, mapping="signed", long_only=False, random_start=False)
+    venv, singles = CryptoTradingVectorEnv(t, N, **kw), [CryptoTradingEnv(t, **kw) for _ in range(N)]
+    venv.reset(seed=0)
+    for e in singles:
+        e.reset()
+    kinds = {"liquidation": 0, "ended": 0}
+    for _ in range(30):
+        a = rng.uniform(-1, 1, (N, A)).astype(np.float32)
+        _, _, term, trunc, infos = venv.step(a)
+        for i, e in enumerate(singles):
+            _, _, te, tr, info = e.step(a[i])
+            assert (te, tr) == (term[i], trunc[i]) and venv.trades(i) == info["trades"]
+            if te or tr:
+                assert infos["final_info"]["n_trades"][i] == infos["n_trades"][i] == len(info["trades"])
+                kinds["ended"] += 1
+                kinds["liquidation"] += sum(x["kind"] == "liquidation" for x in info["trades"])
+                e.reset()
+    assert kinds["liquidation"] > 0 and kinds["ended"] > N, kinds
