@@ -109,18 +109,22 @@ _CONFIG_ERRORS = "tests/test_env_api.py::test_bad_configuration_gives_clear_erro
 _VECTOR = "tests/test_vector_env.py"  # vector vs single env, batch layouts, autoreset (~6 s warm)
 _PARALLEL = "tests/test_vector_env.py::test_parallel_kernel_gives_the_same_trajectories_bit_for_bit"
 
+# every kernel path under numba's bounds checking, in a child with an empty cache (~30 s): last, for
+# the compiled modules (an out-of-bounds read whose value goes unused changes no result)
+_BOUNDS = "tests/test_engine_bounds.py"
+
 #: module -> the tests run against each of its mutants (in this order; pytest stops at the first failure)
 MODULE_TESTS: dict[str, list[str]] = {
-    "envs/execution.py": ["tests/test_process_order.py", *_ENGINE],
-    "envs/actions.py": _ENGINE,
-    "envs/phases.py": _ENGINE,
+    "envs/execution.py": ["tests/test_process_order.py", *_ENGINE, _BOUNDS],
+    "envs/actions.py": [*_ENGINE, _BOUNDS],
+    "envs/phases.py": [*_ENGINE, _BOUNDS],
     # (+ the wrong-length action test of the single env's fast path, which hands it to the kernel as it is)
-    # (+ the parallel kernel against the serial one, last: it compiles one more kernel)
+    # (+ the parallel kernel against the serial one: it compiles one more kernel)
     "envs/kernels.py": [*_ENGINE,
                         "tests/test_mutants_env.py::test_a_box_action_of_the_wrong_length_is_refused_and_moves_nothing",
-                        _PARALLEL],
-    "envs/layouts.py": [*_ENGINE[:-2], _VECTOR, *_WIDER],
-    "envs/intrinsics.py": _ENGINE,
+                        _PARALLEL, _BOUNDS],
+    "envs/layouts.py": [*_ENGINE[:-2], _VECTOR, *_WIDER, _BOUNDS],
+    "envs/intrinsics.py": [*_ENGINE, _BOUNDS],
     "envs/core.py": [*_ENGINE[:-2], _ENV_ADDED, _VECTOR, *_WIDER],
     "envs/trading_env.py": [_BY_HAND, "tests/test_action_inputs.py", _CONFIG_ERRORS, *_REFERENCE, _ENV_ADDED, *_WIDER],
     "envs/vector_env.py": [*_REFERENCE, "tests/test_mutants_engine.py", _ENV_ADDED, _VECTOR, *_WIDER],
