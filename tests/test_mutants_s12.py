@@ -43,3 +43,21 @@ def test_asking_the_held_weight_of_an_untradable_asset_is_no_change_not_a_reject
     assert list(info["positions"]) == [0.0, 10.0, 0.0] and info["cash"] == 500.0 and info["equity"] == 1000.0
     _, _, _, _, info = e.step(np.array([0.0, 0.25, 0.0], np.float32))  # (bar 3: Y trades again)
     assert e.order_status[1] == "filled" and list(info["positions"]) == [0.0, 5.0, 0.0]
+
+
+def test_every_price_record_starts_a_cache_line():
+    """layouts.price_records promises 64-byte aligned records (one PRICE record, 8 float64, per cache
+    line: the kernels' prefetch and the step's one-line reads rely on it). Over many allocations of
+    several shapes (numpy itself aligns to 16 bytes only) the array starts on a 64-byte boundary, holds
+    its T x A x 8 values and owns no other memory's view. (layouts.py:167 `align: int = 63` or 65: the
+    zeros are the same, but they start anywhere.)"""
+    from factorgym.envs.layouts import PRICE, price_records
+
+    addresses = set()
+    for T in range(3, 23):
+        for A in (1, 2, 3):
+            rec = price_records(_flat([100.0, 50.0, 20.0][:A], T=T), np.ones((T, A), bool))
+            assert rec.shape == (T, A, len(PRICE)) and rec.flags.c_contiguous
+            assert rec.ctypes.data % 64 == 0, (T, A, rec.ctypes.data % 64)
+            addresses.add(rec.ctypes.data % 4096)
+    assert len(addresses) > 1  # (not one recycled block)
