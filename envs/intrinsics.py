@@ -13,16 +13,26 @@ argument arrays, which is what lets it vectorise the block loops across envs: ov
 arrays themselves (rows ``L`` apart, ``L`` known only at run time) it would need more run-time
 overlap checks than it is willing to emit, and falls back to scalar code.
 
+``FACTORGYM_POISON_STACK=1`` (read at import; a test setting, see tests/test_engine_bounds.py) fills each
+stack array with NaN bit patterns where it is allocated, so a kernel that reads a row before writing
+it in a step carries NaN into its results instead of whatever an earlier call left there.
+
 ``sqrt_nb(x)``: ``math.sqrt`` that LLVM can vectorise (see its docstring); ``lane_index_nb``:
 the block index arithmetic, without numba's negative-index wraparound.
 """
 
 from __future__ import annotations
 
+import os
+
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+
+#: fill stack arrays with NaN where they are allocated (a test setting; part of the kernels' cache stamp)
+POISON_STACK = os.environ.get("FACTORGYM_POISON_STACK", "") == "1"
 
 
 @intrinsic
@@ -78,6 +88,8 @@ def stack_block_intrinsic(size_of):
         def codegen(context, builder, sig, args):
             intp = context.get_value_type(types.intp)
             ptr = cgutils.alloca_once(builder, context.get_value_type(types.float64), size=n)
+            if POISON_STACK:  # (all bits set: a NaN in every element)
+                cgutils.memset(builder, ptr, intp(8 * n), 0xFF)
             ary = context.make_array(arrty)(context, builder)
             context.populate_array(ary, data=ptr, shape=[intp(n)], strides=[intp(8)], itemsize=intp(8), meminfo=None)
             return ary._getvalue()

@@ -57,7 +57,11 @@ class EngineCacheLocator(caching._CacheLocator):
         return self._inner.get_cache_path()
 
     def get_source_stamp(self) -> str:
-        return engine_sources_hash()
+        # (+ the compile settings that change the code but not numba's own cache key)
+        from factorgym.envs.intrinsics import POISON_STACK
+        from numba.core import config
+
+        return f"{engine_sources_hash()}:boundscheck={config.BOUNDSCHECK}:poison={POISON_STACK}"
 
     def get_disambiguator(self) -> str:
         return self._inner.get_disambiguator()

@@ -1,16 +1,21 @@
-"""The engine reads and writes only inside its arrays: every compiled kernel run under numba's bounds
-checking (``NUMBA_BOUNDSCHECK=1``), in a child process with its own empty cache.
+"""The engine reads and writes only inside its arrays, and reads nothing it has not written: every
+compiled kernel run under numba's bounds checking (``NUMBA_BOUNDSCHECK=1``) and with its stack arrays
+filled with NaN where they are allocated (``FACTORGYM_POISON_STACK=1``), in a child process with its
+own empty cache, gives the same results, bit for bit, as the kernels the package runs.
 
 The kernels are compiled without bounds checks (and with numpy's error model) for speed, so an index
 one past an array's end reads another array's memory (or the heap's) silently: no test of the
 results would see it where the value read is not used (a padding lane's action, a done env's row).
-Here every index is checked; one out of range raises IndexError. The run passes through every
+Here every index is checked; one out of range raises IndexError. Their scratch rows live on the stack,
+uninitialised: a row read before the step writes it would hold whatever an earlier call left there
+(usually a harmless old value); poisoned, it holds NaN, which changes the results. The run passes through every
 path that indexes something of its own: blocks of envs with padding lanes, autoresets, long/short
 fills with every market rule, untradable closes, liquidations, a wrong-length action, both action
 layouts (simplex K = A + 1, signed K = A). ~30 s of compiling from an empty cache."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -23,7 +28,8 @@ HOUR = 3_600_000
 
 
 def _probe() -> dict:
-    """Runs in the child: the env paths above, with counts that show each one was taken."""
+    """The env paths above, with counts that show each one was taken and a digest of every result
+    (observations, rewards, flags, infos, trades, the raw fill rows)."""
     from factorgym.data_layer.tensor import FactorTensor
     from factorgym.envs import CryptoTradingEnv, CryptoTradingVectorEnv, ExecutionConfig
     from factorgym.envs.execution import ENV_LIQUIDATED
@@ -41,8 +47,14 @@ def _probe() -> dict:
                           on_untradable="close")
     seen = {"steps": 0, "liquidated": 0, "untradable_close": 0, "liquidation_fills": 0, "autoresets": 0,
             "bad_shape_refused": 0}
+    digest = hashlib.sha256()
+
+    def add(*arrays) -> None:
+        for a in arrays:
+            digest.update(np.ascontiguousarray(a).tobytes())
 
     def count(trades: list[dict]) -> None:
+        digest.update(repr(trades).encode())
         for tr in trades:
             seen["untradable_close"] += tr["kind"] == "untradable_close"
             seen["liquidation_fills"] += tr["kind"] == "liquidation"
@@ -52,7 +64,8 @@ def _probe() -> dict:
                                   long_only=False)
     venv.reset(seed=3)
     for _ in range(60):
-        _, _, term, trunc, info = venv.step(rng.uniform(-1, 1, (11, A)).astype(np.float32))
+        obs, reward, term, trunc, info = venv.step(rng.uniform(-1, 1, (11, A)).astype(np.float32))
+        add(obs, reward, term, trunc, venv.core.fills, *(info[k] for k in sorted(info) if k[0] != "_" and "final" not in k))
         seen["steps"] += 11
         seen["autoresets"] += int(np.sum(term | trunc))
         seen["liquidated"] += int(np.sum(info["status"] == ENV_LIQUIDATED))
@@ -69,17 +82,19 @@ def _probe() -> dict:
             except ValueError:
                 seen["bad_shape_refused"] += 1
             continue
-        _, _, term, trunc, info = env.step(rng.dirichlet(np.ones(A + 1)).astype(np.float32))
+        obs, reward, term, trunc, info = env.step(rng.dirichlet(np.ones(A + 1)).astype(np.float32))
+        add(obs, np.float64(reward), env.core.fills, info["equity"], info["cash"], info["weights"], info["positions"])
         seen["steps"] += 1
         count(info["trades"])
         if term or trunc:
             seen["liquidated"] += info["status"] == "liquidated"
-            env.reset()
+            add(env.reset()[0])
+    seen["digest"] = digest.hexdigest()
     return seen
 
 
-def test_every_kernel_path_stays_inside_its_arrays_under_numba_bounds_checking(tmp_path):
-    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+def test_every_kernel_path_stays_inside_its_arrays_and_reads_only_what_it_wrote(tmp_path):
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", FACTORGYM_POISON_STACK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba"),
                PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
     run = subprocess.run([sys.executable, "-m", "tests.test_engine_bounds"], env=env, capture_output=True, text=True,
                          timeout=900, cwd=tmp_path)
@@ -88,7 +103,9 @@ def test_every_kernel_path_stays_inside_its_arrays_under_numba_bounds_checking(t
     assert list((tmp_path / "numba").rglob("*.nbi")), "the child did not compile into its own cache"
     # every path was taken (a probe that skips them would prove nothing)
     for key in seen:
-        assert seen[key] > 0, seen
+        assert seen[key] != 0, seen
+    # the same results as the kernels the package runs (this process: no checks, no poison)
+    assert _probe() == seen
 
 
 if __name__ == "__main__":
