@@ -61,3 +61,19 @@ def test_every_price_record_starts_a_cache_line():
             assert rec.ctypes.data % 64 == 0, (T, A, rec.ctypes.data % 64)
             addresses.add(rec.ctypes.data % 4096)
     assert len(addresses) > 1  # (not one recycled block)
+
+
+def test_turnover_at_an_open_of_zero_equity_is_zero_not_infinite():
+    """Turnover is the traded value over the equity at the open of the fill bar, and 0 where that
+    equity is not positive (tests/reference_model.py: ``traded / e_open if e_open > 0 else 0``). The
+    gap of test_mutants_s11 (a short of 20 Y at 50 opening at 100: equity at the open 2000 - 2000 = 0
+    exactly) closes the short, 2,000 of quote traded: turnover 0. (kernels.py:144 `equity_open > -1.0`
+    takes 1 / 0 = inf as the inverse equity there: turnover inf.)"""
+    from test_mutants_s11 import _gap_to_zero_equity_env
+
+    e = _gap_to_zero_equity_env()
+    _, _, _, _, info = e.step(np.array([0.0, -1.0], np.float32))
+    assert info["turnover"] == 1.0  # (1000 of Y sold at an open of 1000)
+    _, _, term, _, info = e.step(np.array([0.0, -1.0], np.float32))
+    assert term and info["status"] == "bankrupt" and list(info["positions"]) == [0.0, 0.0]
+    assert info["turnover"] == 0.0
