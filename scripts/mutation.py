@@ -1074,6 +1074,8 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the per-module rows to this JSON file")
     ap.add_argument("--markdown", action="store_true", help="also print the per-module table in Markdown")
     args = ap.parse_args()
+    if args.json:  # (resolved now: the run works in its snapshot's folder)
+        args.json = args.json.resolve()
     if args.check:
         # (no test files named: the run's selection, from the coverage map of the checkout's snapshot)
         tests = [] if args.names == list(GROUPS) else args.names
