@@ -100,6 +100,7 @@ def test_every_kernel_path_stays_inside_its_arrays_and_reads_only_what_it_wrote(
                          timeout=900, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen.pop("stack_poisoned") is True
     assert list((tmp_path / "numba").rglob("*.nbi")), "the child did not compile into its own cache"
     # every path was taken (a probe that skips them would prove nothing)
     for key in seen:
@@ -108,5 +109,26 @@ def test_every_kernel_path_stays_inside_its_arrays_and_reads_only_what_it_wrote(
     assert _probe() == seen
 
 
+def _stack_is_poisoned() -> bool:
+    """In the child: a stack array of 5 x 7 elements, as the kernels get theirs, holds NaN in every
+    element (the poison covers whole arrays, not their first bytes)."""
+    import numba
+
+    from factorgym.envs.intrinsics import POISON_STACK, stack_block_intrinsic
+
+    stack_nb = stack_block_intrinsic(lambda a, b: a * b)
+
+    @numba.njit
+    def first_values(dims):
+        block = stack_nb(dims)
+        out = np.empty(block.shape[0])
+        for k in range(block.shape[0]):
+            out[k] = block[k]
+        return out
+
+    values = first_values(((0.0,) * 5, (0.0,) * 7))
+    return POISON_STACK and values.shape == (35,) and bool(np.isnan(values).all())
+
+
 if __name__ == "__main__":
-    print(json.dumps(_probe()))
+    print(json.dumps({**_probe(), "stack_poisoned": _stack_is_poisoned()}))
