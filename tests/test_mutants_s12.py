@@ -4,6 +4,7 @@ against a value worked by hand."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from factorgym.data_layer.tensor import FactorTensor
 from factorgym.envs import CryptoTradingEnv, ExecutionConfig
@@ -77,3 +78,44 @@ def test_turnover_at_an_open_of_zero_equity_is_zero_not_infinite():
     _, _, term, _, info = e.step(np.array([0.0, -1.0], np.float32))
     assert term and info["status"] == "bankrupt" and list(info["positions"]) == [0.0, 0.0]
     assert info["turnover"] == 0.0
+
+
+def test_the_results_row_of_a_refused_step_is_zero_but_its_status_with_the_sharpe_reward():
+    """As test_mutants_s11's refused-step test, with the differential Sharpe reward, whose reward row
+    the Sharpe loop writes itself (not _log_rewards): a refused step's row is 0 but for its status,
+    the reward included. (kernels.py:114 `select_nb(live, ..., 1.0)` gives a refused env reward 1.)"""
+    from factorgym.envs.execution import ENV_BAD_ACTION
+    from factorgym.envs.layouts import OUT
+
+    e = CryptoTradingEnv(_flat([100.0, 50.0]), mapping="signed", long_only=False, initial_cash=1000.0,
+                         random_start=False, reward="differential_sharpe",
+                         execution=ExecutionConfig.frictionless(max_leverage=1.0))
+    e.reset(options={"start": 0})
+    e.step(np.array([0.5, 0.0], np.float32))
+    with pytest.raises(ValueError, match="not in the action space"):
+        e.step(np.array([np.nan, 0.0], np.float32))
+    row = e.core.out[0].copy()
+    assert row[OUT.status] == ENV_BAD_ACTION
+    row[OUT.status] = 0.0
+    assert not row.any(), row
+
+
+def test_closing_everything_at_a_loss_beyond_the_equity_is_bankrupt_not_liquidated():
+    """Leverage 2, no maintenance margin, taker fee 0.1%. Bar 1 sells 20 Y short at 50 (fee 1: cash
+    1999, equity 999). Y opens bar 2 at 99.9: equity at the open 1999 - 1998 = 1 > 0, no breach. The
+    agent closes the short: 20 Y bought at 99.9 for 1998 plus a fee of 1.998, so the cash (= the equity,
+    nothing held) is 1999 - 1999.998 = -0.998: bankrupt. No position is left, so nothing is in breach of
+    the margin and nothing is liquidated. (phases.py:279 `gross >= 0.0` flags the empty book as breached
+    at the close: status "liquidated".)"""
+    o = np.array([[100.0, 50.0], [100.0, 50.0], [100.0, 99.9], [100.0, 99.9]])
+    prices = np.stack([o, o, o, o, np.full(o.shape, 1e9)], axis=-1)
+    t = FactorTensor.from_arrays(np.zeros((4, 2, 1)), prices, np.arange(4) * HOUR, symbols=["X", "Y"])
+    cfg = ExecutionConfig.frictionless(taker_fee=0.001, max_leverage=2.0, maintenance_margin=0.0)
+    e = CryptoTradingEnv(t, mapping="direct", long_only=False, execution=cfg, initial_cash=1000.0, random_start=False)
+    e.reset(options={"start": 0})
+    _, _, _, _, info = e.step(np.array([0.0, -1.0], np.float32))
+    assert list(info["positions"]) == [0.0, -20.0] and info["cash"] == pytest.approx(1999.0, abs=1e-9)
+    _, _, term, _, info = e.step(np.array([0.0, 0.0], np.float32))
+    assert list(info["positions"]) == [0.0, 0.0] and [tr["kind"] for tr in info["trades"]] == ["order"]
+    assert info["equity"] == pytest.approx(-0.998, abs=1e-9) and info["cash"] == info["equity"]
+    assert term and info["status"] == "bankrupt"
