@@ -119,3 +119,20 @@ def test_closing_everything_at_a_loss_beyond_the_equity_is_bankrupt_not_liquidat
     assert list(info["positions"]) == [0.0, 0.0] and [tr["kind"] for tr in info["trades"]] == ["order"]
     assert info["equity"] == pytest.approx(-0.998, abs=1e-9) and info["cash"] == info["equity"]
     assert term and info["status"] == "bankrupt"
+
+
+def test_a_long_only_account_has_no_margin_check_whatever_its_maintenance_margin():
+    """Long-only accounts borrow nothing, so the margin checks (intrabar and at the close) are for
+    margin accounts only (phases.settle_phases_nb; tests/reference_model.py: ``not long_only and ...``).
+    A maintenance margin of 1.5 (valid: any finite value >= 0) on a long-only account holding 100% X
+    (equity 1000 = its gross exposure, under 1.5 x 1000) liquidates nothing: status ok, X kept.
+    (phases.py:250 `long_only < 0.0` reads every account as a margin account at the close: the
+    long-only book is liquidated.)"""
+    e = CryptoTradingEnv(_flat([100.0, 50.0]), mapping="direct", long_only=True, initial_cash=1000.0,
+                         random_start=False,
+                         execution=ExecutionConfig.frictionless(max_leverage=1.0, maintenance_margin=1.5))
+    e.reset(options={"start": 0})
+    for kinds in (["order"], []):  # (buys 10 X, then holds them)
+        _, _, term, _, info = e.step(np.array([1.0, 0.0], np.float32))
+        assert not term and info["status"] == "ok" and list(info["positions"]) == [10.0, 0.0]
+        assert info["equity"] == 1000.0 and [tr["kind"] for tr in info["trades"]] == kinds
