@@ -67,7 +67,28 @@ def test_the_engine_locator_names_the_source_file_as_numba_expects():
     fn = execution.process_order.py_func
     locator = EngineCacheLocator.from_function(fn, execution.__file__)
     assert locator is not None and locator._py_file == execution.__file__
-    assert locator.get_source_stamp() == locator.get_source_stamp() and len(locator.get_source_stamp()) == 64
+    stamp = locator.get_source_stamp()
+    assert stamp == locator.get_source_stamp() and len(stamp.split(":")[0]) == 64
+
+
+def test_the_cache_stamp_changes_with_bounds_checking_and_the_stack_poison(monkeypatch):
+    """Kernels compiled with numba's bounds checks or with poisoned stack arrays (tests/test_engine_bounds.py)
+    are other code: a cache written under either setting must not serve a run without it (numba's own
+    index key holds neither)."""
+    from numba.core import config
+
+    from factorgym.envs import execution, intrinsics
+    from factorgym.envs.jit import EngineCacheLocator, engine_sources_hash
+
+    locator = EngineCacheLocator.from_function(execution.process_order.py_func, execution.__file__)
+    monkeypatch.setattr(config, "BOUNDSCHECK", None)
+    monkeypatch.setattr(intrinsics, "POISON_STACK", False)
+    plain = locator.get_source_stamp()
+    assert plain.startswith(engine_sources_hash())
+    monkeypatch.setattr(config, "BOUNDSCHECK", 1)
+    checked = locator.get_source_stamp()
+    monkeypatch.setattr(intrinsics, "POISON_STACK", True)
+    assert len({plain, checked, locator.get_source_stamp()}) == 3
 
 
 def test_an_engine_file_reached_through_a_symlinked_folder_gets_the_engine_locator(tmp_path):
