@@ -72,7 +72,8 @@ class CryptoTradingVectorEnv(VectorEnv):
         self._reward_fn = proto._reward_fn
         self._prev_equity = np.full(self.num_envs, proto.initial_cash)
         self._live = False
-        self._final_fills: dict[int, tuple] = {}  # env -> its final step's fills, for envs reset in the last step
+        # the envs reset in the last step, and their final step's fill rows, fill counts and timestamps
+        self._final_fills: tuple | None = None
         A = core.n_assets
         self._cols = slice(OUT_WEIGHTS, OUT_WEIGHTS + A), slice(OUT_WEIGHTS + A, OUT_WEIGHTS + 2 * A)
         self._out_shape = out_shape(A, self.num_envs)
@@ -89,7 +90,7 @@ class CryptoTradingVectorEnv(VectorEnv):
         obs = np.empty((self.num_envs, self.core.obs_dim), dtype=np.float32)
         self.core.reset(idx, starts, ends, obs=obs)
         self._prev_equity[:] = self._proto.initial_cash
-        self._final_fills = {}
+        self._final_fills = None
         self._live = True
         return self._wrap(obs), self._infos(include_status=False)
 
@@ -119,8 +120,7 @@ class CryptoTradingVectorEnv(VectorEnv):
         obs = np.empty(self._obs_shape, dtype=np.float32)
         # a fresh results array per step: rewards and infos are its columns, owned by the caller, so
         # nothing is copied; only a step with resets copies it (the reset rewrites those envs' rows)
-        if self._final_fills:
-            self._final_fills = {}
+        self._final_fills = None
         n_done = core.step(actions, obs, np.empty(self._out_shape))
         results = core.out if n_done <= 0 else core.out.copy()  # [N, fields] (a view of the fresh array)
         if n_done < 0:
@@ -146,9 +146,8 @@ class CryptoTradingVectorEnv(VectorEnv):
             final_obs[i] = self._wrap(obs[i].copy())
         starts, ends = self._bounds(idx, {})
         # (the reset clears the fill rows: keep the final step's fills for trades(i))
-        bars = results[idx, OUT.bar].astype(np.int64)
-        self._final_fills = {int(i): (core.fills[i].copy(), int(results[i, OUT.n_trades]), int(core.timestamps[b]))
-                             for i, b in zip(idx, bars)}
+        self._final_fills = (idx, core.fills[idx], results[idx, OUT.n_trades],
+                             core.timestamps[results[idx, OUT.bar].astype(np.int64)])
         core.reset(idx, starts, ends, obs=obs)
         self._prev_equity[idx] = self._proto.initial_cash
         return obs, results, rewards, terminated, truncated, idx, final_obs
@@ -160,9 +159,11 @@ class CryptoTradingVectorEnv(VectorEnv):
     def trades(self, i: int) -> list[dict]:
         """Fills of env ``i`` in the last step (dicts as in ``CryptoTradingEnv``'s ``info["trades"]``); for an
         env that ended in that step (and was reset), the fills of its final step."""
-        final = self._final_fills.get(i)
-        if final is not None:
-            return Trades(*final, self.core.symbols).to_list()
+        if self._final_fills is not None:
+            idx, fills, counts, timestamps = self._final_fills
+            k = int(np.searchsorted(idx, i))
+            if k < len(idx) and idx[k] == i:
+                return Trades(fills[k].copy(), int(counts[k]), int(timestamps[k]), self.core.symbols).to_list()
         return self.core.trades(i)
 
     def _wrap(self, obs: np.ndarray):
