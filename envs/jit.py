@@ -13,7 +13,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from numba.core import caching
+from numba.core import caching, config
+
+from factorgym.envs import intrinsics
 
 #: the modules the kernels compile from (any function of theirs may be inlined into a kernel)
 ENGINE_MODULES = ("jit.py", "intrinsics.py", "layouts.py", "execution.py", "phases.py", "actions.py", "kernels.py",
@@ -58,10 +60,7 @@ class EngineCacheLocator(caching._CacheLocator):
 
     def get_source_stamp(self) -> str:
         # (+ the compile settings that change the code but not numba's own cache key)
-        from factorgym.envs.intrinsics import POISON_STACK
-        from numba.core import config
-
-        return f"{engine_sources_hash()}:boundscheck={config.BOUNDSCHECK}:poison={POISON_STACK}"
+        return f"{engine_sources_hash()}:boundscheck={config.BOUNDSCHECK}:poison={intrinsics.POISON_STACK}"
 
     def get_disambiguator(self) -> str:
         return self._inner.get_disambiguator()

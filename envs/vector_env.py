@@ -48,9 +48,10 @@ class CryptoTradingVectorEnv(VectorEnv):
     ``fees``, ``slippage_cost``, ``borrow_cost``, ``funding``, ``turnover`` float64 [N], ``weights`` and
     ``positions`` float64 [N, A], ``n_trades`` int64 [N], ``status`` int8 [N] (0 ok, 1 bankrupt,
     2 liquidated); present for every env, so no ``_key`` masks are given for them. The fills of env
-    i in the last step are ``env.trades(i)`` (for an env that ended in that step: its final step's fills,
-    a liquidation's included; the new episode has none yet). ``get_attr(name)`` reads an attribute of the env options (``window``,
-    ``initial_cash``, ``execution``, ...) for every env, as Gymnasium's ``SyncVectorEnv`` does.
+    i in the last step are ``env.trades(i)`` (for an env that ended in that step: its final step's
+    fills, a liquidation's included; the new episode has none yet). ``get_attr(name)`` reads an
+    attribute of the env options (``window``, ``initial_cash``, ``execution``, ...) for every env, as
+    Gymnasium's ``SyncVectorEnv`` does.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
